@@ -128,10 +128,9 @@ def parse_datagram(data: bytes) -> Teredo:
     failed"). Trailing bytes after `40+plen` are tolerated and counted in `trailer_len`.
     """
     if type(data) is not bytes:
-        try:
-            data = bytes(data)
-        except (TypeError, ValueError):
-            raise ParseError("datagram", f"not a byte string: {type(data).__name__}") from None
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ParseError("datagram", f"not a byte string: {type(data).__name__}")
+        data = bytes(data)
     n = len(data)
     if n < 2:
         raise ParseError("datagram.length", f"{n} bytes, need at least 2")
@@ -332,10 +331,9 @@ def parse_icmpv6(pkt: bytes) -> Icmpv6:
 def _as_ipv6(pkt: bytes) -> bytes:
     """Validate an IPv6 packet for the non-hot-path parsers; returns it as `bytes`."""
     if type(pkt) is not bytes:
-        try:
-            pkt = bytes(pkt)
-        except (TypeError, ValueError):
-            raise ParseError("ipv6", f"not a byte string: {type(pkt).__name__}") from None
+        if not isinstance(pkt, (bytes, bytearray, memoryview)):
+            raise ParseError("ipv6", f"not a byte string: {type(pkt).__name__}")
+        pkt = bytes(pkt)
     n = len(pkt)
     if n < 40:
         raise ParseError("ipv6.length", f"{n} bytes, IPv6 header needs 40")
