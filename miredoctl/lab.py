@@ -1,0 +1,499 @@
+"""The demo/test network: a Teredo server, relay, native IPv6 host, NATs and clients, each in
+its own network namespace.
+
+Topology (namespace names are `<prefix><role>`):
+
+    inet   the two "internets": bridges br4 (IPv4) and br6 (IPv6), no addresses
+    srv    Teredo server: two consecutive public IPv4 on br4, native IPv6 on br6
+    rly    Teredo relay: public IPv4 on br4, native IPv6 on br6, IPv6 forwarding on
+    v6     native IPv6-only host on br6, route to the Teredo prefix via the relay
+    nat    NAT #1: wan on br4, lan to `cli`  (nftables masquerade)
+    cli    client #1 behind NAT #1
+    nat2   NAT #2 and `cli2` behind it (optional, for client-to-client paths)
+
+All public IPv4 hosts share one L2 segment with an on-link default route, so no router
+namespace is needed and no TTL is lost.  Why the pieces look as they do (server needs IPv6,
+relay needs forwarding, the NAT's INPUT drop, nodad, ...) is explained next to each step.
+
+Safety: nothing is ever created in the root namespace (veths are created directly inside
+their target namespaces with `ip -n`), and a spec whose addresses leave the documentation
+ranges is refused before anything is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from miredoctl import netns
+from miredoctl.netns import NetnsError
+
+ROLES: tuple[str, ...] = ("inet", "srv", "rly", "nat", "nat2", "cli", "cli2", "v6")
+NAT_TYPES: tuple[str, ...] = ("restricted", "restricted-nofw", "symmetric", "fullcone")
+
+# Where lab addresses may come from.  The machine's own interface and its package proxy may
+# sit in documentation ranges too, which is why the lab never configures the root namespace.
+ALLOWED_V4 = tuple(ipaddress.IPv4Network(n) for n in
+                   ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/15"))
+ALLOWED_V6 = ipaddress.IPv6Network("2001:db8::/32")
+TEREDO_STD = ipaddress.IPv6Network("2001::/32")
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,15}$")
+
+
+class LabError(RuntimeError):
+    """Building, checking or removing the lab failed; `str()` is one line naming the step."""
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    """Everything that shapes one lab.  Defaults are the reference lab's address plan."""
+
+    prefix: str = "t-"
+    nat_type: str = "restricted"
+    nat2_type: str = "restricted"
+    with_client2: bool = True
+    server_v6: bool = True
+    # "IPv4 internet" (one L2 segment)
+    pub4_plen: int = 24
+    srv_ip1: str = "203.0.113.10"
+    srv_ip2: str = "203.0.113.11"
+    rly_ip4: str = "203.0.113.20"
+    relay_port: int = 3545
+    nat_wan: str = "198.51.100.1"
+    nat2_wan: str = "198.51.100.2"
+    # LANs behind the NATs
+    lan_plen: int = 24
+    nat_lan: str = "198.18.0.1"
+    cli_ip: str = "198.18.0.2"
+    nat2_lan: str = "198.19.0.1"
+    cli2_ip: str = "198.19.0.2"
+    # "IPv6 internet"
+    v6_plen: int = 64
+    srv_ip6: str = "2001:db8:1::10"
+    rly_ip6: str = "2001:db8:1::20"
+    v6_host: str = "2001:db8:1::100"
+    # Teredo
+    teredo_prefix: str = "2001:0::"
+    teredo_if: str = "teredo"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse a spec that could leak out of the documentation ranges (or is malformed)."""
+        if not _PREFIX_RE.match(self.prefix):
+            raise LabError(f"LabSpec.prefix={self.prefix!r}: use 1-16 characters of "
+                           "[A-Za-z0-9_.-], starting with a letter or digit")
+        for field in ("nat_type", "nat2_type"):
+            if getattr(self, field) not in NAT_TYPES:
+                raise LabError(f"LabSpec.{field}={getattr(self, field)!r}: "
+                               f"not one of {', '.join(NAT_TYPES)}")
+        for field in ("srv_ip1", "srv_ip2", "rly_ip4", "nat_wan", "nat2_wan",
+                      "nat_lan", "cli_ip", "nat2_lan", "cli2_ip"):
+            value = getattr(self, field)
+            try:
+                ip4 = ipaddress.IPv4Address(value)
+            except ValueError:
+                raise LabError(f"LabSpec.{field}={value!r}: not an IPv4 address")
+            if not any(ip4 in net for net in ALLOWED_V4):
+                raise LabError(f"LabSpec.{field}={value}: outside the lab ranges "
+                               "(192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 198.18.0.0/15)")
+        for field in ("srv_ip6", "rly_ip6", "v6_host"):
+            value = getattr(self, field)
+            try:
+                ip6 = ipaddress.IPv6Address(value)
+            except ValueError:
+                raise LabError(f"LabSpec.{field}={value!r}: not an IPv6 address")
+            if ip6 not in ALLOWED_V6:
+                raise LabError(f"LabSpec.{field}={value}: outside 2001:db8::/32")
+        net = self.teredo_network
+        if net != TEREDO_STD and not net.subnet_of(ALLOWED_V6):
+            raise LabError(f"LabSpec.teredo_prefix={self.teredo_prefix}: "
+                           "use 2001:0:: or a /32 inside 2001:db8::/32")
+        for field, top in (("pub4_plen", 32), ("lan_plen", 32), ("v6_plen", 128)):
+            value = getattr(self, field)
+            if not 8 <= value <= top - 2:
+                raise LabError(f"LabSpec.{field}={value}: out of range")
+        if not 0 <= self.relay_port <= 65535:
+            raise LabError(f"LabSpec.relay_port={self.relay_port}: not a UDP port")
+        if not 1 <= len(self.teredo_if) <= 15:
+            raise LabError(f"LabSpec.teredo_if={self.teredo_if!r}: interface names are 1-15 chars")
+
+    @property
+    def teredo_network(self) -> ipaddress.IPv6Network:
+        try:
+            return ipaddress.IPv6Network(f"{self.teredo_prefix}/32", strict=False)
+        except ValueError:
+            raise LabError(f"LabSpec.teredo_prefix={self.teredo_prefix!r}: not an IPv6 prefix")
+
+    def ipv4_addresses(self) -> list[str]:
+        return [self.srv_ip1, self.srv_ip2, self.rly_ip4, self.nat_wan, self.nat2_wan,
+                self.nat_lan, self.cli_ip, self.nat2_lan, self.cli2_ip]
+
+    def roles(self) -> tuple[str, ...]:
+        """Roles this spec builds (nat2/cli2 only with a second client)."""
+        if self.with_client2:
+            return ROLES
+        return tuple(r for r in ROLES if r not in ("nat2", "cli2"))
+
+    def replace(self, **changes: Any) -> LabSpec:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One plain reachability probe of `Lab.check()`."""
+
+    description: str
+    ok: bool
+
+
+class Lab:
+    """One lab instance: build it with `up()`, remove it with `down()` (or use `with`)."""
+
+    def __init__(self, spec: LabSpec | None = None) -> None:
+        self.spec = spec if spec is not None else LabSpec()
+        self.spec.validate()
+        self._step = ""
+
+    # ------------------------------------------------------------------ naming
+    def ns(self, role: str) -> str:
+        """Namespace name for a role; the prefix keeps parallel labs apart."""
+        if role not in ROLES:
+            raise LabError(f"unknown lab role {role!r} (roles: {' '.join(ROLES)})")
+        if role not in self.spec.roles():
+            raise LabError(f"lab {self.spec.prefix}: role {role!r} is not part of this lab "
+                           "(with_client2=False)")
+        return f"{self.spec.prefix}{role}"
+
+    def namespaces(self) -> list[str]:
+        return [self.ns(r) for r in self.spec.roles()]
+
+    # -------------------------------------------------------------- running
+    def exec(self, role: str, argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess:
+        """Run a command inside a role's namespace and wait (output captured as text unless
+        the caller passes its own stdout/stderr)."""
+        if "stdout" not in kw and "stderr" not in kw:
+            kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        return subprocess.run(["ip", "netns", "exec", self.ns(role), *argv], **kw)
+
+    def spawn(self, role: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
+        """Start a command inside a role's namespace.
+
+        `ip netns exec` execs the command itself, so the Popen's PID is the command's PID
+        (no shell in between: a SIGTERM to that PID reaches the daemon)."""
+        return subprocess.Popen(["ip", "netns", "exec", self.ns(role), *argv], **kw)
+
+    # ------------------------------------------------------------- lifecycle
+    def __enter__(self) -> Lab:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def is_up(self) -> bool:
+        return all(netns.exists(n) for n in self.namespaces())
+
+    def up(self, check: bool = True) -> None:
+        """Build the lab (removing an older one with the same prefix first).
+
+        On any failure everything this prefix owns is removed again and LabError names the
+        failing step."""
+        self.down()
+        try:
+            self._build()
+            self._step = "check"
+            if check:
+                self.check()
+        except (NetnsError, LabError, OSError) as e:
+            step = self._step
+            try:
+                self.down()
+            except LabError:
+                pass
+            raise LabError(f"lab {self.spec.prefix}: up failed at step '{step}': {e}") from e
+
+    def down(self) -> list[int]:
+        """Stop (by PID) whatever still runs in this prefix's namespaces, then delete them.
+
+        Covers every role name, not just this spec's, so an older lab with the same prefix but
+        a second client is removed too.  Returns the PIDs that had to be stopped."""
+        stopped: list[int] = []
+        errors: list[str] = []
+        for role in reversed(ROLES):
+            name = f"{self.spec.prefix}{role}"
+            try:
+                stopped += netns.delete(name)
+            except NetnsError as e:
+                errors.append(str(e))
+        if errors:
+            raise LabError(f"lab {self.spec.prefix}: down: {errors[0]}")
+        return stopped
+
+    # ----------------------------------------------------------------- build
+    def _run(self, step: str, argv: Sequence[str], input: str | None = None) -> None:
+        self._step = step
+        netns.run(argv, input=input)
+
+    def _ip(self, step: str, role: str, *args: str) -> None:
+        self._run(step, ["ip", "-n", self.ns(role), *args])
+
+    def _addr(self, step: str, role: str, cidr: str, dev: str, *extra: str) -> None:
+        # Second guard at the point of use: whatever the spec said, no address outside the
+        # documentation ranges is ever configured.
+        check_lab_address(cidr)
+        self._ip(step, role, "addr", "add", cidr, "dev", dev, *extra)
+
+    def _sysctl(self, step: str, role: str, *settings: str) -> None:
+        self._step = step
+        netns.sysctl(self.ns(role), *settings)
+
+    def _veth(self, role_a: str, if_a: str, role_b: str, if_b: str) -> None:
+        # Created directly inside both namespaces: `ip -n A link add ... peer ... netns B`
+        # never puts an interface, even briefly, into the root namespace.
+        self._ip(f"veth {role_a}:{if_a} <-> {role_b}:{if_b}", role_a, "link", "add", if_a,
+                 "type", "veth", "peer", "name", if_b, "netns", self.ns(role_b))
+
+    def _attach(self, ifname: str, bridge: str) -> None:
+        self._ip(f"attach inet:{ifname} to {bridge}", "inet",
+                 "link", "set", ifname, "master", bridge, "up")
+
+    def _build(self) -> None:
+        s = self.spec
+        for role in s.roles():
+            self._step = f"create namespace {role}"
+            netns.add(self.ns(role))
+            # Explicit values so the lab does not depend on what a new namespace inherits
+            # (net.core.devconf_inherit_init_net differs between machines); accept_dad=0 so
+            # static IPv6 never sits "tentative" for a second.
+            self._sysctl(f"base sysctls {role}", role,
+                         "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+                         "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0",
+                         "net.ipv6.conf.default.accept_dad=0")
+
+        # The "internet": two bridges, no addresses, no IPv6 chatter of their own.
+        self._sysctl("inet: disable IPv6", "inet", "net.ipv6.conf.all.disable_ipv6=1",
+                     "net.ipv6.conf.default.disable_ipv6=1")
+        self._ip("inet: bridge br4", "inet", "link", "add", "br4", "type", "bridge",
+                 "stp_state", "0", "forward_delay", "0")
+        self._ip("inet: bridge br6", "inet", "link", "add", "br6", "type", "bridge",
+                 "stp_state", "0", "forward_delay", "0", "mcast_snooping", "0")
+        self._ip("inet: br4 up", "inet", "link", "set", "br4", "up")
+        self._ip("inet: br6 up", "inet", "link", "set", "br6", "up")
+
+        p4, p6 = str(s.pub4_plen), str(s.v6_plen)
+        # Teredo server: two consecutive public addresses (RFC 4380 qualification uses both)
+        # and native IPv6, because it forwards clients' connectivity-test pings to the IPv6
+        # internet; without it every client<->native path fails.
+        self._veth("srv", "inet4", "inet", "srv4")
+        self._attach("srv4", "br4")
+        self._sysctl("srv: no IPv6 on inet4", "srv", "net.ipv6.conf.inet4.disable_ipv6=1")
+        self._addr("srv: address 1", "srv", f"{s.srv_ip1}/{p4}", "inet4")
+        self._addr("srv: address 2", "srv", f"{s.srv_ip2}/{p4}", "inet4")
+        self._ip("srv: inet4 up", "srv", "link", "set", "inet4", "up")
+        # One L2 segment for every public host: an on-link default route makes each ARP for
+        # any public address directly (several "ISPs" on one wire, no router needed).
+        self._ip("srv: default route", "srv", "route", "add", "default", "dev", "inet4")
+        if s.server_v6:
+            self._veth("srv", "inet6", "inet", "srv6")
+            self._attach("srv6", "br6")
+            self._addr("srv: IPv6 address", "srv", f"{s.srv_ip6}/{p6}", "inet6", "nodad")
+            self._ip("srv: inet6 up", "srv", "link", "set", "inet6", "up")
+
+        # Teredo relay: an IPv6 router between the Teredo prefix and the IPv6 internet
+        # (without forwarding both directions fail).
+        self._veth("rly", "inet4", "inet", "rly4")
+        self._attach("rly4", "br4")
+        self._sysctl("rly: no IPv6 on inet4 + forwarding", "rly",
+                     "net.ipv6.conf.inet4.disable_ipv6=1", "net.ipv6.conf.all.forwarding=1")
+        self._addr("rly: address", "rly", f"{s.rly_ip4}/{p4}", "inet4")
+        self._ip("rly: inet4 up", "rly", "link", "set", "inet4", "up")
+        self._ip("rly: default route", "rly", "route", "add", "default", "dev", "inet4")
+        self._veth("rly", "inet6", "inet", "rly6")
+        self._attach("rly6", "br6")
+        self._addr("rly: IPv6 address", "rly", f"{s.rly_ip6}/{p6}", "inet6", "nodad")
+        self._ip("rly: inet6 up", "rly", "link", "set", "inet6", "up")
+
+        # Native IPv6-only host, reaching Teredo space through the relay.
+        self._veth("v6", "inet6", "inet", "v6")
+        self._attach("v6", "br6")
+        self._addr("v6: address", "v6", f"{s.v6_host}/{p6}", "inet6", "nodad")
+        self._ip("v6: inet6 up", "v6", "link", "set", "inet6", "up")
+        self._ip("v6: route to the Teredo prefix", "v6", "-6", "route", "add",
+                 str(s.teredo_network), "via", s.rly_ip6, "dev", "inet6")
+
+        self._nat_pair("nat", "cli", "nat4", s.nat_wan, s.nat_lan, s.cli_ip, s.nat_type)
+        if s.with_client2:
+            self._nat_pair("nat2", "cli2", "nat24", s.nat2_wan, s.nat2_lan, s.cli2_ip,
+                           s.nat2_type)
+
+    def _nat_pair(self, nat: str, cli: str, brport: str, wan: str, lan: str, cip: str,
+                  nat_type: str) -> None:
+        s = self.spec
+        self._veth(nat, "wan", "inet", brport)
+        self._attach(brport, "br4")
+        self._veth(nat, "lan", cli, "lan")
+        # IPv4-only links carry no IPv6 at all (no NDP/MLD noise in captures); the client
+        # keeps IPv6 enabled globally for its Teredo interface.
+        self._sysctl(f"{nat}: sysctls", nat, "net.ipv6.conf.wan.disable_ipv6=1",
+                     "net.ipv6.conf.lan.disable_ipv6=1", "net.ipv4.ip_forward=1")
+        self._sysctl(f"{cli}: no IPv6 on lan", cli, "net.ipv6.conf.lan.disable_ipv6=1")
+        self._addr(f"{nat}: wan address", nat, f"{wan}/{s.pub4_plen}", "wan")
+        self._ip(f"{nat}: wan up", nat, "link", "set", "wan", "up")
+        self._ip(f"{nat}: default route", nat, "route", "add", "default", "dev", "wan")
+        self._addr(f"{nat}: lan address", nat, f"{lan}/{s.lan_plen}", "lan")
+        self._ip(f"{nat}: lan up", nat, "link", "set", "lan", "up")
+        self._addr(f"{cli}: lan address", cli, f"{cip}/{s.lan_plen}", "lan")
+        self._ip(f"{cli}: lan up", cli, "link", "set", "lan", "up")
+        self._ip(f"{cli}: default route", cli, "route", "add", "default", "via", lan,
+                 "dev", "lan")
+        lannet = ipaddress.IPv4Network(f"{lan}/{s.lan_plen}", strict=False)
+        self._run(f"{nat}: nftables rules ({nat_type})",
+                  ["ip", "netns", "exec", self.ns(nat), "nft", "-f", "-"],
+                  input=nat_ruleset(nat_type, str(lannet), wan, cip))
+
+    # ----------------------------------------------------------------- check
+    def check_plan(self) -> list[tuple[str, str, list[str], bool]]:
+        """(description, role, ping arguments, expected to succeed) of every probe."""
+        s = self.spec
+        plan = [
+            (f"cli -> NAT -> server primary ({s.srv_ip1})", "cli", [s.srv_ip1], True),
+            (f"cli -> NAT -> server secondary ({s.srv_ip2})", "cli", [s.srv_ip2], True),
+            (f"cli -> NAT -> relay ({s.rly_ip4})", "cli", [s.rly_ip4], True),
+            (f"relay -> NAT public side ({s.nat_wan})", "rly", [s.nat_wan], True),
+            (f"v6 host -> relay ({s.rly_ip6})", "v6", ["-6", s.rly_ip6], True),
+        ]
+        if s.server_v6:
+            plan.append((f"server -> v6 host ({s.v6_host})", "srv", ["-6", s.v6_host], True))
+        if s.with_client2:
+            plan.append((f"cli2 -> NAT2 -> server ({s.srv_ip1})", "cli2", [s.srv_ip1], True))
+            plan.append((f"cli2 -> NAT2 -> NAT1 public ({s.nat_wan})", "cli2", [s.nat_wan], True))
+        # The private LAN must NOT be reachable from the internet.
+        plan.append((f"private client {s.cli_ip} not reachable from the relay", "rly",
+                     [s.cli_ip], False))
+        return plan
+
+    def check(self, raise_on_failure: bool = True) -> list[CheckResult]:
+        """Plain IPv4/IPv6 reachability along every link (no Teredo), all probes at once."""
+        procs = []
+        for desc, role, args, expect in self.check_plan():
+            wait = "1" if expect else "0.5"
+            p = self.spawn(role, ["ping", "-n", "-q", "-c", "1", "-W", wait, *args],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append((desc, expect, p))
+        results = []
+        for desc, expect, p in procs:
+            reached = p.wait(timeout=10) == 0
+            results.append(CheckResult(desc, reached == expect))
+        failed = [r.description for r in results if not r.ok]
+        if failed and raise_on_failure:
+            raise LabError(f"lab {self.spec.prefix}: {len(failed)} check(s) failed: "
+                           + "; ".join(failed))
+        return results
+
+    # ---------------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        """JSON-ready picture of the lab: spec, and per role its namespace, addresses, PIDs."""
+        roles: dict[str, Any] = {}
+        for role in self.spec.roles():
+            name = self.ns(role)
+            entry: dict[str, Any] = {"namespace": name, "exists": netns.exists(name)}
+            if entry["exists"]:
+                entry["pids"] = netns.pids(name)
+                entry["interfaces"] = _interfaces(name)
+            roles[role] = entry
+        return {
+            "prefix": self.spec.prefix,
+            "up": all(r["exists"] for r in roles.values()),
+            "spec": dataclasses.asdict(self.spec),
+            "roles": roles,
+        }
+
+
+def _interfaces(ns: str) -> dict[str, dict[str, Any]]:
+    cp = netns.run(["ip", "-j", "-n", ns, "addr", "show"], check=False)
+    out: dict[str, dict[str, Any]] = {}
+    if cp.returncode != 0 or not cp.stdout.strip():
+        return out
+    for link in json.loads(cp.stdout):
+        if link.get("ifname") == "lo":
+            continue
+        out[link["ifname"]] = {
+            "state": link.get("operstate"),
+            "addresses": [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
+                          if a.get("scope") != "link"],
+        }
+    return out
+
+
+def check_lab_address(cidr: str) -> None:
+    """Raise LabError unless `cidr` (address or address/plen) lies in the lab's ranges."""
+    try:
+        iface = ipaddress.ip_interface(cidr)
+    except ValueError:
+        raise LabError(f"{cidr!r}: not an IP address")
+    if iface.version == 4:
+        ok = any(iface.network.subnet_of(net) for net in ALLOWED_V4
+                 if iface.network.prefixlen >= net.prefixlen)
+    else:
+        ok = iface.network.prefixlen >= 32 and iface.network.subnet_of(ALLOWED_V6)
+    if not ok:
+        raise LabError(f"{cidr}: outside the lab's documentation ranges, refused")
+
+
+def nat_ruleset(nat_type: str, lan_net: str, wan_ip: str, client_ip: str) -> str:
+    """The nftables rule set of one NAT router (an `nft -f` script).
+
+    restricted       masquerade: endpoint-independent mapping (source port kept when free),
+                     address+port-dependent filtering, unsolicited inbound dropped in INPUT
+    restricted-nofw  the same without that INPUT drop
+    symmetric        masquerade fully-random: a new port per destination
+    fullcone         masquerade persistent + DNAT of every inbound UDP port to the client
+    """
+    if nat_type not in NAT_TYPES:
+        raise LabError(f"unknown NAT type {nat_type!r} (one of {', '.join(NAT_TYPES)})")
+    masq = {"restricted": "masquerade", "restricted-nofw": "masquerade",
+            "symmetric": "masquerade fully-random", "fullcone": "masquerade persistent"}[nat_type]
+    lines = [
+        "flush ruleset",
+        "table ip lab_nat {",
+        "  chain postrouting { type nat hook postrouting priority srcnat; policy accept;",
+        f'    oifname "wan" ip saddr {lan_net} {masq}',
+        "  }",
+        "  chain prerouting { type nat hook prerouting priority dstnat; policy accept;",
+    ]
+    if nat_type == "fullcone":
+        lines.append(f'    iifname "wan" ip daddr {wan_ip} udp dport 1024-65535 '
+                     f'dnat to {client_ip}')
+    lines += [
+        "  }",
+        "  chain forward { type filter hook forward priority filter; policy drop;",
+        "    ct state established,related accept",
+        '    iifname "lan" oifname "wan" accept',
+    ]
+    if nat_type == "fullcone":
+        lines.append('    iifname "wan" ct status dnat accept')
+    lines.append("  }")
+    if nat_type != "restricted-nofw":
+        # A peer's first direct bubble arrives unsolicited.  If it passes INPUT, conntrack
+        # confirms an entry whose reply tuple then clashes with the mapping the client opens
+        # a moment later, masquerade picks another source port, and hole punching fails.
+        # A dropped packet's entry is never confirmed; home routers all drop here.
+        lines += [
+            "  chain input { type filter hook input priority filter; policy accept;",
+            '    iifname "wan" ct state established,related accept',
+            '    iifname "wan" icmp type echo-request accept',
+            '    iifname "wan" drop',
+            "  }",
+        ]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
