@@ -216,6 +216,14 @@ def ipv6_hop_limit(pkt: bytes) -> int:
     return pkt[7]
 
 
+def ipv6_tclass(pkt: bytes) -> int:
+    return ((pkt[0] & 0x0F) << 4) | (pkt[1] >> 4)
+
+
+def ipv6_flow(pkt: bytes) -> int:
+    return ((pkt[1] & 0x0F) << 16) | (pkt[2] << 8) | pkt[3]
+
+
 def is_bubble(pkt: bytes) -> bool:
     """miredo's test: payload length 0 and next header 59; hop limit and trailers ignored."""
     return len(pkt) >= 40 and pkt[6] == NH_NONE and pkt[4] == 0 and pkt[5] == 0
@@ -296,7 +304,14 @@ def icmpv6_checksum_ok(pkt: bytes) -> bool:
 
 
 def build_icmpv6(
-    src: bytes, dst: bytes, type: int, code: int, body: bytes, hop_limit: int = 64
+    src: bytes,
+    dst: bytes,
+    type: int,
+    code: int,
+    body: bytes,
+    hop_limit: int = 64,
+    tclass: int = 0,
+    flow: int = 0,
 ) -> bytes:
     """A whole IPv6 packet carrying `type code checksum body` with the checksum filled in."""
     if not (0 <= type <= 255 and 0 <= code <= 255):
@@ -304,7 +319,7 @@ def build_icmpv6(
     msg = bytes((type, code, 0, 0)) + bytes(body)
     ck = icmpv6_checksum(src, dst, msg)
     msg = msg[:2] + ck.to_bytes(2, "big") + msg[4:]
-    return build_ipv6(src, dst, NH_ICMPV6, msg, hop_limit)
+    return build_ipv6(src, dst, NH_ICMPV6, msg, hop_limit, tclass, flow)
 
 
 class Icmpv6(NamedTuple):
@@ -528,7 +543,14 @@ class Echo(NamedTuple):
 
 
 def echo_request(
-    src: bytes, dst: bytes, ident: int, seq: int, data: bytes, hop_limit: int = ECHO_HOP_LIMIT
+    src: bytes,
+    dst: bytes,
+    ident: int,
+    seq: int,
+    data: bytes,
+    hop_limit: int = ECHO_HOP_LIMIT,
+    tclass: int = 0,
+    flow: int = 0,
 ) -> bytes:
     """ICMPv6 echo request; miredo's ping test uses hop limit 128 and 18 data bytes (E7)."""
     return build_icmpv6(
@@ -538,11 +560,20 @@ def echo_request(
         0,
         ident.to_bytes(2, "big") + seq.to_bytes(2, "big") + bytes(data),
         hop_limit,
+        tclass,
+        flow,
     )
 
 
 def echo_reply(
-    src: bytes, dst: bytes, ident: int, seq: int, data: bytes, hop_limit: int = 64
+    src: bytes,
+    dst: bytes,
+    ident: int,
+    seq: int,
+    data: bytes,
+    hop_limit: int = 64,
+    tclass: int = 0,
+    flow: int = 0,
 ) -> bytes:
     return build_icmpv6(
         src,
@@ -551,6 +582,8 @@ def echo_reply(
         0,
         ident.to_bytes(2, "big") + seq.to_bytes(2, "big") + bytes(data),
         hop_limit,
+        tclass,
+        flow,
     )
 
 
@@ -633,11 +666,13 @@ __all__ = [
     "icmpv6_checksum",
     "icmpv6_checksum_ok",
     "ipv6_dst",
+    "ipv6_flow",
     "ipv6_hop_limit",
     "ipv6_next_header",
     "ipv6_ok",
     "ipv6_plen",
     "ipv6_src",
+    "ipv6_tclass",
     "is_bubble",
     "packet_too_big",
     "parse_datagram",

@@ -31,11 +31,13 @@ from engine.proto.wire import (
     icmpv6_checksum,
     icmpv6_checksum_ok,
     ipv6_dst,
+    ipv6_flow,
     ipv6_hop_limit,
     ipv6_next_header,
     ipv6_ok,
     ipv6_plen,
     ipv6_src,
+    ipv6_tclass,
     is_bubble,
     packet_too_big,
     parse_datagram,
@@ -281,6 +283,7 @@ def test_ipv6_ok():
 def test_accessors_slice_without_building_objects():
     p = build_ipv6(CLIENT, NATIVE, 17, b"payload", hop_limit=9, tclass=0xB8, flow=0xABCDE)
     assert p[:4] == bytes.fromhex("6b8abcde")
+    assert (ipv6_tclass(p), ipv6_flow(p)) == (0xB8, 0xABCDE)
     assert (ipv6_src(p), ipv6_dst(p)) == (CLIENT, NATIVE)
     assert (ipv6_plen(p), ipv6_next_header(p), ipv6_hop_limit(p)) == (7, 17, 9)
     assert type(ipv6_src(p)) is bytes  # usable as a dict key
