@@ -1,0 +1,325 @@
+"""The Teredo server role (RFC 4380 §5.3), wire-compatible with miredo-server.
+
+A Teredo server is stateless: it answers Router Solicitations (qualification), relays
+indirect bubbles and small ICMPv6 to its own clients with an origin indication, and sends its
+clients' direct IPv6 connectivity tests (ping tests) to native IPv6. The input checks S1-S7
+and the actions A1-A6 follow miredo's `server.c` order (teredo-protocol §7.2) so that we accept
+and drop exactly what miredo does, with three deliberate differences, all because a server on
+the internet must be neither a reflector nor an open relay:
+
+* per-source token buckets on RS answers, on forwarding to clients and on native forwarding,
+  plus global caps (RS answers and native IPv6), see `ServerLimits`;
+* A6 forwards only to clients of *this* server (destination's server field == our primary).
+  miredo also forwards, without an origin, to Teredo addresses of other servers, which no
+  legitimate Teredo node needs (indirect bubbles go to the destination's own server) and which
+  lets a spoofed packet be bounced at any IPv4:port;
+* an RS without an authentication header gets an RA without one (miredo sends stale bytes).
+
+Every drop is counted in `counters.drops` under a reason named after the rule:
+
+| reason | rule |
+|---|---|
+| `s1_malformed` | not a Teredo datagram / IPv6 sanity check failed (§2.3) |
+| `s2_not_bubble_or_icmpv6` | only bubbles and ICMPv6 are served |
+| `s3_source_not_global` | UDP source is not a global unicast IPv4 (spoofed / private) |
+| `s5_mapping_mismatch` | Teredo source whose embedded ip:port is not the UDP source |
+| `s7_not_for_us` | native/link-local source to something that is not one of our clients |
+| `a1_loop` | the packet comes from one of our own server sockets |
+| `a2_not_rs` | to ff02::2 / our link-local but not a Router Solicitation |
+| `a3_dst_not_global` | destination ::, ::1, fe80::/10 or multicast |
+| `a4_icmpv6_too_big` | ICMPv6 with more than 88 payload bytes |
+| `a6_mapped_not_global` | destination's embedded IPv4 is not global |
+| `a6_not_our_client` | Teredo destination of another server (we are no open relay) |
+| `rs_rate_limited` | RS answers over the per-source or global budget |
+| `forward_rate_limited` | forwarding to clients over the per-source budget |
+| `raw6_rate_limited` | native IPv6 forwarding over the per-source or global budget |
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .addr import (
+    ALL_ROUTERS,
+    TEREDO_PORT,
+    TEREDO_PREFIX,
+    has_prefix,
+    int_to_ipv4,
+    ipv4_pack,
+    ipv6_text,
+    is_global6,
+    is_global_unicast_ipv4,
+    is_valid_prefix,
+    mapping_of,
+    server_link_local,
+)
+from .counters import Counters
+from .errors import ParseError
+from .events import Event, StateChanged
+from .ratelimit import GlobalLimiter, KeyedLimiter, Rate
+from .wire import (
+    AUTH_MIN_LEN,
+    MAX_MTU,
+    MIN_MTU,
+    ND_ROUTER_SOLICIT,
+    NH_ICMPV6,
+    Origin,
+    is_bubble,
+    parse_datagram,
+    router_advertisement,
+)
+
+MAX_RELAYED_ICMPV6 = 88
+"""ICMPv6 payload bytes a server relays at most (A4): enough for ping tests, useless for abuse."""
+
+HOUSEKEEPING_PERIOD = 10.0
+"""How often idle rate-limit buckets are forgotten (bounded work per run)."""
+
+SOCK_PRIMARY = 0
+SOCK_SECONDARY = 1
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Rate limits of the server; the defaults leave real clients and relays untouched.
+
+    A client sends one RS per ~30 s (a few more while qualifying), so 20/s with a burst of 50
+    per source IPv4 only bites on floods -- also with many clients behind one CGN address.
+    Forwarding to clients carries relays' indirect bubbles (≤ 4 per peer), hence the larger
+    per-source budget. Native forwarding carries only ping tests (≤ 4 per peer).
+    """
+
+    rs_per_source: Rate = field(default_factory=lambda: Rate(20, 50))
+    rs_total: Rate = field(default_factory=lambda: Rate(10000, 20000))
+    forward_per_source: Rate = field(default_factory=lambda: Rate(500, 1000))
+    raw6_per_source: Rate = field(default_factory=lambda: Rate(50, 100))
+    raw6_total: Rate = field(default_factory=lambda: Rate(5000, 10000))
+    max_sources: int = 65536
+
+    @classmethod
+    def unlimited(cls) -> ServerLimits:
+        """miredo's behaviour: no limits at all (benchmarks, interop comparisons)."""
+        none = Rate(None)
+        return cls(none, none, none, none, none)
+
+
+def _check_ipv4(name: str, ip: str) -> str:
+    try:
+        ok = is_global_unicast_ipv4(ip)
+    except ValueError:
+        raise ValueError(f"server {name} {ip!r}: not an IPv4 address") from None
+    if not ok:
+        raise ValueError(f"server {name} {ip}: not a global unicast IPv4 address")
+    return ip
+
+
+class ServerRole:
+    """A Teredo server on two UDP sockets (0: primary, 1: secondary) plus raw IPv6 output."""
+
+    role = "server"
+
+    def __init__(
+        self,
+        primary: str,
+        secondary: str | None = None,
+        prefix: int = TEREDO_PREFIX,
+        mtu: int = MIN_MTU,
+        *,
+        now: float = 0.0,
+        limits: ServerLimits | None = None,
+    ) -> None:
+        self.primary = _check_ipv4("primary address", primary)
+        if secondary is None:  # miredo: primary + 1 (Windows clients assume it)
+            secondary = int_to_ipv4((int.from_bytes(ipv4_pack(primary), "big") + 1) & 0xFFFFFFFF)
+        self.secondary = _check_ipv4("secondary address", secondary)
+        if self.secondary == self.primary:
+            raise ValueError(f"server secondary address {secondary}: same as the primary")
+        if not is_valid_prefix(prefix):
+            raise ValueError(f"server prefix {prefix:#010x}: must be a non-multicast 32-bit value")
+        if not MIN_MTU <= mtu <= MAX_MTU:
+            raise ValueError(f"server MTU {mtu}: must be within {MIN_MTU}-{MAX_MTU}")
+        self.prefix = prefix
+        self.mtu = mtu
+        self.link_local = server_link_local(self.primary)
+        self._primary_packed = ipv4_pack(self.primary)
+        self._own = {(self.primary, TEREDO_PORT), (self.secondary, TEREDO_PORT)}
+        self.limits = limits or ServerLimits()
+        lim = self.limits
+        self.rs_limiter = KeyedLimiter(lim.rs_per_source, lim.max_sources)
+        self.rs_total = GlobalLimiter(lim.rs_total, now)
+        self.forward_limiter = KeyedLimiter(lim.forward_per_source, lim.max_sources)
+        self.raw6_limiter = KeyedLimiter(lim.raw6_per_source, lim.max_sources)
+        self.raw6_total = GlobalLimiter(lim.raw6_total, now)
+        self.udp_out: list[tuple[int, bytes, tuple[str, int]]] = []
+        self.raw6_out: list[bytes] = []
+        self.events: list[Event] = [StateChanged("running", f"serving on {self.primary}")]
+        self.counters = Counters()
+        self.handled: Counter[str] = Counter()  # what was done: ra_sent, forwarded_*
+        self.started = now
+        self._next_housekeeping = now + HOUSEKEEPING_PERIOD
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, now: float = 0.0, limits: ServerLimits | None = None):
+        """Build from `engine.config.EngineConfig` (server mode)."""
+        return cls(
+            cfg.server_bind_address,
+            getattr(cfg, "server_bind_address2", None),
+            getattr(cfg, "prefix", TEREDO_PREFIX),
+            getattr(cfg, "interface_mtu", MIN_MTU),
+            now=now,
+            limits=limits,
+        )
+
+    # -- input ---------------------------------------------------------------------------------
+    def datagram_received(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+        c = self.counters
+        c.udp_in_packets += 1
+        c.udp_in_bytes += len(data)
+        try:
+            t = parse_datagram(data)
+        except ParseError:
+            c.drop("s1_malformed")
+            return
+        pkt = t.ipv6
+        nh = pkt[6]
+        plen = (pkt[4] << 8) | pkt[5]
+        bubble = is_bubble(pkt)
+        # S2: only bubbles and ICMPv6
+        if not bubble and nh != NH_ICMPV6:
+            c.drop("s2_not_bubble_or_icmpv6")
+            return
+        # S3: no spoofed private/martian UDP sources
+        src_ip = src[0]
+        try:
+            global_src = is_global_unicast_ipv4(src_ip)
+        except ValueError:
+            global_src = False
+        if not global_src:
+            c.drop("s3_source_not_global")
+            return
+        ip_src = pkt[8:24]
+        ip_dst = pkt[24:40]
+        prefix = self.prefix
+        if (
+            ip_src[0] == 0xFE
+            and (ip_src[1] & 0xC0) == 0x80
+            and ip_dst == ALL_ROUTERS
+            and nh == NH_ICMPV6
+            and plen >= 8
+            and pkt[40] == ND_ROUTER_SOLICIT
+        ):
+            pass  # S4: a Router Solicitation from a link-local source
+        elif has_prefix(ip_src, prefix):
+            # S5: a Teredo source must come from the mapping it claims (anti-spoofing)
+            if mapping_of(ip_src) != tuple(src):
+                c.drop("s5_mapping_mismatch")
+                return
+        elif not (has_prefix(ip_dst, prefix) and ip_dst[4:8] == self._primary_packed):
+            # S6 accepts native/link-local sources only towards our own clients; S7 the rest
+            c.drop("s7_not_for_us")
+            return
+        # A1: never talk to ourselves
+        if src[1] == TEREDO_PORT and (src_ip, TEREDO_PORT) in self._own:
+            c.drop("a1_loop")
+            return
+        # A2: router discovery
+        if ip_dst == ALL_ROUTERS or ip_dst == self.link_local:
+            if nh == NH_ICMPV6 and plen >= 8 and pkt[40] == ND_ROUTER_SOLICIT:
+                self._answer_rs(t.auth.nonce if t.auth else None, ip_src, src, sock, now)
+            else:
+                c.drop("a2_not_rs")
+            return
+        # A3
+        if not is_global6(ip_dst):
+            c.drop("a3_dst_not_global")
+            return
+        # A4: no open ICMPv6 relay
+        if not bubble and plen > MAX_RELAYED_ICMPV6:
+            c.drop("a4_icmpv6_too_big")
+            return
+        if not has_prefix(ip_dst, prefix):
+            # A5: a client's direct IPv6 connectivity test, to native IPv6 (40+plen bytes only)
+            if not (self.raw6_limiter.allow(src_ip, now) and self.raw6_total.allow(now)):
+                c.drop("raw6_rate_limited")
+                return
+            self.raw6_out.append(pkt)
+            c.raw6_out_packets += 1
+            c.raw6_out_bytes += len(pkt)
+            self.handled["forwarded_native"] += 1
+            return
+        # A6: to one of our clients, from the primary socket, with an origin indication
+        if ip_dst[4:8] != self._primary_packed:
+            c.drop("a6_not_our_client")
+            return
+        dest = mapping_of(ip_dst)
+        if not is_global_unicast_ipv4(dest[0]):
+            c.drop("a6_mapped_not_global")
+            return
+        if not self.forward_limiter.allow(src_ip, now):
+            c.drop("forward_rate_limited")
+            return
+        payload = Origin(src_ip, src[1]).pack() + t.remainder  # trailers travel on
+        self.udp_out.append((SOCK_PRIMARY, payload, dest))
+        c.udp_out_packets += 1
+        c.udp_out_bytes += len(payload)
+        self.handled["forwarded_teredo"] += 1
+
+    def _answer_rs(
+        self,
+        nonce: bytes | None,
+        rs_src: bytes,
+        src: tuple[str, int],
+        sock: int,
+        now: float,
+    ) -> None:
+        c = self.counters
+        if not (self.rs_limiter.allow(src[0], now) and self.rs_total.allow(now)):
+            c.drop("rs_rate_limited")
+            return
+        payload = router_advertisement(
+            nonce, Origin(src[0], src[1]), self.prefix, self.primary, self.mtu, rs_src
+        )
+        if nonce is None:  # the builder always adds auth (as miredo); echo its absence
+            payload = payload[AUTH_MIN_LEN:]
+        # §7.3: a cone-flagged RS source is answered from the *other* address (cone probing)
+        in_sock = SOCK_SECONDARY if sock == SOCK_SECONDARY else SOCK_PRIMARY
+        out_sock = (SOCK_SECONDARY - in_sock) if rs_src[8] & 0x80 else in_sock
+        self.udp_out.append((out_sock, payload, (src[0], src[1])))
+        c.udp_out_packets += 1
+        c.udp_out_bytes += len(payload)
+        self.handled["ra_sent"] += 1
+
+    # -- time ----------------------------------------------------------------------------------
+    def next_timer(self) -> float | None:
+        return self._next_housekeeping
+
+    def handle_timer(self, now: float) -> None:
+        if now < self._next_housekeeping:
+            return
+        for lim in (self.rs_limiter, self.forward_limiter, self.raw6_limiter):
+            lim.expire(now, max_scan=1024)
+        self._next_housekeeping = now + HOUSEKEEPING_PERIOD
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self) -> dict[str, object]:
+        p = self.prefix.to_bytes(4, "big") + bytes(12)
+        return {
+            "role": "server",
+            "state": "running",
+            "server": self.primary,
+            "server2": self.secondary,
+            "prefix": ipv6_text(p) + "/32",
+            "mtu": self.mtu,
+            "link_local": ipv6_text(self.link_local),
+            "handled": dict(self.handled),
+            "ratelimit": {
+                "rs_per_source": self.rs_limiter.stats(),
+                "rs_total_denied": self.rs_total.denied,
+                "forward_per_source": self.forward_limiter.stats(),
+                "raw6_per_source": self.raw6_limiter.stats(),
+                "raw6_total_denied": self.raw6_total.denied,
+            },
+            "counters": self.counters.as_dict(),
+        }
