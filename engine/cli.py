@@ -1,0 +1,219 @@
+"""`teredo-engine`: the miredo(8) command line, plus `--check` and `--status`.
+
+The flags, their duplicates rule and the exit codes are miredo's (0 ok, 1 error, 2 usage),
+so scripts and unit files written for miredo keep working. Usage errors are one line on
+stderr; `--check` never shows a traceback, whatever the file holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Any, NoReturn
+
+from engine import __version__
+from engine.config import ConfigError, EngineConfig, load_config, peek_role_and_status_socket
+from engine.options import (
+    DEFAULT_CONFIG,
+    DEFAULT_PIDFILE,
+    DEFAULT_USER,
+    RunOptions,
+    status_socket_path,
+)
+
+PROG = "teredo-engine"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+USAGE = f"""\
+Usage: {PROG} [-f] [-c FILE] [-p PIDFILE] [-u USER] [-t DIR] [--status-socket PATH] [SERVER]
+       {PROG} --check [-c FILE | FILE]
+       {PROG} --status [--status-socket PATH | -c FILE] [--json]
+"""
+
+HELP = USAGE + f"""
+Runs a Teredo client, relay or server (RFC 4380), configured by a miredo.conf or
+miredo-server.conf file. SERVER overrides ServerAddress (client) or ServerBindAddress
+(server; the secondary address then becomes SERVER + 1).
+
+  -c, --conf, --config FILE  configuration file (default: {DEFAULT_CONFIG})
+  -f, --foreground           run in the foreground
+  -p, --pidfile FILE         pid file (default: {DEFAULT_PIDFILE})
+  -u, --user, --username USER
+                             drop privileges to USER (default: {DEFAULT_USER})
+  -t, --chroot, --chrootdir DIR
+                             chroot to DIR after set-up
+      --status-socket PATH   status socket path
+      --check                check the configuration file and exit
+      --status               print the status of a running instance
+      --json                 with --status: print it as JSON
+  -V, --version              print the version and exit
+  -h, --help                 print this help and exit
+
+Exit status: 0 success, 1 error, 2 usage error.
+"""
+
+VERSION = f"""\
+{PROG} {__version__}
+A miredo-compatible Teredo engine (client, relay and server roles).
+"""
+
+
+class UsageError(Exception):
+    """A command line that cannot be run; main() turns it into one stderr line and exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+class _Once(argparse.Action):
+    """Store an option's value, refusing a second one like miredo does for -c -p -u -t."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if getattr(namespace, self.dest) is not None:
+            raise UsageError(f"option {'/'.join(self.option_strings)} given twice")
+        setattr(namespace, self.dest, values)
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog=PROG, add_help=False, allow_abbrev=False, usage=USAGE)
+    p.add_argument("-c", "--conf", "--config", dest="config", action=_Once, metavar="FILE")
+    p.add_argument("-f", "--foreground", action="store_true")
+    p.add_argument("-p", "--pidfile", action=_Once, metavar="FILE")
+    p.add_argument("-u", "--user", "--username", dest="user", action=_Once, metavar="USER")
+    p.add_argument("-t", "--chroot", "--chrootdir", dest="chrootdir", action=_Once, metavar="DIR")
+    p.add_argument("--status-socket", action=_Once, metavar="PATH")
+    p.add_argument("--check", action="store_true")
+    p.add_argument("--status", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-V", "--version", action="store_true")
+    p.add_argument("-h", "--help", action="store_true")
+    p.add_argument("args", nargs="*", metavar="SERVER")
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse and check the combinations; raises UsageError."""
+    ns = _parser().parse_intermixed_args(argv)
+    if ns.help or ns.version:
+        return ns
+    if ns.check and ns.status:
+        raise UsageError("--check and --status cannot be used together")
+    if ns.json and not ns.status:
+        raise UsageError("--json only goes with --status")
+    if len(ns.args) > 1:
+        raise UsageError(f"unexpected extra parameter: {ns.args[1]}")
+    if ns.check and ns.args and ns.config is not None:
+        raise UsageError("--check takes the file either with -c or as an argument, not both")
+    if ns.status and ns.args:
+        raise UsageError(f"unexpected extra parameter: {ns.args[0]}")
+    return ns
+
+
+def run_options(ns: argparse.Namespace) -> RunOptions:
+    return RunOptions(
+        config_path=ns.config or DEFAULT_CONFIG,
+        foreground=ns.foreground,
+        pidfile=ns.pidfile or DEFAULT_PIDFILE,
+        user=ns.user or DEFAULT_USER,
+        chrootdir=ns.chrootdir,
+        status_socket=ns.status_socket,
+        server_name=ns.args[0] if ns.args and not ns.check else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `teredo-engine` and `python -m engine`; returns the exit code."""
+    try:
+        ns = parse_args(sys.argv[1:] if argv is None else list(argv))
+    except UsageError as e:
+        print(f"{PROG}: {e} (try --help)", file=sys.stderr)
+        return EXIT_USAGE
+    if ns.help:
+        sys.stdout.write(HELP)
+        return EXIT_OK
+    if ns.version:
+        sys.stdout.write(VERSION)
+        return EXIT_OK
+    if ns.check:
+        return check(ns.args[0] if ns.args else ns.config or DEFAULT_CONFIG)
+    opts = run_options(ns)
+    if ns.status:
+        return status(ns, opts)
+    return run(ns, opts)
+
+
+def _runtime_module(name: str) -> Any:
+    """Import `engine.runtime.<name>` late (it pulls in sockets, netlink...), None if absent.
+
+    Only the module itself being missing counts as absent; an import error inside it is a
+    real bug and propagates.
+    """
+    full = f"engine.runtime.{name}"
+    try:
+        return importlib.import_module(full)
+    except ModuleNotFoundError as e:
+        if e.name != full:
+            raise
+        return None
+
+
+def _print_problems(error: ConfigError) -> None:
+    for problem in error.problems:
+        print(problem, file=sys.stderr)
+
+
+def check(path: str) -> int:
+    """`--check`: like miredo-checkconf, for all three roles, and warnings do not fail it."""
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        _print_problems(e)
+        return EXIT_ERROR
+    except Exception as e:  # a bug of ours must still not show the operator a traceback
+        print(f"{path}: internal error while checking ({type(e).__name__}: {e})", file=sys.stderr)
+        return EXIT_ERROR
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
+    n = config.directive_count
+    print(f"{path}: OK (role {config.role}, {n} directive{'' if n == 1 else 's'})")
+    return EXIT_OK
+
+
+def status(ns: argparse.Namespace, opts: RunOptions) -> int:
+    """`--status`: ask a running instance, through the runtime's status client."""
+    role, directive = peek_role_and_status_socket(opts.config_path)
+    opts.status_socket = status_socket_path(ns.status_socket, directive, ns.pidfile, role)
+    status_client = _runtime_module("status_client")
+    if status_client is None:
+        print("status: not implemented yet", file=sys.stderr)
+        return EXIT_ERROR
+    return int(status_client.main(opts, ns.json))
+
+
+def run(ns: argparse.Namespace, opts: RunOptions) -> int:
+    """Load the config (all problems reported, exit 1) and hand over to the daemon."""
+    try:
+        config: EngineConfig = load_config(opts.config_path, server_name=opts.server_name)
+    except ConfigError as e:
+        _print_problems(e)
+        print(f"{PROG}: fatal configuration error", file=sys.stderr)
+        return EXIT_ERROR
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
+    opts.status_socket = status_socket_path(
+        ns.status_socket, config.status_socket, ns.pidfile, config.role
+    )
+    daemon = _runtime_module("daemon")
+    if daemon is None:
+        print(f"{PROG}: running the daemon is not implemented yet", file=sys.stderr)
+        return EXIT_ERROR
+    return int(daemon.run(config, opts))

@@ -1,0 +1,76 @@
+"""The directives of miredo.conf and miredo-server.conf: spelling, roles, expected value.
+
+One table serves both file formats, because the engine is one program for the three roles;
+which directives a file may hold follows from its role (`role_of`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+CLIENT, RELAY, SERVER = "client", "relay", "server"
+
+RELAY_TYPES = ("client", "autoclient", "relay", "cone", "restricted", "server")
+ROLE_OF_RELAY_TYPE = {
+    "client": CLIENT,
+    "autoclient": CLIENT,  # an alias kept by miredo for old files
+    "relay": RELAY,
+    "cone": RELAY,  # miredo: the same as relay
+    "restricted": RELAY,  # deprecated (relay behind a restricted NAT)
+    "server": SERVER,  # ours: lets one file format say "server" explicitly
+}
+LOCAL_DISCOVERY = ("enabled", "forced", "disabled")
+
+
+@dataclass(frozen=True)
+class Directive:
+    name: str
+    roles: frozenset[str]
+    expects: str
+    """What a good value looks like, for "missing value" messages."""
+
+
+def _d(name: str, roles: tuple[str, ...], expects: str) -> Directive:
+    return Directive(name, frozenset(roles), expects)
+
+
+ALL = (CLIENT, RELAY, SERVER)
+DIRECTIVES: dict[str, Directive] = {
+    d.name.lower(): d
+    for d in (
+        _d("RelayType", ALL, "one of " + ", ".join(RELAY_TYPES)),
+        _d("ServerAddress", (CLIENT,), "the Teredo server's IPv4 address or host name"),
+        _d("ServerAddress2", (CLIENT,), "the server's secondary IPv4 address or host name"),
+        _d("LocalDiscovery", (CLIENT,), "enabled, forced or disabled"),
+        _d("DiscoveryInterfaces", (CLIENT,), "a regular expression matching interface names"),
+        _d("DiscoveryNetmask", (CLIENT,), "a dotted IPv4 netmask"),
+        _d("Prefix", (RELAY, SERVER), "an IPv6 address whose first 32 bits are the prefix"),
+        _d("InterfaceMTU", (RELAY, SERVER), "an MTU from 1280 to 65535"),
+        _d("InterfaceName", (CLIENT, RELAY), "an interface name of at most 15 bytes"),
+        _d("BindAddress", (CLIENT, RELAY), "a local IPv4 address or host name"),
+        _d("BindPort", (CLIENT, RELAY), "a UDP port number, 0-65535"),
+        _d("SyslogFacility", ALL, "a syslog facility such as daemon or local0"),
+        _d("ServerBindAddress", (SERVER,), "the server's primary global IPv4 address"),
+        _d("ServerBindAddress2", (SERVER,), "the server's secondary global IPv4 address"),
+        _d("StatusSocket", ALL, "the absolute path of the status socket"),
+    )
+}
+
+
+def lookup(name: str) -> Directive | None:
+    return DIRECTIVES.get(name.lower())
+
+
+def suggestion(name: str) -> str | None:
+    """The closest known spelling of a mistyped directive name, if one is close enough."""
+    matches = difflib.get_close_matches(name.lower(), list(DIRECTIVES), n=1, cutoff=0.6)
+    return DIRECTIVES[matches[0]].name if matches else None
+
+
+def roles_text(roles: frozenset[str]) -> str:
+    """"client only", "relay and server only" - word order fixed, for stable messages."""
+    names = [r for r in ALL if r in roles]
+    if len(names) == 1:
+        return f"{names[0]} only"
+    return ", ".join(names[:-1]) + f" and {names[-1]} only"
