@@ -275,9 +275,9 @@ class PeerTable:
         return freed
 
     def next_gc(self) -> float | None:
-        """When gc_step wants to run next: at once while memory is still being released,
-        else at the next generation swap."""
-        if self.dying:
+        """When gc_step wants to run next: at once (0.0) while memory is still being released or
+        before the first call has armed the generation clock, else at the next swap."""
+        if self.dying or self._next_swap is None:
             return 0.0
         return self._next_swap
 

@@ -1,0 +1,82 @@
+"""The Teredo relay role (spec §6): forwards between native IPv6 (the TUN device) and Teredo
+clients (UDP), with no qualification and no Teredo address of its own.
+
+A relay learns a client only by sending to it (T8): the first packet towards a client is queued
+and an indirect bubble goes through the client's server (plus a direct one for the deprecated
+``restricted`` type); the client's answer bubble makes it trusted and flushes the queue.
+Packets from Teredo sources the relay never sent to, or from a mapping that does not match,
+are dropped; non-Teredo sources are dropped.  The hop limit is left to the kernel.
+
+The data path itself lives in :mod:`engine.proto.tunnel`; this module fixes its parameters
+and adds the status report.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from .addr import LL_CLIENT, TEREDO_PREFIX, ipv6_text
+from .icmp_limit import IcmpErrorLimiter
+from .peers import DEFAULT_CAPACITY, RELAY_GENERATION
+from .tunnel import TeredoTunnel
+
+#: RelayType words that select the relay role, and whether each keeps the cone flag
+#: (cone: indirect bubbles only; restricted: direct + indirect, deprecated).
+RELAY_TYPES = {"relay": True, "cone": True, "restricted": False}
+
+
+class RelayRole(TeredoTunnel):
+    """``relay_type`` is the config word (``relay``, ``cone`` or ``restricted``)."""
+
+    def __init__(
+        self,
+        *,
+        relay_type: str = "cone",
+        prefix: int = TEREDO_PREFIX,
+        mtu: int = 1280,
+        token_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        capacity: int = DEFAULT_CAPACITY,
+        generation: int = RELAY_GENERATION,
+        icmp_limiter: IcmpErrorLimiter | None = None,
+        icmp_source: bytes = LL_CLIENT,
+        now: float = 0.0,
+    ) -> None:
+        if relay_type not in RELAY_TYPES:
+            raise ValueError(
+                f"relay: RelayType {relay_type!r}: expected one of {', '.join(RELAY_TYPES)}"
+            )
+        super().__init__(
+            is_client=False,
+            prefix=prefix,
+            cone=RELAY_TYPES[relay_type],
+            token_bytes=token_bytes,
+            capacity=capacity,
+            generation=generation,
+            icmp_limiter=icmp_limiter,
+            icmp_source=icmp_source,
+        )
+        self.relay_type = relay_type
+        self.mtu = mtu
+        self.started = now
+        self._last_now = now
+
+    @classmethod
+    def from_config(cls, cfg: Any, **kw: Any) -> RelayRole:
+        """Build from an ``engine.config.EngineConfig`` (``RelayType``, ``Prefix``,
+        ``InterfaceMTU``); keyword arguments (``token_bytes``, ``now``...) pass through."""
+        return cls(relay_type=cfg.relay_type, prefix=cfg.prefix, mtu=cfg.interface_mtu, **kw)
+
+    def status(self) -> dict[str, Any]:
+        prefix16 = self.prefix4 + bytes(12)
+        return {
+            "role": "relay",
+            "relay_type": self.relay_type,
+            "state": "running",
+            "prefix": f"{ipv6_text(prefix16)}/32",
+            "mtu": self.mtu,
+            "peers": self.peer_status(),
+            "icmp_errors_sent": self.icmp_sent,
+            "counters": self.counters.as_dict(),
+        }

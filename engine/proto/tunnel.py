@@ -1,0 +1,420 @@
+"""The Teredo data path shared by the client and the relay (spec §5.5, §5.6, §5.8, §5.9).
+
+``TeredoTunnel`` implements the transmit path T0–T8 (a packet read from the TUN device) and the
+receive path R0/R4–R11 (a datagram from the UDP socket) once, parameterised by role; the client
+(`client.py`) adds qualification, the ping test and local discovery around it, the relay
+(`relay.py`) only fixes the parameters.
+
+The hot path
+------------
+A relay forwards every packet of every Teredo client it serves through :meth:`_tx_fast` /
+:meth:`_rx_fast`.  For a trusted peer they do the minimum: one dict lookup, a mapping compare, a
+list append and plain int counter increments -- no parsing objects, no logging, no exceptions.
+Anything unusual (headers, unknown or untrusted peers, queued packets, bubbles) falls through to
+the general path, which implements the spec rule by rule.  The fast paths only take packets
+for which the general path would do exactly the same thing; the sim tests run both.
+
+Drop reasons (``counters.drops`` keys)
+--------------------------------------
+TX: ``tun_runt`` (T0), ``tun_dst_multicast`` (T1), ``tun_not_qualified`` (T2),
+``tun_src_not_teredo`` (T3 client), ``tun_dst_not_teredo`` (T3 relay),
+``tun_dst_server_not_global`` (T3), ``peer_table_full`` (T4), ``queue_full`` (queue budget),
+``bubble_limit`` / ``ping_limit`` (a limiter said NEVER).
+RX: ``udp_runt``, ``parse_error``, ``rx_src_not_teredo`` (R3'), ``rx_dst_multicast`` (R6),
+``rx_unknown_peer`` (R9: relay, peer never sent to), ``rx_mapping_mismatch`` (R9 failed),
+``rx_native_src`` (R11, relay), ``queued_from_other_mapping`` (flush of incoming entries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from .addr import LL_CLIENT, LL_PREFIX, TEREDO_PORT, is_global_unicast_ipv4, mapping_of, server_of
+from .counters import Counters
+from .errors import ParseError
+from .icmp_limit import IcmpErrorLimiter
+from .peers import (
+    LATER,
+    SEND,
+    VALID_SECONDS,
+    Peer,
+    PeerTable,
+)
+from .wire import bubble, dest_unreachable, icmp_error_allowed, parse_datagram
+
+UNREACH_ADMIN = 1  # administratively prohibited
+UNREACH_ADDR = 3  # address unreachable
+
+NO_MAPPING = ("0.0.0.0", 0)
+
+_FE80 = LL_PREFIX  # fe80::/64, the prefix of hole-punching bubble sources
+
+
+class TeredoTunnel:
+    """Shared TX/RX path; subclasses set the role parameters.
+
+    ``prefix`` is the 32-bit Teredo prefix (relay: configured; client: learned from the RA);
+    ``cone`` says whether our own flags carry the cone bit (a cone relay sends no direct bubble);
+    ``is_client`` selects the client variants of T2/T3/T6/T7 and R8/R10.
+    """
+
+    def __init__(
+        self,
+        *,
+        is_client: bool,
+        prefix: int,
+        cone: bool,
+        token_bytes: Callable[[int], bytes],
+        capacity: int,
+        generation: int,
+        icmp_limiter: IcmpErrorLimiter | None = None,
+        icmp_source: bytes = LL_CLIENT,
+    ) -> None:
+        self.is_client = is_client
+        self.cone = cone
+        self.set_prefix(prefix)
+        self.peers = PeerTable(capacity=capacity, generation=generation)
+        self.udp_out: list[tuple[int, bytes, tuple[str, int]]] = []
+        self.tun_out: list[bytes] = []
+        self.events: list[object] = []
+        self.counters = Counters()
+        self.icmp = icmp_limiter if icmp_limiter is not None else IcmpErrorLimiter()
+        self.icmp_source = icmp_source
+        self.icmp_sent = 0
+        self._key = bytes(token_bytes(16))
+        if len(self._key) != 16:
+            raise ValueError("tunnel: token_bytes(16) must return 16 bytes")
+        self._last_now = 0.0
+
+    def set_prefix(self, prefix: int) -> None:
+        if not 0 <= prefix <= 0xFFFFFFFF or prefix >> 24 == 0xFF:
+            raise ValueError(f"tunnel: Teredo prefix {prefix:#x} is not a unicast 32-bit prefix")
+        self.prefix = prefix
+        self.prefix4 = prefix.to_bytes(4, "big")
+
+    # -- hooks the client overrides ---------------------------------------------------------
+
+    def _tx_open(self) -> bool:
+        """T2: whether the tunnel may transmit at all (the client must be qualified)."""
+        return True
+
+    def _rx_client_special(self, pkt: bytes, src: tuple[str, int], p: Peer | None,
+                           sock: int, t: int) -> bool:
+        """R5 (client only): consume a local discovery bubble; True when consumed."""
+        return False
+
+    def _ping_check(self, pkt: bytes, t: int) -> bool:
+        """R8 (client only): whether ``pkt`` answers one of our ping tests."""
+        return False
+
+    def _looks_local(self, s6: bytes, src: tuple[str, int]) -> bool:
+        """R9c (client only, §9)."""
+        return False
+
+    def _send_ping(self, dst6: bytes, t: int) -> None:
+        """T6/R10 (client only): send a ping test towards the native host ``dst6``."""
+
+    def _local_bubbles(self, p: Peer, dst6: bytes) -> None:
+        """T7 (client only): the direct bubble to a local peer and a discovery round."""
+
+    # -- the bubble token (§5.8) -----------------------------------------------------------------
+
+    def token_source(self, teredo6: bytes) -> bytes:
+        """``fe80::`` + keyed hash of the mapping embedded in ``teredo6`` (its bytes 10-15,
+        still obfuscated: the hash only needs a stable input), U/G bits cleared."""
+        h = hashlib.blake2s(bytes(teredo6[10:16]), key=self._key, digest_size=8, person=b"tbub")
+        d = h.digest()
+        return _FE80 + bytes((d[0] & 0xFC,)) + d[1:]
+
+    # -- output helpers --------------------------------------------------------------------------
+
+    def _udp(self, sock: int, payload: bytes, dst: tuple[str, int]) -> None:
+        self.udp_out.append((sock, payload, dst))
+        c = self.counters
+        c.udp_out_packets += 1
+        c.udp_out_bytes += len(payload)
+
+    def _deliver(self, pkt: bytes) -> None:
+        self.tun_out.append(pkt)
+        c = self.counters
+        c.tun_out_packets += 1
+        c.tun_out_bytes += len(pkt)
+
+    def _drop(self, reason: str) -> None:
+        self.counters.drops[reason] += 1
+
+    def _bubble_to(self, src6: bytes, dst6: bytes, to: tuple[str, int], check: bool = True) -> None:
+        """Send a bubble unless the IPv4 destination fails the global-unicast test (§1.6)."""
+        if check and not is_global_unicast_ipv4(to[0]):
+            self._drop("bubble_dst_not_global")
+            return
+        self._udp(0, bubble(src6, dst6), to)
+
+    def icmp_error(self, pkt: bytes, code: int, t: int) -> None:
+        """Destination Unreachable for ``pkt`` (§5.9), written to the TUN device."""
+        if not icmp_error_allowed(pkt):
+            return
+        if not self.icmp.allow(t):
+            self._drop("icmp_rate_limited")
+            return
+        self.icmp_sent += 1
+        self._deliver(dest_unreachable(self._icmp_src(), bytes(pkt[8:24]), code, pkt))
+
+    def _icmp_src(self) -> bytes:
+        return self.icmp_source
+
+    # -- transmit path (§5.5) ------------------------------------------------------------------
+
+    def tun_received(self, pkt: bytes, now: float) -> None:
+        """A packet read from the TUN device."""
+        c = self.counters
+        n = len(pkt)
+        c.tun_in_packets += 1
+        c.tun_in_bytes += n
+        if n >= 40:
+            p = self.peers.recent.get(pkt[24:40])
+            if p is not None and p.trusted and self._tx_open():
+                peers = self.peers
+                t = peers._tick if peers._tick_lo <= now < peers._tick_hi else peers.tick(now)
+                if t - p.last_rx <= VALID_SECONDS and not p.local and self._tx_src_ok(pkt):
+                    # T5 for a trusted, valid peer: the hot path
+                    p.last_tx = t
+                    self.udp_out.append((0, pkt, p.mapping))
+                    c.udp_out_packets += 1
+                    c.udp_out_bytes += n
+                    return
+        self._tx(pkt, now)
+
+    def _tx_src_ok(self, pkt: bytes) -> bool:
+        """T3 for a packet to a known peer: relays accept any source; the client checks in its
+        own override (a native destination needs a Teredo source)."""
+        return True
+
+    def _tx(self, pkt: bytes, now: float) -> None:
+        """The general transmit path, rule by rule."""
+        self._last_now = now
+        peers = self.peers
+        t = peers.tick(now)
+        if len(pkt) < 40:  # T0
+            self._drop("tun_runt")
+            return
+        dst6 = pkt[24:40]
+        if dst6[0] == 0xFF:  # T1
+            self._drop("tun_dst_multicast")
+            return
+        if not self._tx_open():  # T2
+            self._drop("tun_not_qualified")
+            self.icmp_error(pkt, UNREACH_ADDR, t)
+            return
+        teredo_dst = dst6[0:4] == self.prefix4
+        if not teredo_dst:  # T3
+            if not self.is_client:
+                self._drop("tun_dst_not_teredo")
+                self.icmp_error(pkt, UNREACH_ADDR, t)
+                return
+            if pkt[8:12] != self.prefix4:
+                self._drop("tun_src_not_teredo")
+                self.icmp_error(pkt, UNREACH_ADMIN, t)
+                return
+        else:
+            server = server_of(dst6)
+            if server == "0.0.0.0" or not is_global_unicast_ipv4(server):
+                self._drop("tun_dst_server_not_global")
+                return
+        p = peers.get(dst6)  # T4
+        if p is None:
+            p = peers.create(dst6, mapping_of(dst6) if teredo_dst else NO_MAPPING, t)
+            if p is None:
+                self._drop("peer_table_full")
+                return
+        elif p.trusted and p.valid(t):  # T5
+            p.last_tx = t
+            self._udp(0, pkt, p.mapping)
+            return
+        if not teredo_dst:  # T6 (client only: the relay returned at T3)
+            self._queue(p, pkt, None)
+            r = p.may_send_ping(t)
+            if r == SEND:
+                self._send_ping(dst6, t)
+            elif r != LATER:
+                self._drop("ping_limit")
+                self.icmp_error(pkt, UNREACH_ADDR, t)
+            return
+        if self.is_client and p.local and p.valid(t):  # T7
+            self._queue(p, pkt, None)
+            r = p.may_send_bubble(t)
+            if r == SEND:
+                self._local_bubbles(p, dst6)
+            elif r != LATER:
+                self._drop("bubble_limit")
+                self.icmp_error(pkt, UNREACH_ADDR, t)
+            return
+        # T8: untrusted, or trusted but stale
+        self._queue(p, pkt, None)
+        r = p.may_send_bubble(t)
+        if r == SEND:
+            tok = self.token_source(dst6)
+            b = bubble(tok, dst6)
+            if not self.cone:
+                direct = mapping_of(dst6)
+                if is_global_unicast_ipv4(direct[0]):
+                    self._udp(0, b, direct)
+                else:
+                    self._drop("bubble_dst_not_global")
+            self._udp(0, b, (server_of(dst6), TEREDO_PORT))
+        elif r != LATER:
+            self._drop("bubble_limit")
+            self.icmp_error(pkt, UNREACH_ADDR, t)
+
+    def _queue(self, p: Peer, pkt: bytes, src: tuple[str, int] | None) -> None:
+        if not p.enqueue(pkt, src):
+            self._drop("queue_full")
+
+    def _flush(self, p: Peer, t: int) -> None:
+        """The peer became reachable: send/deliver what waited for it, in arrival order."""
+        q = p.take_queue(t)
+        if q is None:
+            return
+        mapping = p.mapping
+        for pkt, src in q:
+            if src is None:
+                p.last_tx = t
+                self._udp(0, pkt, mapping)
+            elif src == mapping:
+                self._deliver(pkt)
+            else:
+                self._drop("queued_from_other_mapping")
+
+    # -- receive path (§5.6) ---------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+        """A datagram from the UDP socket (relay entry point; the client wraps it)."""
+        c = self.counters
+        n = len(data)
+        c.udp_in_packets += 1
+        c.udp_in_bytes += n
+        # Fast path: a header-less IPv6 packet from a trusted peer's mapping with nothing queued.
+        if n >= 40 and data[0] >> 4 == 6 and data[24] != 0xFF:
+            total = 40 + (data[4] << 8 | data[5])
+            if total <= n and (total > 40 or data[6] != 59):
+                p = self.peers.recent.get(data[8:24])
+                if p is not None and p.trusted and p.mapping == src and p.queue is None:
+                    # R7: predecap + deliver
+                    peers = self.peers
+                    t = peers._tick if peers._tick_lo <= now < peers._tick_hi else peers.tick(now)
+                    p.last_rx = t
+                    if p.bubbles:
+                        p.bubbles = 0
+                    if p.pings:
+                        p.pings = 0
+                    if total != n:
+                        data = data[:total]
+                    self.tun_out.append(data)
+                    c.tun_out_packets += 1
+                    c.tun_out_bytes += total
+                    return
+        self._rx(data, src, sock, now)
+
+    def _parse(self, data: bytes):
+        if len(data) < 2:
+            self._drop("udp_runt")
+            return None
+        try:
+            return parse_datagram(data)
+        except ParseError:
+            self._drop("parse_error")
+            return None
+
+    def _rx(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+        """The general receive path for the relay: R0, R3', R4, R6, R7, R9, R11."""
+        tp = self._parse(data)  # R0
+        if tp is None:
+            return
+        self._rx_packet(tp.ipv6, src, sock, now)
+
+    def _rx_packet(self, pkt: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+        """R3' .. R11 on the IPv6 packet (exactly 40+plen bytes) of a parsed datagram."""
+        self._last_now = now
+        peers = self.peers
+        t = peers.tick(now)
+        s6 = pkt[8:24]
+        teredo_src = s6[0:4] == self.prefix4
+        if not self.is_client and not teredo_src:  # R3'
+            self._drop("rx_src_not_teredo")
+            return
+        p = peers.get(s6)  # R4
+        if self.is_client and self._rx_client_special(pkt, src, p, sock, t):  # R5
+            return
+        if pkt[24] == 0xFF:  # R6
+            self._drop("rx_dst_multicast")
+            return
+        is_bub = pkt[6] == 59 and pkt[4] == 0 and pkt[5] == 0
+        if p is not None and p.trusted and p.mapping == src:  # R7
+            self._flush(p, t)
+            if not is_bub:
+                self._deliver(pkt)
+            return
+        if p is not None and self.is_client and self._ping_check(pkt, t):  # R8
+            p.trusted = True
+            p.mapping = src
+            self._flush(p, t)
+            return
+        if teredo_src:  # R9
+            local = False
+            ok = mapping_of(s6) == src  # (a)
+            if not ok and self.is_client:
+                if p is not None:
+                    ok = p.local and p.mapping == src  # (b)
+                else:
+                    ok = local = self._looks_local(s6, src)  # (c)
+            if not ok and is_bub:  # (d)
+                d6 = pkt[24:40]
+                ok = d6[0:8] == _FE80 and d6 == self.token_source(s6)
+            if not ok:
+                self._drop("rx_mapping_mismatch")
+                return
+            if p is None:
+                if not self.is_client:
+                    self._drop("rx_unknown_peer")
+                    return
+                p = peers.create(s6, src, t)
+                if p is None:
+                    self._drop("peer_table_full")
+                    return
+                p.local = local
+            p.mapping = src
+            p.trusted = True
+            self._flush(p, t)
+            if not is_bub:
+                self._deliver(pkt)
+            return
+        if self.is_client:  # R10: a native host, or a relay we have not verified yet
+            if p is None:
+                p = peers.create(s6, NO_MAPPING, t)
+                if p is None:
+                    self._drop("peer_table_full")
+                    return
+            self._queue(p, pkt, src)
+            p.last_rx = t
+            if p.may_send_ping(t) == SEND:
+                self._send_ping(s6, t)
+            return
+        self._drop("rx_native_src")  # R11
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        self._last_now = now
+        self.peers.gc_step(now)
+
+    def next_timer(self) -> float | None:
+        """The peer table's GC: at the next generation swap, or every 10 ms while a released
+        generation is still being freed in slices (so I/O interleaves with the freeing)."""
+        t = self.peers.next_gc()
+        if t == 0.0:
+            return self._last_now + 0.01
+        return t
+
+    def peer_status(self) -> dict[str, int]:
+        return self.peers.counts()
