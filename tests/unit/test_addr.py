@@ -6,6 +6,7 @@ import random
 import pytest
 
 from engine.proto.addr import (
+    _NON_GLOBAL_V4,
     ALL_NODES,
     ALL_ROUTERS,
     CONE_FLAG,
@@ -23,6 +24,7 @@ from engine.proto.addr import (
     ipv6_text,
     is_global6,
     is_global_unicast_ipv4,
+    is_global_unicast_ipv4_int,
     is_link_local6,
     is_multicast6,
     is_unspecified6,
@@ -194,6 +196,14 @@ def test_accepted_addresses(ip):
 def test_global_table_rejects_non_ipv4_text():
     with pytest.raises(ValueError):
         is_global_unicast_ipv4("2001:db8::1")
+
+
+def test_fast_global_check_matches_the_table():
+    rng = random.Random(2)
+    for _ in range(20000):
+        n = rng.getrandbits(32)
+        expected = all(n & mask != net for net, mask in _NON_GLOBAL_V4)
+        assert is_global_unicast_ipv4_int(n) is expected, hex(n)
 
 
 def test_global_table_matches_reference_on_random_addresses():
