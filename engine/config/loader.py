@@ -224,7 +224,7 @@ def parse_config(
         relay_type=relay_type,
         path=path,
         lines={name: entry.line for name, entry in reader.found.items()},
-        warnings=tuple(reader.warnings),
+        warnings=tuple(_by_line(reader.warnings, path)),
         **fields,
     )
 
