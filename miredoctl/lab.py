@@ -214,13 +214,16 @@ class Lab:
             self._step = "check"
             if check:
                 self.check()
-        except (NetnsError, LabError, OSError) as e:
+        except BaseException as e:
+            # Also on Ctrl-C or a timeout: never leave a half-built lab behind.
             step = self._step
             try:
                 self.down()
             except LabError:
                 pass
-            raise LabError(f"lab {self.spec.prefix}: up failed at step '{step}': {e}") from e
+            if isinstance(e, (NetnsError, LabError, OSError, subprocess.SubprocessError)):
+                raise LabError(f"lab {self.spec.prefix}: up failed at step '{step}': {e}") from e
+            raise
 
     def down(self) -> list[int]:
         """Stop (by PID) whatever still runs in this prefix's namespaces, then delete them.

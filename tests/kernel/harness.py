@@ -311,6 +311,7 @@ class PingResult:
     avg: float | None
     max: float | None
     output: str = ""
+    error: str = ""
 
     @property
     def verdict(self) -> str:
@@ -321,17 +322,20 @@ class PingResult:
     def summary(self) -> str:
         rtt = ("-/-/-" if self.avg is None
                else f"{self.min:.3f}/{self.avg:.3f}/{self.max:.3f}")
-        return f"{self.received}/{self.sent} {rtt} ms"
+        return f"{self.received}/{self.sent} {rtt} ms" + (f" ({self.error})" if self.error else "")
 
 
 _TX_RE = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
 _RTT_RE = re.compile(r"(?:rtt|round-trip) [\w/]+ = ([\d.]+)/([\d.]+)/([\d.]+)")
 
 
-def parse_ping(output: str) -> PingResult:
+def parse_ping(output: str, count: int = 0) -> PingResult:
+    """Read ping's summary; when ping could not even send (no route, bad address) the result
+    is a FAIL of `count` packets whose `error` is ping's message."""
     tx = _TX_RE.search(output)
     if not tx:
-        raise HarnessError(f"unexpected ping output: {output.strip().splitlines()[-1:] or ''}")
+        last = (output.strip().splitlines() or ["no output from ping"])[-1]
+        return PingResult(count, 0, None, None, None, output, error=last.strip())
     rtt = _RTT_RE.search(output)
     mn, av, mx = (float(x) for x in rtt.groups()) if rtt else (None, None, None)
     return PingResult(int(tx.group(1)), int(tx.group(2)), mn, av, mx, output)
@@ -345,7 +349,7 @@ def ping(lab: Lab, role: str, dst: str, count: int = 5, size: int = 56,
     if ":" in dst:
         argv.insert(1, "-6")
     cp = lab.exec(role, [*argv, dst], timeout=count * interval + wait + 10)
-    return parse_ping(cp.stdout + cp.stderr)
+    return parse_ping(cp.stdout + cp.stderr, count)
 
 
 # --------------------------------------------------------------------------- whole stacks

@@ -92,7 +92,8 @@ def format_table(rows: list[PathResult], title: str = "") -> str:
     lines.append(f"{'path':<{width}}  state  result   replies  RTT min/avg/max ms")
     for r in rows:
         res = r.result
-        rtt = ("-" if res.avg is None else f"{res.min:.3f}/{res.avg:.3f}/{res.max:.3f}")
+        rtt = (res.error or "-" if res.avg is None
+               else f"{res.min:.3f}/{res.avg:.3f}/{res.max:.3f}")
         lines.append(f"{r.path.name:<{width}}  {r.path.state:<5}  {r.verdict:<7}  "
                      f"{res.received}/{res.sent:<5}  {rtt}")
     return "\n".join(lines)

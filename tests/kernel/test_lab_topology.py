@@ -176,12 +176,22 @@ def test_nothing_is_added_to_the_root_namespace(lab_factory):
         out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True)
         return {line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()}
 
+    lab_names: set[str] = set()
     before = root_links()
     lab = lab_factory(check=False)
     during = root_links()
+    root_addrs = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True,
+                                text=True).stdout
+    for role in lab.spec.roles():
+        lab_names |= set(lab.status()["roles"][role]["interfaces"])
     lab.down()
-    # other engineers' labs never touch the root namespace either, so the set is stable
-    assert during == before
+    assert lab_names >= {"br4", "br6", "inet4", "wan", "lan", "srv4", "nat24"}
+    # Only compare the lab's own interface names: other test runs on this machine may come
+    # and go, but none of these names may ever appear in the root namespace.
+    assert not (during - before) & lab_names
+    for addr in (lab.spec.srv_ip1, lab.spec.rly_ip4, lab.spec.nat_wan, lab.spec.cli_ip,
+                 lab.spec.v6_host):
+        assert f" {addr}/" not in root_addrs
 
 
 def test_spec_replace_revalidates():
