@@ -7,9 +7,10 @@ a ServerBindAddress for unchanged miredo-server.conf files) -> which directives 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from typing import Any
+
+from engine.proto.addr import is_global_unicast_ipv4 as _is_global_unicast_ipv4
 
 from . import values as v
 from .directives import (
@@ -24,20 +25,6 @@ from .directives import (
 )
 from .model import ConfigError, EngineConfig
 from .syntax import Entry, split_lines
-
-_NON_GLOBAL_V4 = tuple(
-    ipaddress.IPv4Network(n)
-    for n in (
-        "0.0.0.0/8", "10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-        "192.168.0.0/16", "192.88.99.0/24", "224.0.0.0/4", "255.255.255.255/32",
-    )
-)  # fmt: skip
-
-
-def _is_global_unicast_ipv4(ip: str) -> bool:
-    """miredo's table (§1.6). Local copy until `engine.proto.addr` is committed."""
-    address = ipaddress.IPv4Address(ip)
-    return not any(address in net for net in _NON_GLOBAL_V4)
 
 
 class _Reader:
