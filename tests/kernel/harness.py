@@ -39,20 +39,23 @@ class HarnessError(RuntimeError):
 class Implementation:
     """How to launch one Teredo implementation in each role.
 
-    `commands[kind]` is an argv template; `{conf}` and `{pid}` are replaced by the role's
-    config and pid file.  The command must stay in the foreground and must BE the daemon (no
-    wrapping shell), or SIGTERM to the PID would only reach the shell.
+    `commands[kind]` is an argv template; `{conf}`, `{pid}` and `{sock}` are replaced by the
+    role's config file, pid file and status socket path (our engine would otherwise derive
+    the socket from the pid file's base name under /run, and parallel runs would collide).
+    The command must stay in the foreground and must BE the daemon (no wrapping shell), or
+    SIGTERM to the PID would only reach the shell.
     """
 
     name: str
     commands: Mapping[str, Sequence[str]]
     env: Mapping[str, str] = field(default_factory=dict)
 
-    def argv(self, kind: str, conf: Path, pidfile: Path) -> list[str]:
+    def argv(self, kind: str, conf: Path, pidfile: Path, sock: Path | None = None) -> list[str]:
         if kind not in self.commands:
             raise HarnessError(f"implementation {self.name!r} has no command for role {kind!r}")
+        sock = sock if sock is not None else pidfile.with_suffix(".sock")
         return [a.replace("{conf}", str(conf)).replace("{pid}", str(pidfile))
-                for a in self.commands[kind]]
+                .replace("{sock}", str(sock)) for a in self.commands[kind]]
 
 
 def _debian() -> Implementation:
@@ -72,7 +75,8 @@ def venv_python() -> str:
 
 
 def _ours() -> Implementation:
-    cmd = (venv_python(), "-m", "engine", "-f", "-c", "{conf}", "-p", "{pid}")
+    cmd = (venv_python(), "-m", "engine", "-f", "-c", "{conf}", "-p", "{pid}",
+           "--status-socket", "{sock}")
     return Implementation("ours", dict.fromkeys(KINDS, cmd), {"PYTHONPATH": str(ROOT)})
 
 
@@ -81,7 +85,7 @@ OURS = _ours()
 
 
 def implementation(name: str) -> Implementation:
-    """"debian", "ours", or "cmd:<argv template>" (shell-quoted, with {conf} and {pid}) for
+    """"debian", "ours", or "cmd:<argv template>" (shell-quoted, with {conf}, {pid}, {sock}) for
     trying any other build in every role."""
     if name == "debian":
         return DEBIAN
@@ -166,12 +170,13 @@ class Daemon:
         self.name = name or role
         self.pidfile = run_dir / f"{self.name}.pid"
         self.logfile = run_dir / f"{self.name}.log"
+        self.status_socket = run_dir / f"{self.name}.sock"
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0  # time.monotonic() at launch
 
     @property
     def argv(self) -> list[str]:
-        return self.impl.argv(self.kind, self.conf, self.pidfile)
+        return self.impl.argv(self.kind, self.conf, self.pidfile, self.status_socket)
 
     @property
     def pid(self) -> int | None:

@@ -72,7 +72,8 @@ def test_command_lines_are_pluggable(tmp_path):
         "/usr/sbin/miredo-server", "-f", "-c", str(conf), "-p", str(pid), "-u", "miredo-server"]
     assert DEBIAN.argv("client", conf, pid)[-2:] == ["-u", "miredo"]
     ours = OURS.argv("relay", conf, pid)
-    assert ours[1:] == ["-m", "engine", "-f", "-c", str(conf), "-p", str(pid)]
+    assert ours[1:] == ["-m", "engine", "-f", "-c", str(conf), "-p", str(pid),
+                        "--status-socket", str(tmp_path / "c.sock")]
     custom = implementation("cmd:/opt/x --conf {conf} --pid={pid}")
     assert custom.argv("client", conf, pid) == ["/opt/x", "--conf", str(conf), f"--pid={pid}"]
     with pytest.raises(HarnessError, match="unknown implementation"):
