@@ -1,0 +1,186 @@
+"""The private parent<->worker protocol: one JSON object per line over a socketpair.
+
+The worker handles untrusted network data, so everything it sends is treated as hostile: the
+privileged parent accepts a short fixed list of requests, each with an exact set of keys and
+strict value checks (the address must be inside the Teredo /32 or be the fixed client
+link-local, the MTU must be 1280-65535), and it only ever applies them to its own interface.
+The other direction (root parent -> worker) is trusted; a reloaded config travels as a pickle
+there because the typed config object has no JSON form and the parent is the more privileged
+side.
+"""
+
+from __future__ import annotations
+
+import base64
+import copyreg
+import io
+import ipaddress
+import json
+import pickle
+from dataclasses import dataclass
+from types import MappingProxyType
+
+MAX_LINE = 2048
+MTU_MIN = 1280
+MTU_MAX = 65535
+
+
+class RequestError(ValueError):
+    """A worker message the parent refuses; ``str()`` says which field and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The worker finished set-up (privileges dropped, role built)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Up:
+    """Configure the client interface: Teredo `address` (16 bytes) with link `mtu`."""
+
+    address: bytes
+    mtu: int
+
+
+@dataclass(frozen=True, slots=True)
+class Down:
+    """Remove the client's addresses and routes and set the link down."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """Answer to a reload: `applied` False asks the parent to restart the worker."""
+
+    applied: bool
+
+
+WorkerRequest = Ready | Up | Down | Reloaded
+
+_KEYS: dict[str, frozenset[str]] = {
+    "ready": frozenset({"op"}),
+    "up": frozenset({"op", "address", "mtu"}),
+    "down": frozenset({"op"}),
+    "reloaded": frozenset({"op", "applied"}),
+}
+
+
+def encode(msg: dict[str, object]) -> bytes:
+    """One message as a JSON line."""
+    return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+
+
+def up_message(address: bytes, mtu: int) -> bytes:
+    return encode({"op": "up", "address": str(ipaddress.IPv6Address(address)), "mtu": mtu})
+
+
+def parse_worker_request(line: bytes, prefix32: int) -> WorkerRequest:
+    """Validate one line from the worker against the instance's Teredo `prefix32`."""
+    if len(line) > MAX_LINE:
+        raise RequestError(f"line: {len(line)} bytes is longer than {MAX_LINE}")
+    try:
+        msg = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(f"line: not JSON ({e})")
+    if not isinstance(msg, dict):
+        raise RequestError("line: not a JSON object")
+    op = msg.get("op")
+    if not isinstance(op, str) or op not in _KEYS:
+        raise RequestError(f"op: unknown request {op!r}")
+    keys = set(msg)
+    if keys != _KEYS[op]:
+        extra = sorted(keys - _KEYS[op])
+        missing = sorted(_KEYS[op] - keys)
+        raise RequestError(f"{op}: unexpected keys {extra}, missing keys {missing}")
+    if op == "ready":
+        return Ready()
+    if op == "down":
+        return Down()
+    if op == "reloaded":
+        applied = msg["applied"]
+        if not isinstance(applied, bool):
+            raise RequestError("reloaded.applied: not a boolean")
+        return Reloaded(applied)
+    return Up(_checked_address(msg["address"], prefix32), _checked_mtu(msg["mtu"]))
+
+
+def _checked_address(value: object, prefix32: int) -> bytes:
+    if not isinstance(value, str) or len(value) > 64:
+        raise RequestError("up.address: not an IPv6 address string")
+    try:
+        addr = ipaddress.IPv6Address(value)
+    except ValueError:
+        raise RequestError(f"up.address: {value!r} is not an IPv6 address")
+    packed = addr.packed
+    if int.from_bytes(packed[:4], "big") != prefix32:
+        net = ipaddress.IPv6Address(prefix32.to_bytes(4, "big") + bytes(12))
+        raise RequestError(f"up.address: {addr} is outside the Teredo prefix {net}/32")
+    return packed
+
+
+def _checked_mtu(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RequestError("up.mtu: not an integer")
+    if not MTU_MIN <= value <= MTU_MAX:
+        raise RequestError(f"up.mtu: {value} is outside {MTU_MIN}-{MTU_MAX}")
+    return value
+
+
+def _mappingproxy(d: dict) -> MappingProxyType:
+    """Importable rebuild function: pickle cannot name the ``mappingproxy`` type itself."""
+    return MappingProxyType(d)
+
+
+def _reduce_mappingproxy(m: MappingProxyType) -> tuple[object, tuple[dict]]:
+    return _mappingproxy, (dict(m),)
+
+
+_DISPATCH = copyreg.dispatch_table.copy()
+_DISPATCH[MappingProxyType] = _reduce_mappingproxy  # EngineConfig.lines is read-only
+
+
+def dump_config(config: object) -> bytes:
+    """Pickle a config; a private dispatch table handles read-only mappings."""
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _DISPATCH
+    pickler.dump(config)
+    return buf.getvalue()
+
+
+def reload_message(config: object) -> bytes:
+    """Parent -> worker: the new, already validated config object."""
+    blob = base64.b64encode(dump_config(config)).decode()
+    return encode({"op": "reload", "config": blob})
+
+
+def kick_message() -> bytes:
+    """Parent -> worker: the host's IPv4 addresses or links changed; re-qualify now."""
+    return encode({"op": "kick"})
+
+
+def parse_parent_message(line: bytes) -> tuple[str, object]:
+    """Decode a trusted parent line into (op, payload)."""
+    msg = json.loads(line)
+    op = msg.get("op")
+    if op == "reload":
+        return op, pickle.loads(base64.b64decode(msg["config"]))
+    return str(op), None
+
+
+class LineBuffer:
+    """Reassemble lines from stream reads; refuses to buffer more than `limit` bytes."""
+
+    def __init__(self, limit: int = MAX_LINE * 64) -> None:
+        self._buf = bytearray()
+        self._limit = limit
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        if b"\n" not in data:
+            if len(self._buf) > self._limit:
+                self._buf.clear()
+                raise RequestError(f"line: more than {self._limit} bytes without a newline")
+            return []
+        *lines, rest = self._buf.split(b"\n")
+        self._buf = bytearray(rest)
+        return [bytes(x) for x in lines if x]

@@ -1,0 +1,133 @@
+"""`run(config, opts)`: the engine's run path (docs/contracts.md §3), miredo's process model.
+
+Checks that can fail cheaply come first and print one line (not root, no /dev/net/tun, unknown
+user, bad chroot); then, without ``-f``, the double fork: the launching process waits on a
+pipe for one status byte from the daemon and exits with it, so ``teredo-engine`` returns 1
+when the daemon could not bind its port, exactly like miredo.  The daemon itself (or the
+foreground process) becomes the privileged parent of `supervisor.Supervisor`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Any
+
+from engine.runtime.logsetup import detach_stderr, get_logger, setup_logging
+from engine.runtime.privsep import Account, PrivsepError, check_chroot_dir, resolve_user
+from engine.runtime.supervisor import StartupError, Supervisor
+
+log = get_logger()
+
+
+def preflight(config: Any, opts: Any) -> Account:
+    """Fail early, with one line, on what would only fail later as root or after forking."""
+    if os.geteuid() != 0:
+        raise StartupError(f"root privileges are needed (running as uid {os.geteuid()})")
+    if config.role != "server" and not os.path.exists("/dev/net/tun"):
+        raise StartupError("/dev/net/tun is missing: the TUN driver is not available")
+    account = resolve_user(opts.user or "nobody")
+    if opts.chrootdir:
+        check_chroot_dir(opts.chrootdir)
+    return account
+
+
+def _load_config_function():
+    try:
+        from engine.config import load_config
+    except ImportError:
+        return None
+    return load_config
+
+
+def run(config: Any, opts: Any) -> int:
+    """Run one instance until a signal stops it; the exit code follows miredo (0 or 1)."""
+    os.umask(0o022)
+    setup_logging(getattr(config, "syslog_facility", None), foreground=True)
+    try:
+        account = preflight(config, opts)
+    except (StartupError, PrivsepError) as e:
+        log.error("%s", e)
+        return 1
+    if not opts.foreground:
+        return _daemonize(config, opts, account)
+    sup = Supervisor(config, opts, account, load_config=_load_config_function())
+    try:
+        sup.start()
+    except StartupError as e:
+        log.error("%s", e)
+        sup.exit_code = 1
+        sup.cleanup()
+        return 1
+    return sup.run()
+
+
+def _daemonize(config: Any, opts: Any, account: Account) -> int:
+    """Double fork; the launcher returns the daemon's one-byte status (0 ok, 1 failed)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(w)
+        try:
+            data = os.read(r, 1)
+        finally:
+            os.close(r)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        return data[0] if data else 1
+    # first child: new session, then fork again so the daemon can never regain a terminal
+    os.close(r)
+    code = 1
+    try:
+        os.setsid()
+        if os.fork() > 0:
+            os._exit(0)
+        os.chdir("/")
+        code = _daemon_main(config, opts, account, w)
+    except BaseException as e:
+        with contextlib.suppress(Exception):
+            log.error("daemon failed: %s", e)
+    finally:
+        os._exit(code)
+
+
+def _daemon_main(config: Any, opts: Any, account: Account, status_fd: int) -> int:
+    reported = False
+
+    def report(code: int) -> None:
+        nonlocal reported
+        if reported:
+            return
+        reported = True
+        with contextlib.suppress(OSError):
+            os.write(status_fd, bytes([code]))
+            os.close(status_fd)
+        if code == 0:
+            _detach_stdio()
+
+    sup = Supervisor(config, opts, account, load_config=_load_config_function())
+    sup.on_ready = report
+    try:
+        sup.start()
+    except StartupError as e:
+        log.error("%s", e)
+        sup.exit_code = 1
+        sup.cleanup()
+        report(1)
+        return 1
+    code = sup.run()
+    report(code)
+    return code
+
+
+def _detach_stdio() -> None:
+    """stdio to /dev/null once the launcher has its answer (miredo does the same)."""
+    detach_stderr()
+    fd = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(fd, target)
+    if fd > 2:
+        os.close(fd)

@@ -1,0 +1,108 @@
+"""The engine's sockets, opened by the privileged parent and inherited by the worker.
+
+Options follow miredo where they matter on the wire: DF is never set
+(``IP_MTU_DISCOVER = IP_PMTUDISC_DONT``, RFC 4380 says SHOULD NOT), multicast TTL 1,
+close-on-exec.  Buffers are large because a relay absorbs bursts of hundreds of megabits per
+second through one socket; as root we can exceed ``net.core.rmem_max`` with the *FORCE
+variants.  Sockets are non-blocking: the loop drains them in bounded batches.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_DONT = getattr(socket, "IP_PMTUDISC_DONT", 0)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+BUFFER_BYTES = 4 * 1024 * 1024
+DISCOVERY_GROUP = "224.0.0.253"
+TEREDO_PORT = 3544
+
+
+class BindError(Exception):
+    """A socket cannot be opened or bound; ``str()`` names the address:port."""
+
+
+def _big_buffers(sock: socket.socket, size: int) -> None:
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:  # not root: the kernel caps the plain option at *mem_max
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+            except OSError:
+                pass
+
+
+def open_udp(
+    address: str, port: int, *, reuse: bool = False, buffer_bytes: int = BUFFER_BYTES
+) -> socket.socket:
+    """A non-blocking UDP/IPv4 socket bound to `address:port`, DF off, big buffers."""
+    sock = socket.socket(
+        socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+    )
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _big_buffers(sock, buffer_bytes)
+        try:
+            sock.bind((address, port))
+        except OSError as e:
+            reason = e.strerror or str(e)
+            if e.errno == errno.EADDRINUSE:
+                reason = "address already in use (another instance or program?)"
+            elif e.errno == errno.EADDRNOTAVAIL:
+                reason = "address not available on this host"
+            raise BindError(f"cannot bind UDP {address or '0.0.0.0'}:{port}: {reason}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def open_discovery(interfaces: list[tuple[str, str]]) -> socket.socket:
+    """The local-discovery socket: ``0.0.0.0:3544`` joined to 224.0.0.253 on each interface.
+
+    `interfaces` is ``[(ifname, local_ipv4), ...]``.  SO_REUSEADDR lets it share 3544 with a
+    server on the same host (miredo fails silently there).
+    """
+    sock = open_udp("0.0.0.0", TEREDO_PORT, reuse=True, buffer_bytes=256 * 1024)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+        for _name, local in interfaces:
+            mreq = socket.inet_aton(DISCOVERY_GROUP) + socket.inet_aton(local)
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            except OSError:
+                pass
+        if interfaces:
+            sock.setsockopt(
+                socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interfaces[0][1])
+            )
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def open_raw6() -> socket.socket:
+    """The server's raw IPv6 socket (``IPPROTO_RAW``: we supply whole IPv6 packets)."""
+    try:
+        sock = socket.socket(
+            socket.AF_INET6,
+            socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+            socket.IPPROTO_RAW,
+        )
+    except OSError as e:
+        raise BindError(f"cannot open a raw IPv6 socket: {e.strerror} (needs CAP_NET_RAW)")
+    _big_buffers(sock, 1024 * 1024)
+    return sock
+
+
+def local_port(sock: socket.socket) -> str:
+    ip, port = sock.getsockname()[:2]
+    return f"{ip}:{port}"

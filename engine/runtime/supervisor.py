@@ -1,0 +1,592 @@
+"""The privileged parent: pid file, TUN, sockets, interface changes, signals, respawn.
+
+It stays small on purpose.  It opens what needs root, forks a worker per *generation*
+(a set of sockets for one config), and afterwards only (a) applies validated interface
+requests from the worker to its own interface index, (b) watches the host's IPv4 addresses
+so a client re-qualifies at once, (c) turns signals into a clean exit, a reload or a respawn.
+
+It holds the TUN descriptor and the status socket across generations: a SIGHUP that only
+needs new sockets restarts the worker while the interface and the socket path stay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+import engine
+from engine.runtime import channel
+from engine.runtime.logsetup import get_logger, set_facility
+from engine.runtime.loop import Loop, Timer
+from engine.runtime.netlink import AddressWatcher, NetlinkConfigError, TunnelInterface
+from engine.runtime.pidfile import PidFile
+from engine.runtime.privsep import Account, PrivsepError, cap_eff, drop_privileges, status_field
+from engine.runtime.signals import SignalPipe, ignore_user_signals, set_parent_death_signal
+from engine.runtime.signals import name as signame
+from engine.runtime.sockets import BindError, local_port, open_discovery, open_raw6, open_udp
+from engine.runtime.status_server import StatusSocketError, create_listener, remove_socket
+from engine.runtime.tun import Tun, TunError, open_tun
+from engine.runtime.worker import (
+    Worker,
+    WorkerResources,
+    WorkerSignals,
+    build_role,
+    needs_new_worker,
+)
+
+log = get_logger()
+
+RESPAWN_DELAY = 1.0
+STOP_TIMEOUT = 5.0
+TEREDO_PORT = 3544
+
+
+class StartupError(Exception):
+    """Set-up failed; ``str()`` is the one line the user sees (exit code 1)."""
+
+
+def _secondary(primary: str) -> str:
+    import ipaddress
+
+    return str(ipaddress.IPv4Address(primary) + 1)
+
+
+def _discovery_interfaces(config: Any) -> list[tuple[str, str, str]]:
+    """(ifname, IPv4, netmask) whose name matches `DiscoveryInterfaces`, loopback excluded."""
+    import ipaddress
+
+    from pyroute2 import IPRoute
+
+    pattern = getattr(config, "discovery_interfaces", None)
+    out: list[tuple[str, str, str]] = []
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+        for addr in ipr.get_addr(family=socket.AF_INET):
+            ifname = names.get(addr["index"]) or ""
+            local = addr.get("address")
+            if not local or local.startswith("127."):
+                continue
+            if pattern is not None and not pattern.search(ifname):
+                continue
+            mask = str(ipaddress.IPv4Network(f"0.0.0.0/{addr['prefixlen']}").netmask)
+            out.append((ifname, local, mask))
+    return out
+
+
+class Generation:
+    """The sockets (and bound-address text) of one worker's life."""
+
+    def __init__(self) -> None:
+        self.udp: list[socket.socket | None] = []
+        self.raw6: socket.socket | None = None
+        self.bound: list[str] = []
+        self.discovery: list[tuple[str, str, str]] = []
+
+    def close(self) -> None:
+        for s in self.udp:
+            if s is not None:
+                s.close()
+        if self.raw6 is not None:
+            self.raw6.close()
+        self.udp, self.raw6 = [], None
+
+
+def open_generation(config: Any) -> Generation:
+    """Open the UDP (and raw) sockets `config` needs; `BindError` names the address."""
+    gen = Generation()
+    try:
+        if config.role == "server":
+            primary = config.server_bind_address
+            secondary = config.server_bind_address2 or _secondary(primary)
+            gen.udp = [open_udp(primary, TEREDO_PORT), open_udp(secondary, TEREDO_PORT)]
+            gen.raw6 = open_raw6()
+        else:
+            gen.udp = [open_udp(config.bind_address or "0.0.0.0", config.bind_port or 0)]
+            if config.role == "client" and getattr(config, "discovery_enabled", False):
+                gen.discovery = _discovery_interfaces(config)
+                gen.udp += [None, open_discovery([(n, ip) for n, ip, _m in gen.discovery])]
+        gen.bound = [local_port(s) for s in gen.udp if s is not None]
+    except BaseException:
+        gen.close()
+        raise
+    return gen
+
+
+class Supervisor:
+    """One engine instance's privileged parent."""
+
+    def __init__(self, config: Any, opts: Any, account: Account, *, load_config=None) -> None:
+        self.config = config
+        self.opts = opts
+        self.account = account
+        self.load_config = load_config
+        self.loop = Loop()
+        self.pidfile: PidFile | None = PidFile(opts.pidfile) if opts.pidfile else None
+        self.status_path: str | None = opts.status_socket
+        self.status_listener: socket.socket | None = None
+        self.tun: Tun | None = None
+        self.iface: TunnelInterface | None = None
+        self.watcher: AddressWatcher | None = None
+        self.signals: SignalPipe | None = None
+        self.worker_pid: int | None = None
+        self.worker_ready = False
+        self.control: socket.socket | None = None
+        self.control_buf = channel.LineBuffer()
+        self.stopping_worker = False
+        self.respawn_timer: Timer | None = None
+        self.respawn_delay = RESPAWN_DELAY
+        self.exit_code: int | None = None
+        self.started = time.time()
+        self.on_ready = None  # daemon mode: report success to the launcher once
+        self.restarts = 0
+
+    # -- set-up -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Everything that needs root, in miredo's order; raises `StartupError`."""
+        ignore_user_signals()
+        self.signals = SignalPipe(
+            (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
+        )
+        self.loop.add_reader(self.signals.fileno(), self._on_signals)
+        try:
+            if self.pidfile is not None:
+                self.pidfile.acquire()
+                self.pidfile.write(os.getpid())
+            if self.status_path:
+                self.status_listener = create_listener(self.status_path)
+            self._open_interface(self.config)
+            gen = open_generation(self.config)
+        except (OSError, BindError, TunError, StatusSocketError, NetlinkConfigError) as e:
+            raise StartupError(str(e))
+        except Exception as e:  # pid file and the rest carry their own one-line messages
+            raise StartupError(str(e))
+        if self.config.role == "client":
+            try:
+                self.watcher = AddressWatcher(self.tun.index if self.tun else None)
+                self.loop.add_reader(self.watcher.fileno(), self._on_netlink)
+            except OSError as e:
+                log.warning("not watching host address changes: %s", e)
+        log.info(
+            "starting %s (%s) %s, pid %d",
+            self.config.role,
+            self.config.relay_type,
+            engine.__version__,
+            os.getpid(),
+        )
+        self._fork_worker(gen)
+
+    def _open_interface(self, config: Any) -> None:
+        """Create the TUN (client, relay) and, for a relay, configure it once, as root."""
+        if config.role == "server":
+            return
+        if self.tun is None:
+            self.tun = open_tun(config.interface_name)
+            self.iface = TunnelInterface(self.tun.index, self.tun.name)
+            self.iface.prepare()
+        assert self.iface is not None
+        if config.role == "relay":
+            self.iface.relay_setup(config.interface_mtu, config.prefix)
+            log.info(
+                "interface %s up: MTU %d, route %s/32",
+                self.tun.name,
+                config.interface_mtu,
+                _prefix_text(config.prefix),
+            )
+
+    def _close_interface(self) -> None:
+        if self.iface is not None:
+            self.iface.teardown()
+            self.iface = None
+        if self.tun is not None:
+            self.tun.close()
+            self.tun = None
+
+    # -- worker generations -------------------------------------------------------------
+
+    def _info(self, gen: Generation) -> dict[str, Any]:
+        c = self.config
+        server2 = getattr(c, "server_address2", None)
+        if c.role == "server":
+            server, server2 = c.server_bind_address, c.server_bind_address2 or _secondary(
+                c.server_bind_address
+            )
+        else:
+            server = getattr(c, "server_address", None)
+        return {
+            "version": engine.__version__,
+            "pid": os.getpid(),
+            "role": c.role,
+            "relay_type": c.relay_type,
+            "config": c.path,
+            "started": self.started,
+            "interface": self.tun.name if self.tun else None,
+            "ifindex": self.tun.index if self.tun else None,
+            "mtu": c.interface_mtu if c.role == "relay" else None,
+            "prefix": _prefix_text(c.prefix) + "/32" if c.role != "client" else None,
+            "server": server,
+            "server2": server2,
+            "bound": gen.bound,
+            "user": self.account.name,
+            "worker_restarts": self.restarts,
+        }
+
+    def _fork_worker(self, gen: Generation) -> None:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        info = self._info(gen)
+        pid = os.fork()
+        if pid == 0:  # worker
+            code = 1
+            try:
+                parent_end.close()
+                code = self._worker_main(gen, child_end, info)
+            except BaseException as e:
+                with contextlib.suppress(Exception):
+                    log.error("worker failed: %s", e)
+            finally:
+                os._exit(code)
+        child_end.close()
+        gen.close()  # the worker owns the sockets now
+        parent_end.setblocking(False)
+        self.control = parent_end
+        self.control_buf = channel.LineBuffer()
+        self.worker_pid = pid
+        self.worker_ready = False
+        self.stopping_worker = False
+        self.loop.add_reader(parent_end.fileno(), self._on_control)
+
+    def _worker_main(self, gen: Generation, control: socket.socket, info: dict) -> int:
+        """Runs in the forked child: shed parent-only state, build the role, drop root, run."""
+        if self.signals is not None:
+            self.signals.close()
+        if self.pidfile is not None:
+            self.pidfile.close_in_child()
+        if self.watcher is not None:
+            self.watcher.close()
+        if self.control is not None:
+            self.control.close()
+        self.loop.close()
+        role = build_role(self.config, time.monotonic())  # imports happen before any chroot
+        if gen.discovery and hasattr(role, "set_discovery_interfaces"):
+            role.set_discovery_interfaces(gen.discovery)
+        res = WorkerResources(
+            udp=gen.udp,
+            control=control,
+            status_listener=self.status_listener,
+            tun_fd=self.tun.fd if self.tun else None,
+            raw6=gen.raw6,
+            info=info,
+        )
+        worker = Worker(self.config, role, res)
+        WorkerSignals(worker)
+        try:
+            drop_privileges(self.account, self.opts.chrootdir)
+        except (OSError, PrivsepError) as e:
+            log.error("cannot drop privileges: %s", e)
+            return 1
+        set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() == 1:
+            return 0
+        worker.run()
+        worker.close()
+        return 0
+
+    def _stop_worker(self) -> None:
+        """TERM the worker and wait for it (bounded), then forget its control socket."""
+        pid = self.worker_pid
+        if pid is None:
+            return
+        self.stopping_worker = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while True:
+            try:
+                done, _status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            if time.monotonic() > deadline:
+                log.warning("worker %d ignored SIGTERM; killing it", pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                break
+            time.sleep(0.02)
+        self._forget_worker()
+
+    def _forget_worker(self) -> None:
+        if self.control is not None:
+            self.loop.remove_reader(self.control.fileno())
+            self.control.close()
+            self.control = None
+        self.worker_pid = None
+        self.worker_ready = False
+
+    def _interface_down(self) -> None:
+        """A client's address dies with its worker: the next one qualifies again."""
+        if self.config.role == "client" and self.iface is not None and self.iface.address:
+            try:
+                self.iface.client_down()
+                log.info("interface %s down", self.iface.name)
+            except NetlinkConfigError as e:
+                log.error("%s", e)
+
+    def _new_generation(self, config: Any) -> bool:
+        """Open sockets (and interface changes) for `config` and fork; False on failure."""
+        old = self.config
+        try:
+            if self.tun is not None and (
+                config.role == "server"
+                or config.role != old.role
+                or config.interface_name != old.interface_name
+            ):
+                self._close_interface()
+            self._open_interface(config)
+            gen = open_generation(config)
+        except (OSError, BindError, TunError, NetlinkConfigError) as e:
+            log.error("%s", e)
+            return False
+        self.config = config
+        self._fork_worker(gen)
+        return True
+
+    def _respawn(self) -> None:
+        self.respawn_timer = None
+        if self.exit_code is not None or self.worker_pid is not None:
+            return
+        self.restarts += 1
+        if self._new_generation(self.config):
+            self.respawn_delay = RESPAWN_DELAY
+        else:
+            self.respawn_delay = min(self.respawn_delay * 2, 30.0)
+            log.error("worker not started; retrying in %.0f s", self.respawn_delay)
+            self.respawn_timer = self.loop.call_later(self.respawn_delay, self._respawn)
+
+    # -- events -------------------------------------------------------------------------
+
+    def _on_signals(self) -> None:
+        assert self.signals is not None
+        for signum in self.signals.drain():
+            if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                if self.exit_code is None:
+                    log.info("exiting on signal %s", signame(signum))
+                    self.exit_code = 0
+                    self.loop.stop()
+            elif signum == signal.SIGHUP:
+                try:
+                    self.reload()
+                except Exception as e:  # a reload bug must not take the tunnel down
+                    log.exception("reload failed: %s; the running configuration stays", e)
+            elif signum == signal.SIGCHLD:
+                self._reap()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid != self.worker_pid:
+                continue
+            how = (
+                f"killed by signal {signame(os.WTERMSIG(status))}"
+                if os.WIFSIGNALED(status)
+                else f"exit code {os.WEXITSTATUS(status)}"
+            )
+            was_ready = self.worker_ready
+            self._forget_worker()
+            if self.exit_code is not None:
+                return
+            if not was_ready:
+                log.error("worker %d failed during start-up (%s)", pid, how)
+                self.exit_code = 1
+                self.loop.stop()
+                return
+            log.warning(
+                "worker %d exited unexpectedly (%s); restarting in %.0f s",
+                pid,
+                how,
+                RESPAWN_DELAY,
+            )
+            self._interface_down()
+            self.respawn_timer = self.loop.call_later(RESPAWN_DELAY, self._respawn)
+
+    def _on_control(self) -> None:
+        if self.control is None:
+            return
+        try:
+            data = self.control.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the worker is exiting; SIGCHLD tells us how
+            self.loop.remove_reader(self.control.fileno())
+            return
+        try:
+            lines = self.control_buf.feed(data)
+        except channel.RequestError as e:
+            log.error("rejected request from worker: %s", e)
+            return
+        for line in lines:
+            try:
+                req = channel.parse_worker_request(line, self.config.prefix)
+            except channel.RequestError as e:
+                log.error("rejected request from worker: %s", e)
+                continue
+            try:
+                self._apply(req)
+            except Exception as e:
+                log.exception("request %r failed: %s", req, e)
+
+    def _apply(self, req: channel.WorkerRequest) -> None:
+        if isinstance(req, channel.Ready):
+            self._worker_ready()
+        elif isinstance(req, channel.Up):
+            if self.config.role != "client" or self.iface is None:
+                log.error("rejected request from worker: up: only a client changes its address")
+                return
+            try:
+                self.iface.client_up(req.address, req.mtu)
+            except NetlinkConfigError as e:
+                log.error("%s", e)
+                return
+            log.info(
+                "interface %s up: address %s, MTU %d",
+                self.iface.name,
+                socket.inet_ntop(socket.AF_INET6, req.address),
+                req.mtu,
+            )
+        elif isinstance(req, channel.Down):
+            self._interface_down()
+        elif isinstance(req, channel.Reloaded):
+            if req.applied:
+                log.info("configuration reloaded in place")
+            else:
+                log.info("configuration change needs a new worker; restarting it")
+                self._restart_worker(self.config)
+
+    def _worker_ready(self) -> None:
+        """Check from outside that the worker really runs unprivileged, then report."""
+        pid = self.worker_pid
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                text = f.read()
+            uid = int(status_field(text, "Uid")[1])
+            caps = cap_eff(text)
+        except (OSError, PrivsepError, ValueError, IndexError) as e:
+            log.error("cannot verify the worker's privileges: %s", e)
+            uid, caps = -1, -1
+        if uid != self.account.uid or caps != 0:
+            log.error("worker %s still privileged (uid %s, CapEff %x); stopping", pid, uid, caps)
+            self.exit_code = 1
+            self.loop.stop()
+            return
+        self.worker_ready = True
+        log.info("worker %d running as %s (uid %d)", pid, self.account.name, uid)
+        if self.on_ready is not None:
+            cb, self.on_ready = self.on_ready, None
+            cb(0)
+
+    def _on_netlink(self) -> None:
+        assert self.watcher is not None
+        reasons = self.watcher.drain()
+        if reasons and self.control is not None and self.worker_ready:
+            log.info("host network changed (%s); re-qualifying", reasons[0])
+            with contextlib.suppress(OSError):
+                self.control.sendall(channel.kick_message())
+
+    # -- reload -------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: re-read and validate; apply in place, restart the worker, or keep old."""
+        log.info("reloading configuration %s on SIGHUP", self.opts.config_path)
+        if self.load_config is None:
+            log.error("reload not possible: no config loader")
+            return
+        from engine.config import ConfigError
+
+        try:
+            new = self.load_config(self.opts.config_path, server_name=self.opts.server_name)
+        except ConfigError as e:
+            for problem in e.problems:
+                log.error("%s", problem)
+            log.error("configuration not reloaded; the running one stays")
+            return
+        except OSError as e:
+            log.error("%s: %s; the running configuration stays", self.opts.config_path, e)
+            return
+        for w in getattr(new, "warnings", ()):
+            log.warning("%s", w)
+        set_facility(getattr(new, "syslog_facility", None))
+        if getattr(new, "status_socket", None) != getattr(self.config, "status_socket", None):
+            log.warning("StatusSocket changes take effect at the next start")
+        changed = needs_new_worker(self.config, new)
+        if changed or self.worker_pid is None or not self.worker_ready:
+            if changed:
+                log.info("restarting the worker: %s changed", ", ".join(changed))
+            self._restart_worker(new)
+            return
+        self.config = new
+        assert self.control is not None
+        try:
+            self.control.sendall(channel.reload_message(new))
+        except OSError as e:
+            log.error("cannot send the new configuration to the worker: %s", e)
+
+    def _restart_worker(self, new: Any) -> None:
+        old = self.config
+        if self.respawn_timer is not None:
+            self.respawn_timer.cancel()
+            self.respawn_timer = None
+        self._stop_worker()
+        self._interface_down()
+        self.restarts += 1
+        if self._new_generation(new):
+            return
+        log.error("keeping the previous configuration")
+        self.config = old
+        if not self._new_generation(old):
+            self.respawn_timer = self.loop.call_later(RESPAWN_DELAY, self._respawn)
+
+    # -- run and exit ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            while self.exit_code is None:
+                self.loop.run_once()
+        finally:
+            self.cleanup()
+        return self.exit_code or 0
+
+    def cleanup(self) -> None:
+        """Worker, interface, status socket, pid file: all gone, in that order."""
+        if self.respawn_timer is not None:
+            self.respawn_timer.cancel()
+        self._stop_worker()
+        self._close_interface()
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+        if self.status_listener is not None:
+            self.status_listener.close()
+            self.status_listener = None
+            if self.status_path:
+                remove_socket(self.status_path)
+        if self.pidfile is not None:
+            self.pidfile.release()
+        if self.exit_code == 0:
+            log.info("stopped")
+
+
+def _prefix_text(prefix32: int) -> str:
+    return socket.inet_ntop(socket.AF_INET6, prefix32.to_bytes(4, "big") + bytes(12))

@@ -1,0 +1,378 @@
+"""The unprivileged worker: the hot loop that drives one sans-I/O role.
+
+It owns the UDP sockets, a duplicate of the TUN descriptor, the server's raw IPv6 socket and
+the inherited status listener, all opened by the privileged parent.  Per readiness event it
+drains one descriptor in a bounded batch, feeding the role; once per wake-up it empties the
+role's output lists (`udp_out`, `tun_out`, `raw6_out`, `events`).  Interface changes are not
+made here: they go to the parent as requests on the control socket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import secrets
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.proto import events as ev
+from engine.runtime import channel
+from engine.runtime.logsetup import get_logger, set_facility
+from engine.runtime.loop import Loop
+from engine.runtime.status_server import StatusServer
+
+BATCH = 64
+"""Datagrams or TUN packets handled per readiness event before looking at other sources."""
+RECV_SIZE = 65535
+
+log = get_logger()
+
+
+def build_role(config: Any, now: float) -> Any:
+    """The role object for `config.role`, seeded with the CSPRNG for flags, nonces and keys.
+
+    Each role module offers ``from_config(cfg, **kw)``; the keywords differ by role (a
+    server needs no randomness), so only the ones a role takes are passed.
+    """
+    if config.role == "server":
+        from engine.proto.server import ServerRole
+
+        return ServerRole.from_config(config, now=now)
+    if config.role == "client":
+        from engine.proto.client import ClientRole
+
+        return ClientRole.from_config(
+            config, randbits=secrets.randbits, token_bytes=secrets.token_bytes, now=now
+        )
+    from engine.proto.relay import RelayRole
+
+    return RelayRole.from_config(config, token_bytes=secrets.token_bytes, now=now)
+
+
+def needs_new_worker(old: Any, new: Any) -> list[str]:
+    """Config fields whose change needs new sockets, interface or role: restart the worker.
+
+    Everything else (syslog facility, discovery netmask, server addresses...) is applied in
+    place by the running worker, so the tunnel, the address and the peers survive a HUP.
+    """
+    names = [
+        "role",
+        "relay_type",
+        "bind_address",
+        "bind_port",
+        "server_bind_address",
+        "server_bind_address2",
+        "interface_name",
+        "local_discovery",
+        "discovery_interfaces",
+    ]
+    if new.role in ("relay", "server"):
+        names += ["prefix", "interface_mtu"]
+    return [n for n in names if getattr(old, n, None) != getattr(new, n, None)]
+
+
+def role_fields_changed(old: Any, new: Any) -> bool:
+    """True when something besides logging/bookkeeping differs (the role must reconfigure)."""
+    ignore = {"syslog_facility", "lines", "warnings", "path", "status_socket"}
+    if not (dataclasses.is_dataclass(old) and dataclasses.is_dataclass(new)):
+        return old != new
+    for f in dataclasses.fields(old):
+        if f.name not in ignore and getattr(old, f.name) != getattr(new, f.name, None):
+            return True
+    return False
+
+
+def jsonable(value: Any) -> Any:
+    """Make role status values JSON-ready: addresses as text, tuples as lists."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(jsonable(v) for v in value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        b = bytes(value)
+        if len(b) == 16:
+            return str(ipaddress.IPv6Address(b))
+        if len(b) == 4:
+            return str(ipaddress.IPv4Address(b))
+        return b.hex()
+    return value
+
+
+@dataclass
+class WorkerResources:
+    """Descriptors handed over by the parent for one worker generation."""
+
+    udp: list[socket.socket | None]
+    control: socket.socket
+    status_listener: socket.socket | None = None
+    tun_fd: int | None = None
+    raw6: socket.socket | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    """Static status fields: version, pid, role, config, started, interface, bound..."""
+
+
+class Worker:
+    """One role, its descriptors and the loop that joins them."""
+
+    def __init__(
+        self,
+        config: Any,
+        role: Any,
+        res: WorkerResources,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.role = role
+        self.res = res
+        self.clock = clock
+        self.loop = Loop(clock)
+        self.drops: Counter[str] = Counter()
+        self.address: bytes | None = None
+        self.mtu: int | None = None
+        self.state: str | None = None
+        self.last_qualified: float | None = None
+        self._control_buf = channel.LineBuffer(limit=8 * 1024 * 1024)
+        self._empty: list = []
+        self._udp = res.udp
+        for idx, sock in enumerate(res.udp):
+            if sock is not None:
+                self.loop.add_reader(sock.fileno(), self._udp_reader(idx, sock))
+        if res.tun_fd is not None and hasattr(role, "tun_received"):
+            self.loop.add_reader(res.tun_fd, self._on_tun)
+        self.loop.add_reader(res.control.fileno(), self._on_control)
+        self.status_server = (
+            StatusServer(self.loop, res.status_listener, self.answer)
+            if res.status_listener is not None
+            else None
+        )
+        self.loop.set_deadline_source(role.next_timer, self._on_timer)
+        self.loop.after_batch = self.flush
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def _udp_reader(self, idx: int, sock: socket.socket) -> Callable[[], None]:
+        recvfrom = sock.recvfrom
+        rx = self.role.datagram_received
+        clock = self.clock
+        drops = self.drops
+
+        def on_readable() -> None:
+            now = clock()
+            for _ in range(BATCH):
+                try:
+                    data, src = recvfrom(RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:  # e.g. a queued ICMP error; the next read gets data
+                    drops["udp_recv_error"] += 1
+                    continue
+                rx(data, src, idx, now)
+
+        return on_readable
+
+    def _on_tun(self) -> None:
+        read = os.read
+        fd = self.res.tun_fd
+        rx = self.role.tun_received
+        now = self.clock()
+        for _ in range(BATCH):
+            try:
+                pkt = read(fd, RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.drops["tun_read_error"] += 1
+                return
+            if len(pkt) < 40:  # like miredo: too short to be IPv6
+                self.drops["tun_short"] += 1
+                continue
+            rx(pkt, now)
+
+    def _on_timer(self, now: float) -> None:
+        self.role.handle_timer(now)
+
+    def _on_control(self) -> None:
+        try:
+            data = self.res.control.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the privileged parent is gone: nothing left to serve
+            log.warning("privileged parent went away; worker exiting")
+            self.loop.stop()
+            return
+        for line in self._control_buf.feed(data):
+            op, payload = channel.parse_parent_message(line)
+            if op == "kick":
+                self._kick()
+            elif op == "reload":
+                self._reload(payload)
+            elif op == "stop":
+                self.loop.stop()
+
+    def _kick(self) -> None:
+        kick = getattr(self.role, "kick", None)
+        if kick is not None:
+            kick(self.clock())
+
+    def _reload(self, new: Any) -> None:
+        """Apply a validated config in place; tell the parent whether that was enough."""
+        old, applied = self.config, True
+        set_facility(getattr(new, "syslog_facility", None))
+        if role_fields_changed(old, new):
+            reconfigure = getattr(self.role, "reconfigure", None)
+            applied = bool(reconfigure(new, self.clock())) if reconfigure is not None else False
+        if applied:
+            self.config = new
+        self.send(channel.encode({"op": "reloaded", "applied": applied}))
+
+    # -- outputs ------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        role = self.role
+        out = role.udp_out
+        if out:
+            socks = self._udp
+            drops = self.drops
+            for idx, payload, dst in out:
+                try:
+                    socks[idx].sendto(payload, dst)  # type: ignore[union-attr]
+                except (BlockingIOError, InterruptedError):
+                    drops["udp_send_would_block"] += 1
+                except OSError:
+                    drops["udp_send_error"] += 1
+                except (AttributeError, IndexError, TypeError):
+                    drops["udp_no_socket"] += 1
+            out.clear()
+        tout = getattr(role, "tun_out", self._empty)
+        if tout:
+            fd = self.res.tun_fd
+            for pkt in tout:
+                try:
+                    os.write(fd, pkt)  # type: ignore[arg-type]
+                except (BlockingIOError, InterruptedError):
+                    self.drops["tun_write_would_block"] += 1
+                except (OSError, TypeError):
+                    self.drops["tun_write_error"] += 1
+            tout.clear()
+        rout = getattr(role, "raw6_out", self._empty)
+        if rout:
+            self._send_raw6(rout)
+            rout.clear()
+        events = role.events
+        if events:
+            for event in events:
+                self._on_event(event)
+            events.clear()
+
+    def _send_raw6(self, packets: list[bytes]) -> None:
+        sock = self.res.raw6
+        for pkt in packets:
+            if sock is None or len(pkt) < 40:
+                self.drops["raw6_no_socket" if sock is None else "raw6_short"] += 1
+                continue
+            dst = socket.inet_ntop(socket.AF_INET6, bytes(pkt[24:40]))
+            try:
+                sock.sendto(pkt, (dst, 0))
+            except OSError:
+                self.drops["raw6_send_error"] += 1
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, ev.InterfaceUp):
+            self.address, self.mtu = bytes(event.address), event.mtu
+            self.send(channel.up_message(self.address, event.mtu))
+        elif isinstance(event, ev.InterfaceDown):
+            self.address = None
+            self.send(channel.encode({"op": "down"}))
+        elif isinstance(event, ev.StateChanged):
+            if event.state == "qualified":
+                self.last_qualified = time.time()
+            self.state = event.state
+            detail = f": {event.detail}" if event.detail else ""
+            log.info("state %s%s", event.state, detail)
+        elif isinstance(event, ev.ServerLost):
+            log.warning("lost the Teredo server (no reply to router solicitations)")
+        elif isinstance(event, ev.MappingChanged):
+            old = f"{event.old[0]}:{event.old[1]}" if event.old else "none"
+            new = f"{event.new[0]}:{event.new[1]}" if event.new else "none"
+            log.info("mapping changed: %s -> %s", old, new)
+        else:
+            log.info("event %r", event)
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.res.control.sendall(data)
+        except OSError:
+            pass
+
+    # -- status -------------------------------------------------------------------------
+
+    def answer(self, command: str) -> dict | None:
+        if command == "status":
+            return self.status()
+        if command == "peers":
+            peers = getattr(self.role, "peers_status", None)
+            return {"peers": jsonable(peers())} if peers is not None else None
+        return None
+
+    def status(self) -> dict:
+        out: dict[str, Any] = dict(self.res.info)
+        out["worker_pid"] = os.getpid()
+        out["state"] = self.state
+        if self.address is not None:
+            out["address"] = str(ipaddress.IPv6Address(self.address))
+        if self.mtu is not None:
+            out["mtu"] = self.mtu
+        out["last_qualified"] = self.last_qualified
+        role_status = getattr(self.role, "status", None)
+        if role_status is not None:
+            for k, v in jsonable(role_status()).items():
+                if v is not None or k not in out:
+                    out[k] = v
+        counters = getattr(self.role, "counters", None)
+        cdict: dict[str, Any] = counters.as_dict() if counters is not None else {"drops": {}}
+        drops = dict(cdict.get("drops", {}))
+        for reason, n in self.drops.items():
+            drops[reason] = drops.get(reason, 0) + n
+        cdict["drops"] = drops
+        out["counters"] = cdict
+        return out
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.send(channel.encode({"op": "ready"}))
+        self.flush()  # events the role queued while it was being built
+        self.loop.run()
+
+    def close(self) -> None:
+        if self.status_server is not None:
+            self.status_server.close()
+        self.loop.close()
+
+
+class WorkerSignals:
+    """TERM/INT/QUIT stop the worker; HUP belongs to the parent; USR1/2 are ignored."""
+
+    def __init__(self, worker: Worker) -> None:
+        from engine.runtime.signals import SignalPipe
+
+        for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE):
+            signal.signal(signum, signal.SIG_IGN)
+        self.pipe = SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT))
+        self.worker = worker
+        worker.loop.add_reader(self.pipe.fileno(), self._on_signal)
+
+    def _on_signal(self) -> None:
+        if self.pipe.drain():
+            self.worker.loop.stop()
