@@ -56,6 +56,13 @@ AUTH_MIN_LEN = 13
 ORIGIN_LEN = 8
 
 
+def _uint(value: int, size: int, what: str) -> bytes:
+    """Big-endian field; out of range is a ValueError naming the field (not OverflowError)."""
+    if not 0 <= value < 1 << (8 * size):
+        raise ValueError(f"{what} out of range: {value}")
+    return value.to_bytes(size, "big")
+
+
 # --- headers -------------------------------------------------------------------------------
 
 
@@ -402,7 +409,7 @@ class RouterAdvertisement:
         """Our Teredo address: PIO prefix + flags + ~origin port + ~origin IPv4 (§3.3)."""
         if self.origin is None:
             raise ValueError("RA carried no origin indication")
-        return self.prefix8 + flags.to_bytes(2, "big") + Origin.pack(self.origin)[2:]
+        return self.prefix8 + _uint(flags, 2, "Teredo flags") + Origin.pack(self.origin)[2:]
 
 
 RAInfo = RouterAdvertisement
@@ -431,11 +438,11 @@ def router_advertisement(
         bytes((ND_OPT_PREFIX_INFORMATION, 4, 64, 0x40))
         + b"\xff\xff\xff\xff\xff\xff\xff\xff"  # valid and preferred lifetimes: infinite
         + bytes(4)
-        + prefix32.to_bytes(4, "big")
+        + _uint(prefix32, 4, "Teredo prefix")
         + ipv4_pack(server_primary)
         + bytes(8)
     )
-    mtu_opt = bytes((ND_OPT_MTU, 1, 0, 0)) + mtu.to_bytes(4, "big")
+    mtu_opt = bytes((ND_OPT_MTU, 1, 0, 0)) + _uint(mtu, 4, "RA MTU")
     ipv6 = build_icmpv6(
         server_link_local(server_primary),
         dst,
@@ -558,7 +565,7 @@ def echo_request(
         dst,
         ICMP6_ECHO_REQUEST,
         0,
-        ident.to_bytes(2, "big") + seq.to_bytes(2, "big") + bytes(data),
+        _uint(ident, 2, "echo identifier") + _uint(seq, 2, "echo sequence") + bytes(data),
         hop_limit,
         tclass,
         flow,
@@ -580,7 +587,7 @@ def echo_reply(
         dst,
         ICMP6_ECHO_REPLY,
         0,
-        ident.to_bytes(2, "big") + seq.to_bytes(2, "big") + bytes(data),
+        _uint(ident, 2, "echo identifier") + _uint(seq, 2, "echo sequence") + bytes(data),
         hop_limit,
         tclass,
         flow,
@@ -641,7 +648,7 @@ def packet_too_big(
         dst,
         ICMP6_PACKET_TOO_BIG,
         0,
-        mtu.to_bytes(4, "big") + bytes(offending[:_ERROR_QUOTE_MAX]),
+        _uint(mtu, 4, "packet too big MTU") + bytes(offending[:_ERROR_QUOTE_MAX]),
         hop_limit,
     )
 

@@ -493,3 +493,19 @@ def test_packet_too_big():
 )
 def test_icmp_error_suppression(pkt, allowed):
     assert icmp_error_allowed(pkt) is allowed
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: echo_request(CLIENT, NATIVE, 1 << 16, 0, b""),
+        lambda: echo_reply(CLIENT, NATIVE, 0, -1, b""),
+        lambda: packet_too_big(CLIENT, NATIVE, 1 << 32, PKT),
+        lambda: router_advertisement(NONCE, MAPPED, 1 << 32, SERVER, 1280, LL_CLIENT),
+        lambda: router_advertisement(NONCE, MAPPED, TEREDO_PREFIX, SERVER, -1, LL_CLIENT),
+        lambda: build_icmpv6(CLIENT, NATIVE, 300, 0, b""),
+    ],
+)
+def test_builders_raise_value_error_for_out_of_range_fields(build):
+    with pytest.raises(ValueError):
+        build()
