@@ -1,0 +1,347 @@
+"""`miredoctl`: the command line (docker compose verbs, supervisorctl states and exit codes).
+
+Every error reaches the user as one line (or one line per inventory problem) and an exit code
+from `miredoctl.errors`; a Python traceback is a bug, so the last-resort handler says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import xmlrpc.client
+from pathlib import Path
+from typing import Any
+
+from miredoctl import logs as logs_mod
+from miredoctl import ops
+from miredoctl import status as status_mod
+from miredoctl.errors import (
+    EXIT_ERROR,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_UNKNOWN,
+    InventoryError,
+    MiredoctlError,
+    UsageError,
+)
+from miredoctl.inventory import FIELDS, Fleet
+from miredoctl.selection import Selection, resolve
+from miredoctl.state import StatePaths, default_state_dir
+from miredoctl.supervisor import ApplyResult, Supervisor
+
+DEFAULT_LAB_PREFIX = "mdl-"
+
+
+def _add_common(p: argparse.ArgumentParser, suppress: bool) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    p.add_argument("--fleet", metavar="DIR", default=default,
+                   help="fleet folder of instance YAML files (env MIREDOCTL_FLEET; "
+                        "default ./instances)")
+    p.add_argument("--state-dir", metavar="DIR", default=default,
+                   help="where rendered files, sockets and logs live (env MIREDOCTL_STATE; "
+                        "default /run/miredoctl/<fleet hash>)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress
+                   else False, help="machine-readable output")
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="NAME", help="instance names or globs")
+    p.add_argument("--all", action="store_true", help="every instance")
+    p.add_argument("--role", action="append", default=[], choices=("client", "relay", "server"))
+    p.add_argument("--tag", action="append", default=[], metavar="T")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="miredoctl",
+        description="Run a Teredo fleet (YAML inventory -> one engine per instance under "
+                    "supervisord).",
+        epilog="exit codes: 0 ok, 1 error, 2 usage, 3 a selected instance is not running, "
+               "4 unknown instance or supervisord unreachable")
+    _add_common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def cmd(name: str, help_text: str, selection: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_common(p, suppress=True)
+        if selection:
+            _add_selection(p)
+        return p
+
+    cmd("validate", "check the inventory, template and rendered configs; touch nothing",
+        selection=False)
+    p = cmd("config", "print the rendered config of instances")
+    p.add_argument("--origin", action="store_true",
+                   help="print the merged values and the file:line that set each one")
+    p = cmd("diff", "show what `up` would change compared with what runs")
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when there are changes")
+    p = cmd("up", "validate, render and start/restart only what changed (default: all)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    cmd("down", "stop instances (default: all, which also stops the fleet's supervisord)")
+    cmd("restart", "stop and start instances with their current rendered config")
+    cmd("reload", "re-render and send SIGHUP to each selected running engine")
+    p = cmd("status", "one line per instance: process and tunnel state")
+    p.add_argument("-v", "--verbose", action="store_true", help="detail view per instance")
+    p = cmd("show", "detail view (like `wg show`) of instances")
+    p = cmd("logs", "instance logs, merged and prefixed with the instance name")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--lines", type=int, default=20, metavar="N")
+    p = cmd("lab", "build, remove or inspect the demo network in namespaces", selection=False)
+    p.add_argument("action", choices=("up", "down", "status", "check"))
+    p.add_argument("--prefix", default=os.environ.get("MIREDOCTL_LAB_PREFIX", DEFAULT_LAB_PREFIX),
+                   help=f"namespace name prefix (default {DEFAULT_LAB_PREFIX})")
+    return parser
+
+
+def _context(args: argparse.Namespace) -> ops.Context:
+    fleet = Path(args.fleet or os.environ.get("MIREDOCTL_FLEET") or "instances")
+    state = args.state_dir or os.environ.get("MIREDOCTL_STATE")
+    return ops.Context(fleet, StatePaths(Path(state) if state else default_state_dir(fleet)))
+
+
+def _selection(args: argparse.Namespace) -> Selection:
+    return Selection(list(args.names), list(args.role), list(args.tag), bool(args.all))
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    elif text:
+        print(text)
+
+
+def _results_text(results: list[ApplyResult]) -> str:
+    width = max((len(r.name) for r in results), default=0)
+    return "\n".join(f"{r.name.ljust(width)}  {r.action}" + (f": {r.detail}" if r.detail else "")
+                     for r in results)
+
+
+def _results_json(results: list[ApplyResult]) -> list[dict[str, Any]]:
+    return [vars(r) for r in results]
+
+
+def _procs_or_none(ctx: ops.Context) -> tuple[dict[str, dict] | None, Supervisor]:
+    sup = Supervisor(ctx.paths)
+    if ctx.paths.socket.exists() and sup.running():
+        return sup.processes(), sup
+    return None, sup
+
+
+# -- commands -------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace, ctx: ops.Context) -> int:
+    fleet, rendered = ops.validate(ctx)
+    _emit(args, {"ok": True, "instances": fleet.names, "rendered": sorted(rendered)},
+          f"ok: {len(fleet.names)} instances valid ({', '.join(fleet.names)}); "
+          f"{len(rendered)} configs rendered and checked")
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace, ctx: ops.Context) -> int:
+    fleet = ctx.load()
+    names = resolve(fleet, _selection(args), default_all=True)
+    enabled = [n for n in names if fleet.instances[n].enabled]
+    rendered = ops.render_fleet(fleet, ctx.paths, enabled)
+    data = {}
+    chunks = []
+    for name in names:
+        inst = fleet.instances[name]
+        entry: dict[str, Any] = {
+            "file": str(inst.file), "values": inst.values,
+            "origins": {k: str(v) for k, v in inst.origins.items()}}
+        if name in rendered:
+            entry.update(config=rendered[name].text, command=rendered[name].command,
+                         sha256=rendered[name].sha256)
+        data[name] = entry
+        if args.origin:
+            width = max(len(k) for k in inst.values)
+            lines = [f"# {name}"] + [
+                f"{k.ljust(width)}  {json.dumps(inst.values[k])}  ({inst.origins[k]})"
+                for k in FIELDS if k in inst.values]
+            chunks.append("\n".join(lines))
+        elif name in rendered:
+            chunks.append(f"# ==> {name}: {ctx.paths.config(name)}\n{rendered[name].text}"
+                          f"# command: {' '.join(rendered[name].command)}")
+        else:
+            chunks.append(f"# ==> {name}: disabled (enabled: false), nothing rendered")
+    _emit(args, data, "\n\n".join(chunks))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace, ctx: ops.Context) -> int:
+    fleet, rendered = ops.validate(ctx, checkconf=False)
+    names = resolve(fleet, _selection(args), default_all=True)
+    procs, _sup = _procs_or_none(ctx)
+    lines = ops.diff(ctx, rendered, names)
+    plans = ops.plan_up(ctx, rendered, [n for n in names if n in rendered], procs or {})
+    plan_text = "\n".join(f"{p.action:9}  {p.name}: {p.reason}" for p in plans)
+    _emit(args, {"diff": "".join(lines), "plan": [vars(p) for p in plans]},
+          "".join(lines) + ("\n" if lines else "") + plan_text)
+    return EXIT_ERROR if args.exit_code and (lines or any(p.action != "unchanged"
+                                                          for p in plans)) else EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace, ctx: ops.Context) -> int:
+    fleet = ctx.load()
+    sel = _selection(args)
+    names = resolve(fleet, sel, default_all=True)
+    plans, results = ops.up(ctx, names, whole_fleet=sel.whole_fleet,
+                            explicit=bool(sel.names), dry_run=args.dry_run)
+    if args.dry_run:
+        _emit(args, {"plan": [vars(p) for p in plans]},
+              "\n".join(f"{p.action:9}  {p.name}: {p.reason}" for p in plans))
+        return EXIT_OK
+    _emit(args, {"results": _results_json(results)}, _results_text(results))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_ERROR
+
+
+def cmd_down(args: argparse.Namespace, ctx: ops.Context) -> int:
+    fleet = ctx.load()
+    sel = _selection(args)
+    procs, _sup = _procs_or_none(ctx)
+    names = resolve(fleet, sel, default_all=True, extra_known=tuple(procs or ()))
+    results = ops.down(ctx, names, whole_fleet=sel.whole_fleet)
+    _emit(args, {"results": _results_json(results)}, _results_text(results))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_ERROR
+
+
+def cmd_restart(args: argparse.Namespace, ctx: ops.Context) -> int:
+    fleet = ctx.load()
+    names = resolve(fleet, _selection(args), default_all=False)
+    results = ops.restart(ctx, names)
+    _emit(args, {"results": _results_json(results)}, _results_text(results))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_ERROR
+
+
+def cmd_reload(args: argparse.Namespace, ctx: ops.Context) -> int:
+    fleet, rendered = ops.validate(ctx)
+    names = resolve(fleet, _selection(args), default_all=False)
+    results = ops.reload(ctx, fleet, rendered, names)
+    _emit(args, {"results": _results_json(results)}, _results_text(results))
+    if any(r.action == "failed" for r in results):
+        return EXIT_ERROR
+    return EXIT_NOT_RUNNING if any(r.action == "not running" for r in results) else EXIT_OK
+
+
+def _status_rows(args: argparse.Namespace, ctx: ops.Context
+                 ) -> tuple[Fleet, list[status_mod.InstanceStatus], Supervisor, bool]:
+    fleet = ctx.load()
+    procs, sup = _procs_or_none(ctx)
+    names = resolve(fleet, _selection(args), default_all=True, extra_known=tuple(procs or ()))
+    return fleet, status_mod.collect(fleet, ctx.paths, names, procs), sup, procs is not None
+
+
+def _status_code(rows: list[status_mod.InstanceStatus], reachable: bool) -> int:
+    if not reachable:
+        return EXIT_UNKNOWN
+    return EXIT_OK if all(r.up for r in rows if r.enabled) else EXIT_NOT_RUNNING
+
+
+def cmd_status(args: argparse.Namespace, ctx: ops.Context) -> int:
+    fleet, rows, sup, reachable = _status_rows(args, ctx)
+    if args.verbose:
+        text = "\n\n".join(status_mod.detail(r, fleet.instances.get(r.name)) for r in rows)
+    else:
+        text = status_mod.table(rows)
+    _emit(args, {"supervisord": {"running": reachable, "socket": sup.where()},
+                 "instances": [r.to_json() for r in rows]}, text)
+    if not reachable:
+        print(f"miredoctl: supervisord for this fleet is not running (looked for "
+              f"{sup.where()})", file=sys.stderr)
+    return _status_code(rows, reachable)
+
+
+def cmd_show(args: argparse.Namespace, ctx: ops.Context) -> int:
+    args.verbose = True
+    return cmd_status(args, ctx)
+
+
+def cmd_logs(args: argparse.Namespace, ctx: ops.Context) -> int:
+    fleet = ctx.load()
+    names = resolve(fleet, _selection(args), default_all=True)
+    if args.lines < 0:
+        raise UsageError("-n must be 0 or more")
+    logs_mod.show(ctx.paths, names, args.lines, args.follow)
+    return EXIT_OK
+
+
+def cmd_lab(args: argparse.Namespace, ctx: ops.Context) -> int:
+    """The demo network (built by miredoctl.lab); the default fleet expects prefix mdl-."""
+    try:
+        from miredoctl.lab import Lab, LabError, LabSpec
+    except ImportError as exc:
+        raise MiredoctlError(f"the lab module is not available: {exc}")
+    if os.geteuid() != 0:
+        raise MiredoctlError("`miredoctl lab` needs root (network namespaces, veths, nftables)")
+    try:
+        lab = Lab(LabSpec(prefix=args.prefix))
+        if args.action == "up":
+            lab.up()
+            info = lab.status()
+            names = ", ".join(r["namespace"] for r in info["roles"].values())
+            _emit(args, info, f"lab {args.prefix} is up: {names} (plain IPv4/IPv6 checks passed)")
+        elif args.action == "down":
+            stopped = lab.down()
+            _emit(args, {"prefix": args.prefix, "stopped_pids": stopped},
+                  f"lab {args.prefix} removed" + (f" (stopped leftover pids "
+                                                   f"{', '.join(map(str, stopped))})"
+                                                   if stopped else ""))
+        elif args.action == "status":
+            info = lab.status()
+            lines = [f"lab {args.prefix}: {'up' if info['up'] else 'down'}"]
+            for role, entry in info["roles"].items():
+                addrs = [a for iface in (entry.get("interfaces") or {}).values()
+                         for a in iface.get("addresses", [])]
+                lines.append(f"  {role:5} {entry['namespace']:12} "
+                             f"{'exists' if entry['exists'] else 'missing':8} "
+                             f"{' '.join(addrs)}")
+            _emit(args, info, "\n".join(lines))
+            return EXIT_OK if info["up"] else EXIT_NOT_RUNNING
+        else:
+            results = lab.check(raise_on_failure=False)
+            _emit(args, [vars(r) for r in results],
+                  "\n".join(f"{'ok  ' if r.ok else 'FAIL'} {r.description}" for r in results))
+            return EXIT_OK if all(r.ok for r in results) else EXIT_ERROR
+    except LabError as exc:
+        raise MiredoctlError(str(exc))
+    return EXIT_OK
+
+
+COMMANDS = {
+    "validate": cmd_validate, "config": cmd_config, "diff": cmd_diff, "up": cmd_up,
+    "down": cmd_down, "restart": cmd_restart, "reload": cmd_reload, "status": cmd_status,
+    "show": cmd_show, "logs": cmd_logs, "lab": cmd_lab,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, _context(args))
+    except InventoryError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"miredoctl: {len(exc.problems)} problem(s); nothing was changed", file=sys.stderr)
+        return exc.code
+    except MiredoctlError as exc:
+        print(f"miredoctl: {exc}", file=sys.stderr)
+        return exc.code
+    except xmlrpc.client.Fault as exc:
+        print(f"miredoctl: supervisord refused: {exc.faultString}", file=sys.stderr)
+        return EXIT_ERROR
+    except (ConnectionError, TimeoutError) as exc:
+        print(f"miredoctl: supervisord connection failed: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the promise is "never a traceback"; say it is our bug
+        print(f"miredoctl: internal error ({type(exc).__name__}: {exc}); please report it",
+              file=sys.stderr)
+        if os.environ.get("MIREDOCTL_DEBUG"):
+            raise
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

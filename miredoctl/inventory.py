@@ -1,0 +1,591 @@
+"""Load and validate a fleet folder: one YAML file per instance plus optional shared defaults.
+
+Why the node tree: PyYAML's plain `safe_load` forgets where values came from. We compose the
+node tree instead and keep each node's start mark, so every problem can be reported as
+`file:line: message` and every final value can say which file and line set it (`config --origin`).
+
+Layering (last wins): built-in defaults -> `defaults.yaml` `all:` -> `defaults.yaml`
+`roles: {ROLE: ...}` -> the instance file. An explicit `null` in a later layer removes the value.
+Fields from `all:` that do not apply to a role are skipped for that role; the same field in a role
+section or an instance file is an error (miredo would call it "superfluous").
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from miredoctl.errors import InventoryError, Problem
+
+ROLES = ("client", "relay", "server")
+ENGINES = ("teredo-engine", "miredo")
+ALL = frozenset(ROLES)
+CLIENT_RELAY = frozenset({"client", "relay"})
+DEFAULTS_STEMS = ("defaults",)
+SYSLOG_FACILITIES = (
+    "auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news", "syslog",
+    "user", "uucp", *(f"local{i}" for i in range(8)),
+)
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
+IFNAME_RE = re.compile(r"^[^\s/:]{1,15}$")
+
+
+class FieldError(ValueError):
+    """A value of the right key but the wrong type or range; the message names what is expected."""
+
+
+def _describe(value: Any) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
+            dict: "mapping"}.get(type(value), type(value).__name__)
+    return f"{kind} {value!r}" if not isinstance(value, dict | list) else kind
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise FieldError(f"must be a non-empty string, got {_describe(value)}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise FieldError(f"must be true or false, got {_describe(value)}")
+    return value
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FieldError(f"must be an integer {lo}-{hi}, got {_describe(value)}")
+        if not lo <= value <= hi:
+            raise FieldError(f"must be an integer {lo}-{hi}, got {value}")
+        return value
+    return check
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value.lower() not in choices:
+            raise FieldError(f"must be one of {', '.join(choices)}, got {_describe(value)}")
+        return value.lower()
+    return check
+
+
+def _ipv4(value: Any) -> str:
+    try:
+        return str(ipaddress.IPv4Address(_str(value)))
+    except ipaddress.AddressValueError:
+        raise FieldError(f"must be an IPv4 address, got {_describe(value)}")
+
+
+def _host(value: Any) -> str:
+    text = _str(value)
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ipaddress.AddressValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", text) or not HOST_RE.match(text):
+        raise FieldError(f"must be an IPv4 address or a host name, got {_describe(value)}")
+    return text
+
+
+def _prefix(value: Any) -> str:
+    text = _str(value)
+    try:
+        addr = ipaddress.IPv6Address(text.split("/")[0])
+    except ipaddress.AddressValueError:
+        raise FieldError(f"must be an IPv6 prefix such as 2001:0::, got {_describe(value)}")
+    if addr.is_multicast:
+        raise FieldError(f"must not be a multicast prefix, got {text}")
+    if "/" in text and text.split("/", 1)[1] != "32":
+        raise FieldError(f"Teredo prefixes are /32, got {text}")
+    return text.split("/")[0]
+
+
+def _ifname(value: Any) -> str:
+    text = _str(value)
+    if not IFNAME_RE.match(text):
+        raise FieldError(f"must be an interface name of 1-15 characters without spaces, '/' "
+                         f"or ':', got {_describe(value)}")
+    return text
+
+
+def _netns(value: Any) -> str:
+    text = _str(value)
+    if not NETNS_RE.match(text):
+        raise FieldError(f"must be a network namespace name ([A-Za-z0-9_.-]), "
+                         f"got {_describe(value)}")
+    return text
+
+
+def _abspath(value: Any) -> str:
+    text = _str(value)
+    if not text.startswith("/"):
+        raise FieldError(f"must be an absolute path, got {_describe(value)}")
+    return text
+
+
+def _tags(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+        raise FieldError(f"must be a list of strings, got {_describe(value)}")
+    return list(value)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One inventory key: its checker, the roles it means something for, and its directive."""
+
+    name: str
+    check: Callable[[Any], Any]
+    roles: frozenset[str]
+    doc: str
+    directive: str | None = None
+
+
+FIELDS: dict[str, Field] = {f.name: f for f in (
+    Field("role", _choice(*ROLES), ALL, "client, relay or server (required)", "RelayType"),
+    Field("engine", _choice(*ENGINES), ALL,
+          "teredo-engine (ours, default) or miredo (Debian's miredo / miredo-server)"),
+    Field("enabled", _bool, ALL, "false keeps the instance out of supervisord (default true)"),
+    Field("tags", _tags, ALL, "free labels for --tag selection"),
+    Field("netns", _netns, ALL, "run inside this named network namespace (ip netns exec)"),
+    Field("server", _host, frozenset({"client"}), "Teredo server (required for clients)",
+          "ServerAddress"),
+    Field("server2", _host, frozenset({"client"}), "secondary server address", "ServerAddress2"),
+    Field("relay_type", _choice("cone", "relay", "restricted"), frozenset({"relay"}),
+          "relay flavour (default cone)", "RelayType"),
+    Field("interface", _ifname, CLIENT_RELAY, "tunnel interface name (default teredo)",
+          "InterfaceName"),
+    Field("bind_address", _ipv4, CLIENT_RELAY, "local IPv4 address of the UDP socket",
+          "BindAddress"),
+    Field("bind_port", _int_range(0, 65535), CLIENT_RELAY,
+          "UDP port (0 = ephemeral; must be >= 1024 since it is bound after dropping root)",
+          "BindPort"),
+    Field("prefix", _prefix, frozenset({"relay", "server"}), "Teredo /32 prefix (default 2001:0::)",
+          "Prefix"),
+    Field("mtu", _int_range(1280, 65535), frozenset({"relay", "server"}), "tunnel / RA MTU",
+          "InterfaceMTU"),
+    Field("local_discovery", _choice("enabled", "forced", "disabled"), frozenset({"client"}),
+          "local client discovery (not in Debian's miredo 1.2.6)", "LocalDiscovery"),
+    Field("discovery_interfaces", _str, frozenset({"client"}), "regex of interface names",
+          "DiscoveryInterfaces"),
+    Field("discovery_netmask", _ipv4, frozenset({"client"}), "discovery netmask",
+          "DiscoveryNetmask"),
+    Field("syslog_facility", _choice(*SYSLOG_FACILITIES), ALL, "syslog facility",
+          "SyslogFacility"),
+    Field("user", _str, ALL, "unprivileged user the engine drops to (-u)"),
+    Field("chroot", _abspath, ALL, "chroot directory (-t)"),
+    Field("server_bind_address", _ipv4, frozenset({"server"}),
+          "primary public IPv4 of a server (required for servers)", "ServerBindAddress"),
+    Field("server_bind_address2", _ipv4, frozenset({"server"}),
+          "secondary IPv4 (default primary + 1)", "ServerBindAddress2"),
+)}
+
+BUILTIN_DEFAULTS: dict[str, Any] = {"engine": "teredo-engine", "enabled": True, "tags": []}
+ROLE_BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "client": {"interface": "teredo"},
+    "relay": {"interface": "teredo", "relay_type": "cone"},
+    "server": {},
+}
+DISCOVERY_FIELDS = ("local_discovery", "discovery_interfaces", "discovery_netmask")
+TEREDO_SERVER_PORT = 3544
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a final value came from: a file and line, or a built-in default."""
+
+    file: str | None
+    line: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.file else "built-in default"
+
+
+BUILTIN = Origin(None)
+
+
+@dataclass
+class Instance:
+    """One merged, validated instance: `values` holds set fields, `origins` who set them."""
+
+    name: str
+    file: Path
+    values: dict[str, Any]
+    origins: dict[str, Origin]
+    sources: list[Path] = field(default_factory=list)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    @property
+    def role(self) -> str:
+        return self.values["role"]
+
+    @property
+    def engine(self) -> str:
+        return self.values["engine"]
+
+    @property
+    def netns(self) -> str | None:
+        return self.values.get("netns")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.values["enabled"])
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.values.get("tags") or [])
+
+    def where(self, key: str) -> str:
+        """The file:line to blame for a key (the instance file when the key was never set)."""
+        origin = self.origins.get(key)
+        if origin is None or origin.file is None:
+            return f"{display_path(self.file)}:1"
+        return str(origin)
+
+
+@dataclass
+class Fleet:
+    """The whole validated inventory of one fleet folder."""
+
+    root: Path
+    instances: dict[str, Instance]
+    defaults_file: Path | None
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.instances)
+
+
+def display_path(path: Path) -> str:
+    """Paths in messages relative to the current directory when below it (short, clickable)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+class _Reader:
+    """Composes one YAML file into nodes and collects problems with their line numbers."""
+
+    def __init__(self, path: Path, problems: list[Problem]) -> None:
+        self.path = path
+        self.shown = display_path(path)
+        self.problems = problems
+
+    def problem(self, line: int, message: str) -> None:
+        self.problems.append(Problem(self.shown, line, message))
+
+    def compose(self) -> yaml.Node | None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.problem(0, f"cannot read: {exc}")
+            return None
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            self._loader = loader
+            return node
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else 0
+            self.problem(line, f"YAML syntax error: {exc.problem or exc.context}")
+            return None
+
+    def value(self, node: yaml.Node) -> Any:
+        try:
+            return self._loader.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            self.problem(node.start_mark.line + 1, f"bad YAML value: {exc}")
+            return None
+
+    def mapping(self, node: yaml.Node | None, what: str) -> list[tuple[str, int, yaml.Node]]:
+        """(key, line, value node) for a mapping node; problems for non-mappings and duplicates."""
+        if node is None:
+            return []
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node.start_mark.line + 1, f"{what} must be a mapping of key: value")
+            return []
+        seen: dict[str, int] = {}
+        out = []
+        for knode, vnode in node.value:
+            line = knode.start_mark.line + 1
+            if not isinstance(knode, yaml.ScalarNode) or knode.tag != "tag:yaml.org,2002:str":
+                self.problem(line, f"{what}: keys must be plain words")
+                continue
+            key = knode.value
+            if key in seen:
+                self.problem(line, f"duplicate key '{key}' (first at line {seen[key]})")
+                continue
+            seen[key] = line
+            out.append((key, line, vnode))
+        return out
+
+
+def did_you_mean(word: str, known: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+@dataclass
+class _Layer:
+    """Field values of one layer with their lines, already type-checked."""
+
+    reader: _Reader
+    values: dict[str, tuple[Any, int]]
+    seen: set[str] = field(default_factory=set)
+
+
+def _read_fields(reader: _Reader, node: yaml.Node | None, what: str,
+                 allowed_roles: frozenset[str] | None) -> _Layer:
+    """Type-check every key of one layer; unknown keys get a did-you-mean."""
+    layer = _Layer(reader, {})
+    for key, line, vnode in reader.mapping(node, what):
+        spec = FIELDS.get(key)
+        layer.seen.add(key)
+        if spec is None:
+            reader.problem(line, f"unknown key '{key}'{did_you_mean(key, list(FIELDS))}")
+            continue
+        value = reader.value(vnode)
+        vline = vnode.start_mark.line + 1
+        if value is None:
+            layer.values[key] = (None, vline)  # explicit null: remove an inherited value
+            continue
+        try:
+            value = spec.check(value)
+        except FieldError as exc:
+            reader.problem(vline, f"{key} {exc}")
+            continue
+        if allowed_roles is not None and not (spec.roles & allowed_roles):
+            reader.problem(line, f"{key} does not apply to a {'/'.join(sorted(allowed_roles))} "
+                                 f"(only to {', '.join(sorted(spec.roles))})")
+            continue
+        layer.values[key] = (value, vline)
+    return layer
+
+
+@dataclass
+class _Defaults:
+    all: _Layer | None
+    roles: dict[str, _Layer]
+    path: Path | None
+
+
+def _load_defaults(path: Path | None, problems: list[Problem]) -> _Defaults:
+    if path is None:
+        return _Defaults(None, {}, None)
+    reader = _Reader(path, problems)
+    node = reader.compose()
+    all_layer: _Layer | None = None
+    roles: dict[str, _Layer] = {}
+    for key, line, vnode in reader.mapping(node, "defaults file"):
+        if key == "all":
+            all_layer = _read_fields(reader, vnode, "all", None)
+            if "role" in all_layer.values:
+                reader.problem(all_layer.values.pop("role")[1],
+                               "role cannot be a default; set it in each instance file")
+        elif key == "roles":
+            for role, rline, rnode in reader.mapping(vnode, "roles"):
+                if role not in ROLES:
+                    reader.problem(rline, f"unknown role '{role}'{did_you_mean(role, ROLES)}; "
+                                          f"roles are {', '.join(ROLES)}")
+                    continue
+                layer = _read_fields(reader, rnode, f"roles.{role}", frozenset({role}))
+                if "role" in layer.values:
+                    reader.problem(layer.values.pop("role")[1], "role cannot be a default")
+                roles[role] = layer
+        else:
+            reader.problem(line, f"unknown key '{key}'{did_you_mean(key, ['all', 'roles'])}; "
+                                 "a defaults file has 'all:' and 'roles:'")
+    return _Defaults(all_layer, roles, path)
+
+
+def _merge(name: str, path: Path, own: _Layer, defaults: _Defaults,
+           problems: list[Problem]) -> Instance | None:
+    reader = own.reader
+    role_entry = own.values.get("role")
+    if role_entry is None and "role" in own.seen:
+        return None  # present but invalid: already reported
+    if role_entry is None or role_entry[0] is None:
+        reader.problem(role_entry[1] if role_entry else 1,
+                       f"role is required: one of {', '.join(ROLES)}")
+        return None
+    role = role_entry[0]
+    values: dict[str, Any] = {}
+    origins: dict[str, Origin] = {}
+    sources = [path]
+
+    def apply(layer_values: dict[str, tuple[Any, int]], origin_file: str | None,
+              skip_foreign: bool) -> None:
+        for key, (value, line) in layer_values.items():
+            if skip_foreign and role not in FIELDS[key].roles:
+                continue
+            if value is None:
+                values.pop(key, None)
+                origins.pop(key, None)
+            else:
+                values[key] = value
+                origins[key] = Origin(origin_file, line) if origin_file else BUILTIN
+
+    apply({k: (v, 0) for k, v in BUILTIN_DEFAULTS.items()}, None, False)
+    apply({k: (v, 0) for k, v in ROLE_BUILTIN_DEFAULTS[role].items()}, None, False)
+    if defaults.path is not None:
+        shown = display_path(defaults.path)
+        if defaults.all is not None:
+            apply(defaults.all.values, shown, True)
+        if role in defaults.roles:
+            apply(defaults.roles[role].values, shown, False)
+        sources.append(defaults.path)
+    for key, (_value, line) in own.values.items():
+        if role not in FIELDS[key].roles:
+            reader.problem(line, f"{key} does not apply to a {role} "
+                                 f"(only to {', '.join(sorted(FIELDS[key].roles))})")
+    apply({k: v for k, v in own.values.items() if role in FIELDS[k].roles},
+          reader.shown, False)
+    inst = Instance(name, path, values, origins, sources)
+    _check_role(inst, reader, problems)
+    return inst
+
+
+def _check_role(inst: Instance, reader: _Reader, problems: list[Problem]) -> None:
+    """Role requirements and engine limits that need the merged values."""
+    def at(key: str) -> tuple[str, int]:
+        origin = inst.origins.get(key)
+        if origin is None or origin.file is None:
+            return reader.shown, 1
+        return origin.file, origin.line
+
+    if inst.role == "client" and "server" not in inst.values:
+        problems.append(Problem(reader.shown, 1, "a client needs 'server' (its Teredo server)"))
+    if inst.role == "server" and "server_bind_address" not in inst.values:
+        problems.append(Problem(reader.shown, 1,
+                                "a server needs 'server_bind_address' (its primary public IPv4)"))
+    if inst.role == "server" and "server_bind_address" in inst.values:
+        primary = ipaddress.IPv4Address(inst.values["server_bind_address"])
+        if not primary.is_global and not _is_doc(primary):
+            problems.append(Problem(*at("server_bind_address"),
+                                    "server_bind_address must be a global IPv4 address"))
+    port = inst.values.get("bind_port")
+    if port is not None and 0 < port < 1024:
+        problems.append(Problem(*at("bind_port"),
+                                f"bind_port {port} is privileged: engines bind after dropping "
+                                "root, use 0 or >= 1024"))
+    if inst.engine == "miredo":
+        for key in DISCOVERY_FIELDS:
+            if key in inst.values:
+                problems.append(Problem(*at(key), f"{key} is not supported by Debian's miredo "
+                                                  "1.2.6 (engine: miredo)"))
+
+
+def _is_doc(addr: ipaddress.IPv4Address) -> bool:
+    """Documentation ranges stand in for public addresses in the lab (miredo accepts them)."""
+    return any(addr in ipaddress.IPv4Network(n)
+               for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
+
+
+def _endpoints(inst: Instance) -> list[tuple[str, int, str]]:
+    """(IPv4, UDP port, key to blame) the instance binds, for the clash check."""
+    if inst.role == "server":
+        primary = inst.values.get("server_bind_address")
+        if primary is None:
+            return []
+        secondary = inst.values.get("server_bind_address2") or str(
+            ipaddress.IPv4Address(primary) + 1)
+        key2 = "server_bind_address2" if "server_bind_address2" in inst.values \
+            else "server_bind_address"
+        return [(primary, TEREDO_SERVER_PORT, "server_bind_address"),
+                (secondary, TEREDO_SERVER_PORT, key2)]
+    port = inst.values.get("bind_port", 0)
+    if not port:
+        return []
+    return [(inst.values.get("bind_address", "0.0.0.0"), port, "bind_port")]
+
+
+def _check_fleet(instances: dict[str, Instance], problems: list[Problem]) -> None:
+    """Clashes across the fleet: interface names and UDP endpoints within one namespace."""
+    ifnames: dict[tuple[str | None, str], Instance] = {}
+    endpoints: list[tuple[str | None, str, int, Instance]] = []
+    for name in sorted(instances):
+        inst = instances[name]
+        if not inst.enabled:
+            continue
+        ns_text = f"netns {inst.netns}" if inst.netns else "the host namespace"
+        ifname = inst.values.get("interface") if inst.role != "server" else None
+        if ifname:
+            other = ifnames.get((inst.netns, ifname))
+            if other is not None:
+                file, line = inst.where("interface").rsplit(":", 1)
+                problems.append(Problem(file, int(line),
+                                        f"interface '{ifname}' in {ns_text} is also used by "
+                                        f"{other.name} ({other.where('interface')})"))
+            else:
+                ifnames[(inst.netns, ifname)] = inst
+        for ip, port, key in _endpoints(inst):
+            for ons, oip, oport, other in endpoints:
+                if ons == inst.netns and oport == port and (
+                        oip == ip or "0.0.0.0" in (oip, ip)):
+                    file, line = inst.where(key).rsplit(":", 1)
+                    problems.append(Problem(file, int(line),
+                                            f"UDP {ip}:{port} in {ns_text} clashes with "
+                                            f"{other.name} ({oip}:{oport})"))
+                    break
+            endpoints.append((inst.netns, ip, port, inst))
+
+
+def instance_files(root: Path) -> tuple[list[Path], Path | None]:
+    """Instance files and the defaults file of a fleet folder."""
+    files = sorted(p for p in root.iterdir()
+                   if p.suffix in (".yaml", ".yml") and p.is_file() and not p.name.startswith("."))
+    defaults = [p for p in files if p.stem in DEFAULTS_STEMS]
+    return [p for p in files if p.stem not in DEFAULTS_STEMS], (defaults[0] if defaults else None)
+
+
+def load_fleet(root: Path) -> Fleet:
+    """Load and validate a whole fleet folder; raises InventoryError with every problem found."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InventoryError([Problem(display_path(root), 0, "fleet folder not found "
+                                      "(use --fleet DIR or MIREDOCTL_FLEET)")])
+    problems: list[Problem] = []
+    files, defaults_path = instance_files(root)
+    defaults = _load_defaults(defaults_path, problems)
+    instances: dict[str, Instance] = {}
+    for path in files:
+        name = path.stem
+        reader = _Reader(path, problems)
+        if not NAME_RE.match(name):
+            reader.problem(0, "instance file names must be lower-case letters, digits, '-' or "
+                              "'_' (at most 32, starting with a letter or digit)")
+            continue
+        if name in instances:
+            reader.problem(0, f"instance '{name}' is defined twice ({instances[name].file.name})")
+            continue
+        before = len(problems)
+        node = reader.compose()
+        if node is None:
+            if len(problems) == before:
+                reader.problem(1, f"empty instance file: role is required: one of "
+                                  f"{', '.join(ROLES)}")
+            continue
+        own = _read_fields(reader, node, "instance", None)
+        inst = _merge(name, path, own, defaults, problems)
+        if inst is not None:
+            instances[name] = inst
+    _check_fleet(instances, problems)
+    if not files and not problems:
+        problems.append(Problem(display_path(root), 0, "no instance files (*.yaml) in the fleet"))
+    if problems:
+        raise InventoryError(problems)
+    return Fleet(root, instances, defaults_path)

@@ -1,0 +1,388 @@
+"""The fleet-changing operations: up, down, restart, reload, and the diff they are based on.
+
+Invariant that makes "restart only what changed" work without extra bookkeeping: the rendered
+config on disk is what the engine runs. miredoctl only writes an instance's config right before
+it (re)starts or HUPs that instance, and a failed `up` puts the previous files back and restarts
+the previous configuration.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from miredoctl.errors import InventoryError, MiredoctlError, Problem, UsageError
+from miredoctl.inventory import Fleet, display_path, load_fleet
+from miredoctl.render import (
+    MIREDO,
+    MIREDO_SERVER,
+    Rendered,
+    body_of,
+    checkconf_problems,
+    engine_argv0,
+    render_fleet,
+    supervisord_conf,
+)
+from miredoctl.state import StatePaths, fleet_lock, write_atomic
+from miredoctl.supervisor import ApplyResult, Supervisor, identifier_for, last_lines, read_file
+
+
+@dataclass
+class Context:
+    fleet_dir: Path
+    paths: StatePaths
+
+    def load(self) -> Fleet:
+        return load_fleet(self.fleet_dir)
+
+
+@dataclass
+class Plan:
+    """What `up` will do to one instance and why."""
+
+    name: str
+    action: str  # add, recreate, restart, start, unchanged
+    reason: str
+
+
+def validate(ctx: Context, *, checkconf: bool = True) -> tuple[Fleet, dict[str, Rendered]]:
+    """Inventory + template + external config checkers; raises InventoryError with all problems."""
+    fleet = ctx.load()
+    enabled = [n for n in fleet.names if fleet.instances[n].enabled]
+    rendered = render_fleet(fleet, ctx.paths, enabled)
+    if checkconf:
+        with tempfile.TemporaryDirectory(prefix="miredoctl-check-") as scratch:
+            problems = checkconf_problems(rendered, Path(scratch))
+            problems += engine_check_problems(rendered, Path(scratch))
+        if problems:
+            raise InventoryError(problems)
+    return fleet, rendered
+
+
+def engine_check_problems(rendered: dict[str, Rendered], scratch: Path) -> list[Problem]:
+    """`teredo-engine --check -c FILE` on every config our engine will run (contract §3).
+
+    An engine build whose `--check` crashes (a Python traceback, e.g. not installed yet) cannot
+    judge the file; that is reported by `up` when the engine fails to start, not here.
+    """
+    problems = []
+    for name, r in sorted(rendered.items()):
+        if r.inst.engine != "teredo-engine":
+            continue
+        path = scratch / f"{name}.engine.conf"
+        path.write_text(r.text)
+        try:
+            proc = subprocess.run([*engine_argv0(), "--check", "-c", str(path)],
+                                  capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if proc.returncode == 0 or "Traceback" in proc.stderr:
+            continue
+        detail = last_lines((proc.stderr or proc.stdout).replace(str(path), f"{name}.conf"), 2)
+        problems.append(Problem(display_path(r.inst.file), 0,
+                                f"teredo-engine --check rejects the rendered config: {detail}"))
+    return problems
+
+
+def preflight(fleet: Fleet, names: list[str]) -> None:
+    """Things that would make a start fail, checked before anything is touched."""
+    problems: list[Problem] = []
+    if os.geteuid() != 0:
+        raise MiredoctlError("needs root: engines create TUN interfaces (CAP_NET_ADMIN) and "
+                             "`ip netns exec` needs CAP_SYS_ADMIN; run miredoctl as root")
+    for name in names:
+        inst = fleet.instances[name]
+        shown = display_path(inst.file)
+        if inst.netns and not Path("/run/netns", inst.netns).exists():
+            problems.append(Problem(shown, 0, f"network namespace '{inst.netns}' does not "
+                                              "exist (for the demo: `miredoctl lab up`)"))
+        if inst.engine == "miredo":
+            binary = MIREDO_SERVER if inst.role == "server" else MIREDO
+            if not os.access(binary, os.X_OK):
+                problems.append(Problem(shown, 0, f"engine miredo needs {binary} "
+                                                  "(apt-get install miredo miredo-server)"))
+        elif not Path(engine_argv0()[0]).exists():
+            problems.append(Problem(shown, 0, "teredo-engine is not installed next to "
+                                              "miredoctl (pip install -e .)"))
+    if problems:
+        raise InventoryError(problems)
+
+
+def _selected_enabled(fleet: Fleet, names: list[str], explicit: bool) -> list[str]:
+    out = []
+    for name in names:
+        inst = fleet.instances.get(name)
+        if inst is None:
+            continue
+        if not inst.enabled:
+            if explicit:
+                raise UsageError(f"{name} is disabled ({inst.where('enabled')}: enabled: false)")
+            continue
+        out.append(name)
+    return out
+
+
+def plan_up(ctx: Context, rendered: dict[str, Rendered], names: list[str],
+            procs: dict[str, dict]) -> list[Plan]:
+    plans = []
+    for name in names:
+        r = rendered[name]
+        old_conf = read_file(ctx.paths.config(name))
+        old_prog = read_file(ctx.paths.program(name))
+        info = procs.get(name)
+        if info is None:
+            plans.append(Plan(name, "add", "new in supervisord"))
+        elif old_prog != r.program:
+            plans.append(Plan(name, "recreate", "command or process settings changed"))
+        elif old_conf is None or body_of(old_conf) != r.body:
+            if info["statename"] in ("STOPPED", "EXITED", "FATAL"):
+                plans.append(Plan(name, "start", "config changed, was " + info["statename"]))
+            else:
+                plans.append(Plan(name, "restart", "config changed"))
+        elif info["statename"] in ("STOPPED", "EXITED", "FATAL", "BACKOFF"):
+            plans.append(Plan(name, "start", "was " + info["statename"]))
+        else:
+            plans.append(Plan(name, "unchanged", info["statename"].lower()))
+    return plans
+
+
+def _write_instance(ctx: Context, r: Rendered) -> None:
+    """Config first, program section last, so supervisord never sees a program without config."""
+    write_atomic(ctx.paths.config(r.name), r.text)
+    write_atomic(ctx.paths.program(r.name), r.program)
+
+
+def _restore(path: Path, text: str | None) -> None:
+    if text is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomic(path, text)
+
+
+def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
+       dry_run: bool = False) -> tuple[list[Plan], list[ApplyResult]]:
+    """Validate, render, start supervisord if needed, then add/restart/start what needs it."""
+    fleet, rendered = validate(ctx)
+    names = _selected_enabled(fleet, names, explicit)
+    sup = Supervisor(ctx.paths)
+    running = ctx.paths.socket.exists() and sup.running()
+    procs = sup.processes() if running else {}
+    plans = plan_up(ctx, rendered, names, procs)
+    orphans = sorted(set(procs) - set(rendered)) if whole_fleet else []
+    if dry_run:
+        plans += [Plan(o, "remove", "no longer an enabled instance") for o in orphans]
+        return plans, []
+    preflight(fleet, [p.name for p in plans if p.action != "unchanged"])
+    with fleet_lock(ctx.paths):
+        write_atomic(ctx.paths.supervisord_conf, supervisord_conf(ctx.paths,
+                                                                  identifier_for(ctx.paths)))
+        if not running:
+            # Nothing runs: program files left from an earlier run describe nothing, and
+            # supervisord would autostart them all. Only the selected instances get a program.
+            for stale in ctx.paths.programs.glob("*.conf"):
+                stale.unlink()
+        saved = {p.name: (read_file(ctx.paths.config(p.name)), read_file(ctx.paths.program(p.name)))
+                 for p in plans}
+        for plan in plans:
+            r = rendered[plan.name]
+            if plan.action == "unchanged":
+                write_atomic(ctx.paths.config(plan.name), r.text)  # header-only changes
+            else:
+                _write_instance(ctx, r)
+        for orphan in orphans:
+            ctx.paths.program(orphan).unlink(missing_ok=True)
+        results: list[ApplyResult] = []
+        if not running:
+            sup.start_daemon()  # autostarts every program file just written
+        else:
+            added, changed, removed = sup.reread()
+            for orphan in removed:
+                if orphan in orphans:
+                    sup.remove(orphan)
+                    ctx.paths.config(orphan).unlink(missing_ok=True)
+                    results.append(ApplyResult(orphan, "removed", True))
+            for plan in plans:
+                if plan.action == "add" and plan.name in added:
+                    sup.add(plan.name)
+                elif plan.action == "recreate" and plan.name in changed:
+                    sup.remove(plan.name)
+                    sup.add(plan.name)
+                elif plan.action == "restart":
+                    sup.stop(plan.name)
+                    sup.start(plan.name)
+                elif plan.action == "start":
+                    sup.start(plan.name)
+        touched = [p.name for p in plans if p.action != "unchanged"]
+        infos = sup.wait_up(touched)
+        failed = []
+        for plan in plans:
+            if plan.action == "unchanged":
+                results.append(ApplyResult(plan.name, "unchanged", True, plan.reason))
+                continue
+            info = infos.get(plan.name)
+            state = info["statename"] if info else "MISSING"
+            if state == "RUNNING":
+                verb = {"add": "started", "start": "started", "restart": "restarted",
+                        "recreate": "recreated"}[plan.action]
+                results.append(ApplyResult(plan.name, verb, True,
+                                           f"pid {info['pid']} ({plan.reason})"))
+            else:
+                log = last_lines(sup.tail_log(plan.name), 3) if info else ""
+                failed.append(plan)
+                results.append(ApplyResult(plan.name, "failed", False,
+                                           f"{state}" + (f": {log}" if log else "")))
+        if failed:
+            _rollback(ctx, sup, plans, saved, procs, results)
+        return plans, results
+
+
+def _rollback(ctx: Context, sup: Supervisor, plans: list[Plan],
+              saved: dict[str, tuple[str | None, str | None]], procs: dict[str, dict],
+              results: list[ApplyResult]) -> None:
+    """A failed `up` leaves the fleet as it was: old files back, old processes back."""
+    for plan in plans:
+        if plan.action == "unchanged":
+            continue
+        old_conf, old_prog = saved[plan.name]
+        before = procs.get(plan.name, {}).get("statename")
+        _restore(ctx.paths.config(plan.name), old_conf)
+        _restore(ctx.paths.program(plan.name), old_prog)
+        sup.stop(plan.name)
+        _added, changed, removed = sup.reread()
+        if plan.name in removed:
+            sup.remove(plan.name)
+        elif plan.name in changed:
+            sup.remove(plan.name)
+            sup.add(plan.name)
+        if before in ("RUNNING", "STARTING", "BACKOFF"):
+            sup.start(plan.name)
+            results.append(ApplyResult(plan.name, "rolled back", False,
+                                       "previous config restored and restarted"))
+        elif before is not None:
+            results.append(ApplyResult(plan.name, "rolled back", False,
+                                       f"previous config restored, left {before.lower()}"))
+        else:
+            results.append(ApplyResult(plan.name, "rolled back", False, "removed again"))
+    sup.wait_up([p.name for p in plans if procs.get(p.name, {}).get("statename")
+                 in ("RUNNING", "STARTING", "BACKOFF")])
+
+
+def down(ctx: Context, names: list[str], *, whole_fleet: bool) -> list[ApplyResult]:
+    """Stop the selected engines; the whole fleet also stops its supervisord."""
+    sup = Supervisor(ctx.paths)
+    if not (ctx.paths.socket.exists() and sup.running()):
+        return [ApplyResult(n, "not running", True, "supervisord not running") for n in names]
+    results = []
+    with fleet_lock(ctx.paths):
+        procs = sup.processes()
+        for name in names:
+            if name not in procs:
+                results.append(ApplyResult(name, "not running", True, "not in supervisord"))
+            elif sup.stop(name):
+                results.append(ApplyResult(name, "stopped", True))
+            else:
+                results.append(ApplyResult(name, "not running", True,
+                                           procs[name]["statename"].lower()))
+        if whole_fleet:
+            sup.shutdown()
+            results.append(ApplyResult("supervisord", "stopped", True, sup.where()))
+    return results
+
+
+def restart(ctx: Context, names: list[str]) -> list[ApplyResult]:
+    """Stop and start with the config on disk (like supervisorctl; `up` applies changes)."""
+    sup = Supervisor(ctx.paths)
+    sup.require()
+    results = []
+    with fleet_lock(ctx.paths):
+        procs = sup.processes()
+        todo = []
+        for name in names:
+            if name not in procs:
+                results.append(ApplyResult(name, "failed", False,
+                                           "not in supervisord yet: run `miredoctl up`"))
+                continue
+            sup.stop(name)
+            sup.start(name)
+            todo.append(name)
+        infos = sup.wait_up(todo)
+        for name in todo:
+            info = infos.get(name, {})
+            if info.get("statename") == "RUNNING":
+                results.append(ApplyResult(name, "restarted", True, f"pid {info['pid']}"))
+            else:
+                results.append(ApplyResult(name, "failed", False, info.get("statename", "?")
+                                           + ": " + last_lines(sup.tail_log(name))))
+    return results
+
+
+def reload(ctx: Context, fleet: Fleet, rendered: dict[str, Rendered], names: list[str]
+           ) -> list[ApplyResult]:
+    """Re-render, then SIGHUP each selected engine and say what happened to every one of them.
+
+    supervisord's group signal silently skips stopped processes; we signal one by one so a
+    stopped instance is reported as "not running" instead of vanishing from the answer.
+    """
+    sup = Supervisor(ctx.paths)
+    sup.require()
+    results = []
+    with fleet_lock(ctx.paths):
+        procs = sup.processes()
+        for name in names:
+            r = rendered.get(name)
+            if r is None:
+                results.append(ApplyResult(name, "failed", False, "disabled in the inventory"))
+                continue
+            write_atomic(ctx.paths.config(name), r.text)
+            note = []
+            if read_file(ctx.paths.program(name)) not in (None, r.program):
+                note.append("command line changed too: `miredoctl up` applies that")
+            if r.inst.engine == "miredo":
+                note.append("miredo re-creates the tunnel on HUP")
+            info = procs.get(name)
+            if info is None or info["statename"] not in ("RUNNING", "STARTING", "BACKOFF"):
+                state = info["statename"].lower() if info else "not in supervisord"
+                results.append(ApplyResult(name, "not running", False,
+                                           "; ".join([state, "config written", *note])))
+                continue
+            res = sup.signal(name, "HUP")
+            if note and res.ok:
+                res.detail = "; ".join([res.detail, *note])
+            results.append(res)
+    return results
+
+
+def diff(ctx: Context, rendered: dict[str, Rendered], names: list[str]) -> list[str]:
+    """Unified diffs of rendered files against what is on disk (= what runs)."""
+    out: list[str] = []
+    for name in names:
+        r = rendered.get(name)
+        if r is None:
+            continue
+        for path, new in ((ctx.paths.config(name), r.text), (ctx.paths.program(name), r.program)):
+            old = read_file(path)
+            old_cmp = body_of(old) if old is not None and path.parent == ctx.paths.configs \
+                else old
+            new_cmp = r.body if path.parent == ctx.paths.configs else new
+            if old_cmp == new_cmp:
+                continue
+            out.extend(difflib.unified_diff(
+                (old or "").splitlines(keepends=True), new.splitlines(keepends=True),
+                fromfile=f"{path} (running)" if old is not None else "/dev/null",
+                tofile=f"{name} (rendered)"))
+    return out
+
+
+def ensure_root_for(cmd: str) -> None:
+    if os.geteuid() != 0:
+        raise MiredoctlError(f"`miredoctl {cmd}` needs root (it manages processes that hold "
+                             "TUN devices and network namespaces)")
+
+
+def which(binary: str) -> str | None:
+    return shutil.which(binary)

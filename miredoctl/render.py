@@ -1,0 +1,288 @@
+"""Turn validated instances into engine configs, command lines and supervisord program sections.
+
+Rendering is pure: nothing here writes files or talks to supervisord, so `config`, `diff` and a
+failing `up` can render everything without touching the running fleet.
+
+Change detection compares *bodies* (the template output), not whole files: the `# miredoctl:`
+header names the inventory commit, and a new commit that leaves an instance's body alone must not
+restart that instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from miredoctl.errors import InventoryError, Problem
+from miredoctl.inventory import FIELDS, Fleet, Instance, display_path
+from miredoctl.state import StatePaths
+
+HEADER_PREFIX = "# miredoctl: "
+PACKAGE_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "miredo.conf.j2"
+MIREDO = "/usr/sbin/miredo"
+MIREDO_SERVER = "/usr/sbin/miredo-server"
+MIREDO_CHECKCONF = "/usr/sbin/miredo-checkconf"
+MIREDO_USERS = {"client": "miredo", "relay": "miredo", "server": "miredo-server"}
+REAPER = "_reaper"  # instance names start with a letter or digit, so this never clashes
+PRIORITY = {"server": 10, "relay": 20, "client": 30}
+
+# Process settings for a daemon that may fork and drops privileges (manager-notes 1.5):
+# stop/kill the whole process group (miredo has a root parent, a worker and a privproc helper),
+# restart on any exit, and give it a few seconds to prove it started.
+PROGRAM_SETTINGS = {
+    "autostart": "true",
+    "autorestart": "true",
+    "startsecs": "2",
+    "startretries": "5",
+    "stopsignal": "TERM",
+    "stopwaitsecs": "10",
+    "stopasgroup": "true",
+    "killasgroup": "true",
+    "redirect_stderr": "true",
+    "stdout_logfile_maxbytes": "5MB",
+    "stdout_logfile_backups": "3",
+}
+
+
+@dataclass
+class Rendered:
+    """Everything miredoctl writes for one instance."""
+
+    inst: Instance
+    body: str
+    header: str
+    command: list[str]
+    program: str
+
+    @property
+    def name(self) -> str:
+        return self.inst.name
+
+    @property
+    def text(self) -> str:
+        return self.header + self.body
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.body.encode()).hexdigest()
+
+
+def body_of(text: str) -> str:
+    """A rendered file without miredoctl's header lines (what change detection compares)."""
+    lines = text.splitlines(keepends=True)
+    i = 0
+    while i < len(lines) and lines[i].startswith(HEADER_PREFIX):
+        i += 1
+    return "".join(lines[i:])
+
+
+def template_path(fleet: Fleet) -> Path:
+    """A fleet folder may carry its own template; otherwise the project's default."""
+    own = fleet.root / "templates" / "miredo.conf.j2"
+    return own if own.is_file() else PACKAGE_TEMPLATE
+
+
+class _GitInfo:
+    """The last commit that touched each inventory file, and whether it is edited since."""
+
+    def __init__(self, root: Path) -> None:
+        self.top: Path | None = None
+        self.cache: dict[Path, str] = {}
+        try:
+            out = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"],
+                                 capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return
+        if out.returncode == 0:
+            self.top = Path(out.stdout.strip())
+
+    def describe(self, path: Path) -> str:
+        if self.top is None:
+            return "not in git"
+        if path not in self.cache:
+            commit = self._git("log", "-1", "--format=%h", "--", str(path))
+            dirty = self._git("status", "--porcelain", "--", str(path))
+            if not commit:
+                text = "not committed"
+            else:
+                text = f"git {commit}" + (", edited since" if dirty else "")
+            self.cache[path] = text
+        return self.cache[path]
+
+    def _git(self, *args: str) -> str:
+        try:
+            out = subprocess.run(["git", "-C", str(self.top), *args], capture_output=True,
+                                 text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def engine_command(inst: Instance, paths: StatePaths) -> list[str]:
+    """The argv supervisord runs: the contract command line, inside `ip netns exec` if asked.
+
+    `ip netns exec` execs the command (it forks only in batch mode), so the pid supervisord
+    watches is the engine's own and signals (TERM, HUP) reach it directly.
+    """
+    conf, pid = str(paths.config(inst.name)), str(paths.pidfile(inst.name))
+    if inst.engine == "miredo":
+        binary = MIREDO_SERVER if inst.role == "server" else MIREDO
+        argv = [binary, "-f", "-c", conf, "-p", pid, "-u",
+                inst.get("user") or MIREDO_USERS[inst.role]]
+    else:
+        argv = [*engine_argv0(), "-f", "-c", conf, "-p", pid,
+                "--status-socket", str(paths.status_socket(inst.name))]
+        if inst.get("user"):
+            argv += ["-u", inst.get("user")]
+    if inst.get("chroot"):
+        argv += ["-t", inst.get("chroot")]
+    if inst.netns:
+        argv = [shutil.which("ip") or "/usr/bin/ip", "netns", "exec", inst.netns, *argv]
+    return argv
+
+
+def engine_argv0() -> list[str]:
+    """Our engine from the same virtualenv as miredoctl (script next to the interpreter)."""
+    script = Path(sys.executable).parent / "teredo-engine"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "engine"]
+
+
+def _ini(value: str) -> str:
+    """supervisord expands %(name)s in values: a literal % must be doubled."""
+    return value.replace("%", "%%")
+
+
+def program_section(inst: Instance, command: list[str], paths: StatePaths) -> str:
+    lines = [
+        "; miredoctl: generated, do not edit",
+        f"[program:{inst.name}]",
+        f"command={_ini(shlex.join(command))}",
+        f"directory={_ini(str(paths.root))}",
+        f"priority={PRIORITY[inst.role]}",
+        *(f"{k}={v}" for k, v in PROGRAM_SETTINGS.items()),
+        f"stdout_logfile={_ini(str(paths.log(inst.name)))}",
+        f'environment=MIREDOCTL_INSTANCE="{inst.name}"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_fleet(fleet: Fleet, paths: StatePaths, names: list[str] | None = None
+                 ) -> dict[str, Rendered]:
+    """Render the selected (default: all enabled) instances; template errors are file:line."""
+    tpath = template_path(fleet)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(tpath.parent)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)
+    shown = display_path(tpath)
+    try:
+        template = env.get_template(tpath.name)
+    except jinja2.TemplateSyntaxError as exc:
+        raise InventoryError([Problem(shown, exc.lineno, f"template error: {exc.message}")])
+    except jinja2.TemplateError as exc:
+        raise InventoryError([Problem(shown, 0, f"template error: {exc}")])
+    git = _GitInfo(fleet.root)
+    problems: list[Problem] = []
+    out: dict[str, Rendered] = {}
+    for name in names if names is not None else fleet.names:
+        inst = fleet.instances[name]
+        context: dict[str, Any] = {
+            "name": inst.name, "role": inst.role, "engine": inst.engine, "netns": inst.netns,
+            "v": {key: inst.values.get(key) for key in FIELDS},
+        }
+        try:
+            body = template.render(**context)
+        except jinja2.TemplateError as exc:
+            line = getattr(exc, "lineno", 0) or 0
+            problems.append(Problem(shown, line, f"template error for {name}: {exc}"))
+            continue
+        sources = " + ".join(f"{display_path(p)} ({git.describe(p.resolve())})"
+                             for p in inst.sources)
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        header = "".join(HEADER_PREFIX + line + "\n" for line in (
+            "generated file, do not edit: change the inventory and run `miredoctl up`",
+            f"instance {name} (role {inst.role}, engine {inst.engine})",
+            f"from {sources}",
+            f"template {shown}",
+            f"sha256 {digest}",
+        ))
+        command = engine_command(inst, paths)
+        out[name] = Rendered(inst, body, header, command, program_section(inst, command, paths))
+    if problems:
+        raise InventoryError(problems)
+    return out
+
+
+def checkconf_problems(rendered: dict[str, Rendered], scratch: Path) -> list[Problem]:
+    """Run `miredo-checkconf` on client/relay configs (it cannot read miredo-server.conf).
+
+    Every file must pass: the rendered configs are promised to work with both engines. Skipped
+    when miredo is not installed (it is optional for teredo-engine-only fleets).
+    """
+    if not os.access(MIREDO_CHECKCONF, os.X_OK):
+        return []
+    problems = []
+    for name, r in sorted(rendered.items()):
+        if r.inst.role == "server":
+            continue
+        path = scratch / f"{name}.conf"
+        path.write_text(r.text)
+        proc = subprocess.run([MIREDO_CHECKCONF, str(path)], capture_output=True, text=True,
+                              timeout=30)
+        if proc.returncode != 0:
+            detail = "; ".join(line for line in proc.stderr.splitlines()
+                               if line and "Fatal configuration error" not in line)
+            problems.append(Problem(display_path(r.inst.file), 0,
+                                    f"miredo-checkconf rejects the rendered config: "
+                                    f"{detail or proc.stderr.strip()}"))
+    return problems
+
+
+def supervisord_conf(paths: StatePaths, identifier: str) -> str:
+    """The fleet's own supervisord: owner-only socket, pid and log in the state folder."""
+    return "\n".join([
+        "; miredoctl: generated, do not edit",
+        "[unix_http_server]",
+        f"file={_ini(str(paths.socket))}",
+        "chmod=0700",
+        "",
+        "[supervisord]",
+        f"pidfile={_ini(str(paths.supervisord_pid))}",
+        f"logfile={_ini(str(paths.supervisord_log))}",
+        "logfile_maxbytes=5MB",
+        "logfile_backups=3",
+        f"childlogdir={_ini(str(paths.logs))}",
+        f"directory={_ini(str(paths.root))}",
+        f"identifier={_ini(identifier)}",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{_ini(str(paths.socket))}",
+        "",
+        "; kills what an engine leaves behind when its main process dies (miredoctl.reaper)",
+        f"[eventlistener:{REAPER}]",
+        f"command={_ini(shlex.join([sys.executable, '-m', 'miredoctl.reaper']))}",
+        "events=PROCESS_STATE_EXITED",
+        "autorestart=true",
+        "priority=1",
+        "stdout_logfile=NONE",
+        f"stderr_logfile={_ini(str(paths.logs / 'reaper.log'))}",
+        "stderr_logfile_maxbytes=1MB",
+        "stderr_logfile_backups=1",
+        "",
+        "[include]",
+        f"files={_ini(str(paths.programs))}/*.conf",
+        "",
+    ])

@@ -1,0 +1,144 @@
+"""The state folder of one fleet: rendered configs, supervisord files, pid files, logs, the lock.
+
+Why a folder per fleet (default `/run/miredoctl/<hash of the fleet path>/`): two fleets (or a test
+and the demo) on one machine must never share a supervisord, a socket or a rendered file. The
+fleet folder itself is never written to: it is the operator's git checkout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from miredoctl.errors import MiredoctlError
+
+DEFAULT_STATE_BASE = Path("/run/miredoctl")
+
+
+def fleet_hash(fleet_dir: Path) -> str:
+    return hashlib.sha256(str(Path(fleet_dir).resolve()).encode()).hexdigest()[:12]
+
+
+def default_state_dir(fleet_dir: Path) -> Path:
+    return DEFAULT_STATE_BASE / fleet_hash(fleet_dir)
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """Where everything of one fleet lives; only this class knows the layout."""
+
+    root: Path
+
+    @property
+    def configs(self) -> Path:
+        return self.root / "configs"
+
+    @property
+    def programs(self) -> Path:
+        return self.root / "programs"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def supervisord_conf(self) -> Path:
+        return self.root / "supervisord.conf"
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "supervisor.sock"
+
+    @property
+    def supervisord_pid(self) -> Path:
+        return self.root / "supervisord.pid"
+
+    @property
+    def supervisord_log(self) -> Path:
+        return self.logs / "supervisord.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "lock"
+
+    def config(self, name: str) -> Path:
+        return self.configs / f"{name}.conf"
+
+    def program(self, name: str) -> Path:
+        return self.programs / f"{name}.conf"
+
+    def pidfile(self, name: str) -> Path:
+        return self.run / f"{name}.pid"
+
+    def status_socket(self, name: str) -> Path:
+        return self.run / f"{name}.sock"
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def ensure(self) -> None:
+        """Create the folders; owner-only because the socket and configs are control surfaces."""
+        for path in (self.root, self.configs, self.programs, self.run, self.logs):
+            path.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        # the engines drop to an unprivileged user but their root parent writes the pid file;
+        # the run folder must stay reachable for that parent only.
+        os.chmod(self.run, 0o755)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Write via a temp file in the same folder + fsync + rename; skip identical content.
+
+    Returns True when the file changed. Skipping identical content keeps mtimes stable and
+    makes "nothing changed" visible to the operator.
+    """
+    data = text.encode()
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return True
+
+
+@contextlib.contextmanager
+def fleet_lock(paths: StatePaths) -> Iterator[None]:
+    """Exclusive lock for commands that change the fleet, so two `up`s never interleave."""
+    paths.ensure()
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MiredoctlError(f"another miredoctl command holds {paths.lock}; try again when "
+                                 "it has finished")
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,331 @@
+"""What each instance is doing: supervisord's process view merged with the tunnel's own view.
+
+Sources, per engine (contract §4): teredo-engine answers `status\\n` on its status socket with one
+JSON object. Debian's miredo has no such socket, so for it we read what the kernel shows inside
+the instance's namespace: the tunnel interface's addresses and counters (`ip -j`), and the UDP
+sockets its processes hold (`ss`). A Teredo address also encodes the server and the mapped public
+address, so those are decoded from it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from miredoctl.inventory import Fleet, Instance
+from miredoctl.state import StatePaths
+
+TEREDO_NET = ipaddress.IPv6Network("2001::/32")
+SOCKET_TIMEOUT = 2.0
+
+
+@dataclass
+class InstanceStatus:
+    """One row of `miredoctl status` (and one object of its JSON)."""
+
+    name: str
+    role: str | None
+    engine: str | None
+    netns: str | None
+    enabled: bool
+    state: str  # supervisord process state, or "DISABLED" / "NOT ADDED" / "ORPHAN"
+    pid: int | None = None
+    uptime: float | None = None
+    tunnel_state: str | None = None
+    interface: str | None = None
+    mtu: int | None = None
+    address: str | None = None
+    server: str | None = None
+    mapped: str | None = None
+    bound: list[str] = field(default_factory=list)
+    peers: int | None = None
+    rx_bytes: int | None = None
+    tx_bytes: int | None = None
+    rx_packets: int | None = None
+    tx_packets: int | None = None
+    last_qualified: float | None = None
+    source: str | None = None  # where the tunnel view came from
+    error: str | None = None
+    config: str | None = None
+    log: str | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.state == "RUNNING"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decode_teredo(address: str) -> tuple[str, str, int] | None:
+    """(server IPv4, mapped IPv4, mapped port) from a Teredo address (RFC 4380 §4)."""
+    try:
+        addr = ipaddress.IPv6Address(address)
+    except ValueError:
+        return None
+    if addr not in TEREDO_NET:
+        return None
+    raw = addr.packed
+    server = str(ipaddress.IPv4Address(raw[4:8]))
+    port = int.from_bytes(raw[10:12], "big") ^ 0xFFFF
+    client = str(ipaddress.IPv4Address(bytes(b ^ 0xFF for b in raw[12:16])))
+    return server, client, port
+
+
+def query_engine(path: Path, timeout: float = SOCKET_TIMEOUT) -> dict[str, Any]:
+    """One `status` request on an engine's status socket (contract §4)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(b"status\n")
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+            if data.endswith(b"\n"):
+                break
+    return json.loads(b"".join(chunks).decode())
+
+
+def _ip_json(netns: str | None, *args: str) -> Any:
+    cmd = ["ip", *(["-n", netns] if netns else []), "-j", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    if proc.returncode != 0:
+        raise OSError(proc.stderr.strip() or f"{' '.join(cmd)} failed")
+    return json.loads(proc.stdout or "[]")
+
+
+def _descendants(pid: int) -> set[int]:
+    """pid and every process below it (miredo forks a worker and a privileged helper)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p in out:
+            continue
+        out.add(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def bound_udp(netns: str | None, pid: int) -> list[str]:
+    """UDP sockets held by the engine's process tree, as `ip:port`."""
+    cmd = ["ss", "-H", "-u", "-a", "-n", "-p"]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    pids = _descendants(pid)
+    out = []
+    for line in proc.stdout.splitlines():
+        owners = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+        if owners & pids:
+            parts = line.split()
+            if len(parts) >= 4:
+                out.append(parts[3])
+    return sorted(set(out))
+
+
+def interface_view(inst: Instance, st: InstanceStatus) -> None:
+    """Fill address/MTU/counters from the kernel (for engines without a status socket)."""
+    ifname = inst.get("interface")
+    if inst.role == "server" or not ifname:
+        return
+    st.interface = ifname
+    try:
+        links = _ip_json(inst.netns, "-s", "link", "show", "dev", ifname)
+        addrs = _ip_json(inst.netns, "-6", "addr", "show", "dev", ifname)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        st.error = f"interface {ifname}: {exc}"
+        return
+    if links:
+        link = links[0]
+        st.mtu = link.get("mtu")
+        stats = link.get("stats64") or link.get("stats") or {}
+        st.rx_bytes = stats.get("rx", {}).get("bytes")
+        st.tx_bytes = stats.get("tx", {}).get("bytes")
+        st.rx_packets = stats.get("rx", {}).get("packets")
+        st.tx_packets = stats.get("tx", {}).get("packets")
+        st.tunnel_state = "up" if "UP" in link.get("flags", []) else "down"
+    for entry in addrs:
+        for info in entry.get("addr_info", []):
+            local = info.get("local", "")
+            decoded = decode_teredo(local)
+            if decoded and inst.role == "client":
+                st.address = local
+                st.server, ip, port = decoded
+                st.mapped = f"{ip}:{port}"
+                st.tunnel_state = "qualified"
+    if inst.role == "client" and st.address is None and st.tunnel_state:
+        st.tunnel_state = "not qualified"
+
+
+def engine_view(payload: dict[str, Any], st: InstanceStatus) -> None:
+    """Fill the row from teredo-engine's status JSON (contract §4)."""
+    st.tunnel_state = payload.get("state")
+    st.interface = payload.get("interface") or st.interface
+    st.mtu = payload.get("mtu")
+    st.address = payload.get("address")
+    st.server = payload.get("server")
+    mapped = payload.get("mapped") or None
+    if isinstance(mapped, dict) and mapped.get("ip"):
+        st.mapped = f"{mapped['ip']}:{mapped.get('port')}"
+    st.bound = list(payload.get("bound") or [])
+    peers = payload.get("peers")
+    if isinstance(peers, dict):
+        st.peers = peers.get("count")
+    counters = payload.get("counters") or {}
+    st.rx_bytes = counters.get("udp_in_bytes")
+    st.tx_bytes = counters.get("udp_out_bytes")
+    st.rx_packets = counters.get("udp_in_packets")
+    st.tx_packets = counters.get("udp_out_packets")
+    st.last_qualified = payload.get("last_qualified")
+
+
+def collect(fleet: Fleet, paths: StatePaths, names: list[str],
+            procs: dict[str, dict[str, Any]] | None) -> list[InstanceStatus]:
+    """Rows for the selected names; `procs` None means supervisord is not running."""
+    rows = []
+    now = time.time()
+    for name in names:
+        inst = fleet.instances.get(name)
+        info = (procs or {}).get(name)
+        if inst is None:
+            st = InstanceStatus(name, None, None, None, False, "ORPHAN")
+        else:
+            st = InstanceStatus(name, inst.role, inst.engine, inst.netns, inst.enabled,
+                                "STOPPED", interface=inst.get("interface"))
+            if not inst.enabled:
+                st.state = "DISABLED"
+            elif procs is not None and info is None:
+                st.state = "NOT ADDED"
+        st.config = str(paths.config(name)) if paths.config(name).exists() else None
+        st.log = str(paths.log(name)) if paths.log(name).exists() else None
+        if info is not None:
+            st.state = info["statename"]
+            if info.get("pid"):
+                st.pid = info["pid"]
+                st.uptime = max(0.0, float(info.get("now", now)) - float(info["start"]))
+            if info.get("spawnerr"):
+                st.error = info["spawnerr"]
+        if inst is not None and st.pid:
+            _fill_tunnel(inst, paths, st)
+        rows.append(st)
+    return rows
+
+
+def _fill_tunnel(inst: Instance, paths: StatePaths, st: InstanceStatus) -> None:
+    if inst.engine == "teredo-engine":
+        sock = paths.status_socket(inst.name)
+        try:
+            engine_view(query_engine(sock), st)
+            st.source = f"status socket {sock}"
+            return
+        except (OSError, ValueError) as exc:
+            st.error = f"status socket {sock}: {exc}"
+    interface_view(inst, st)
+    st.source = st.source or "kernel (ip/ss in the instance's namespace)"
+    if not st.bound and st.pid:
+        try:
+            st.bound = bound_udp(inst.netns, st.pid)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
+# -- formatting ------------------------------------------------------------------------------
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{days}d {text}" if days else text
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{n}B"
+
+
+def table(rows: list[InstanceStatus]) -> str:
+    head = ("NAME", "ROLE", "ENGINE", "STATE", "PID", "UPTIME", "TUNNEL", "ADDRESS / BOUND",
+            "MAPPED", "PEERS", "RX/TX")
+    lines = [head]
+    for st in rows:
+        where = st.address or (", ".join(st.bound) if st.bound else "-")
+        lines.append((
+            st.name, st.role or "-", st.engine or "-", st.state, str(st.pid or "-"),
+            human_duration(st.uptime), st.tunnel_state or "-", where, st.mapped or "-",
+            "-" if st.peers is None else str(st.peers),
+            f"{human_bytes(st.rx_bytes)}/{human_bytes(st.tx_bytes)}"
+            if st.rx_bytes is not None else "-",
+        ))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    return "\n".join("  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)).rstrip()
+                     for row in lines)
+
+
+def ago(ts: float | None) -> str:
+    if not ts:
+        return "never"
+    return f"{human_duration(max(0.0, time.time() - ts))} ago"
+
+
+def detail(st: InstanceStatus, inst: Instance | None) -> str:
+    """A `wg show`-style block for one instance."""
+    out = [f"instance: {st.name}"]
+
+    def kv(key: str, value: Any) -> None:
+        if value not in (None, "", []):
+            out.append(f"  {key}: {value}")
+
+    kv("role", st.role)
+    kv("engine", st.engine)
+    kv("netns", st.netns or "(host)")
+    proc = st.state + (f", pid {st.pid}, up {human_duration(st.uptime)}" if st.pid else "")
+    kv("process", proc)
+    kv("config", st.config)
+    if inst is not None:
+        kv("inventory", ", ".join(str(p) for p in inst.sources))
+    kv("tunnel", st.tunnel_state)
+    kv("interface", st.interface and f"{st.interface}" + (f", mtu {st.mtu}" if st.mtu else ""))
+    kv("teredo address", st.address)
+    kv("server", st.server)
+    kv("mapped address", st.mapped)
+    kv("bound", ", ".join(st.bound))
+    kv("peers", st.peers)
+    if st.rx_bytes is not None:
+        kv("transfer", f"{human_bytes(st.rx_bytes)} received ({st.rx_packets} packets), "
+                       f"{human_bytes(st.tx_bytes)} sent ({st.tx_packets} packets)")
+    if st.last_qualified:
+        kv("last qualified", ago(st.last_qualified))
+    kv("source", st.source)
+    kv("log", st.log)
+    kv("problem", st.error)
+    return "\n".join(out)
