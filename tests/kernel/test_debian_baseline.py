@@ -48,7 +48,7 @@ def _report(capsys, title: str, qual: list[str], rows) -> None:
         print("\n" + "\n".join([title, *qual, format_table(rows)]), flush=True)
 
 
-def test_debian_everywhere_all_eight_paths_pass(lab_factory, debian_miredo, run_dir, capsys):
+def test_debian_everywhere_all_eight_paths_pass(debian_miredo, lab_factory, run_dir, capsys):
     lab = lab_factory()
     stack = start_stack(lab, run_dir, DEBIAN)
     try:
@@ -65,7 +65,7 @@ def test_debian_everywhere_all_eight_paths_pass(lab_factory, debian_miredo, run_
         _stop_and_check(lab, stack)
 
 
-def test_debian_behind_symmetric_nat_no_client_to_client(lab_factory, debian_miredo, run_dir,
+def test_debian_behind_symmetric_nat_no_client_to_client(debian_miredo, lab_factory, run_dir,
                                                          capsys):
     lab = lab_factory(nat2_type="symmetric")
     stack = start_stack(lab, run_dir, DEBIAN)
