@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.config import load_config
 from engine.proto.addr import (
     ALL_ROUTERS,
     LL_CLIENT,
@@ -431,15 +432,15 @@ def test_constructor_validation():
     assert ServerRole("203.0.113.10").secondary == "203.0.113.11"
 
 
-def test_from_config_reads_the_server_directives():
-    class Cfg:
-        server_bind_address = "203.0.113.10"
-        server_bind_address2 = "203.0.113.20"
-        prefix = 0x20010000
-        interface_mtu = 1400
-
-    s = ServerRole.from_config(Cfg())
-    assert (s.primary, s.secondary, s.mtu) == ("203.0.113.10", "203.0.113.20", 1400)
+def test_from_config_reads_the_server_directives(tmp_path):
+    conf = tmp_path / "miredo-server.conf"
+    conf.write_text("ServerBindAddress 203.0.113.10\nPrefix 3ffe:831f::\nInterfaceMTU 1400\n")
+    s = ServerRole.from_config(load_config(str(conf)))
+    assert (s.primary, s.secondary, s.mtu) == ("203.0.113.10", "203.0.113.11", 1400)
+    assert s.prefix == 0x3FFE831F
+    conf.write_text("ServerBindAddress 203.0.113.10\nServerBindAddress2 203.0.113.20\n")
+    s = ServerRole.from_config(load_config(str(conf)))
+    assert (s.secondary, s.mtu, s.prefix) == ("203.0.113.20", 1280, 0x20010000)
 
 
 def test_status_is_json_and_reports_counts():
