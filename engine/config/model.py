@@ -88,6 +88,18 @@ class EngineConfig:
         if not isinstance(self.lines, MappingProxyType):
             object.__setattr__(self, "lines", MappingProxyType(dict(self.lines)))
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle support: the runtime ships a reloaded config to its worker as a pickle,
+        and pickle cannot handle the read-only `lines` view itself."""
+        state = dict(self.__dict__)
+        state["lines"] = dict(self.lines)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "lines", MappingProxyType(dict(self.lines)))
+
     @property
     def directive_count(self) -> int:
         return len(self.lines)

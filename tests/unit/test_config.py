@@ -83,6 +83,18 @@ def test_config_is_frozen():
         c.lines["X"] = 1  # type: ignore[index]
 
 
+def test_config_pickles():
+    """The runtime sends a reloaded config to its worker process as a pickle."""
+    import pickle
+
+    c = parse(CLIENT + "DiscoveryInterfaces ^eth\nInterfaceName te0\nBindPort 0x10")
+    back = pickle.loads(pickle.dumps(c))
+    assert back == c and back.discovery_interfaces.search("eth1")
+    assert dict(back.lines) == dict(c.lines) and back.warnings == c.warnings
+    with pytest.raises(TypeError):
+        back.lines["X"] = 1  # type: ignore[index]
+
+
 # --- RelayType and the role ----------------------------------------------------------------
 
 @pytest.mark.parametrize(
