@@ -200,6 +200,8 @@ def test_accepted_header_orders(data, has_auth, has_origin):
         (ORIG + ORIG + PKT, "ipv6.version"),  # two origins
         (AUTH + AUTH + PKT, "ipv6.version"),  # two auths
         (AUTH + ORIG + ORIG + PKT, "ipv6.version"),
+        (AUTH + b"\x00\x01" + bytes(6) + PKT, "ipv6.version"),  # 00 01 is never an origin
+        (ORIG[:1] + b"\x02" + ORIG[2:] + PKT, "ipv6.version"),  # origin must start 00 00
         (b"", "datagram.length"),
         (b"\x60", "datagram.length"),
         (b"\x00\x01" + bytes(10), "auth.length"),
