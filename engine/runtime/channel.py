@@ -153,9 +153,15 @@ def reload_message(config: object) -> bytes:
     return encode({"op": "reload", "config": blob})
 
 
-def kick_message() -> bytes:
-    """Parent -> worker: the host's IPv4 addresses or links changed; re-qualify now."""
-    return encode({"op": "kick"})
+def kick_message(discovery: list[tuple[str, str, str]] | None = None) -> bytes:
+    """Parent -> worker: the host's IPv4 addresses or links changed; re-qualify now.
+
+    With local discovery on, the fresh ``(name, ipv4, netmask)`` list rides along.
+    """
+    msg: dict[str, object] = {"op": "kick"}
+    if discovery is not None:
+        msg["discovery"] = [list(x) for x in discovery]
+    return encode(msg)
 
 
 def parse_parent_message(line: bytes) -> tuple[str, object]:
@@ -164,6 +170,8 @@ def parse_parent_message(line: bytes) -> tuple[str, object]:
     op = msg.get("op")
     if op == "reload":
         return op, pickle.loads(base64.b64decode(msg["config"]))
+    if op == "kick":
+        return op, msg.get("discovery")
     return str(op), None
 
 

@@ -106,6 +106,7 @@ def open_generation(config: Any) -> Generation:
             gen.raw6 = open_raw6()
         else:
             gen.udp = [open_udp(config.bind_address or "0.0.0.0", config.bind_port or 0)]
+            gen.udp[0].setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             if config.role == "client" and getattr(config, "discovery_enabled", False):
                 gen.discovery = _discovery_interfaces(config)
                 gen.udp += [None, open_discovery([(n, ip) for n, ip, _m in gen.discovery])]
@@ -280,6 +281,7 @@ class Supervisor:
             tun_fd=self.tun.fd if self.tun else None,
             raw6=gen.raw6,
             info=info,
+            discovery=gen.discovery,
         )
         worker = Worker(self.config, role, res)
         WorkerSignals(worker)
@@ -502,8 +504,14 @@ class Supervisor:
         reasons = self.watcher.drain()
         if reasons and self.control is not None and self.worker_ready:
             log.info("host network changed (%s); re-qualifying", reasons[0])
+            discovery = None
+            if getattr(self.config, "discovery_enabled", False):
+                try:
+                    discovery = _discovery_interfaces(self.config)
+                except OSError as e:
+                    log.warning("cannot list discovery interfaces: %s", e)
             with contextlib.suppress(OSError):
-                self.control.sendall(channel.kick_message())
+                self.control.sendall(channel.kick_message(discovery))
 
     # -- reload -------------------------------------------------------------------------
 

@@ -27,6 +27,8 @@ from engine.runtime.logsetup import get_logger, set_facility
 from engine.runtime.loop import Loop
 from engine.runtime.status_server import StatusServer
 
+DISCOVERY_SOCK = 2
+DISCOVERY_GROUP = "224.0.0.253"
 BATCH = 64
 """Datagrams or TUN packets handled per readiness event before looking at other sources."""
 RECV_SIZE = 65535
@@ -117,6 +119,8 @@ class WorkerResources:
     raw6: socket.socket | None = None
     info: dict[str, Any] = field(default_factory=dict)
     """Static status fields: version, pid, role, config, started, interface, bound..."""
+    discovery: list[tuple[str, str, str]] = field(default_factory=list)
+    """Local-discovery interfaces ``(name, ipv4, netmask)`` (client with discovery on)."""
 
 
 class Worker:
@@ -214,6 +218,8 @@ class Worker:
         for line in self._control_buf.feed(data):
             op, payload = channel.parse_parent_message(line)
             if op == "kick":
+                if payload is not None:
+                    self.set_discovery([tuple(x) for x in payload])  # type: ignore[attr-defined]
                 self._kick()
             elif op == "reload":
                 self._reload(payload)
@@ -245,6 +251,9 @@ class Worker:
             socks = self._udp
             drops = self.drops
             for idx, payload, dst in out:
+                if idx == DISCOVERY_SOCK:
+                    self._announce(payload, dst)
+                    continue
                 try:
                     socks[idx].sendto(payload, dst)  # type: ignore[union-attr]
                 except (BlockingIOError, InterruptedError):
@@ -274,6 +283,38 @@ class Worker:
             for event in events:
                 self._on_event(event)
             events.clear()
+
+    def _announce(self, payload: bytes, dst: tuple[str, int]) -> None:
+        """A discovery announcement leaves from the *main* socket, once per discovery
+        interface, so LAN peers learn the mapping they must use (contracts.md §1)."""
+        sock = self._udp[0] if self._udp else None
+        if sock is None or not self.res.discovery:
+            self.drops["discovery_no_interface"] += 1
+            return
+        for _name, local, _mask in self.res.discovery:
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
+                sock.sendto(payload, dst)
+            except OSError:
+                self.drops["discovery_send_error"] += 1
+
+    def set_discovery(self, ifaces: list[tuple[str, str, str]]) -> None:
+        """New discovery interfaces (host addresses changed): role, memberships, sends."""
+        old = {ip for _n, ip, _m in self.res.discovery}
+        self.res.discovery = ifaces
+        setter = getattr(self.role, "set_discovery_interfaces", None)
+        if setter is not None:
+            setter(ifaces)
+        dsock = self._udp[DISCOVERY_SOCK] if len(self._udp) > DISCOVERY_SOCK else None
+        if dsock is None:
+            return
+        for _n, ip, _m in ifaces:
+            if ip not in old:
+                mreq = socket.inet_aton(DISCOVERY_GROUP) + socket.inet_aton(ip)
+                try:
+                    dsock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+                except OSError:
+                    pass
 
     def _send_raw6(self, packets: list[bytes]) -> None:
         sock = self.res.raw6

@@ -1,0 +1,301 @@
+"""The real engine process (`python -m engine`) in a private network namespace.
+
+Each test gets its own namespace (unique name, removed even on failure) with one veth pair
+carrying the documentation addresses 198.51.100.10 and .11, and starts the engine exactly as
+supervisord or an operator would.  What is checked is what the kernel shows: bound sockets,
+the TUN link with its addresses, routes and MTU (read back with pyroute2), the worker's
+/proc status, the files left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from pyroute2 import IPRoute
+
+from engine.runtime.status_server import query
+
+pytestmark = pytest.mark.kernel
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = str(ROOT / ".venv" / "bin" / "python")
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+PRIMARY, SECONDARY = "198.51.100.10", "198.51.100.11"
+
+
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def wait_for(pred, what: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def ns_pids(ns: str) -> list[int]:
+    return [int(p) for p in sh("ip", "netns", "pids", ns).split()]
+
+
+@pytest.fixture
+def ns():
+    if os.geteuid() != 0:
+        pytest.skip("kernel test: needs root")
+    name = f"h6rt-{secrets.token_hex(3)}"
+    sh("ip", "netns", "add", name)
+    try:
+        for cmd in (
+            "ip link set lo up",
+            "ip link add v0 type veth peer name v1",
+            f"ip addr add {PRIMARY}/24 dev v0",
+            f"ip addr add {SECONDARY}/24 dev v0",
+            "ip link set v0 up",
+            "ip link set v1 up",
+        ):
+            sh("ip", "netns", "exec", name, *cmd.split())
+        yield name
+    finally:
+        for pid in ns_pids(name):  # only our engines live in this namespace
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+class Engine:
+    """One engine process started in `ns`, with its own pid file, socket and log."""
+
+    def __init__(self, ns: str, d: Path, name: str, conf: str, *extra: str, fg: bool = True):
+        self.ns, self.dir, self.name = ns, d, name
+        self.conf = d / f"{name}.conf"
+        self.conf.write_text(conf)
+        self.pidfile = d / f"{name}.pid"
+        self.sock = str(d / f"{name}.sock")
+        self.log = d / f"{name}.log"
+        argv = ["ip", "netns", "exec", ns, PY, "-m", "engine"]
+        argv += ["-f"] if fg else []
+        argv += ["-c", str(self.conf), "-p", str(self.pidfile), "--status-socket", self.sock]
+        argv += list(extra)
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=ENV)
+
+    def status(self) -> dict:
+        return query(self.sock)
+
+    def try_status(self) -> dict | None:
+        try:
+            return self.status()
+        except (OSError, ValueError):
+            return None
+
+    def ready(self) -> dict:
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"engine exited {self.proc.returncode}: {self.text()}")
+            st = self.try_status()
+            return st if st and st.get("worker_pid") else None
+
+        return wait_for(up, f"{self.name} status socket")
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+        return self.proc.wait(20)
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
+    return out
+
+
+SERVER_CONF = f"ServerBindAddress {PRIMARY}\nServerBindAddress2 {SECONDARY}\n"
+
+
+def test_server_binds_both_addresses_worker_unprivileged_term_cleans(ns, tmp_path):
+    e = Engine(ns, tmp_path, "srv", SERVER_CONF)
+    st = e.ready()
+    assert st["role"] == "server" and st["pid"] == e.proc.pid
+    assert sorted(st["bound"]) == [f"{PRIMARY}:3544", f"{SECONDARY}:3544"]
+    ss = sh("ip", "netns", "exec", ns, "ss", "-uanpH")
+    worker = st["worker_pid"]
+    for addr in (PRIMARY, SECONDARY):
+        line = next(x for x in ss.splitlines() if f"{addr}:3544" in x)
+        assert f"pid={worker}," in line
+    nobody = pwd.getpwnam("nobody").pw_uid
+    w = proc_status(worker)
+    assert w["Uid"].split() == [str(nobody)] * 4
+    assert w["Groups"] == ""
+    assert int(w["CapEff"], 16) == 0 and int(w["CapPrm"], 16) == 0
+    assert proc_status(e.proc.pid)["Uid"].split()[0] == "0"
+    assert e.pidfile.read_text() == str(e.proc.pid)
+    e.signal(signal.SIGUSR1)  # ignored, unlike miredo
+    e.signal(signal.SIGUSR2)
+    assert e.status()["worker_pid"] == worker
+    assert e.stop() == 0
+    assert not e.pidfile.exists() and not os.path.exists(e.sock)
+    assert ns_pids(ns) == []
+    assert "exiting on signal SIGTERM" in e.text()
+
+
+def _link(ns: str, name: str):
+    with IPRoute(netns=ns, flags=0) as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            return None
+        link = ipr.link("get", index=idx[0])[0]
+        addrs = sorted(
+            (a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx[0])
+        )
+        routes = sorted(
+            (r.get("dst"), r["dst_len"], r.get("priority"))
+            for r in ipr.get_routes(family=socket.AF_INET6, table=254)
+            if r.get("oif") == idx[0]
+        )
+        return {
+            "index": idx[0],
+            "mtu": link.get("mtu"),
+            "up": bool(link["flags"] & 1),
+            "addrs": addrs,
+            "routes": routes,
+        }
+
+
+RELAY_CONF = "RelayType cone\nInterfaceName h6relay\nBindPort 3600\nInterfaceMTU 1400\n"
+
+
+def test_relay_interface_hup_respawn_and_term(ns, tmp_path):
+    e = Engine(ns, tmp_path, "rly", RELAY_CONF)
+    st = e.ready()
+    link = _link(ns, "h6relay")
+    assert link["mtu"] == 1400 and link["up"]
+    assert link["addrs"] == [("fe80::ffff:ffff:ffff", 64)]
+    assert ("2001::", 32, 1024) in link["routes"]
+    redirects = sh("ip", "netns", "exec", ns, "cat",
+                   "/proc/sys/net/ipv6/conf/h6relay/accept_redirects")
+    assert redirects.strip() == "0"
+    assert st["interface"] == "h6relay" and st["bound"] == ["0.0.0.0:3600"]
+
+    # HUP with a change the worker applies in place: same worker, same interface
+    e.conf.write_text(RELAY_CONF + "SyslogFacility local3\n")
+    e.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded in place" in e.text(), "in-place reload")
+    assert e.status()["worker_pid"] == st["worker_pid"]
+    assert _link(ns, "h6relay") == link
+
+    # HUP with a broken file: logged as file:line, the old config keeps running
+    e.conf.write_text(RELAY_CONF + "InterfaceMTU 70000\n")
+    e.signal(signal.SIGHUP)
+    wait_for(lambda: "the running one stays" in e.text(), "rejected reload")
+    assert f"{e.conf}:5:" in e.text()
+    assert e.status()["worker_pid"] == st["worker_pid"]
+
+    # HUP with a new port: a new worker on new sockets, the interface stays
+    e.conf.write_text(RELAY_CONF.replace("3600", "3601"))
+    e.signal(signal.SIGHUP)
+    st2 = wait_for(
+        lambda: (s := e.try_status()) and s["bound"] == ["0.0.0.0:3601"] and s, "new worker"
+    )
+    assert st2["worker_pid"] != st["worker_pid"]
+    assert _link(ns, "h6relay")["index"] == link["index"]
+
+    # a worker that dies is respawned (after 1 s), the parent and interface stay
+    os.kill(st2["worker_pid"], signal.SIGKILL)
+    st3 = wait_for(
+        lambda: (s := e.try_status()) and s["worker_pid"] != st2["worker_pid"] and s,
+        "respawned worker",
+    )
+    assert st3["pid"] == e.proc.pid
+    assert "exited unexpectedly (killed by signal SIGKILL)" in e.text()
+    assert _link(ns, "h6relay")["index"] == link["index"]
+
+    assert e.stop() == 0
+    assert _link(ns, "h6relay") is None
+    with IPRoute(netns=ns, flags=0) as ipr:
+        dsts = [r.get("dst") for r in ipr.get_routes(family=socket.AF_INET6, table=254)]
+    assert "2001::" not in dsts
+    assert not e.pidfile.exists() and not os.path.exists(e.sock)
+    assert ns_pids(ns) == []
+
+
+def test_second_instance_with_same_pidfile_exits_1(ns, tmp_path):
+    a = Engine(ns, tmp_path, "a", SERVER_CONF)
+    a.ready()
+    conf = tmp_path / "b.conf"
+    conf.write_text(RELAY_CONF)
+    argv = ["ip", "netns", "exec", ns, PY, "-m", "engine", "-f", "-c", str(conf),
+            "-p", str(a.pidfile), "--status-socket", str(tmp_path / "b.sock")]
+    r = subprocess.run(argv, capture_output=True, text=True, env=ENV, timeout=30)
+    assert r.returncode == 1
+    msg = f"another instance is running (pid {a.proc.pid}, pid file {a.pidfile})"
+    assert msg in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert a.pidfile.read_text() == str(a.proc.pid)  # untouched
+    assert a.try_status() is not None
+    assert a.stop() == 0
+
+
+def test_port_in_use_is_one_clear_line(ns, tmp_path):
+    a = Engine(ns, tmp_path, "a", SERVER_CONF)
+    a.ready()
+    b = Engine(ns, tmp_path, "b", SERVER_CONF)
+    assert b.proc.wait(30) == 1
+    lines = b.text().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"cannot bind UDP {PRIMARY}:3544: address already in use" in lines[0]
+    assert not b.pidfile.exists() and not os.path.exists(b.sock)
+    assert a.stop() == 0
+
+
+def test_daemon_mode_reports_and_detaches(ns, tmp_path):
+    e = Engine(ns, tmp_path, "d", RELAY_CONF, fg=False)
+    assert e.proc.wait(30) == 0  # the launcher exits with the daemon's status byte
+    daemon_pid = int(wait_for(lambda: e.pidfile.exists() and e.pidfile.read_text(), "pid"))
+    assert daemon_pid != e.proc.pid
+    st = e.status()
+    assert st["pid"] == daemon_pid and _link(ns, "h6relay") is not None
+    os.kill(daemon_pid, signal.SIGTERM)
+    wait_for(lambda: not e.pidfile.exists() and ns_pids(ns) == [], "daemon exit")
+    assert _link(ns, "h6relay") is None
+
+
+def test_daemon_mode_failure_is_exit_1(ns, tmp_path):
+    a = Engine(ns, tmp_path, "a", SERVER_CONF)
+    a.ready()
+    b = Engine(ns, tmp_path, "b", SERVER_CONF, fg=False)
+    assert b.proc.wait(30) == 1
+    assert "cannot bind UDP" in b.text()
+    assert a.stop() == 0
+
+
+def test_chrooted_worker(ns, tmp_path):
+    jail = tmp_path / "jail"
+    jail.mkdir()
+    e = Engine(ns, tmp_path, "c", SERVER_CONF, "-t", str(jail))
+    st = e.ready()
+    assert os.readlink(f"/proc/{st['worker_pid']}/root") == str(jail)
+    assert json.dumps(e.status())  # still served from inside the chroot
+    assert e.stop() == 0
