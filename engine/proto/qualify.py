@@ -216,10 +216,9 @@ class Qualifier:
         self._deadline = now + QUALIFICATION_DELAY
         self._next_rs = None
         payload = router_solicitation(nonce)
+        # traffic totals are the composing role's (it counts what it moves to its own lists);
+        # we count RSes in `rs_sent` and RA drops in `counters.drops`
         self.udp_out.append((self.sock, payload, (self.server, TEREDO_PORT)))
-        c = self.counters
-        c.udp_out_packets += 1
-        c.udp_out_bytes += len(payload)
         self.rs_sent += 1
         if self.up:
             self._set_state("qualified", f"refreshing with {self.server}")
@@ -320,7 +319,8 @@ class Qualifier:
         return True
 
     def datagram_received(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
-        """Stand-alone use: every datagram of the socket comes here; non-candidates are ignored."""
+        """Stand-alone use (the Qualifier is the role): every datagram of the socket comes here;
+        non-candidates are ignored. Only here are incoming bytes counted."""
         c = self.counters
         c.udp_in_packets += 1
         c.udp_in_bytes += len(data)

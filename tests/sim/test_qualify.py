@@ -451,6 +451,7 @@ def test_shared_output_lists_and_candidate_filter():
                   udp_out=udp_out, events=events, sock=0)
     q.handle_timer(0.0)
     assert len(udp_out) == 1 and events == [StateChanged("qualifying", f"soliciting {S1}")]
+    assert q.counters.udp_out_packets == 0 and q.rs_sent == 1  # the composing role counts
     t = parse_datagram(ra_from(q))
     assert Qualifier.is_candidate(t, (S1, 3544))
     assert not Qualifier.is_candidate(t, (S1, 3545))
