@@ -109,7 +109,13 @@ def open_generation(config: Any) -> Generation:
             gen.udp[0].setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             if config.role == "client" and getattr(config, "discovery_enabled", False):
                 gen.discovery = _discovery_interfaces(config)
-                gen.udp += [None, open_discovery([(n, ip) for n, ip, _m in gen.discovery])]
+                try:
+                    dsock = open_discovery([(n, ip) for n, ip, _m in gen.discovery])
+                except BindError as e:  # e.g. a Teredo server on this host holds 3544
+                    log.warning("local discovery off: %s", e)
+                    gen.discovery = []
+                else:
+                    gen.udp += [None, dsock]
         gen.bound = [local_port(s) for s in gen.udp if s is not None]
     except BaseException:
         gen.close()

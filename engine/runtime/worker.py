@@ -27,6 +27,7 @@ from engine.runtime.logsetup import get_logger, set_facility
 from engine.runtime.loop import Loop
 from engine.runtime.status_server import StatusServer
 
+MONOTONIC_STATUS_KEYS = ("last_qualified", "last_change", "server_last_seen")
 DISCOVERY_SOCK = 2
 DISCOVERY_GROUP = "224.0.0.253"
 BATCH = 64
@@ -143,7 +144,6 @@ class Worker:
         self.address: bytes | None = None
         self.mtu: int | None = None
         self.state: str | None = None
-        self.last_qualified: float | None = None
         self._control_buf = channel.LineBuffer(limit=8 * 1024 * 1024)
         self._empty: list = []
         self._udp = res.udp
@@ -336,8 +336,6 @@ class Worker:
             self.address = None
             self.send(channel.encode({"op": "down"}))
         elif isinstance(event, ev.StateChanged):
-            if event.state == "qualified":
-                self.last_qualified = time.time()
             self.state = event.state
             detail = f": {event.detail}" if event.detail else ""
             log.info("state %s%s", event.state, detail)
@@ -374,12 +372,17 @@ class Worker:
             out["address"] = str(ipaddress.IPv6Address(self.address))
         if self.mtu is not None:
             out["mtu"] = self.mtu
-        out["last_qualified"] = self.last_qualified
         role_status = getattr(self.role, "status", None)
         if role_status is not None:
             for k, v in jsonable(role_status()).items():
+                if k == "started":
+                    continue  # the process start time from the parent is the one that counts
                 if v is not None or k not in out:
                     out[k] = v
+        for key in MONOTONIC_STATUS_KEYS:  # roles speak monotonic time, status wall clock
+            value = out.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[key] = time.time() - (self.clock() - value)
         counters = getattr(self.role, "counters", None)
         cdict: dict[str, Any] = counters.as_dict() if counters is not None else {"drops": {}}
         drops = dict(cdict.get("drops", {}))

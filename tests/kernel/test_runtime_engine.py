@@ -171,7 +171,7 @@ def _link(ns: str, name: str):
             (a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx[0])
         )
         routes = sorted(
-            (r.get("dst"), r["dst_len"], r.get("priority"))
+            (r.get("dst") or "::", r["dst_len"], r.get("priority"))
             for r in ipr.get_routes(family=socket.AF_INET6, table=254)
             if r.get("oif") == idx[0]
         )
@@ -299,3 +299,53 @@ def test_chrooted_worker(ns, tmp_path):
     assert os.readlink(f"/proc/{st['worker_pid']}/root") == str(jail)
     assert json.dumps(e.status())  # still served from inside the chroot
     assert e.stop() == 0
+
+
+CLIENT_CONF = (
+    f"RelayType client\nServerAddress {PRIMARY}\nInterfaceName h6cli\n"
+    "BindAddress 198.51.100.20\nLocalDiscovery disabled\n"
+)
+
+
+def test_client_qualifies_configures_tun_survives_hup_and_cleans_up(ns, tmp_path):
+    sh("ip", "netns", "exec", ns, "ip", "addr", "add", "198.51.100.20/24", "dev", "v1")
+    srv = Engine(ns, tmp_path, "srv", SERVER_CONF)
+    srv.ready()
+    cli = Engine(ns, tmp_path, "cli", CLIENT_CONF)
+    cli.ready()
+    st = wait_for(
+        lambda: (s := cli.try_status()) and s.get("state") == "qualified" and s, "qualified"
+    )
+    addr = st["address"]
+    assert addr.startswith("2001:0:c633:640a:")  # prefix + server 198.51.100.10
+    assert st["mapped"] == {"ip": "198.51.100.20", "port": int(st["bound"][0].split(":")[1])}
+    assert abs(st["last_qualified"] - time.time()) < 3600  # wall clock, not monotonic
+    link = wait_for(lambda: (lk := _link(ns, "h6cli")) and len(lk["addrs"]) == 2 and lk,
+                    "client addresses")
+    assert link["up"] and link["mtu"] == 1280
+    assert link["addrs"] == sorted([(addr, 32), ("fe80::ffff:ffff:ffff", 64)])
+    assert ("::", 0, 1029) in link["routes"]  # ::/0 metric 1029, the last resort
+
+    # HUP with a change applied in place: same worker, same Teredo address, same link
+    cli.conf.write_text(CLIENT_CONF + "SyslogFacility local4\n")
+    cli.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded in place" in cli.text(), "in-place reload")
+    st2 = cli.status()
+    assert st2["worker_pid"] == st["worker_pid"] and st2["address"] == addr
+    assert _link(ns, "h6cli") == link
+
+    # the host's IPv4 changes: the parent sees it over netlink and the worker re-qualifies
+    sh("ip", "netns", "exec", ns, "ip", "addr", "add", "198.51.100.30/24", "dev", "v1")
+    wait_for(lambda: "host network changed (IPv4 address 198.51.100.30 added" in cli.text(),
+             "netlink kick")
+    wait_for(lambda: (s := cli.try_status()) and s.get("state") == "qualified", "requalified")
+
+    assert cli.stop() == 0
+    assert _link(ns, "h6cli") is None
+    with IPRoute(netns=ns, flags=0) as ipr:
+        default6 = [r for r in ipr.get_routes(family=socket.AF_INET6, table=254)
+                    if r["dst_len"] == 0]
+    assert default6 == []
+    assert not cli.pidfile.exists() and not os.path.exists(cli.sock)
+    assert srv.stop() == 0
+    assert ns_pids(ns) == []
