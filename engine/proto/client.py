@@ -1,0 +1,302 @@
+"""The Teredo client role: qualification (``Qualifier``, spec §4) + the shared data path
+(``TeredoTunnel``, §5) + the direct IPv6 connectivity test (§5.7) + local discovery (§9).
+
+Composition: the qualifier owns the RS/RA exchange and says when the tunnel is up; this class
+forwards it the qualification candidates (R1), copies its datagrams and events to the role's
+output lists, and reacts to ``InterfaceUp`` (flush the peer table as miredo does, learn the
+prefix and address, restart discovery) and ``InterfaceDown``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from .addr import (
+    ALL_NODES,
+    LL_CLIENT,
+    TEREDO_PORT,
+    ipv6_text,
+    is_global_unicast_ipv4,
+    mapping_of,
+    server_of,
+)
+from .discovery import DISCOVERY_DEST, DISCOVERY_SOCK, LocalDiscovery
+from .events import InterfaceDown, InterfaceUp
+from .icmp_limit import IcmpErrorLimiter
+from .peers import CLIENT_GENERATION, DEFAULT_CAPACITY, SEND, Peer
+from .pingtest import PingTest
+from .qualify import Qualifier
+from .tunnel import TeredoTunnel
+from .wire import bubble
+
+_FE80 = b"\xfe\x80"
+
+
+class ClientRole(TeredoTunnel):
+    """A Teredo client qualifying with ``server`` (and ``server2`` as the qualifier's
+    fallback).  ``token_bytes``/``randbits`` are injected so tests are deterministic."""
+
+    def __init__(
+        self,
+        *,
+        server: str,
+        server2: str | None = None,
+        token_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        randbits: Callable[[int], int] = secrets.randbits,
+        local_discovery: bool = False,
+        discovery_netmask: str = "255.255.255.255",
+        discovery_include_global: bool = False,
+        ping_ident: int | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        generation: int = CLIENT_GENERATION,
+        icmp_limiter: IcmpErrorLimiter | None = None,
+        now: float = 0.0,
+    ) -> None:
+        super().__init__(
+            is_client=True,
+            prefix=0x20010000,  # replaced by the prefix of the RA on InterfaceUp
+            cone=False,  # a miredo client never sets the cone bit: always both bubbles
+            token_bytes=token_bytes,
+            capacity=capacity,
+            generation=generation,
+            icmp_limiter=icmp_limiter,
+            icmp_source=LL_CLIENT,
+        )
+        # Own output lists for the qualifier (not shared) so that _pump sees its events and can
+        # act on InterfaceUp before the runtime does; counters are shared.
+        self.q = Qualifier(
+            server,
+            server2,
+            now=now,
+            token_bytes=token_bytes,
+            randbits=randbits,
+            counters=self.counters,
+        )
+        self.server = self.q.server
+        self.server_ep = (self.server, TEREDO_PORT)
+        self.up = False
+        self.address: bytes | None = None
+        self.mtu: int | None = None
+        self.mapped: tuple[str, int] | None = None
+        self.ping = PingTest(token_bytes(16), os.getpid() if ping_ident is None else ping_ident)
+        self.discovery = LocalDiscovery(
+            enabled=local_discovery,
+            netmask=discovery_netmask,
+            include_global=discovery_include_global,
+            randbits=randbits,
+        )
+        self.started = now
+        self.last_qualified: float | None = None
+        self._last_now = now
+        self._pump(now)
+
+    @classmethod
+    def from_config(cls, cfg: Any, **kw: Any) -> ClientRole:
+        """Build from an ``engine.config.EngineConfig`` (ServerAddress[2], LocalDiscovery,
+        DiscoveryNetmask); keyword arguments (``token_bytes``, ``now``...) pass through."""
+        return cls(
+            server=cfg.server_address,
+            server2=cfg.server_address2,
+            local_discovery=cfg.discovery_enabled,
+            discovery_netmask=cfg.discovery_netmask,
+            discovery_include_global=cfg.discovery_includes_global,
+            **kw,
+        )
+
+    def kick(self, now: float) -> None:
+        """Re-qualify at once (the runtime saw the host's IPv4 change)."""
+        self.q.kick(now)
+        self._pump(now)
+
+    # -- qualifier plumbing ------------------------------------------------------------------
+
+    def _pump(self, now: float) -> None:
+        """Move the qualifier's output to ours and act on its events."""
+        q = self.q
+        if q.udp_out:
+            for item in q.udp_out:
+                self._udp(*item)
+            q.udp_out.clear()
+        if q.events:
+            evs = list(q.events)
+            q.events.clear()
+            for ev in evs:
+                if isinstance(ev, InterfaceUp):
+                    self._on_up(ev, now)
+                elif isinstance(ev, InterfaceDown):
+                    self.up = False
+                    self.server = self.q.server
+                    self.server_ep = (self.server, TEREDO_PORT)
+                self.events.append(ev)
+
+    def _on_up(self, ev: InterfaceUp, now: float) -> None:
+        addr = bytes(ev.address)
+        self.address = addr
+        self.mtu = ev.mtu
+        self.set_prefix(int.from_bytes(addr[0:4], "big"))
+        self.server = server_of(addr)
+        self.server_ep = (self.server, TEREDO_PORT)
+        self.mapped = mapping_of(addr)
+        self.up = True
+        self.last_qualified = now
+        self.peers.clear()  # miredo: the peer list is flushed on every UP
+        self.discovery.start(now)
+
+    def set_discovery_interfaces(self, ifaces: list[tuple[str, str, str]]) -> None:
+        """The runtime's list of ``(name, ipv4, netmask)`` to run local discovery on."""
+        self.discovery.set_interfaces(ifaces)
+
+    # -- hooks of the shared data path -----------------------------------------------------------
+
+    def _tx_open(self) -> bool:
+        return self.up
+
+    def _tx_src_ok(self, pkt: bytes) -> bool:
+        # T3: a native destination needs a Teredo source (checked on the fast path too)
+        p4 = self.prefix4
+        return pkt[24:28] == p4 or pkt[8:12] == p4
+
+    def _icmp_src(self) -> bytes:
+        return self.address if self.address is not None else LL_CLIENT
+
+    def _send_ping(self, dst6: bytes, t: int) -> None:
+        """Echo request to the native host, through OUR server (from our own address)."""
+        addr = self.address
+        if addr is None:
+            return
+        self._udp(0, self.ping.request(addr, dst6, t), (server_of(addr), TEREDO_PORT))
+
+    def _ping_check(self, pkt: bytes, t: int) -> bool:
+        return self.address is not None and self.ping.verify(pkt, self.address, t)
+
+    def _looks_local(self, s6: bytes, src: tuple[str, int]) -> bool:
+        if self.mapped is None:
+            return False
+        return self.discovery.looks_local(s6, src, self.prefix4, self.mapped[0])
+
+    def _local_bubbles(self, p: Peer, dst6: bytes) -> None:
+        """T7: a Teredo-sourced direct bubble to the local mapping (no global check) and one
+        discovery round."""
+        addr = self.address
+        if addr is None:
+            return
+        self._udp(0, bubble(addr, dst6), p.mapping)
+        self._announce()
+
+    def _announce(self) -> None:
+        if self.address is not None and self.discovery.active:
+            self._udp(DISCOVERY_SOCK, bubble(self.address, ALL_NODES), DISCOVERY_DEST)
+
+    def _rx_client_special(self, pkt: bytes, src: tuple[str, int], p: Peer | None,
+                           sock: int, t: int) -> bool:
+        """R5: a local discovery bubble from a peer that passes the locality checks."""
+        if not LocalDiscovery.is_discovery_bubble(pkt, sock):
+            return False
+        s6 = pkt[8:24]
+        if s6 == self.address or not self._looks_local(s6, src):
+            self._drop("discovery_not_local")
+            return True
+        if p is None:
+            p = self.peers.create(s6, src, t)
+            if p is None:
+                self._drop("peer_table_full")
+                return True
+        if not p.local:
+            p.bubbles = 0
+        p.mapping = src
+        p.local = True
+        p.last_rx = t
+        if p.may_send_bubble(t) == SEND and self.address is not None:
+            self._udp(0, bubble(self.address, s6), src)
+        return True
+
+    # -- role API ----------------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+        if src[1] != TEREDO_PORT and sock != DISCOVERY_SOCK and self.up:
+            # neither qualification (R1) nor our server (R3): the shared path, fast for R7
+            TeredoTunnel.datagram_received(self, data, src, sock, now)
+            return
+        c = self.counters
+        c.udp_in_packets += 1
+        c.udp_in_bytes += len(data)
+        tp = self._parse(data)  # R0
+        if tp is None:
+            return
+        if Qualifier.is_candidate(tp, src):  # R1 (the source IPv4 is checked by the qualifier)
+            self.q.handle_ra(tp, src, now)
+            self._pump(now)
+            return
+        if not self.up:  # R2
+            self._drop("rx_not_qualified")
+            return
+        pkt = tp.ipv6
+        if src == self.server_ep and self._from_server(tp, pkt):  # R3
+            return
+        self._rx_packet(pkt, src, sock, now)
+
+    def _from_server(self, tp: Any, pkt: bytes) -> bool:
+        """R3; returns True when the packet was consumed."""
+        is_bub = pkt[6] == 59 and pkt[4] == 0 and pkt[5] == 0
+        s6 = pkt[8:24]
+        origin = tuple(tp.origin) if tp.origin is not None else None
+        if origin is None and is_bub and s6[0:4] == self.prefix4:
+            origin = mapping_of(s6)  # some servers omit the origin indication
+        if origin is not None and origin != ("0.0.0.0", 0):
+            if is_global_unicast_ipv4(origin[0]):
+                self._udp(0, bubble(pkt[24:40], s6), origin)
+            else:
+                self._drop("bubble_dst_not_global")
+            if is_bub:
+                return True
+        if is_bub:
+            self._drop("server_bubble_without_origin")
+            return True
+        # miredo means to drop link-local sources here (its test never matches, §12.2 #5)
+        if s6[0] == 0xFE and (s6[1] & 0xC0) == 0x80:
+            self._drop("rx_link_local_src")
+            return True
+        return False
+
+    def handle_timer(self, now: float) -> None:
+        self._last_now = now
+        q = self.q
+        nt = q.next_timer()
+        if nt is not None and nt <= now:
+            q.handle_timer(now)
+        self._pump(now)
+        if self.discovery.due(now):
+            self._announce()
+        self.peers.gc_step(now)
+
+    def next_timer(self) -> float | None:
+        times = [self.q.next_timer(), self.discovery.next_timer(), TeredoTunnel.next_timer(self)]
+        times = [t for t in times if t is not None]
+        return min(times) if times else None
+
+    def status(self) -> dict[str, Any]:
+        st: dict[str, Any] = dict(self.q.status())
+        st.update(
+            {
+                "role": "client",
+                "state": st.get("state", "qualified" if self.up else "qualifying"),
+                "address": ipv6_text(self.address) if self.address and self.up else None,
+                "mtu": self.mtu if self.up else None,
+                "mapped": (
+                    {"ip": self.mapped[0], "port": self.mapped[1]}
+                    if self.mapped and self.up else None
+                ),
+                "last_qualified": self.last_qualified,
+                "peers": self.peer_status(),
+                "discovery": {
+                    "enabled": self.discovery.enabled,
+                    "interfaces": [n for n, _, _ in self.discovery.interfaces],
+                },
+                "icmp_errors_sent": self.icmp_sent,
+                "counters": self.counters.as_dict(),
+            }
+        )
+        return st
