@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.daemons import IMPLS
+from bench.daemons import IMPLS, profiled_ours
 from bench.measure import IPERF_TESTS
 from bench.memory import engine_memory
 from bench.profile import profile_text
 from bench.report import fmt, machine_meta, summarize, write
-from bench.runner import Settings, new_result, run_block
+from bench.runner import Settings, run_all, run_profile
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -68,9 +68,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="also run our relay once under cProfile (TCP v6 -> client) and report "
                         "where its time goes; not part of the comparison")
-    p.add_argument("--topology", choices=("auto", "project", "local"), default="auto",
-                   help="lab builder: miredoctl.lab ('project'), the benchmark's own ('local'), "
-                        "or project when importable ('auto')")
     p.add_argument("--prefix", default="", help="namespace-name prefix (default: bn<pid>)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     p.add_argument("--keep-logs", action="store_true",
@@ -111,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     settings = Settings(relays=a.relay, client=a.client, server=a.server,
                         qual_client=a.qual_client, runs=a.runs, duration=a.duration,
-                        qual_runs=a.qual_runs, tests=a.tests, topology=a.topology,
-                        prefix=a.prefix)
+                        qual_runs=a.qual_runs, tests=a.tests, prefix=a.prefix)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     run_dir = Path(tempfile.mkdtemp(prefix="teredo-bench."))
     os.chmod(run_dir, 0o755)  # miredo drops to its own user and must read its config
@@ -125,14 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     extras: dict[str, str] = {}
     interrupted = False
     try:
-        for impl in a.relay:
-            blocks[impl] = new_result(impl, settings)
-            run_block(impl, settings, run_dir, _log, res=blocks[impl])
+        run_all(settings, run_dir, blocks, _log)
         if "ours" in a.relay:
             extras["Engine memory"] = engine_memory(a.peers, blocks.get("ours"), _log)
         if a.profile and "ours" in a.relay:
             prof = run_dir / "relay.prof"
-            res = run_block("ours", settings, run_dir, _log, profile_out=prof)
+            res = run_profile(settings, run_dir, profiled_ours(prof), _log, a.duration)
             extras["Where our relay's time goes (cProfile, TCP v6 -> client)"] = profile_text(
                 prof, res)
     except KeyboardInterrupt:

@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.plan import PLAN, AddressPlan
-from bench.procs import CLK_TCK, Proc, tree_cpu_ticks
+from bench.procs import CLK_TCK, tree_cpu_ticks
 from bench.stats import ParseError, parse_iperf, parse_ping
+from miredoctl.lab import LabSpec
+from tests.kernel.harness import Daemon
 
 
 @dataclass(frozen=True)
@@ -73,22 +74,22 @@ def link_stat(ns: str, ifname: str, stat: str) -> int:
 
 @dataclass
 class TunnelPath:
-    """The running pair under test: namespaces, the relay and client processes, the address."""
+    """The running pair under test: namespaces, the relay and client daemons, the address."""
 
     rly_ns: str
     cli_ns: str
     v6_ns: str
-    relay: Proc
-    client: Proc
+    relay: Daemon
+    client: Daemon
     address: str
-    plan: AddressPlan = PLAN
+    spec: LabSpec
 
     def snapshot(self) -> dict[str, int]:
         r, c = udp_counters(self.rly_ns), udp_counters(self.cli_ns)
-        ifn = self.plan.teredo_if
+        ifn = self.spec.teredo_if
         return {
-            "relay_ticks": tree_cpu_ticks(self.relay.pid),
-            "client_ticks": tree_cpu_ticks(self.client.pid),
+            "relay_ticks": tree_cpu_ticks(self.relay.pid or 0),
+            "client_ticks": tree_cpu_ticks(self.client.pid or 0),
             "relay_udp_in": r.get("InDatagrams", 0),
             "relay_udp_out": r.get("OutDatagrams", 0),
             "relay_udp_rcvbuf_err": r.get("RcvbufErrors", 0),
@@ -127,7 +128,7 @@ def run_iperf(p: TunnelPath, test: IperfTest, run: int, duration: float, out_dir
 
 
 def ping_target(p: TunnelPath, which: str) -> str:
-    return p.address if which == "teredo" else getattr(p.plan, which)
+    return p.address if which == "teredo" else getattr(p.spec, which)
 
 
 def run_ping(p: TunnelPath, label: str, role_ns: str, target: str, run: int, count: int,
@@ -150,5 +151,5 @@ def warm_path(p: TunnelPath) -> bool:
     a = ns_exec(p.v6_ns, ["ping", "-6", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "3",
                           p.address], timeout=30)
     b = ns_exec(p.cli_ns, ["ping", "-6", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "3",
-                           p.plan.v6_host], timeout=30)
+                           p.spec.v6_host], timeout=30)
     return a.returncode == 0 and b.returncode == 0

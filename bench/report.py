@@ -121,12 +121,14 @@ def markdown(meta: dict, blocks: dict[str, dict], rows: list[dict], extras: dict
     out = [f"# Relay benchmark, {meta['started']}", ""]
     out.append(f"Machine: {meta['machine']}. {meta['versions']}.")
     out.append(f"Settings: {meta['settings']}.")
-    out.append("Each column is one implementation in the relay role, measured one after the "
-               "other in this run with the same lab, traffic and client "
+    out.append("Each column is one implementation in the relay role, each in its own copy of "
+               "the same lab with the same traffic and client "
                f"({blocks[impls[0]]['client'] if impls else '-'} client, "
-               f"{blocks[impls[0]]['server'] if impls else '-'} server). "
-               "Values are medians over runs; CPU % is utime+stime of the relay's process "
-               "tree over wall time (100 % = one core).")
+               f"{blocks[impls[0]]['server'] if impls else '-'} server), measured in "
+               "alternation in this run (run 1 of every column, then run 2, ...) so that load "
+               "from elsewhere on the machine hits every column alike. Values are medians over "
+               "runs; CPU % is utime+stime of the relay's process tree over wall time "
+               "(100 % = one core).")
     out.append("")
     for impl, res in blocks.items():
         out.append(f"- **{impl}**: {res['status']}")

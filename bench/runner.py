@@ -1,10 +1,15 @@
-"""One benchmark block per implementation, run one after the other in the same invocation.
+"""Set up one lab per relay implementation, then measure them in alternation.
 
-A block builds a fresh lab (so both relays start from the same empty conntrack tables and
-neighbour caches), starts the server, the relay under test and a client, and measures
-qualification, throughput, RTT, CPU and memory. Anything that fails inside a block marks that
-block failed with the reason and the rest of the run goes on: a broken "ours" must not cost
-the miredo numbers.
+Each implementation gets its own complete lab (server, relay under test, client, iperf3
+server), all built before the first measurement. The measurements then alternate: run 1 on
+miredo, run 1 on ours, run 2 on miredo, ... This is what "side by side" means on a shared,
+noisy 2-core machine: a burst of load from someone else hits both columns alike instead of
+whichever block happened to run at that moment. An idle lab costs nothing measurable.
+
+Anything that fails for one implementation (a relay that does not start, a client that does
+not qualify, a relay that dies mid-test) marks that implementation failed with the reason,
+tears its lab down at once, and the others go on: a broken "ours" must not cost the miredo
+numbers.
 """
 
 from __future__ import annotations
@@ -15,14 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.daemons import (
-    DaemonError,
-    Launcher,
-    link_exists,
-    start_client_timed,
-    wait_relay,
-    wait_server,
-)
+from bench.daemons import implementation, start_client_timed, stop
 from bench.measure import (
     IPERF_TESTS,
     PING_PATHS,
@@ -33,9 +31,11 @@ from bench.measure import (
     run_ping,
     warm_path,
 )
-from bench.plan import PLAN
-from bench.procs import ProcessGroup, tree_memory_kib, wait_until
-from bench.topology import check_plan, make_topology
+from bench.procs import Proc, ProcessGroup, tree_memory_kib, wait_until
+from miredoctl.lab import Lab, LabSpec
+from tests.kernel import harness as h
+
+Log = Callable[[str], None]
 
 
 @dataclass
@@ -50,17 +50,7 @@ class Settings:
     tests: list[str] = field(default_factory=lambda: list(IPERF_TESTS))
     ping_count: int = 100
     ping_interval: float = 0.01
-    topology: str = "auto"
     prefix: str = ""
-    profile: bool = False
-
-
-Log = Callable[[str], None]
-
-
-def _block_prefix(settings: Settings, tag: str) -> str:
-    base = settings.prefix or f"bn{os.getpid() % 100000}"
-    return f"{base}{tag}-"
 
 
 def new_result(impl: str, settings: Settings) -> dict:
@@ -68,107 +58,201 @@ def new_result(impl: str, settings: Settings) -> dict:
             "memory": {}, "client": settings.client, "server": settings.server}
 
 
-def run_block(impl: str, settings: Settings, run_dir: Path, log: Log,
-              profile_out: Path | None = None, res: dict | None = None) -> dict:
-    """Measure one relay implementation into `res` (made here if not given) and return it.
+class SetupFailed(RuntimeError):
+    """One implementation's lab or daemons could not be brought into a measurable state."""
 
-    Failures are recorded in res["status"], never raised; only KeyboardInterrupt propagates,
-    after cleanup, with what was measured so far already in the caller's `res`.
-    """
-    block_dir = run_dir / (impl + ("-profile" if profile_out else ""))
-    block_dir.mkdir(parents=True, exist_ok=True)
-    if res is None:
-        res = new_result(impl, settings)
-    topo = make_topology(_block_prefix(settings, impl[0] + ("p" if profile_out else "")),
-                         settings.topology)
-    group = ProcessGroup(block_dir)
-    launcher = Launcher(group, block_dir)
+
+@dataclass
+class Setup:
+    """One implementation's running lab; `res` collects its measurements."""
+
+    impl: str
+    res: dict
+    dir: Path
+    lab: Lab
+    stack: h.Stack
+    relay_impl: h.Implementation
+    group: ProcessGroup = field(init=False)
+    relay: h.Daemon | None = None
+    path: TunnelPath | None = None
+    iperf_server: Proc | None = None
+    down: bool = False
+
+    def __post_init__(self) -> None:
+        self.group = ProcessGroup(self.dir)
+
+    @property
+    def live(self) -> bool:
+        return not self.down and self.res["status"] == "running"
+
+    def fail(self, why: str, log: Log) -> None:
+        self.res["status"] = f"failed: {why}"
+        log(f"[{self.impl}] FAILED: {why}")
+        self.teardown()
+
+    def teardown(self) -> None:
+        if self.down:
+            return
+        self.down = True
+        try:
+            self.group.stop_all()
+            self.stack.stop()
+        finally:
+            self.lab.down()
+
+
+def _prefix(settings: Settings, tag: str) -> str:
+    return f"{settings.prefix or f'bn{os.getpid() % 100000}'}{tag}-"
+
+
+def prepare(impl: str, settings: Settings, run_dir: Path, res: dict, log: Log,
+            relay_impl: h.Implementation | None = None, tag: str | None = None) -> Setup:
+    """Build the lab and start server and relay (the client comes after qualification)."""
+    sdir = run_dir / (tag or impl)
+    sdir.mkdir(parents=True, exist_ok=True)
+    lab = Lab(LabSpec(prefix=_prefix(settings, tag or impl[0]), with_client2=False))
+    s = Setup(impl, res, sdir, lab, h.Stack(lab, sdir), relay_impl or implementation(impl))
     try:
-        log(f"[{impl}] building the lab ({type(topo).__name__})")
-        topo.up()
-        check_plan(topo)
-        srv = launcher.start(settings.server, "server", topo.ns("srv"), "server")
-        wait_server(srv, topo.ns("srv"))
-        relay = launcher.start(impl, "relay", topo.ns("rly"), "relay", profile_out)
-        wait_relay(relay, topo.ns("rly"))
+        log(f"[{impl}] building lab {lab.spec.prefix}*")
+        lab.up()
+        h.start_server(s.stack, implementation(settings.server))
+        s.relay = h.start_relay(s.stack, s.relay_impl)
         time.sleep(1.0)
-        res["memory"]["relay_idle"] = tree_memory_kib(relay.pid)
-        log(f"[{impl}] relay up, pid {relay.pid}, RSS {res['memory']['relay_idle']['rss_kib']} KiB")
-
-        if not profile_out:
-            _qualification(impl, settings, launcher, topo.ns("cli"), res, log)
-
-        client, _, addr = start_client_timed(launcher, settings.client, topo.ns("cli"), "cli")
-        log(f"[{impl}] {settings.client} client qualified: {addr}")
-        path = TunnelPath(topo.ns("rly"), topo.ns("cli"), topo.ns("v6"), relay, client, addr)
-        if not warm_path(path):
-            raise RuntimeError("no ping through the tunnel (v6 host <-> client) after 3 tries; "
-                               f"relay log: {relay.tail()}")
-        iperf_s = group.start("iperf3-server", topo.ns("cli"), ["iperf3", "-s", "-B", addr])
-        if wait_until(lambda: "5201" in ns_exec(topo.ns("cli"), ["ss", "-Hltn"]).stdout,
-                      5, 0.05) is None:
-            raise RuntimeError(f"iperf3 server did not listen: {iperf_s.tail()}")
-        tests = ["tcp-fwd"] if profile_out else settings.tests
-        runs = 1 if profile_out else settings.runs
-        for key in tests:
-            for i in range(1, runs + 1):
-                row = run_iperf(path, IPERF_TESTS[key], i, settings.duration, block_dir)
-                res["iperf"].append(row)
-                log(f"[{impl}] {key} run {i}: " + _iperf_line(row))
-                if not relay.alive():
-                    raise RuntimeError(f"relay exited during {key}: {relay.tail()}")
-                time.sleep(1.0)
-        group.stop(iperf_s)
-        if not profile_out:
-            for i in range(1, settings.runs + 1):
-                for label, role, which in PING_PATHS:
-                    row = run_ping(path, label, topo.ns(role), ping_target(path, which), i,
-                                   settings.ping_count, settings.ping_interval, block_dir)
-                    res["ping"].append(row)
-            log(f"[{impl}] ping done")
-        res["memory"]["relay_after"] = tree_memory_kib(relay.pid)
-        if not relay.alive():
-            raise RuntimeError(f"relay exited: {relay.tail()}")
-        res["status"] = "ok"
+        res["memory"]["relay_idle"] = tree_memory_kib(s.relay.pid or 0)
+        log(f"[{impl}] relay up (pid {s.relay.pid}, RSS "
+            f"{res['memory']['relay_idle']['rss_kib']} KiB)")
     except KeyboardInterrupt:
-        res["status"] = "interrupted"
+        s.teardown()
         raise
-    except Exception as e:  # the block is reported failed, the run goes on
-        res["status"] = f"failed: {e}"
-        log(f"[{impl}] FAILED: {e}")
+    except Exception as e:
+        s.fail(str(e), log)
+    return s
+
+
+def qualify(s: Setup, run: int, client_impl: str, log: Log) -> None:
+    """One qualification: a fresh client from launch to its address, then stopped."""
+    if not s.live:
+        return
+    s.res["qual_client"] = client_impl
+    row: dict = {"run": run, "client": client_impl}
+    try:
+        d, secs, addr = start_client_timed(s.stack, implementation(client_impl), f"q{run}")
+        row.update(seconds=secs, address=addr)
+        stop(s.stack, d)
+        wait_until(lambda: not h.link_exists(s.lab, "cli", s.lab.spec.teredo_if), 5, 0.05)
+        log(f"[{s.impl}] qualification run {run} ({client_impl} client): "
+            f"{'untimed' if secs is None else f'{secs:.3f} s'}")
+    except h.HarnessError as e:
+        row["error"] = str(e)
+        log(f"[{s.impl}] qualification of the {client_impl} client failed: {e}")
+        for d in [d for d in s.stack.daemons if d.name == f"q{run}"]:
+            stop(s.stack, d)
+    s.res["qualify"].append(row)
+
+
+def connect(s: Setup, client_impl: str, log: Log) -> None:
+    """Start the traffic client and the iperf3 server, and open the path both ways."""
+    if not s.live:
+        return
+    try:
+        client, _, addr = start_client_timed(s.stack, implementation(client_impl), "cli")
+        assert s.relay is not None
+        s.path = TunnelPath(s.lab.ns("rly"), s.lab.ns("cli"), s.lab.ns("v6"), s.relay, client,
+                            addr, s.lab.spec)
+        log(f"[{s.impl}] {client_impl} client qualified: {addr}")
+        if not warm_path(s.path):
+            raise SetupFailed("no ping through the tunnel (v6 host <-> client); relay log: "
+                              f"{s.relay.log_tail()}")
+        s.iperf_server = s.group.start("iperf3-server", s.lab.ns("cli"),
+                                       ["iperf3", "-s", "-B", addr])
+        if wait_until(lambda: ":5201" in ns_exec(s.lab.ns("cli"), ["ss", "-Hltn"]).stdout,
+                      5, 0.05) is None:
+            raise SetupFailed(f"iperf3 server did not listen: {s.iperf_server.tail()}")
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        s.fail(str(e), log)
+
+
+def iperf(s: Setup, key: str, run: int, duration: float, log: Log) -> None:
+    if not s.live or s.path is None:
+        return
+    row = run_iperf(s.path, IPERF_TESTS[key], run, duration, s.dir)
+    s.res["iperf"].append(row)
+    log(f"[{s.impl}] {key} run {run}: " + iperf_line(row))
+    if s.relay is not None and not s.relay.alive():
+        s.fail(f"relay exited during {key}: {s.relay.log_tail()}", log)
+
+
+def ping(s: Setup, run: int, settings: Settings) -> None:
+    if not s.live or s.path is None:
+        return
+    for label, role, which in PING_PATHS:
+        s.res["ping"].append(run_ping(s.path, label, s.lab.ns(role), ping_target(s.path, which),
+                                      run, settings.ping_count, settings.ping_interval, s.dir))
+
+
+def finish(s: Setup) -> None:
+    """Peak memory after the load, then everything down; a setup still live is "ok"."""
+    if s.live and s.relay is not None:
+        s.res["memory"]["relay_after"] = tree_memory_kib(s.relay.pid or 0)
+        alive = s.relay.alive()
+        s.res["status"] = "ok" if alive else f"failed: relay exited: {s.relay.log_tail()}"
+    s.teardown()
+
+
+def run_all(settings: Settings, run_dir: Path, blocks: dict[str, dict], log: Log) -> None:
+    """The comparison: every implementation in `settings.relays`, measured in alternation."""
+    setups: list[Setup] = []
+    try:
+        for impl in settings.relays:
+            blocks[impl] = new_result(impl, settings)
+            setups.append(prepare(impl, settings, run_dir, blocks[impl], log))
+        for run in range(1, settings.qual_runs + 1):
+            for s in setups:
+                qualify(s, run, s.impl if settings.qual_client == "same"
+                        else settings.qual_client, log)
+        for s in setups:
+            connect(s, settings.client, log)
+        for key in settings.tests:
+            for run in range(1, settings.runs + 1):
+                for s in setups:
+                    iperf(s, key, run, settings.duration, log)
+                    time.sleep(1.0)
+        for run in range(1, settings.runs + 1):
+            for s in setups:
+                ping(s, run, settings)
+        log("ping done")
+        for s in setups:
+            finish(s)
+    except KeyboardInterrupt:
+        for s in setups:
+            if s.res["status"] == "running":
+                s.res["status"] = "interrupted"
+        raise
     finally:
-        group.stop_all()
-        topo.down()
+        for s in setups:
+            try:
+                s.teardown()
+            except Exception as e:
+                log(f"[{s.impl}] teardown: {e}")
+
+
+def run_profile(settings: Settings, run_dir: Path, relay_impl: h.Implementation, log: Log,
+                duration: float) -> dict:
+    """Our relay under a profiler for one TCP v6 -> client run (outside the comparison)."""
+    res = new_result("ours", settings)
+    s = prepare("ours", settings, run_dir, res, log, relay_impl, tag="p")
+    try:
+        connect(s, settings.client, log)
+        iperf(s, "tcp-fwd", 1, duration, log)
+        finish(s)
+    finally:
+        s.teardown()
     return res
 
 
-def _qualification(impl: str, settings: Settings, launcher: Launcher, cli_ns: str,
-                   res: dict, log: Log) -> None:
-    """Launch -> address, `qual_runs` times, each with a fresh client process."""
-    client_impl = impl if settings.qual_client == "same" else settings.qual_client
-    res["qual_client"] = client_impl
-    ifname = PLAN.teredo_if
-    for i in range(1, settings.qual_runs + 1):
-        row: dict = {"run": i, "client": client_impl}
-        try:
-            proc, secs, addr = start_client_timed(launcher, client_impl, cli_ns, f"q{i}")
-            row.update(seconds=secs, address=addr)
-            launcher.group.stop(proc)
-        except DaemonError as e:
-            row["error"] = str(e)
-            res["qualify"].append(row)
-            log(f"[{impl}] qualification of the {client_impl} client failed: {e}")
-            return
-        finally:
-            for p in list(launcher.group.procs):
-                if p.name == f"q{i}":
-                    launcher.group.stop(p)
-        res["qualify"].append(row)
-        log(f"[{impl}] qualification run {i} ({client_impl} client): {secs} s")
-        wait_until(lambda: not link_exists(cli_ns, ifname), 5, 0.05)
-
-
-def _iperf_line(row: dict) -> str:
+def iperf_line(row: dict) -> str:
     if "error" in row:
         return f"ERROR {row['error']}"
     extra = (f", loss {row['loss_pct']:.2f} %" if row.get("loss_pct") is not None
