@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from miredoctl.errors import (
     EXIT_UNKNOWN,
     InventoryError,
     MiredoctlError,
+    SupervisorUnreachable,
     UsageError,
 )
 from miredoctl.inventory import FIELDS, Fleet
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("status", "one line per instance: process and tunnel state")
     p.add_argument("-v", "--verbose", action="store_true", help="detail view per instance")
     p = cmd("show", "detail view (like `wg show`) of instances")
+    p = cmd("wait", "wait until instances run and clients are qualified")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
     p = cmd("logs", "instance logs, merged and prefixed with the instance name")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--lines", type=int, default=20, metavar="N")
@@ -127,6 +131,17 @@ def _procs_or_none(ctx: ops.Context) -> tuple[dict[str, dict] | None, Supervisor
     if ctx.paths.socket.exists() and sup.running():
         return sup.processes(), sup
     return None, sup
+
+
+def _fleet_or_running(ctx: ops.Context) -> Fleet:
+    """For commands that must work while the inventory is being edited (down, status, logs):
+    a broken inventory is a warning, and supervisord's own list of instances is used."""
+    try:
+        return ctx.load()
+    except InventoryError as exc:
+        print(f"miredoctl: warning: the inventory has {len(exc.problems)} problem(s) (see "
+              "`miredoctl validate`); acting on what supervisord runs", file=sys.stderr)
+        return Fleet(ctx.fleet_dir, {}, None)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -197,7 +212,7 @@ def cmd_up(args: argparse.Namespace, ctx: ops.Context) -> int:
 
 
 def cmd_down(args: argparse.Namespace, ctx: ops.Context) -> int:
-    fleet = ctx.load()
+    fleet = _fleet_or_running(ctx)
     sel = _selection(args)
     procs, _sup = _procs_or_none(ctx)
     names = resolve(fleet, sel, default_all=True, extra_known=tuple(procs or ()))
@@ -226,7 +241,7 @@ def cmd_reload(args: argparse.Namespace, ctx: ops.Context) -> int:
 
 def _status_rows(args: argparse.Namespace, ctx: ops.Context
                  ) -> tuple[Fleet, list[status_mod.InstanceStatus], Supervisor, bool]:
-    fleet = ctx.load()
+    fleet = _fleet_or_running(ctx)
     procs, sup = _procs_or_none(ctx)
     names = resolve(fleet, _selection(args), default_all=True, extra_known=tuple(procs or ()))
     return fleet, status_mod.collect(fleet, ctx.paths, names, procs), sup, procs is not None
@@ -257,9 +272,34 @@ def cmd_show(args: argparse.Namespace, ctx: ops.Context) -> int:
     return cmd_status(args, ctx)
 
 
+def cmd_wait(args: argparse.Namespace, ctx: ops.Context) -> int:
+    """For scripts and the demo: block until selected instances are usable, or time out."""
+    deadline = time.monotonic() + args.timeout
+    while True:
+        _fleet, rows, sup, reachable = _status_rows(args, ctx)
+        rows = [r for r in rows if r.enabled]
+        if reachable and all(r.ready for r in rows):
+            _emit(args, {"ready": True, "instances": [r.to_json() for r in rows]},
+                  "ready: " + ", ".join(r.name for r in rows))
+            return EXIT_OK
+        if time.monotonic() >= deadline:
+            waiting = [r.name for r in rows if not r.ready]
+            _emit(args, {"ready": False, "instances": [r.to_json() for r in rows]},
+                  status_mod.table(rows))
+            if not reachable:
+                raise SupervisorUnreachable(f"supervisord for this fleet is not running "
+                                            f"(looked for {sup.where()})")
+            print(f"miredoctl: not ready after {args.timeout:g}s: {', '.join(waiting)}",
+                  file=sys.stderr)
+            return EXIT_NOT_RUNNING
+        time.sleep(0.25)
+
+
 def cmd_logs(args: argparse.Namespace, ctx: ops.Context) -> int:
-    fleet = ctx.load()
-    names = resolve(fleet, _selection(args), default_all=True)
+    fleet = _fleet_or_running(ctx)
+    logged = tuple(p.stem for p in ctx.paths.logs.glob("*.log")
+                   if p.stem != "supervisord" and p.stem != "reaper")
+    names = resolve(fleet, _selection(args), default_all=True, extra_known=logged)
     if args.lines < 0:
         raise UsageError("-n must be 0 or more")
     logs_mod.show(ctx.paths, names, args.lines, args.follow)
@@ -311,7 +351,7 @@ def cmd_lab(args: argparse.Namespace, ctx: ops.Context) -> int:
 COMMANDS = {
     "validate": cmd_validate, "config": cmd_config, "diff": cmd_diff, "up": cmd_up,
     "down": cmd_down, "restart": cmd_restart, "reload": cmd_reload, "status": cmd_status,
-    "show": cmd_show, "logs": cmd_logs, "lab": cmd_lab,
+    "show": cmd_show, "wait": cmd_wait, "logs": cmd_logs, "lab": cmd_lab,
 }
 
 

@@ -513,6 +513,21 @@ def _endpoints(inst: Instance) -> list[tuple[str, int, str]]:
     return [(inst.values.get("bind_address", "0.0.0.0"), port, "bind_port")]
 
 
+def _blame(inst: Instance, key: str, message: str) -> Problem:
+    """A fleet clash is reported in the instance's own file: at the key if the file sets it,
+    else at its `netns` line (what put it next to the other one), else at line 1."""
+    own = display_path(inst.file)
+    for candidate in (key, "netns"):
+        origin = inst.origins.get(candidate)
+        if origin is not None and origin.file == own:
+            if candidate != key and key in inst.origins:
+                message += f"; {key} from {inst.origins[key]}"
+            return Problem(own, origin.line, message)
+    if key in inst.origins:
+        message += f"; {key} from {inst.origins[key]}"
+    return Problem(own, 1, message)
+
+
 def _check_fleet(instances: dict[str, Instance], problems: list[Problem]) -> None:
     """Clashes across the fleet: interface names and UDP endpoints within one namespace."""
     ifnames: dict[tuple[str | None, str], Instance] = {}
@@ -526,20 +541,17 @@ def _check_fleet(instances: dict[str, Instance], problems: list[Problem]) -> Non
         if ifname:
             other = ifnames.get((inst.netns, ifname))
             if other is not None:
-                file, line = inst.where("interface").rsplit(":", 1)
-                problems.append(Problem(file, int(line),
-                                        f"interface '{ifname}' in {ns_text} is also used by "
-                                        f"{other.name} ({other.where('interface')})"))
+                problems.append(_blame(inst, "interface",
+                                       f"interface '{ifname}' in {ns_text} is also used by "
+                                       f"{other.name} ({display_path(other.file)})"))
             else:
                 ifnames[(inst.netns, ifname)] = inst
         for ip, port, key in _endpoints(inst):
             for ons, oip, oport, other in endpoints:
                 if ons == inst.netns and oport == port and (
                         oip == ip or "0.0.0.0" in (oip, ip)):
-                    file, line = inst.where(key).rsplit(":", 1)
-                    problems.append(Problem(file, int(line),
-                                            f"UDP {ip}:{port} in {ns_text} clashes with "
-                                            f"{other.name} ({oip}:{oport})"))
+                    problems.append(_blame(inst, key, f"UDP {ip}:{port} in {ns_text} clashes "
+                                                      f"with {other.name} ({oip}:{oport})"))
                     break
             endpoints.append((inst.netns, ip, port, inst))
 

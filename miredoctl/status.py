@@ -52,6 +52,8 @@ class InstanceStatus:
     rx_packets: int | None = None
     tx_packets: int | None = None
     last_qualified: float | None = None
+    restarts: int | None = None  # engine-internal worker restarts (teredo-engine only)
+    last_error: str | None = None
     source: str | None = None  # where the tunnel view came from
     error: str | None = None
     config: str | None = None
@@ -60,6 +62,13 @@ class InstanceStatus:
     @property
     def up(self) -> bool:
         return self.state == "RUNNING"
+
+    @property
+    def ready(self) -> bool:
+        """Running, and for a client also qualified (has its Teredo address)."""
+        if not self.up:
+            return False
+        return self.role != "client" or (self.tunnel_state == "qualified" and bool(self.address))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,7 +206,12 @@ def engine_view(payload: dict[str, Any], st: InstanceStatus) -> None:
     st.tx_bytes = counters.get("udp_out_bytes")
     st.rx_packets = counters.get("udp_in_packets")
     st.tx_packets = counters.get("udp_out_packets")
-    st.last_qualified = payload.get("last_qualified")
+    # contract §4: Unix wall-clock seconds; anything before the process start is not one
+    qualified, started = payload.get("last_qualified"), payload.get("started")
+    if isinstance(qualified, int | float) and (not started or qualified >= started - 1):
+        st.last_qualified = float(qualified)
+    st.restarts = payload.get("worker_restarts")
+    st.last_error = payload.get("last_error")
 
 
 def collect(fleet: Fleet, paths: StatePaths, names: list[str],
@@ -325,6 +339,8 @@ def detail(st: InstanceStatus, inst: Instance | None) -> str:
                        f"{human_bytes(st.tx_bytes)} sent ({st.tx_packets} packets)")
     if st.last_qualified:
         kv("last qualified", ago(st.last_qualified))
+    kv("engine restarts", st.restarts)
+    kv("last error", st.last_error)
     kv("source", st.source)
     kv("log", st.log)
     kv("problem", st.error)

@@ -167,7 +167,8 @@ def test_fleet_conflicts(tmp_path: Path) -> None:
         "off.yaml": "role: client\nenabled: false\nbind_port: 4000\n",  # disabled: ignored
     })
     assert got == [
-        "b.yaml:1: interface 'teredo' in netns ns1 is also used by a (a.yaml:1)",
+        "b.yaml:1: interface 'teredo' in netns ns1 is also used by a (a.yaml); interface from "
+        "built-in default",
         "b.yaml:2: UDP 198.18.0.2:4000 in netns ns1 clashes with a (0.0.0.0:4000)",
         "s2.yaml:3: UDP 203.0.113.11:3544 in netns ns3 clashes with s1 (203.0.113.11:3544)",
     ]

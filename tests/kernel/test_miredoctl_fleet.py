@@ -1,0 +1,314 @@
+"""miredoctl end to end: a real supervisord, real engines, real namespaces (the lab).
+
+One lab per module (its own random prefix); every test has its own fleet folder and state
+folder, and its teardown stops its supervisord and checks that nothing is left running in the
+lab's namespaces. The CLI runs as a subprocess so exit codes and "no traceback" are real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from miredoctl import netns
+from miredoctl.lab import Lab, LabSpec
+from tests.kernel.conftest import _missing_tools, unique_prefix
+
+pytestmark = pytest.mark.kernel
+
+ROOT = Path(__file__).resolve().parents[2]
+ENGINE_ROLES = ("srv", "rly", "cli", "cli2")
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    reason = _missing_tools()
+    if reason:
+        pytest.skip(reason)
+    lab = Lab(LabSpec(prefix=unique_prefix()))
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()
+
+
+class Ctl:
+    """Runs `miredoctl` against one test's fleet and state folders."""
+
+    def __init__(self, lab: Lab, fleet: Path, state: Path) -> None:
+        self.lab, self.fleet, self.state = lab, fleet, state
+
+    def run(self, *args: str, expect: int | None = 0, timeout: float = 120
+            ) -> subprocess.CompletedProcess:
+        env = {**os.environ, "MIREDOCTL_FLEET": str(self.fleet),
+               "MIREDOCTL_STATE": str(self.state)}
+        env.pop("MIREDOCTL_DEBUG", None)
+        proc = subprocess.run([sys.executable, "-m", "miredoctl.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        if expect is not None:
+            assert proc.returncode == expect, (args, proc.returncode, proc.stdout, proc.stderr)
+        return proc
+
+    def json(self, *args: str, expect: int | None = 0) -> Any:
+        return json.loads(self.run(*args, "--json", expect=expect).stdout)
+
+    def status(self, *names: str) -> dict[str, dict[str, Any]]:
+        data = self.json("status", *names, expect=None)
+        return {row["name"]: row for row in data["instances"]}
+
+    def pids(self) -> dict[str, int | None]:
+        return {name: row["pid"] for name, row in self.status().items()}
+
+    def log(self, name: str) -> str:
+        path = self.state / "logs" / f"{name}.log"
+        return path.read_text() if path.exists() else ""
+
+    def wait(self, cond, what: str, timeout: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = cond()
+            if value:
+                return value
+            time.sleep(0.25)
+        raise AssertionError(f"timed out waiting for {what}; status: {self.status()}")
+
+
+def make_fleet(lab: Lab, dest: Path, engine: str = "teredo-engine",
+               overrides: dict[str, str] | None = None) -> Path:
+    """The shipped default fleet, moved to this lab's namespaces."""
+    dest.mkdir()
+    for src in (ROOT / "instances").glob("*.yaml"):
+        text = src.read_text().replace("mdl-", lab.spec.prefix)
+        if src.name == "defaults.yaml":
+            text = text.replace("engine: teredo-engine", f"engine: {engine}")
+        (dest / src.name).write_text(text)
+    for name, extra in (overrides or {}).items():
+        with (dest / f"{name}.yaml").open("a") as fh:
+            fh.write(extra)
+    return dest
+
+
+def _leftovers(lab: Lab) -> dict[str, list[int]]:
+    return {r: netns.pids(lab.ns(r)) for r in ENGINE_ROLES if netns.pids(lab.ns(r))}
+
+
+@pytest.fixture
+def ctl_factory(lab: Lab, tmp_path: Path) -> Iterator:
+    made: list[Ctl] = []
+
+    def make(engine: str = "teredo-engine", overrides: dict[str, str] | None = None) -> Ctl:
+        n = len(made)
+        fleet = make_fleet(lab, tmp_path / f"fleet{n}", engine, overrides)
+        ctl = Ctl(lab, fleet, tmp_path / f"state{n}")
+        made.append(ctl)
+        return ctl
+
+    yield make
+    for ctl in made:
+        ctl.run("down", expect=None)
+        pidfile = ctl.state / "supervisord.pid"
+        if pidfile.exists():  # down failed: stop the supervisord this test started, by pid
+            try:
+                os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+    left = _leftovers(lab)
+    if left:
+        netns.stop_pids([p for pids in left.values() for p in pids])
+    assert not left, f"processes left in lab namespaces after down: {left}"
+
+
+def test_fleet_lifecycle_with_teredo_engine(lab: Lab, ctl_factory) -> None:
+    ctl = ctl_factory()
+    ctl.run("validate")
+    up = ctl.json("up", "--all")["results"]
+    assert {r["name"]: r["action"] for r in up} == {
+        "client1": "started", "client2": "started", "relay": "started", "server": "started"}
+    ctl.run("wait", "--timeout", "30")
+    rows = ctl.status()
+    assert all(r["state"] == "RUNNING" and r["pid"] for r in rows.values())
+    for name, wan in (("client1", lab.spec.nat_wan), ("client2", lab.spec.nat2_wan)):
+        assert rows[name]["tunnel_state"] == "qualified"
+        assert rows[name]["address"].startswith("2001:0:cb00:710a:")  # server 203.0.113.10
+        assert rows[name]["mapped"].split(":")[0] == wan
+    assert rows["server"]["bound"] == ["203.0.113.10:3544", "203.0.113.11:3544"]
+    # the tunnels carry traffic: client -> native IPv6 host (via the relay), client -> client
+    ping = lab.exec("cli", ["ping", "-n", "-c", "3", "-i", "0.3", "-W", "3",
+                            lab.spec.v6_host], timeout=30)
+    assert ping.returncode == 0, ping.stdout
+    ping = lab.exec("cli", ["ping", "-n", "-c", "3", "-i", "0.3", "-W", "3",
+                            rows["client2"]["address"]], timeout=30)
+    assert ping.returncode == 0, ping.stdout
+
+    # restart by tag: exactly the two clients get new pids
+    before = ctl.pids()
+    res = ctl.json("restart", "--tag", "edge")["results"]
+    assert sorted(r["name"] for r in res) == ["client1", "client2"]
+    after = ctl.pids()
+    assert after["client1"] != before["client1"] and after["client2"] != before["client2"]
+    assert after["relay"] == before["relay"] and after["server"] == before["server"]
+
+    # reload: SIGHUP to exactly the selected running engines; a stopped one is reported
+    hups_before = {n: ctl.log(n).count("SIGHUP") for n in after}
+    ctl.run("down", "client2")
+    assert ctl.status("client2")["client2"]["state"] == "STOPPED"
+    proc = ctl.run("reload", "client1", "client2", "relay", "--json", expect=3)
+    got = {r["name"]: r["action"] for r in json.loads(proc.stdout)["results"]}
+    assert got == {"client1": "signalled", "client2": "not running", "relay": "signalled"}
+    ctl.wait(lambda: all(ctl.log(n).count("SIGHUP") == hups_before[n] + 1
+                         for n in ("client1", "relay")), "HUP in the engine logs", 10)
+    assert ctl.log("server").count("SIGHUP") == hups_before["server"]
+    assert ctl.log("client2").count("SIGHUP") == hups_before["client2"]
+    assert ctl.pids()["client1"] == after["client1"]  # a HUP is not a restart
+
+    # status exit code: 3 while one instance is down, 0 once `up` started it again
+    ctl.run("status", expect=3)
+    res = {r["name"]: r["action"] for r in ctl.json("up")["results"]}
+    assert res == {"client1": "unchanged", "client2": "started", "relay": "unchanged",
+                   "server": "unchanged"}
+    ctl.run("status")
+
+
+def test_up_after_inventory_change_restarts_only_that_instance(lab: Lab, ctl_factory) -> None:
+    ctl = ctl_factory()
+    ctl.run("up")
+    ctl.run("wait")
+    before = ctl.pids()
+    configs = {n: (ctl.state / "configs" / f"{n}.conf").stat().st_mtime_ns for n in before}
+    with (ctl.fleet / "client2.yaml").open("a") as fh:
+        fh.write("bind_port: 40001\n")
+    diff = ctl.run("diff").stdout
+    assert "+BindPort 40001" in diff and "restart    client2: config changed" in diff
+    res = {r["name"]: r["action"] for r in ctl.json("up")["results"]}
+    assert res == {"client1": "unchanged", "client2": "restarted", "relay": "unchanged",
+                   "server": "unchanged"}
+    after = ctl.pids()
+    assert after["client2"] != before["client2"]
+    assert {n: after[n] for n in ("client1", "relay", "server")} == \
+        {n: before[n] for n in ("client1", "relay", "server")}
+    for name in ("client1", "relay", "server"):  # identical output is not rewritten
+        assert (ctl.state / "configs" / f"{name}.conf").stat().st_mtime_ns == configs[name]
+    ctl.run("wait")
+    assert "0.0.0.0:40001" in ctl.status("client2")["client2"]["bound"]
+    # a second `up` with nothing changed touches nothing
+    res = {r["name"]: r["action"] for r in ctl.json("up")["results"]}
+    assert set(res.values()) == {"unchanged"}
+    assert ctl.pids() == after
+
+
+def test_killed_engine_is_restarted_and_status_shows_it(lab: Lab, ctl_factory) -> None:
+    ctl = ctl_factory()
+    ctl.run("up")
+    ctl.run("wait")
+    old = ctl.pids()["relay"]
+    os.kill(old, signal.SIGKILL)
+    row = ctl.wait(lambda: (r := ctl.status("relay")["relay"])["state"] == "RUNNING"
+                   and r["pid"] not in (None, old) and r, "relay restarted by supervisord")
+    assert row["pid"] != old
+    # the reaper removed what the killed engine left behind, so the new one got its tunnel
+    assert f"relay: killed leftover processes of group {old}" in \
+        (ctl.state / "logs" / "reaper.log").read_text()
+    ctl.run("wait")
+
+
+def test_bad_inventories_give_file_line_errors_and_touch_nothing(lab: Lab, ctl_factory) -> None:
+    ctl = ctl_factory()
+    ctl.run("up")
+    ctl.run("wait")
+    pids = ctl.pids()
+    files = {p: p.read_bytes() for p in (ctl.state / "configs").iterdir()}
+    cases = {
+        "client1.yaml": ("bind_prot: 4000\n",
+                         "client1.yaml:5: unknown key 'bind_prot' (did you mean 'bind_port'?)"),
+        "relay.yaml": ("mtu: huge\n", "relay.yaml:7: mtu must be an integer 1280-65535, got "
+                                      "string 'huge'"),
+        "client3.yaml": (f"role: client\nserver: 203.0.113.10\nnetns: {lab.ns('cli')}\n",
+                         f"client3.yaml:3: interface 'teredo' in netns {lab.ns('cli')} is also "
+                         "used by client1"),
+        "server.yaml": ("server_bind_address: 203.0.113.20\n",
+                        "server.yaml:7: duplicate key 'server_bind_address' (first at line 4)"),
+    }
+    for name, (extra, _msg) in cases.items():
+        with (ctl.fleet / name).open("a") as fh:
+            fh.write(extra)
+    for cmd in (("validate",), ("up",), ("reload", "--all"), ("diff",)):
+        proc = ctl.run(*cmd, expect=1)
+        for _extra, msg in cases.values():
+            assert msg in proc.stderr, (cmd, proc.stderr)
+        assert "nothing was changed" in proc.stderr
+    (ctl.fleet / "client4.yaml").write_text("role: client\nserver: null\nnetns: x\n")
+    proc = ctl.run("up", expect=1)
+    assert "client4.yaml:1: a client needs 'server' (its Teredo server)" in proc.stderr
+    assert ctl.pids() == pids
+    assert {p: p.read_bytes() for p in (ctl.state / "configs").iterdir()} == files
+
+
+def test_failed_up_leaves_the_running_fleet_as_it_was(lab: Lab, ctl_factory) -> None:
+    ctl = ctl_factory()
+    ctl.run("up")
+    ctl.run("wait")
+    conf = ctl.state / "configs" / "client1.conf"
+    old_text = conf.read_text()
+    # valid inventory, but the address is not on any interface in the namespace: the engine
+    # cannot bind and exits, so supervisord gives up on it (FATAL)
+    with (ctl.fleet / "client1.yaml").open("a") as fh:
+        fh.write("bind_address: 198.18.0.99\n")
+    proc = ctl.run("up", "client1", "--json", expect=1)
+    res = [(r["name"], r["action"]) for r in json.loads(proc.stdout)["results"]]
+    assert res == [("client1", "failed"), ("client1", "rolled back")]
+    assert conf.read_text() == old_text
+    ctl.run("wait")
+    assert ctl.status("client1")["client1"]["state"] == "RUNNING"
+
+
+def test_debian_miredo_as_engine(lab: Lab, ctl_factory) -> None:
+    if not (os.access("/usr/sbin/miredo", os.X_OK) and os.access("/usr/sbin/miredo-server",
+                                                                  os.X_OK)):
+        pytest.skip("Debian's miredo / miredo-server are not installed")
+    # the server, relay and client2 run Debian's miredo; client1 runs ours, side by side
+    ctl = ctl_factory(engine="miredo", overrides={"client1": "engine: teredo-engine\n"})
+    ctl.run("up")
+    ctl.run("wait")
+    rows = ctl.status()
+    assert rows["client2"]["engine"] == "miredo" and rows["client1"]["engine"] == "teredo-engine"
+    assert rows["client2"]["address"].startswith("2001:0:cb00:710a:")
+    assert rows["client2"]["mapped"].split(":")[0] == lab.spec.nat2_wan
+    assert rows["client2"]["source"].startswith("kernel")
+    assert rows["server"]["bound"] == ["203.0.113.10:3544", "203.0.113.11:3544"]
+    ping = lab.exec("cli2", ["ping", "-n", "-c", "3", "-i", "0.3", "-W", "3",
+                             lab.spec.v6_host], timeout=30)
+    assert ping.returncode == 0, ping.stdout
+    res = {r["name"]: r for r in ctl.json("reload", "client2")["results"]}
+    assert res["client2"]["action"] == "signalled"
+    assert "miredo re-creates the tunnel on HUP" in res["client2"]["detail"]
+    ctl.wait(lambda: "Reloading configuration" in ctl.log("client2"), "miredo reload", 10)
+    ctl.run("wait")
+    down = {r["name"]: r["action"] for r in ctl.json("down")["results"]}
+    assert down["supervisord"] == "stopped"
+    assert not _leftovers(lab)
+
+
+def test_cli_errors_and_exit_codes(lab: Lab, ctl_factory) -> None:
+    ctl = ctl_factory()
+    proc = ctl.run("status", expect=4)
+    assert f"looked for unix://{ctl.state}/supervisor.sock" in proc.stderr
+    proc = ctl.run("restart", "relay-eu", expect=4)
+    assert proc.stderr.strip() == ("miredoctl: unknown instance 'relay-eu'; known: client1, "
+                                   "client2, relay, server")
+    ctl.run("reload", expect=2)
+    ctl.run("frobnicate", expect=2)
+    proc = ctl.run("reload", "--all", expect=4)
+    assert "supervisord for this fleet is not running" in proc.stderr
+    proc = ctl.run("up", "--fleet", str(ctl.fleet / "nope"), expect=1)
+    assert "fleet folder not found" in proc.stderr
