@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("logs", "instance logs, merged and prefixed with the instance name")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--lines", type=int, default=20, metavar="N")
+    cmd("demo", "build the lab, run the default fleet, ping through it (from the repo root)",
+        selection=False)
     p = cmd("lab", "build, remove or inspect the demo network in namespaces", selection=False)
     p.add_argument("action", choices=("up", "down", "status", "check"))
     p.add_argument("--prefix", default=os.environ.get("MIREDOCTL_LAB_PREFIX", DEFAULT_LAB_PREFIX),
@@ -348,10 +350,16 @@ def cmd_lab(args: argparse.Namespace, ctx: ops.Context) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace, ctx: ops.Context) -> int:
+    from miredoctl import demo
+
+    return demo.main()
+
+
 COMMANDS = {
     "validate": cmd_validate, "config": cmd_config, "diff": cmd_diff, "up": cmd_up,
     "down": cmd_down, "restart": cmd_restart, "reload": cmd_reload, "status": cmd_status,
-    "show": cmd_show, "wait": cmd_wait, "logs": cmd_logs, "lab": cmd_lab,
+    "show": cmd_show, "wait": cmd_wait, "logs": cmd_logs, "demo": cmd_demo, "lab": cmd_lab,
 }
 
 
