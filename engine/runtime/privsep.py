@@ -9,6 +9,7 @@ setuid-binary door for good.
 
 from __future__ import annotations
 
+import ctypes  # at import time: the worker cannot import after dropping root
 import os
 import pwd
 from dataclasses import dataclass
@@ -62,8 +63,6 @@ def status_field(status_text: str, name: str) -> list[str]:
 
 def _no_new_privs() -> None:
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_no_new_privs = 38
         libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0)

@@ -7,6 +7,7 @@ packet batch and there is no race between "check a flag" and "sleep in epoll".
 
 from __future__ import annotations
 
+import ctypes  # at import time: the worker cannot import after dropping root
 import signal
 import socket
 from collections.abc import Iterable
@@ -62,8 +63,6 @@ def ignore_user_signals() -> None:
 def set_parent_death_signal(signum: int = signal.SIGTERM) -> None:
     """Ask the kernel to signal a worker whose privileged parent vanished (Linux prctl)."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signum, 0, 0, 0)

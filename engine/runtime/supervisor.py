@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import time
 from typing import Any
 
@@ -291,6 +292,7 @@ class Supervisor:
         )
         worker = Worker(self.config, role, res)
         WorkerSignals(worker)
+        profile = _WorkerProfile.from_env()  # opened as root, written after the drop
         try:
             drop_privileges(self.account, self.opts.chrootdir)
         except (OSError, PrivsepError) as e:
@@ -299,7 +301,10 @@ class Supervisor:
         set_parent_death_signal(signal.SIGTERM)
         if os.getppid() == 1:
             return 0
-        worker.run()
+        if profile is not None:
+            profile.run(worker.run)
+        else:
+            worker.run()
         worker.close()
         return 0
 
@@ -600,6 +605,45 @@ class Supervisor:
             self.pidfile.release()
         if self.exit_code == 0:
             log.info("stopped")
+
+
+class _WorkerProfile:
+    """cProfile of the worker's loop when ``TEREDO_WORKER_PROFILE=FILE`` is set.
+
+    ``python -m cProfile -m engine`` only sees the parent: the packet path runs in a forked,
+    unprivileged (maybe chrooted) worker that ends with ``os._exit``.  The output file is
+    opened before privileges are dropped; the stats are ``pstats``-readable.
+    """
+
+    def __init__(self, fd: int) -> None:
+        import cProfile  # imported while still root: nobody may not read the stdlib
+        import marshal
+
+        self.fd = fd
+        self._profile_cls = cProfile.Profile
+        self._marshal = marshal
+
+    @classmethod
+    def from_env(cls) -> _WorkerProfile | None:
+        path = os.environ.get("TEREDO_WORKER_PROFILE")
+        if not path:
+            return None
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            log.warning("worker profile %s: %s", path, e.strerror)
+            return None
+        return cls(fd)
+
+    def run(self, fn) -> None:
+        sys.setprofile(None)  # an inherited parent profiler would mix both processes
+        prof = self._profile_cls()
+        try:
+            prof.runcall(fn)
+        finally:
+            prof.create_stats()
+            with os.fdopen(self.fd, "wb") as f:
+                self._marshal.dump(prof.stats, f)
 
 
 def _prefix_text(prefix32: int) -> str:
