@@ -386,7 +386,10 @@ class Supervisor:
 
     def _on_signals(self) -> None:
         assert self.signals is not None
-        for signum in self.signals.drain():
+        stops = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+        # a stop signal first: under `stopasgroup` the worker's exit (SIGCHLD) may be read in
+        # the same batch and must not be taken for a crash
+        for signum in sorted(set(self.signals.drain()), key=lambda s: s not in stops):
             if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
                 if self.exit_code is None:
                     log.info("exiting on signal %s", signame(signum))
@@ -468,6 +471,8 @@ class Supervisor:
             if self.config.role != "client" or self.iface is None:
                 log.error("rejected request from worker: up: only a client changes its address")
                 return
+            if (self.iface.address, self.iface.mtu) == (req.address, req.mtu):
+                return  # already so: no flush, no blip for open connections
             try:
                 self.iface.client_up(req.address, req.mtu)
             except NetlinkConfigError as e:
