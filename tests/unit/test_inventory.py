@@ -200,3 +200,12 @@ def test_selection(tmp_path: Path) -> None:
     assert exc.value.code == 4
     with pytest.raises(UnknownInstanceError):
         resolve(fleet, Selection(tags=["nope"]), default_all=True)
+
+
+def test_operator_docs_cover_every_field_and_command() -> None:
+    from miredoctl.cli import COMMANDS
+    from miredoctl.inventory import FIELDS
+
+    doc = (ROOT / "docs" / "miredoctl.md").read_text()
+    assert [f for f in FIELDS if f"| `{f}` |" not in doc] == []
+    assert [c for c in COMMANDS if f"| `{c}" not in doc] == []
