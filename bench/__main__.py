@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.daemons import IMPLS, profiled_ours
+from bench.daemons import IMPLS
 from bench.measure import IPERF_TESTS
 from bench.memory import engine_memory
 from bench.profile import profile_text
 from bench.report import fmt, machine_meta, summarize, write
-from bench.runner import Settings, run_all, run_profile
+from bench.runner import Settings, run_all
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -66,8 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peers", type=int, default=100_000,
                    help="peer-table size for the engine memory measure (default 100000)")
     p.add_argument("--profile", action="store_true",
-                   help="also run our relay once under cProfile (TCP v6 -> client) and report "
-                        "where its time goes; not part of the comparison")
+                   help="one extra TCP v6 -> client run with py-spy sampling our relay's worker; "
+                        "report where its time goes (the run is not part of the comparison)")
     p.add_argument("--prefix", default="", help="namespace-name prefix (default: bn<pid>)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     p.add_argument("--keep-logs", action="store_true",
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     settings = Settings(relays=a.relay, client=a.client, server=a.server,
                         qual_client=a.qual_client, runs=a.runs, duration=a.duration,
-                        qual_runs=a.qual_runs, tests=a.tests, prefix=a.prefix)
+                        qual_runs=a.qual_runs, tests=a.tests, prefix=a.prefix,
+                        profile=a.profile)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     run_dir = Path(tempfile.mkdtemp(prefix="teredo-bench."))
     os.chmod(run_dir, 0o755)  # miredo drops to its own user and must read its config
@@ -124,11 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         run_all(settings, run_dir, blocks, _log)
         if "ours" in a.relay:
             extras["Engine memory"] = engine_memory(a.peers, blocks.get("ours"), _log)
-        if a.profile and "ours" in a.relay:
-            prof = run_dir / "relay.prof"
-            res = run_profile(settings, run_dir, profiled_ours(prof), _log, a.duration)
-            extras["Where our relay's time goes (cProfile, TCP v6 -> client)"] = profile_text(
-                prof, res)
+        prof = blocks.get("ours", {}).get("profile")
+        if prof:
+            extras["Where our relay's time goes (py-spy, TCP v6 -> client)"] = profile_text(
+                prof.get("summary"), prof.get("row"), prof.get("note", ""))
     except KeyboardInterrupt:
         interrupted = True
         _log("interrupted: everything started was stopped; writing what was measured")

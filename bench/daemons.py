@@ -4,8 +4,8 @@
 role (argv templates, per-instance pid file and status socket, configs written from the lab
 spec, start/stop by PID in a session of its own); the benchmark uses it as is, so that "ours"
 here is exactly what the kernel tests run. What the benchmark adds: its names for the two
-implementations, a cProfile-wrapped variant of ours, and qualification timed from netlink
-address events instead of 5 ms polling.
+implementations, and qualification timed from netlink address events instead of 5 ms
+polling.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import select
 import subprocess
 import time
-from pathlib import Path
 
 from miredoctl.lab import Lab
 from tests.kernel import harness as h
@@ -28,15 +27,6 @@ def implementation(name: str) -> h.Implementation:
     if name == "ours":
         return h.OURS
     raise ValueError(f"unknown implementation {name!r} (have {', '.join(IMPLS)})")
-
-
-def profiled_ours(out: Path) -> h.Implementation:
-    """Our engine under cProfile, which writes `out` when the engine exits normally."""
-    commands = {}
-    for kind, argv in h.OURS.commands.items():
-        argv = list(argv)
-        commands[kind] = (argv[0], "-m", "cProfile", "-o", str(out), *argv[1:])
-    return h.Implementation("ours-cprofile", commands, h.OURS.env)
 
 
 class AddressWatch:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import CLK_TCK, tree_cpu_ticks
+from bench.procs import CLK_TCK, tree_cpu_split, tree_cpu_ticks
 from bench.stats import ParseError, parse_iperf, parse_ping
 from miredoctl.lab import LabSpec
 from tests.kernel.harness import Daemon
@@ -87,8 +87,11 @@ class TunnelPath:
     def snapshot(self) -> dict[str, int]:
         r, c = udp_counters(self.rly_ns), udp_counters(self.cli_ns)
         ifn = self.spec.teredo_if
+        r_user, r_sys = tree_cpu_split(self.relay.pid or 0)
         return {
-            "relay_ticks": tree_cpu_ticks(self.relay.pid or 0),
+            "relay_ticks": r_user + r_sys,
+            "relay_user_ticks": r_user,
+            "relay_sys_ticks": r_sys,
             "client_ticks": tree_cpu_ticks(self.client.pid or 0),
             "relay_udp_in": r.get("InDatagrams", 0),
             "relay_udp_out": r.get("OutDatagrams", 0),
@@ -119,6 +122,8 @@ def run_iperf(p: TunnelPath, test: IperfTest, run: int, duration: float, out_dir
     delta = {k: after[k] - before[k] for k in before}
     row["wall_s"] = wall
     row["relay_cpu_pct"] = 100.0 * delta["relay_ticks"] / CLK_TCK / wall
+    row["relay_user_pct"] = 100.0 * delta["relay_user_ticks"] / CLK_TCK / wall
+    row["relay_sys_pct"] = 100.0 * delta["relay_sys_ticks"] / CLK_TCK / wall
     row["client_cpu_pct"] = 100.0 * delta["client_ticks"] / CLK_TCK / wall
     row["relay_pps"] = (delta["relay_udp_in"] + delta["relay_udp_out"]) / wall
     for k in ("relay_udp_rcvbuf_err", "client_udp_rcvbuf_err", "relay_tun_txdrop",

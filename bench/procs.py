@@ -121,14 +121,24 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def tree_cpu_ticks(root: int) -> int:
-    """utime+stime, in clock ticks, summed over the live process tree under `root`."""
-    total = 0
+def tree_cpu_split(root: int) -> tuple[int, int]:
+    """(utime, stime) in clock ticks, summed over the live process tree under `root`.
+
+    The split matters for a userspace relay: user time is the interpreter or the C code,
+    system time is the syscalls and the kernel's UDP/TUN work done on the relay's behalf.
+    """
+    user = system = 0
     for pid in process_tree(root):
         fields = _stat_fields(pid)
         if fields is not None:
-            total += int(fields[11]) + int(fields[12])
-    return total
+            user += int(fields[11])
+            system += int(fields[12])
+    return user, system
+
+
+def tree_cpu_ticks(root: int) -> int:
+    """utime+stime, in clock ticks, summed over the live process tree under `root`."""
+    return sum(tree_cpu_split(root))
 
 
 def tree_memory_kib(root: int) -> dict[str, int]:

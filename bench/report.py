@@ -16,6 +16,8 @@ from pathlib import Path
 
 from bench.stats import median, ratio, verdict
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @dataclass(frozen=True)
 class Measure:
@@ -171,8 +173,8 @@ def _detail(impl: str, res: dict) -> list[str]:
     rows = res.get("iperf", [])
     if rows:
         out.append("| test | runs | recv Mbit/s (per run) | sender Mbit/s | loss % | TCP retrans "
-                   "| relay CPU % | client CPU % | relay pkt/s | drops relay tun / relay UDP "
-                   "rcvbuf / client tun / client UDP rcvbuf |")
+                   "| relay CPU % (user/sys) | client CPU % | relay pkt/s "
+                   "| drops relay tun / relay UDP rcvbuf / client tun / client UDP rcvbuf |")
         out.append("|---|---|---|---|---|---|---|---|---|---|")
         for test in dict.fromkeys(r["test"] for r in rows):
             rs = [r for r in rows if r["test"] == test]
@@ -185,7 +187,8 @@ def _detail(impl: str, res: dict) -> list[str]:
             out.append(
                 f"| {test} | {len(ok)}/{len(rs)} | {fmt(g('mbit_s'))} ({per}) | "
                 f"{fmt(g('sent_mbit_s'))} | {fmt(g('loss_pct'), 2)} | "
-                f"{fmt(g('retransmits'), 0)} | {fmt(g('relay_cpu_pct'))} | "
+                f"{fmt(g('retransmits'), 0)} | {fmt(g('relay_cpu_pct'))} "
+                f"({fmt(g('relay_user_pct'))}/{fmt(g('relay_sys_pct'))}) | "
                 f"{fmt(g('client_cpu_pct'))} | {fmt(g('relay_pps'), 0)} | "
                 f"{fmt(g('relay_tun_txdrop'), 0)} / {fmt(g('relay_udp_rcvbuf_err'), 0)} / "
                 f"{fmt(g('client_tun_txdrop'), 0)} / {fmt(g('client_udp_rcvbuf_err'), 0)} |")
@@ -235,7 +238,9 @@ def machine_meta() -> dict:
         "machine": f"{os.cpu_count()} CPU ({model}), kernel {platform.release()}, "
                    f"Python {platform.python_version()}",
         "versions": ", ".join([first(["dpkg-query", "-W", "-f", "miredo ${Version}", "miredo"]),
-                               first(["iperf3", "--version"]).split(" (")[0]]),
+                               first(["iperf3", "--version"]).split(" (")[0],
+                               "ours at git " + first(["git", "-C", str(ROOT), "describe",
+                                                       "--always", "--dirty"])]),
     }
 
 

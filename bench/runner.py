@@ -15,11 +15,13 @@ numbers.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import profile
 from bench.daemons import implementation, start_client_timed, stop
 from bench.measure import (
     IPERF_TESTS,
@@ -51,6 +53,7 @@ class Settings:
     ping_count: int = 100
     ping_interval: float = 0.01
     prefix: str = ""
+    profile: bool = False
 
 
 def new_result(impl: str, settings: Settings) -> dict:
@@ -223,6 +226,10 @@ def run_all(settings: Settings, run_dir: Path, blocks: dict[str, dict], log: Log
             for s in setups:
                 ping(s, run, settings)
         log("ping done")
+        if settings.profile:
+            for s in setups:
+                if s.impl == "ours":
+                    profile_run(s, settings.duration, log)
         for s in setups:
             finish(s)
     except KeyboardInterrupt:
@@ -238,18 +245,27 @@ def run_all(settings: Settings, run_dir: Path, blocks: dict[str, dict], log: Log
                 log(f"[{s.impl}] teardown: {e}")
 
 
-def run_profile(settings: Settings, run_dir: Path, relay_impl: h.Implementation, log: Log,
-                duration: float) -> dict:
-    """Our relay under a profiler for one TCP v6 -> client run (outside the comparison)."""
-    res = new_result("ours", settings)
-    s = prepare("ours", settings, run_dir, res, log, relay_impl, tag="p")
+def profile_run(s: Setup, duration: float, log: Log) -> None:
+    """One extra TCP v6 -> client run with py-spy sampling our relay's worker."""
+    if not s.live or s.path is None or s.relay is None:
+        return
+    out = s.dir / "relay.pyspy.txt"
+    spy = profile.start(profile.worker_pid(s.relay.pid or 0), duration, out)
+    if spy is None:
+        s.res["profile"] = {"note": "py-spy is not installed (pip install py-spy, or "
+                                    "pip install -e '.[bench]')"}
+        return
+    time.sleep(0.5)  # let py-spy attach before the traffic starts
+    row = run_iperf(s.path, IPERF_TESTS["tcp-fwd"], 0, duration, s.dir)
+    log(f"[{s.impl}] profiled tcp-fwd run: " + iperf_line(row))
     try:
-        connect(s, settings.client, log)
-        iperf(s, "tcp-fwd", 1, duration, log)
-        finish(s)
-    finally:
-        s.teardown()
-    return res
+        _, err = spy.communicate(timeout=duration + 30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        _, err = spy.communicate()
+    raw = out.read_text() if out.exists() else ""
+    note = "" if raw else f"py-spy wrote nothing: {(err or '').strip().splitlines()[-1:]}"
+    s.res["profile"] = {"row": row, "summary": profile.summarize(raw), "note": note}
 
 
 def iperf_line(row: dict) -> str:

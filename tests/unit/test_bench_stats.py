@@ -134,3 +134,18 @@ def test_peer_table_memory_probe_runs_in_a_fresh_interpreter():
     d = json.loads(out)
     assert d["peers"] == 2000
     assert d["after_kib"] >= d["before_kib"] > 0
+
+
+def test_pyspy_raw_stacks_rank_own_and_inclusive_time():
+    from bench.profile import summarize
+
+    raw = ("run (worker.py:400);_udp (worker.py:210);recvfrom (socket.py:1) 60\n"
+           "run (worker.py:400);_udp (worker.py:212);udp_in (relay.py:90) 30\n"
+           "run (worker.py:400);select (selectors.py:468) 10\n")
+    s = summarize(raw, top=3)
+    assert s["samples"] == 100
+    assert s["own"][0] == ("recvfrom (socket.py)", 60.0)
+    assert dict(s["inclusive"])["_udp (worker.py)"] == 90.0  # both lines of _udp merged
+    assert s["own_lines"][0] == ("recvfrom (socket.py:1)", 60.0)
+    assert "run (worker.py)" not in dict(s["inclusive"])  # on every sample: left out
+    assert summarize("")["own"] == []
