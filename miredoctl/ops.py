@@ -8,11 +8,13 @@ the previous configuration.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
-import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,11 +183,13 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
     with fleet_lock(ctx.paths):
         write_atomic(ctx.paths.supervisord_conf, supervisord_conf(ctx.paths,
                                                                   identifier_for(ctx.paths)))
+        stale_results: list[ApplyResult] = []
         if not running:
             # Nothing runs: program files left from an earlier run describe nothing, and
             # supervisord would autostart them all. Only the selected instances get a program.
             for stale in ctx.paths.programs.glob("*.conf"):
                 stale.unlink()
+            stale_results = stop_stale_engines(ctx.paths)
         saved = {p.name: (read_file(ctx.paths.config(p.name)), read_file(ctx.paths.program(p.name)))
                  for p in plans}
         for plan in plans:
@@ -196,7 +200,7 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
                 _write_instance(ctx, r)
         for orphan in orphans:
             ctx.paths.program(orphan).unlink(missing_ok=True)
-        results: list[ApplyResult] = []
+        results: list[ApplyResult] = list(stale_results)
         if not running:
             sup.start_daemon()  # autostarts every program file just written
         else:
@@ -239,6 +243,35 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
         if failed:
             _rollback(ctx, sup, plans, saved, procs, results)
         return plans, results
+
+
+def stop_stale_engines(paths: StatePaths, grace: float = 10.0) -> list[ApplyResult]:
+    """Engines orphaned by a supervisord that died (e.g. SIGKILL) still hold their pid file and
+    TUN device, so new ones would fail. Stop them, but only processes whose command line names
+    this fleet's config file: a pid file alone may point at a recycled pid."""
+    results = []
+    for pidfile in sorted(paths.run.glob("*.pid")):
+        name = pidfile.stem
+        try:
+            pid = int(pidfile.read_text().strip() or 0)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if pid <= 1 or str(paths.config(name)).encode() not in cmdline:
+            continue
+        try:
+            pgid = os.getpgid(pid)
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)  # its group: the worker and helpers too
+        results.append(ApplyResult(name, "stale engine stopped", True,
+                                   f"pid {pid} was left by a supervisord that died"))
+    return results
 
 
 def _rollback(ctx: Context, sup: Supervisor, plans: list[Plan],
@@ -376,13 +409,3 @@ def diff(ctx: Context, rendered: dict[str, Rendered], names: list[str]) -> list[
                 fromfile=f"{path} (running)" if old is not None else "/dev/null",
                 tofile=f"{name} (rendered)"))
     return out
-
-
-def ensure_root_for(cmd: str) -> None:
-    if os.geteuid() != 0:
-        raise MiredoctlError(f"`miredoctl {cmd}` needs root (it manages processes that hold "
-                             "TUN devices and network namespaces)")
-
-
-def which(binary: str) -> str | None:
-    return shutil.which(binary)

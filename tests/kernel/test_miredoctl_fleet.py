@@ -312,3 +312,19 @@ def test_cli_errors_and_exit_codes(lab: Lab, ctl_factory) -> None:
     assert "supervisord for this fleet is not running" in proc.stderr
     proc = ctl.run("up", "--fleet", str(ctl.fleet / "nope"), expect=1)
     assert "fleet folder not found" in proc.stderr
+
+
+def test_up_recovers_engines_orphaned_by_a_killed_supervisord(lab: Lab, ctl_factory) -> None:
+    ctl = ctl_factory()
+    ctl.run("up")
+    ctl.run("wait")
+    old = ctl.pids()
+    os.kill(int((ctl.state / "supervisord.pid").read_text()), signal.SIGKILL)
+    ctl.wait(lambda: ctl.run("status", expect=None).returncode == 4, "supervisord gone")
+    assert all(Path(f"/proc/{pid}").exists() for pid in old.values())  # orphans still run
+    res = ctl.json("up")["results"]
+    stale = sorted(r["name"] for r in res if r["action"] == "stale engine stopped")
+    assert stale == ["client1", "client2", "relay", "server"]
+    assert sorted(r["name"] for r in res if r["action"] == "started") == stale
+    ctl.run("wait")
+    assert not set(ctl.pids().values()) & set(old.values())
