@@ -130,7 +130,7 @@ def _results_json(results: list[ApplyResult]) -> list[dict[str, Any]]:
 
 def _procs_or_none(ctx: ops.Context) -> tuple[dict[str, dict] | None, Supervisor]:
     sup = Supervisor(ctx.paths)
-    if ctx.paths.socket.exists() and sup.running():
+    if sup.running():
         return sup.processes(), sup
     return None, sup
 

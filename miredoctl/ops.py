@@ -172,7 +172,7 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
     fleet, rendered = validate(ctx)
     names = _selected_enabled(fleet, names, explicit)
     sup = Supervisor(ctx.paths)
-    running = ctx.paths.socket.exists() and sup.running()
+    running = sup.running()
     procs = sup.processes() if running else {}
     plans = plan_up(ctx, rendered, names, procs)
     orphans = sorted(set(procs) - set(rendered)) if whole_fleet else []
@@ -308,7 +308,7 @@ def _rollback(ctx: Context, sup: Supervisor, plans: list[Plan],
 def down(ctx: Context, names: list[str], *, whole_fleet: bool) -> list[ApplyResult]:
     """Stop the selected engines; the whole fleet also stops its supervisord."""
     sup = Supervisor(ctx.paths)
-    if not (ctx.paths.socket.exists() and sup.running()):
+    if not (sup.running()):
         return [ApplyResult(n, "not running", True, "supervisord not running") for n in names]
     results = []
     with fleet_lock(ctx.paths):

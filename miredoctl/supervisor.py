@@ -91,10 +91,18 @@ class Supervisor:
 
     def running(self) -> bool:
         """True when *our* supervisord answers on the socket (identifier checked)."""
-        if not self.paths.socket.exists():
+        try:
+            self.paths.socket.stat()
+        except FileNotFoundError:
             return False
+        except PermissionError:
+            raise MiredoctlError(f"permission denied on {self.paths.socket}: the fleet's "
+                                 "supervisord socket is owner-only; run miredoctl as root")
         try:
             ident = self.rpc.supervisor.getIdentification()
+        except PermissionError:
+            raise MiredoctlError(f"permission denied on {self.paths.socket}: the fleet's "
+                                 "supervisord socket is owner-only; run miredoctl as root")
         except (OSError, http.client.HTTPException, xmlrpc.client.Error):
             self.close()
             return False
