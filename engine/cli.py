@@ -27,7 +27,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 USAGE = f"""\
 Usage: {PROG} [-f] [-c FILE] [-p PIDFILE] [-u USER] [-t DIR] [--status-socket PATH] [SERVER]
-       {PROG} --check [-c FILE | FILE]
+       {PROG} --check [--strict] [-c FILE | FILE]
        {PROG} --status [--status-socket PATH | -c FILE] [--json]
 """
 
@@ -44,13 +44,15 @@ miredo-server.conf file. SERVER overrides ServerAddress (client) or ServerBindAd
   -t, --chroot, --chrootdir DIR
                              chroot to DIR after set-up
       --status-socket PATH   status socket path
-      --check                check the configuration file and exit
+      --check                check the configuration file and exit (warnings are
+                             printed, only errors fail it)
+      --strict               with --check: warnings fail it too (miredo-checkconf)
       --status               print the status of a running instance
       --json                 with --status: print it as JSON
   -V, --version              print the version and exit
   -h, --help                 print this help and exit
 
-Exit status: 0 success, 1 error, 2 usage error.
+Exit status: 0 success, 1 error (with --check: a problem in the file), 2 usage error.
 """
 
 VERSION = f"""\
@@ -92,6 +94,7 @@ def _parser() -> _Parser:
     p.add_argument("-t", "--chroot", "--chrootdir", dest="chrootdir", action=_Once, metavar="DIR")
     p.add_argument("--status-socket", action=_Once, metavar="PATH")
     p.add_argument("--check", action="store_true")
+    p.add_argument("--strict", action="store_true")
     p.add_argument("--status", action="store_true")
     p.add_argument("--json", action="store_true")
     p.add_argument("-V", "--version", action="store_true")
@@ -109,6 +112,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise UsageError("--check and --status cannot be used together")
     if ns.json and not ns.status:
         raise UsageError("--json only goes with --status")
+    if ns.strict and not ns.check:
+        raise UsageError("--strict only goes with --check")
     if len(ns.args) > 1:
         raise UsageError(f"unexpected extra parameter: {ns.args[1]}")
     if ns.check and ns.args and ns.config is not None:
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(VERSION)
         return EXIT_OK
     if ns.check:
-        return check(ns.args[0] if ns.args else ns.config or DEFAULT_CONFIG)
+        return check(ns.args[0] if ns.args else ns.config or DEFAULT_CONFIG, strict=ns.strict)
     opts = run_options(ns)
     if ns.status:
         return status(ns, opts)
@@ -167,12 +172,25 @@ def _runtime_module(name: str) -> Any:
 
 
 def _print_problems(error: ConfigError) -> None:
-    for problem in error.problems:
-        print(problem, file=sys.stderr)
+    """Errors and warnings together, in file order, so a fix-up pass sees everything."""
+    lines = sorted([*error.problems, *getattr(error, "warnings", ())], key=_line_key)
+    for line in lines:
+        print(line, file=sys.stderr)
 
 
-def check(path: str) -> int:
-    """`--check`: like miredo-checkconf, for all three roles, and warnings do not fail it."""
+def _line_key(message: str) -> int:
+    """The line number of a `file:line: ...` message; file-wide ones (no line) go last."""
+    parts = message.split(":", 2)
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 1 << 62
+
+
+def check(path: str, *, strict: bool = False) -> int:
+    """`--check`: like miredo-checkconf, for all three roles.
+
+    Warnings (superfluous directives, a last line without newline...) do not fail it, since
+    the daemon runs with them; `strict` makes them fail, as every warning fails
+    miredo-checkconf, for operators who want clean files.
+    """
     try:
         config = load_config(path)
     except ConfigError as e:
@@ -183,6 +201,11 @@ def check(path: str) -> int:
         return EXIT_ERROR
     for warning in config.warnings:
         print(warning, file=sys.stderr)
+    if strict and config.warnings:
+        n = len(config.warnings)
+        print(f"{path}: {n} warning{'' if n == 1 else 's'}, failing because of --strict",
+              file=sys.stderr)
+        return EXIT_ERROR
     n = config.directive_count
     print(f"{path}: OK (role {config.role}, {n} directive{'' if n == 1 else 's'})")
     return EXIT_OK
@@ -200,15 +223,14 @@ def status(ns: argparse.Namespace, opts: RunOptions) -> int:
 
 
 def run(ns: argparse.Namespace, opts: RunOptions) -> int:
-    """Load the config (all problems reported, exit 1) and hand over to the daemon."""
+    """Load the config (all problems reported, exit 1) and hand over to the daemon, which logs
+    the warnings (stderr and syslog), as it does again on every reload."""
     try:
         config: EngineConfig = load_config(opts.config_path, server_name=opts.server_name)
     except ConfigError as e:
         _print_problems(e)
         print(f"{PROG}: fatal configuration error", file=sys.stderr)
         return EXIT_ERROR
-    for warning in config.warnings:
-        print(warning, file=sys.stderr)
     opts.status_socket = status_socket_path(
         ns.status_socket, config.status_socket, ns.pidfile, config.role
     )

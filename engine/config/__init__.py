@@ -1,8 +1,8 @@
 """miredo.conf and miredo-server.conf, read into one typed `EngineConfig` (contracts.md §2).
 
 The syntax is miredo's (first value word only, `#` comments as a first word, case-insensitive
-names), with miredo's silent failures turned into `file:line: message` errors: unknown,
-duplicate or misplaced directives, bad values, a skipped last line, overlong lines.
+names), with miredo's silent failures turned into `file:line: message` errors: unknown directives,
+bad values, overlong lines. Duplicate or misplaced directives are warnings, as in miredo.
 """
 
 from .directives import DIRECTIVES, RELAY_TYPES

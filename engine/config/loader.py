@@ -3,6 +3,10 @@
 Order of work: tokenise (syntax.py) -> names (unknown, duplicate) -> role (from RelayType, or
 a ServerBindAddress for unchanged miredo-server.conf files) -> which directives the role allows
 -> typed values -> role requirements (server addresses, global unicast checks, defaults).
+
+Unknown directives are errors (a typo must not go unnoticed); duplicates and directives of
+another mode are warnings, because miredo runs with them ("Superfluous directive") and its
+files must work unchanged.
 """
 
 from __future__ import annotations
@@ -56,10 +60,11 @@ class _Reader:
             entry.name = directive.name
             first = self.found.get(directive.name)
             if first is not None:
-                self.error(
+                # miredo: "Superfluous directive"; the first occurrence is the one used
+                self.warn(
                     entry,
-                    f"duplicate {directive.name} (first given at line {first.line}; "
-                    "miredo would silently use the first one)",
+                    f"superfluous directive {directive.name}: ignored, the one at line "
+                    f"{first.line} is used",
                 )
                 continue
             self.found[directive.name] = entry
@@ -112,14 +117,17 @@ class _Reader:
         return CLIENT, "client", "no RelayType, so client mode"
 
     def check_roles(self, role: str, why: str) -> None:
+        """Directives of another mode are ignored with a warning, as miredo does ("Superfluous
+        directive"), so miredo.conf files that keep e.g. a ServerAddress in relay mode run
+        unchanged; `--check --strict` turns this into a failure like miredo-checkconf."""
         for name, entry in list(self.found.items()):
             directive = lookup(name)
             assert directive is not None
             if role not in directive.roles:
-                self.error(
+                self.warn(
                     entry,
-                    f"{name} applies to {roles_text(directive.roles)}, "
-                    f"not to this {role} config ({why})",
+                    f"superfluous directive {name}: ignored, it applies to "
+                    f"{roles_text(directive.roles)}, not to this {role} config ({why})",
                 )
                 del self.found[name]
 
@@ -204,7 +212,7 @@ def parse_config(
     _server_values(reader, fields, role, server_name)
 
     if reader.problems:
-        raise ConfigError(_by_line(reader.problems, path))
+        raise ConfigError(_by_line(reader.problems, path), _by_line(reader.warnings, path))
     assert role is not None and relay_type is not None
     return EngineConfig(
         role=role,

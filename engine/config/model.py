@@ -27,8 +27,10 @@ class ConfigError(ValueError):
     list at once, so `problems` holds all of them and `str()` prints one per line.
     """
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], warnings: list[str] | tuple[str, ...] = ()):
         self.problems = list(problems)
+        self.warnings = list(warnings)
+        """Warnings found along the way (not part of `str()`), printed next to the errors."""
         super().__init__("\n".join(self.problems))
 
     def __str__(self) -> str:

@@ -45,6 +45,8 @@ def run(config: Any, opts: Any) -> int:
     """Run one instance until a signal stops it; the exit code follows miredo (0 or 1)."""
     os.umask(0o022)
     setup_logging(getattr(config, "syslog_facility", None), foreground=True)
+    for warning in getattr(config, "warnings", ()):  # e.g. superfluous directives
+        log.warning("%s", warning)
     try:
         account = preflight(config, opts)
     except (StartupError, PrivsepError) as e:

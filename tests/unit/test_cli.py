@@ -131,6 +131,29 @@ def test_check_warnings_do_not_fail(capsys, tmp_path):
                                                                            f"{path}:2"]
 
 
+def test_check_strict_fails_on_warnings(capsys, tmp_path):
+    path = write(tmp_path, "RelayType restricted\nBindPort 3545")
+    rc, out, err = run_main(capsys, "--check", "--strict", path)
+    assert rc == 1 and out == ""
+    assert err.splitlines()[-1] == f"{path}: 2 warnings, failing because of --strict"
+    clean = write(tmp_path, "RelayType cone\n", name="clean.conf")
+    assert run_main(capsys, "--check", "--strict", "-c", clean)[:2] == (
+        0, f"{clean}: OK (role relay, 1 directive)\n")
+
+
+def test_strict_only_with_check(capsys):
+    rc, _, err = run_main(capsys, "--strict")
+    assert rc == 2 and "--strict only goes with --check" in err
+
+
+def test_check_prints_warnings_next_to_errors(capsys, tmp_path):
+    path = write(tmp_path, "RelayType cone\nServerAddress 203.0.113.10\nBindPort 70000\n")
+    rc, out, err = run_main(capsys, "--check", path)
+    assert rc == 1 and out == ""
+    assert [line.split(":")[1] for line in err.splitlines()] == ["2", "3"]
+    assert ": warning: superfluous directive ServerAddress" in err.splitlines()[0]
+
+
 def test_check_singular(capsys, tmp_path):
     path = write(tmp_path, "RelayType relay\n")
     assert run_main(capsys, "--check", path)[1] == f"{path}: OK (role relay, 1 directive)\n"
@@ -324,14 +347,12 @@ def test_miredo_checkconf_accepts_what_we_accept(path, capsys):
 @pytest.mark.parametrize(
     "text",
     [
-        "RelayType client\nServerAddress 203.0.113.10\nPrefix 2001::\n",  # not in client mode
         "RelayType cone\nBindPort 70000\n",
         "RelayType cone\nBindPort 12ab\n",
         "RelayType cone\nSyslogFacility local9\n",
         "RelayType gateway\n",
         "RelayType client\n",  # no ServerAddress
         "RelayType cone\nFrobnicate 1\n",
-        "RelayType cone\nBindPort 1\nBindPort 2\n",  # miredo warns "superfluous"
     ],
 )
 # Not listed: `Prefix ff02::` and `InterfaceMTU 1279` in relay mode. miredo-checkconf passes
@@ -340,3 +361,25 @@ def test_miredo_checkconf_rejects_what_we_reject(tmp_path, capsys, text):
     path = write(tmp_path, text)
     assert checkconf(path).returncode != 0
     assert run_main(capsys, "--check", path)[0] == 1
+    assert run_main(capsys, "--check", "--strict", path)[0] == 1
+
+
+@needs_checkconf
+@pytest.mark.parametrize(
+    "text",
+    [
+        "RelayType client\nServerAddress 203.0.113.10\nPrefix 2001::\n",  # not in client mode
+        "RelayType cone\nServerAddress 203.0.113.10\n",  # not in relay mode
+        "RelayType cone\nBindPort 1\nBindPort 2\n",  # a duplicate
+    ],
+)
+def test_superfluous_directives_fail_only_strict_checks(tmp_path, capsys, text):
+    """miredo-checkconf fails on any warning while miredo itself runs; so do --check --strict
+    and our daemon."""
+    path = write(tmp_path, text)
+    assert checkconf(path).returncode != 0
+    rc, out, err = run_main(capsys, "--check", path)
+    assert rc == 0 and ": OK (role " in out and ": warning: superfluous directive " in err
+    rc, out, err = run_main(capsys, "--check", "--strict", path)
+    assert rc == 1 and out == ""
+    assert err.splitlines()[-1] == f"{path}: 1 warning, failing because of --strict"

@@ -133,10 +133,16 @@ def test_server_bind_address_without_relay_type_is_a_server_config():
     assert c.role == "server"
 
 
+def one_warning(text, **kw) -> str:
+    c = parse(text, **kw)
+    assert len(c.warnings) == 1, c.warnings
+    return c.warnings[0]
+
+
 def test_client_relay_type_with_server_directive():
-    p = one_problem("RelayType client\nServerAddress 203.0.113.10\nServerBindAddress 203.0.113.1\n")
-    assert p == ("t.conf:3: ServerBindAddress applies to server only, not to this client config "
-                 "(RelayType client at line 1)")
+    w = one_warning("RelayType client\nServerAddress 203.0.113.10\nServerBindAddress 203.0.113.1\n")
+    assert w == ("t.conf:3: warning: superfluous directive ServerBindAddress: ignored, it applies "
+                 "to server only, not to this client config (RelayType client at line 1)")
 
 
 # --- mode applicability ----------------------------------------------------------------------
@@ -158,16 +164,34 @@ def test_client_relay_type_with_server_directive():
     ],
 )
 def test_directive_not_for_this_mode(head, line, expected):
-    p = one_problem(head + line + "\n")
+    """miredo runs with them ("Superfluous directive"): a warning, and the value is unused."""
+    c = parse(head + line + "\n")
     n = head.count("\n") + 1
-    assert p.startswith(f"t.conf:{n}: {expected}")
+    assert len(c.warnings) == 1, c.warnings
+    assert c.warnings[0].startswith(f"t.conf:{n}: warning: superfluous directive ")
+    assert f"ignored, it {expected[expected.index(' ') + 1:]}" in c.warnings[0]
+    name = line.split()[0]
+    assert c.line_of(name) is None  # not part of the config
 
 
-def test_mode_error_names_the_mode_and_why():
-    p = one_problem(CLIENT + "Prefix 2001:0::\n")
-    assert "not to this client config (no RelayType, so client mode)" in p
-    p = one_problem("ServerBindAddress 203.0.113.10\nBindPort 5\n")
-    assert "server config (ServerBindAddress at line 1 makes it a server config)" in p
+def test_superfluous_values_are_not_used_nor_judged():
+    c = parse(CLIENT + "Prefix 3ffe:831f::\nInterfaceMTU 99999\n")
+    assert c.prefix == 0x20010000 and c.interface_mtu == 1280 and len(c.warnings) == 2
+    c = parse("RelayType cone\nServerAddress unresolvable.invalid\nLocalDiscovery bogus\n")
+    assert c.server_address is None and c.local_discovery == "disabled"
+    assert [w.split(":")[1] for w in c.warnings] == ["2", "3"]
+
+
+def test_unknown_directive_is_still_an_error_next_to_superfluous_ones():
+    p = one_problem("RelayType cone\nServerAddress 203.0.113.10\nPrefx 2001::\n")
+    assert p == "t.conf:3: unknown directive 'Prefx' (did you mean Prefix?)"
+
+
+def test_mode_warning_names_the_mode_and_why():
+    w = one_warning(CLIENT + "Prefix 2001:0::\n")
+    assert "not to this client config (no RelayType, so client mode)" in w
+    w = one_warning("ServerBindAddress 203.0.113.10\nBindPort 5\n")
+    assert "server config (ServerBindAddress at line 1 makes it a server config)" in w
 
 
 @pytest.mark.parametrize("role_line", ["RelayType client\n" + CLIENT, "RelayType relay\n",
@@ -404,10 +428,11 @@ def test_unknown_directive_without_suggestion():
     assert one_problem(CLIENT + "Frobnicate yes\n") == "t.conf:2: unknown directive 'Frobnicate'"
 
 
-def test_duplicates_name_the_first_line():
-    p = one_problem("ServerAddress 203.0.113.10\n\n# x\nserveraddress 203.0.113.12\n")
-    assert p == ("t.conf:4: duplicate ServerAddress (first given at line 1; "
-                 "miredo would silently use the first one)")
+def test_duplicates_warn_and_the_first_wins():
+    c = parse("ServerAddress 203.0.113.10\n\n# x\nserveraddress 203.0.113.12\n")
+    assert c.server_address == "203.0.113.10" and dict(c.lines) == {"ServerAddress": 1}
+    assert c.warnings == ("t.conf:4: warning: superfluous directive ServerAddress: ignored, "
+                          "the one at line 1 is used",)
 
 
 # --- syntax ----------------------------------------------------------------------------------
@@ -487,8 +512,11 @@ def test_all_problems_in_line_order():
     text = ("RelayType client\nServerAdress 203.0.113.10\nPrefix ff00::\nBindPort 70000\n"
             "ServerAddress 10.1.1.1\nInterfaceName abcdefghijklmnopq\nSyslogFacility foo\n"
             "relaytype relay\n")
-    found = problems(text)
-    assert [int(p.split(":")[1]) for p in found] == [2, 3, 4, 5, 6, 7, 8]
+    with pytest.raises(ConfigError) as e:
+        parse(text)
+    assert [int(p.split(":")[1]) for p in e.value.problems] == [2, 4, 5, 6, 7]
+    # the superfluous Prefix (client mode) and the second RelayType come along as warnings
+    assert [int(w.split(":")[1]) for w in e.value.warnings] == [3, 8]
 
 
 def test_empty_file_is_a_client_without_server():

@@ -68,3 +68,19 @@ def test_unknown_user_and_bad_chroot(tmp_path, relay_config):
     assert code == 1 and "does not exist or is not a directory (-t)" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.pid").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root check comes first")
+def test_config_warnings_are_logged_at_start_up(tmp_path):
+    """A miredo.conf with superfluous directives runs; the daemon logs each warning (stderr in
+    the foreground, and syslog) before anything else."""
+    p = tmp_path / "r.conf"
+    p.write_text("RelayType cone\nServerAddress 203.0.113.10\nInterfaceName h6never\n")
+    config = load_config(str(p))
+    opts = RunOptions(config_path=config.path, foreground=True,
+                      pidfile=str(tmp_path / "x.pid"), user="no-such-user-h6")
+    code, err = _run_in_child(config, opts)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 2
+    assert f"{p}:2: warning: superfluous directive ServerAddress" in lines[0]
+    assert "unknown user 'no-such-user-h6' (-u)" in lines[1]
