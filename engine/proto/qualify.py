@@ -164,8 +164,12 @@ class Qualifier:
             "mtu": self.mtu,
             "flags": self.flags,
             "last_qualified": self.last_qualified,
+            # the last accepted RA (refreshes included); a composing role may report the
+            # time of the last address change as last_qualified instead.  Both are monotonic
+            # here and made wall clock by the runtime (contracts §1), which is why the next
+            # RS time, a monotonic deadline the runtime does not convert, is not reported.
+            "server_last_seen": self.last_qualified,
             "failures": self._failures,
-            "next_rs": self.next_timer(),
             "rs_sent": self.rs_sent,
             "ra_accepted": self.ra_accepted,
             "last_error": self.last_error or None,
