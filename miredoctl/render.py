@@ -11,6 +11,7 @@ restart that instance.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import os
 import shlex
 import shutil
@@ -27,7 +28,7 @@ from miredoctl.inventory import FIELDS, Fleet, Instance, display_path
 from miredoctl.state import StatePaths
 
 HEADER_PREFIX = "# miredoctl: "
-PACKAGE_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "miredo.conf.j2"
+TEMPLATE_NAME = "miredo.conf.j2"
 MIREDO = "/usr/sbin/miredo"
 MIREDO_SERVER = "/usr/sbin/miredo-server"
 MIREDO_CHECKCONF = "/usr/sbin/miredo-checkconf"
@@ -85,10 +86,25 @@ def body_of(text: str) -> str:
     return "".join(lines[i:])
 
 
+def default_template() -> Path:
+    """The project's default template, found as package data so a wheel install has it too.
+
+    In a source checkout `miredoctl/templates/miredo.conf.j2` is a symlink to the top-level
+    `templates/miredo.conf.j2` (the file operators edit); resolving it shows that path in
+    headers and errors. A wheel carries a real copy (setuptools copies symlinked files).
+    """
+    res = importlib.resources.files("miredoctl").joinpath("templates", TEMPLATE_NAME)
+    path = Path(str(res)).resolve()
+    if not path.is_file():
+        raise InventoryError([Problem(str(path), 0, "the default template is missing from the "
+                                                    "miredoctl package (reinstall it)")])
+    return path
+
+
 def template_path(fleet: Fleet) -> Path:
     """A fleet folder may carry its own template; otherwise the project's default."""
-    own = fleet.root / "templates" / "miredo.conf.j2"
-    return own if own.is_file() else PACKAGE_TEMPLATE
+    own = fleet.root / "templates" / TEMPLATE_NAME
+    return own if own.is_file() else default_template()
 
 
 class _GitInfo:

@@ -163,3 +163,20 @@ def test_write_atomic_skips_identical_content(tmp_path: Path) -> None:
     assert write_atomic(path, "b\n") is True
     assert path.read_text() == "b\n" and path.stat().st_ino != inode
     assert [p.name for p in tmp_path.iterdir()] == ["f.conf"]  # no temp files left
+
+
+def test_default_template_is_package_data_pointing_at_the_top_level_file() -> None:
+    """The wheel ships miredoctl/templates/miredo.conf.j2 (package data); in the source tree
+    that path must lead to the one file operators edit, templates/miredo.conf.j2."""
+    import importlib.resources
+
+    from miredoctl.render import default_template
+
+    packaged = importlib.resources.files("miredoctl").joinpath("templates", "miredo.conf.j2")
+    assert packaged.is_file()
+    assert default_template() == (ROOT / "templates" / "miredo.conf.j2").resolve()
+    assert packaged.read_text() == (ROOT / "templates" / "miredo.conf.j2").read_text()
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "templates/*.j2" in data["tool"]["setuptools"]["package-data"]["miredoctl"]
