@@ -10,6 +10,7 @@ polling.
 
 from __future__ import annotations
 
+import os
 import select
 import subprocess
 import time
@@ -29,31 +30,49 @@ def implementation(name: str) -> h.Implementation:
     raise ValueError(f"unknown implementation {name!r} (have {', '.join(IMPLS)})")
 
 
+def announced_address(line: str, ifname: str) -> str | None:
+    """The address if an `ip monitor address` line announces a global address on `ifname`."""
+    fields = line.split()
+    if (ifname in fields and "inet6" in fields and "global" in fields
+            and not line.startswith("Deleted")):
+        return fields[fields.index("inet6") + 1].split("/")[0]
+    return None
+
+
 class AddressWatch:
     """Times a client's qualification: launch -> global address on the Teredo interface.
 
     It listens to netlink address events (`ip monitor`) started BEFORE the launch, so the time
-    is taken when the kernel announces the address rather than at the next poll.
+    is taken when the kernel announces the address rather than at the next poll. The pipe is
+    read raw and split here: the link-local and the global address often arrive in one read,
+    and a line left in a buffered reader would never wake `select` again.
     """
 
     def __init__(self, ns: str, ifname: str) -> None:
         self.ns, self.ifname = ns, ifname
         self.mon = subprocess.Popen(["ip", "-n", ns, "-6", "monitor", "address"],
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                    text=True, bufsize=1, start_new_session=True)
+                                    start_new_session=True)
+        self.buf = b""
         time.sleep(0.1)  # ip monitor has no readiness signal; let it subscribe
 
     def wait(self, t0: float, daemon: h.Daemon, timeout: float) -> tuple[float, str] | None:
         """(seconds since t0, address) when the address appears; None on timeout or exit."""
         assert self.mon.stdout is not None
+        fd = self.mon.stdout.fileno()
         while time.monotonic() - t0 < timeout:
-            ready, _, _ = select.select([self.mon.stdout], [], [], 0.2)
+            ready, _, _ = select.select([fd], [], [], 0.2)
             if ready:
-                line = self.mon.stdout.readline()
-                fields = line.split()
-                if (self.ifname in fields and "inet6" in fields and "global" in fields
-                        and not line.startswith("Deleted")):
-                    return time.monotonic() - t0, fields[fields.index("inet6") + 1].split("/")[0]
+                chunk = os.read(fd, 65536)
+                t = time.monotonic() - t0
+                if not chunk:
+                    return None  # ip monitor died
+                self.buf += chunk
+                *lines, self.buf = self.buf.split(b"\n")
+                for line in lines:
+                    addr = announced_address(line.decode(errors="replace"), self.ifname)
+                    if addr:
+                        return t, addr
             elif not daemon.alive():
                 return None
         return None
@@ -65,6 +84,8 @@ class AddressWatch:
         except subprocess.TimeoutExpired:
             self.mon.kill()
             self.mon.wait()
+        if self.mon.stdout is not None:
+            self.mon.stdout.close()
 
 
 def start_client_timed(stack: h.Stack, impl: h.Implementation, name: str,

@@ -149,3 +149,15 @@ def test_pyspy_raw_stacks_rank_own_and_inclusive_time():
     assert s["own_lines"][0] == ("recvfrom (socket.py:1)", 60.0)
     assert "run (worker.py)" not in dict(s["inclusive"])  # on every sample: left out
     assert summarize("")["own"] == []
+
+
+def test_address_events_only_a_new_global_address_on_the_teredo_interface_counts():
+    from bench.daemons import announced_address
+
+    glob = "12: teredo    inet6 2001:0:cb00:710a:3813:366e:39cc:9bfe/32 scope global "
+    assert announced_address(glob, "teredo") == "2001:0:cb00:710a:3813:366e:39cc:9bfe"
+    assert announced_address("12: teredo    inet6 fe80::ffff:ffff:ffff/64 scope link ",
+                             "teredo") is None
+    assert announced_address("Deleted " + glob, "teredo") is None
+    assert announced_address(glob.replace("teredo", "teredo2"), "teredo") is None
+    assert announced_address("       valid_lft forever preferred_lft forever", "teredo") is None
