@@ -9,6 +9,13 @@ are dropped; non-Teredo sources are dropped.  The hop limit is left to the kerne
 
 The data path itself lives in :mod:`engine.proto.tunnel`; this module fixes its parameters
 and adds the status report.
+
+ICMPv6 errors (§5.9) are written to the TUN device, so their source must be an address the
+kernel will forward to a native sender: miredo's raw socket lets the kernel pick one of the
+host's global addresses, and the runtime hands us that list (`set_icmp_sources`).  Each
+error takes the one sharing the longest prefix with the offending packet's source (RFC 6724
+rule 8, what the kernel's choice amounts to on a host with a few addresses).  Without any,
+errors keep the link-local source, which only reaches senders on the relay host itself.
 """
 
 from __future__ import annotations
@@ -61,12 +68,25 @@ class RelayRole(TeredoTunnel):
         self.mtu = mtu
         self.started = now
         self._last_now = now
+        self._link_local_source = icmp_source
+        self.icmp_sources: list[bytes] = []
 
     @classmethod
     def from_config(cls, cfg: Any, **kw: Any) -> RelayRole:
         """Build from an ``engine.config.EngineConfig`` (``RelayType``, ``Prefix``,
         ``InterfaceMTU``); keyword arguments (``token_bytes``, ``now``...) pass through."""
         return cls(relay_type=cfg.relay_type, prefix=cfg.prefix, mtu=cfg.interface_mtu, **kw)
+
+    def set_icmp_sources(self, sources: list[bytes]) -> None:
+        """The host's usable global IPv6 addresses (the runtime watches them change)."""
+        self.icmp_sources = [bytes(a) for a in sources if len(a) == 16]
+        self.icmp_source = self.icmp_sources[0] if self.icmp_sources else self._link_local_source
+
+    def icmp_error(self, pkt: bytes, code: int, t: int) -> None:
+        srcs = self.icmp_sources
+        if len(srcs) > 1:
+            self.icmp_source = closest_source(srcs, bytes(pkt[8:24]))
+        super().icmp_error(pkt, code, t)
 
     def status(self) -> dict[str, Any]:
         prefix16 = self.prefix4 + bytes(12)
@@ -78,5 +98,17 @@ class RelayRole(TeredoTunnel):
             "mtu": self.mtu,
             "peers": self.peer_status(),
             "icmp_errors_sent": self.icmp_sent,
+            "icmp_sources": [ipv6_text(a) for a in self.icmp_sources],
             "counters": self.counters.as_dict(),
         }
+
+
+def closest_source(sources: list[bytes], dst: bytes) -> bytes:
+    """The source sharing the longest prefix with ``dst``; the first one on a tie."""
+    d = int.from_bytes(dst, "big")
+    best, best_len = sources[0], -1
+    for a in sources:
+        common = 128 - (int.from_bytes(a, "big") ^ d).bit_length()
+        if common > best_len:
+            best, best_len = a, common
+    return best

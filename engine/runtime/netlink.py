@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -259,3 +261,172 @@ class AddressWatcher:
 
     def close(self) -> None:
         self.sock.close()
+
+
+# -- the relay's ICMPv6 error source ---------------------------------------------------------
+
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+RTMGRP_IPV6_IFADDR = 0x100
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_F_TEMPORARY, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE = 0x01, 0x08, 0x20, 0x40
+RT_SCOPE_UNIVERSE = 0
+_NLMSG = struct.Struct("=IHHII")
+_IFADDRMSG = struct.Struct("=BBBBI")
+_RTATTR = struct.Struct("=HH")
+
+
+def parse_ifaddr(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
+    """IPv6 RTM_NEWADDR/RTM_DELADDR messages in a netlink read, as
+    ``(type, ifindex, scope, flags, address16)``; other messages are skipped.
+
+    Decoded by hand (a few fixed structs) rather than through pyroute2: this runs in the
+    unprivileged, maybe chrooted worker, where a lazy import could not read its module.
+    ``flags`` is the 32-bit IFA_FLAGS attribute when present (it supersedes the 8-bit field).
+    """
+    off, end = 0, len(data)
+    while off + _NLMSG.size <= end:
+        length, mtype, _flags, _seq, _pid = _NLMSG.unpack_from(data, off)
+        if length < _NLMSG.size or off + length > end:
+            return
+        body = off + _NLMSG.size
+        if mtype in (RTM_NEWADDR, RTM_DELADDR) and length >= _NLMSG.size + _IFADDRMSG.size:
+            family, _plen, flags, scope, index = _IFADDRMSG.unpack_from(data, body)
+            if family == socket.AF_INET6:
+                addr = local = None
+                a = body + _IFADDRMSG.size
+                while a + _RTATTR.size <= off + length:
+                    alen, atype = _RTATTR.unpack_from(data, a)
+                    if alen < _RTATTR.size or a + alen > off + length:
+                        break
+                    value = data[a + _RTATTR.size : a + alen]
+                    if atype == IFA_ADDRESS and len(value) == 16:
+                        addr = bytes(value)
+                    elif atype == IFA_LOCAL and len(value) == 16:
+                        local = bytes(value)
+                    elif atype == IFA_FLAGS and len(value) == 4:
+                        flags = struct.unpack("=I", value)[0]
+                    a += (alen + 3) & ~3
+                address = local or addr
+                if address is not None:
+                    yield mtype, index, scope, flags, address
+        off += (length + 3) & ~3
+
+
+def usable_sources(table: dict[tuple[int, bytes], tuple[int, int]], own_index: int | None
+                   ) -> list[bytes]:
+    """The addresses an ICMPv6 error may come from, best tier only, in a stable order.
+
+    Global scope (ULA included, as the kernel counts them), not on our own TUN, not
+    tentative or failed DAD; deprecated ones only when nothing else is left (RFC 6724 rule 3),
+    and stable before temporary ones (a router's errors should name a stable address).
+    """
+    good: list[tuple[int, bytes]] = []
+    for (index, addr), (scope, flags) in table.items():
+        if index == own_index or scope != RT_SCOPE_UNIVERSE:
+            continue
+        if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+            continue
+        if addr[0] == 0xFF or addr[:2] == b"\xfe\x80" or addr == bytes(15) + b"\x01":
+            continue
+        rank = (2 if flags & IFA_F_DEPRECATED else 0) + (1 if flags & IFA_F_TEMPORARY else 0)
+        good.append((rank, addr))
+    if not good:
+        return []
+    best_tier = 2 if min(r for r, _ in good) >= 2 else 0
+    return sorted(a for r, a in good if (r >= 2) == (best_tier == 2))
+
+
+class SourceAddressWatcher:
+    """The host's global IPv6 addresses, kept current from rtnetlink (relay ICMPv6 errors).
+
+    miredo sends its ICMPv6 errors through a raw socket, so the kernel picks a routable source
+    address; we write them to the TUN device, and a link-local source would never be forwarded
+    to the native sender.  So the relay's errors come from one of the host's own global
+    addresses, learnt here.  Created before the privileges drop; reading the multicast group
+    and dumping addresses need no privilege and no file system, so it works in the worker.
+    """
+
+    def __init__(self, own_index: int | None) -> None:
+        self.own_index = own_index
+        self.sock = socket.socket(
+            socket.AF_NETLINK,
+            socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+            socket.NETLINK_ROUTE,
+        )
+        try:
+            self.sock.bind((0, RTMGRP_IPV6_IFADDR))  # subscribe first: no change is missed
+            self.table = dump_ipv6_addresses()
+        except BaseException:
+            self.sock.close()
+            raise
+        self.sources = usable_sources(self.table, own_index)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> bool:
+        """Read what is queued; True when the usable sources changed."""
+        lost = False
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ENOBUFS: notifications were lost; read the whole table again
+                lost = True
+                continue
+            apply_ifaddr(self.table, data)
+        if lost:
+            try:
+                self.table = dump_ipv6_addresses()
+            except OSError:
+                pass  # keep what we have: the best we know
+        sources = usable_sources(self.table, self.own_index)
+        if sources == self.sources:
+            return False
+        self.sources = sources
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def apply_ifaddr(table: dict[tuple[int, bytes], tuple[int, int]], data: bytes) -> None:
+    """Update ``(ifindex, address) -> (scope, flags)`` from a netlink read."""
+    for mtype, index, scope, flags, addr in parse_ifaddr(data):
+        if mtype == RTM_NEWADDR:
+            table[(index, addr)] = (scope, flags)
+        else:
+            table.pop((index, addr), None)
+
+
+def dump_ipv6_addresses() -> dict[tuple[int, bytes], tuple[int, int]]:
+    """Every IPv6 address of the namespace, read once on a socket of its own (a subscribed
+    socket would interleave notifications with the dump's answer)."""
+    table: dict[tuple[int, bytes], tuple[int, int]] = {}
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                       socket.NETLINK_ROUTE) as q:
+        q.settimeout(5.0)
+        q.bind((0, 0))
+        req = _IFADDRMSG.pack(socket.AF_INET6, 0, 0, 0, 0)
+        q.send(_NLMSG.pack(_NLMSG.size + len(req), RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP,
+                           os.getpid() & 0xFFFF, 0) + req)
+        while True:
+            data = q.recv(65536)
+            apply_ifaddr(table, data)
+            if _done(data):
+                return table
+
+
+def _done(data: bytes) -> bool:
+    off = 0
+    while off + _NLMSG.size <= len(data):
+        length, mtype, _f, _s, _p = _NLMSG.unpack_from(data, off)
+        if mtype in (NLMSG_DONE, NLMSG_ERROR):
+            return True
+        if length < _NLMSG.size:
+            return True
+        off += (length + 3) & ~3
+    return False

@@ -23,7 +23,12 @@ import engine
 from engine.runtime import channel
 from engine.runtime.logsetup import get_logger, set_facility
 from engine.runtime.loop import Loop, Timer
-from engine.runtime.netlink import AddressWatcher, NetlinkConfigError, TunnelInterface
+from engine.runtime.netlink import (
+    AddressWatcher,
+    NetlinkConfigError,
+    SourceAddressWatcher,
+    TunnelInterface,
+)
 from engine.runtime.pidfile import PidFile
 from engine.runtime.privsep import Account, PrivsepError, cap_eff, drop_privileges, status_field
 from engine.runtime.signals import SignalPipe, ignore_user_signals, set_parent_death_signal
@@ -292,6 +297,8 @@ class Supervisor:
         )
         worker = Worker(self.config, role, res)
         WorkerSignals(worker)
+        if hasattr(role, "set_icmp_sources"):
+            self._watch_icmp_sources(worker, role)
         profile = _WorkerProfile.from_env()  # opened as root, written after the drop
         try:
             drop_privileges(self.account, self.opts.chrootdir)
@@ -307,6 +314,33 @@ class Supervisor:
             worker.run()
         worker.close()
         return 0
+
+    def _watch_icmp_sources(self, worker: Worker, role: Any) -> None:
+        """Relay: ICMPv6 errors need a routable source, one of the host's global IPv6
+        addresses (see `SourceAddressWatcher`); the worker keeps the list current itself, so
+        an address added after start-up is used without a restart."""
+        try:
+            watcher = SourceAddressWatcher(self.tun.index if self.tun else None)
+        except OSError as e:
+            log.warning("ICMPv6 errors will have a link-local source: %s", e)
+            return
+        def use(sources: list[bytes]) -> None:
+            role.set_icmp_sources(sources)
+            if sources:
+                text = ", ".join(socket.inet_ntop(socket.AF_INET6, a) for a in sources)
+                log.info("ICMPv6 errors from %s", text)
+            else:
+                log.warning(
+                    "no global IPv6 address on this host: ICMPv6 errors about forwarded "
+                    "packets cannot reach their senders"
+                )
+
+        def on_change() -> None:
+            if watcher.drain():
+                use(watcher.sources)
+
+        use(watcher.sources)
+        worker.loop.add_reader(watcher.fileno(), on_change)
 
     def _stop_worker(self) -> None:
         """TERM the worker and wait for it (bounded), then forget its control socket."""
