@@ -92,3 +92,15 @@ def run_dir(tmp_path: Path) -> Path:
     d = tmp_path / "run"
     d.mkdir()
     return d
+
+
+# --------------------------------------------------------------------------- interop matrix
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the interop matrix (tests/kernel/matrix.py) once, at the very end of the run,
+    so every combination is read in one table whatever order the tests ran in."""
+    from tests.kernel import matrix
+
+    text = matrix.summary_text()
+    if text:
+        terminalreporter.write_sep("=", "Teredo interop matrix and timings (tests/kernel)")
+        terminalreporter.write_line(text)

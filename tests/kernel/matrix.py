@@ -1,0 +1,257 @@
+"""The interop matrix: which implementation plays which role, and one table for the whole run.
+
+A combination fixes, for the server, the relay and both clients, whether Debian's miredo
+("D") or our engine ("O") plays it, and which NAT type sits in front of client 2.  Every
+combination runs the eight lab paths of `paths.PATHS` in one fresh lab.  Results are kept
+in this module for the session so that
+
+* the symmetric-NAT combinations can be judged against what all-Debian did in the same run
+  (miredo 1.2.6 cannot punch through a symmetric NAT, so "all PASS" is not the bar there:
+  "at least as well as miredo, path by path" is), and
+* `pytest_terminal_summary` (tests/kernel/conftest.py) prints ONE table at the end, where a
+  difference between combinations is visible at a glance.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from miredoctl.lab import Lab
+from tests.kernel.harness import (
+    DEBIAN,
+    OURS,
+    Implementation,
+    PingResult,
+    Stack,
+    decode_teredo,
+    ping,
+    start_stack,
+    teredo_address,
+)
+from tests.kernel.paths import PATHS, PathResult, PingPath, destination, run_paths
+
+IMPLS: dict[str, Implementation] = {"D": DEBIAN, "O": OURS}
+ROLE_KEYS = ("server", "relay", "cli", "cli2")  # the keys start_stack() understands
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One matrix row: `roles` is four letters (server, relay, cli, cli2), D or O."""
+
+    roles: str
+    nat2: str = "restricted"
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.roles) != 4 or set(self.roles) - set(IMPLS):
+            raise ValueError(f"Combo.roles={self.roles!r}: four letters of D (Debian) / O (ours)"
+                             " for server, relay, cli, cli2")
+
+    @property
+    def id(self) -> str:
+        """pytest id, e.g. `srvO-rlyD-cliO-cli2D-symmetric`: a failure names the combination."""
+        parts = [f"{k.replace('server', 'srv').replace('relay', 'rly')}{c}"
+                 for k, c in zip(ROLE_KEYS, self.roles, strict=True)]
+        return "-".join(parts) + f"-{self.nat2}"
+
+    @property
+    def all_debian(self) -> bool:
+        return self.roles == "DDDD"
+
+    def impl(self, key: str) -> Implementation:
+        return IMPLS[self.roles[ROLE_KEYS.index(key)]]
+
+    def overrides(self) -> dict[str, Implementation]:
+        return {k: self.impl(k) for k in ROLE_KEYS}
+
+
+# Order matters only for reading the table (and so that each NAT type's all-Debian baseline
+# runs before the combinations compared with it; a combination run alone computes it).
+COMBOS: tuple[Combo, ...] = (
+    Combo("DDDD", why="miredo everywhere: the reference"),
+    Combo("OOOO", why="ours everywhere"),
+    Combo("DODD", why="our relay between miredo's server and clients"),
+    Combo("ODDD", why="our server for miredo's relay and clients (issue 3, scenario 1)"),
+    Combo("OODD", why="miredo clients through our server and relay"),
+    Combo("DDOO", why="our clients with miredo's server and relay"),
+    Combo("DDOD", why="our client next to a miredo client, miredo server+relay (scenario 2)"),
+    Combo("ODOO", why="miredo's relay for our server and clients"),
+    Combo("OOOD", why="mixed clients across our server and relay (scenario 3)"),
+    Combo("DDDD", "symmetric", "miredo baseline behind a symmetric NAT"),
+    Combo("OOOO", "symmetric", "ours everywhere, NAT 2 symmetric"),
+    Combo("OODD", "symmetric", "miredo clients through our server+relay, NAT 2 symmetric"),
+    Combo("DDOO", "symmetric", "our clients with miredo server+relay, NAT 2 symmetric"),
+)
+
+_RANK = {"FAIL": 0, "PARTIAL": 1, "PASS": 2}
+
+
+def worse_than(ours: PathResult, baseline: PathResult) -> bool:
+    """True when `ours` did worse than the baseline on the same path (FAIL < PARTIAL < PASS)."""
+    return _RANK[ours.verdict] < _RANK[baseline.verdict]
+
+
+def run_path_list(lab: Lab, paths: list[PingPath], addresses: dict[str, str],
+                  count: int = 5, interval: float = 0.2, wait: float = 3.0) -> list[PathResult]:
+    """`paths.run_paths` for any list of paths, in the given order (order makes cold/warm).
+
+    The first ping of a cold path is the cold result, as in the reference lab's
+    run-miredo.sh: it is never retried; `wait` is generous because that first echo waits in
+    the sender's queue until the bubbles or the connectivity test through the server are
+    answered."""
+    rows = []
+    for path in paths:
+        dst = destination(lab, path, addresses)
+        if path.prime:
+            ping(lab, path.src, dst, count=1, size=path.size, wait=1.0)
+        rows.append(PathResult(path, dst, ping(lab, path.src, dst, count=count,
+                                               size=path.size, interval=interval, wait=wait)))
+    return rows
+
+
+# --------------------------------------------------------------------------- one run
+@dataclass
+class ComboRun:
+    """What one combination did: qualification per client and one row per path."""
+
+    combo: Combo
+    qualify: dict[str, float] = field(default_factory=dict)
+    addresses: dict[str, str] = field(default_factory=dict)
+    rows: list[PathResult] = field(default_factory=list)
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+    left_behind: list[str] = field(default_factory=list)
+    logs: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def _address_problems(lab: Lab, stack: Stack) -> list[str]:
+    """Every client's address is a Teredo address naming the lab server and its own NAT."""
+    wan = {"cli": lab.spec.nat_wan, "cli2": lab.spec.nat2_wan}
+    out = []
+    for role, c in stack.clients.items():
+        if ipaddress.IPv6Address(c.address) not in lab.spec.teredo_network:
+            out.append(f"{role}: {c.address} outside {lab.spec.teredo_network}")
+            continue
+        parts = decode_teredo(c.address)
+        if parts.server != lab.spec.srv_ip1 or parts.client != wan[role] or not parts.port:
+            out.append(f"{role}: {c.address} decodes to server {parts.server}, mapped "
+                       f"{parts.client}:{parts.port} (want server {lab.spec.srv_ip1}, "
+                       f"mapped {wan[role]})")
+    return out
+
+
+def run_combo(lab: Lab, run_dir: Path, combo: Combo) -> ComboRun:
+    """Start the combination's four daemons, ping every path in order, stop them with TERM.
+
+    Never raises for a failed path: the caller judges `ComboRun` (so the table gets every
+    row).  A daemon that does not start or qualify raises HarnessError after stopping what
+    was started."""
+    stack = start_stack(lab, run_dir, DEBIAN, combo.overrides())
+    run = ComboRun(combo)
+    try:
+        run.qualify = {r: c.qualify_seconds for r, c in stack.clients.items()}
+        run.addresses = stack.addresses()
+        run.problems += _address_problems(lab, stack)
+        run.rows = run_paths(lab, run.addresses)
+    finally:
+        run.logs = stack.logs()
+        run.exit_codes = stack.stop()
+        for role in ("rly", "cli", "cli2"):
+            if teredo_address(lab, role, lab.spec.teredo_if) is not None:
+                run.left_behind.append(f"{role}: {lab.spec.teredo_if} still has an address")
+    RESULTS.append(run)
+    return run
+
+
+def judge(run: ComboRun, baseline: ComboRun | None) -> list[str]:
+    """Why this run fails, one line each; empty when it is good.
+
+    Restricted NATs: every path must PASS (miredo passes all eight there).  Otherwise every
+    path must do at least as well as all-Debian did behind the same NATs in this run."""
+    bad = list(run.problems)
+    if [r.path for r in run.rows] != list(PATHS):
+        bad.append("not every path was run: " + ", ".join(r.path.name for r in run.rows))
+    if run.combo.nat2 == "restricted" or baseline is None:
+        bad += [f"{r.path.name}: {r.verdict} {r.result.summary()}" for r in run.rows
+                if r.verdict != "PASS"]
+    else:
+        base = {r.path: r for r in baseline.rows}
+        bad += [f"{r.path.name}: {r.verdict} {r.result.summary()} but miredo "
+                f"{base[r.path].verdict} {base[r.path].result.summary()}"
+                for r in run.rows if r.path in base and worse_than(r, base[r.path])]
+    bad += [f"{name} exited with status {code} on SIGTERM"
+            for name, code in run.exit_codes.items() if code != 0]
+    bad += run.left_behind
+    return bad
+
+
+# --------------------------------------------------------------------------- the session
+RESULTS: list[ComboRun] = []
+
+
+def baseline(nat2: str) -> ComboRun | None:
+    """The latest all-Debian run behind the given NAT 2 type in this session."""
+    for run in reversed(RESULTS):
+        if run.combo.all_debian and run.combo.nat2 == nat2:
+            return run
+    return None
+
+
+def ensure_baseline(nat2: str, make_run: Callable[[], ComboRun]) -> ComboRun:
+    """The session's all-Debian run for `nat2`, running it now (via `make_run`) if none."""
+    return baseline(nat2) or make_run()
+
+
+NOTES: list[str] = []  # free-form lines for the end of the run (side-by-side timings)
+
+
+def note(line: str) -> None:
+    NOTES.append(line)
+
+
+def _cell(res: PingResult) -> str:
+    if res.sent and res.received == res.sent and res.avg is not None:
+        return f"{res.avg:.2f}"
+    if res.received and res.avg is not None:
+        return f"{res.received}/{res.sent} {res.avg:.2f}"
+    return "FAIL"
+
+
+def format_matrix(runs: list[ComboRun]) -> str:
+    """ONE table: a row per combination, a column per path (cell = avg RTT in ms when every
+    echo came back, `r/s avg` when some did, FAIL when none), with a legend of the paths."""
+    if not runs:
+        return ""
+    head = ["srv rly cli cli2", "NAT 2", "qual cli/cli2 s"]
+    head += [f"P{i}" for i in range(1, len(PATHS) + 1)] + ["verdict"]
+    table = []
+    for run in runs:
+        roles = "  ".join(f"{c}" for c in run.combo.roles)
+        q = "/".join(f"{run.qualify[r]:.3f}" if r in run.qualify else "-"
+                     for r in ("cli", "cli2"))
+        by_path = {r.path: r for r in run.rows}
+        cells = [_cell(by_path[p].result) if p in by_path else "-" for p in PATHS]
+        verdict = "ok" if not judge(run, baseline(run.combo.nat2)) else "BAD"
+        table.append([f" {roles}", run.combo.nat2, q, *cells, verdict])
+    widths = [max(len(row[i]) for row in [head, *table]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [head, *table]]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append("D = Debian miredo 1.2.6, O = ours; cells: avg RTT ms (5/5 replies), "
+                 "r/s avg (some), FAIL (none)")
+    for i, p in enumerate(PATHS, 1):
+        lines.append(f"P{i}: {p.name} [{p.state}, {p.size} bytes]")
+    return "\n".join(lines)
+
+
+def summary_text() -> str:
+    """Everything this module collected in the session, for the terminal summary."""
+    parts = []
+    if RESULTS:
+        parts.append(format_matrix(RESULTS))
+    if NOTES:
+        parts.append("\n".join(NOTES))
+    return "\n\n".join(parts)
