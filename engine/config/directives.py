@@ -36,6 +36,7 @@ def _d(name: str, roles: tuple[str, ...], expects: str) -> Directive:
 
 
 ALL = (CLIENT, RELAY, SERVER)
+RATE_EXPECTS = "RATE or RATE/BURST in packets per second (e.g. 20/50), or off"
 DIRECTIVES: dict[str, Directive] = {
     d.name.lower(): d
     for d in (
@@ -54,8 +55,28 @@ DIRECTIVES: dict[str, Directive] = {
         _d("ServerBindAddress", (SERVER,), "the server's primary global IPv4 address"),
         _d("ServerBindAddress2", (SERVER,), "the server's secondary global IPv4 address"),
         _d("StatusSocket", ALL, "the absolute path of the status socket"),
+        # teredo-engine's server rate limits (miredo-server has none, §12.2 #20)
+        _d("ServerRateLimit", (SERVER,), "on, or off for no rate limits (as miredo-server)"),
+        _d("ServerRSRate", (SERVER,), RATE_EXPECTS),
+        _d("ServerRSRateTotal", (SERVER,), RATE_EXPECTS),
+        _d("ServerForwardRate", (SERVER,), RATE_EXPECTS),
+        _d("ServerForwardRateTotal", (SERVER,), RATE_EXPECTS),
+        _d("ServerNativeRate", (SERVER,), RATE_EXPECTS),
+        _d("ServerNativeRateTotal", (SERVER,), RATE_EXPECTS),
+        _d("ServerRateSources", (SERVER,), "how many source addresses to track, 1-16777216"),
     )
 }
+
+#: Rate directive -> the `engine.proto.server.ServerLimits` field it sets.
+SERVER_RATE_DIRECTIVES = {
+    "ServerRSRate": "rs_per_source",
+    "ServerRSRateTotal": "rs_total",
+    "ServerForwardRate": "forward_per_source",
+    "ServerForwardRateTotal": "forward_total",
+    "ServerNativeRate": "raw6_per_source",
+    "ServerNativeRateTotal": "raw6_total",
+}
+MAX_RATE_SOURCES = 1 << 24
 
 
 def lookup(name: str) -> Directive | None:

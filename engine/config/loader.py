@@ -20,9 +20,11 @@ from . import values as v
 from .directives import (
     CLIENT,
     LOCAL_DISCOVERY,
+    MAX_RATE_SOURCES,
     RELAY_TYPES,
     ROLE_OF_RELAY_TYPE,
     SERVER,
+    SERVER_RATE_DIRECTIVES,
     lookup,
     roles_text,
     suggestion,
@@ -210,6 +212,7 @@ def parse_config(
     _client_and_relay_values(reader, fields)
     _client_values(reader, fields, role, server_name)
     _server_values(reader, fields, role, server_name)
+    _server_rate_values(reader, fields)
 
     if reader.problems:
         raise ConfigError(_by_line(reader.problems, path), _by_line(reader.warnings, path))
@@ -347,6 +350,27 @@ def _server_values(
         )
         return
     fields.update(server_bind_address=primary, server_bind_address2=secondary)
+
+
+def _server_rate_values(reader: _Reader, fields: dict[str, Any]) -> None:
+    """teredo-engine's server rate limits (examples/server.conf documents them)."""
+    enabled = reader.parse("ServerRateLimit", v.parse_on_off)
+    if enabled is not None:
+        fields["server_rate_limit"] = enabled
+    rates = []
+    for name, limit in SERVER_RATE_DIRECTIVES.items():
+        got = reader.parse(name, v.parse_rate)
+        if got is None:
+            continue
+        if enabled is False:
+            reader.warn(reader.found[name], f"{name}: ignored, ServerRateLimit is off")
+            continue
+        rates.append((limit, got[0], got[1]))
+    if rates:
+        fields["server_rates"] = tuple(rates)
+    sources = reader.parse("ServerRateSources", v.parse_count, 1, MAX_RATE_SOURCES)
+    if sources is not None:
+        fields["server_rate_sources"] = sources
 
 
 def _by_line(problems: list[str], path: str) -> list[str]:

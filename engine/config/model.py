@@ -76,6 +76,12 @@ class EngineConfig:
     # server
     server_bind_address: str | None = None
     server_bind_address2: str | None = None
+    server_rate_limit: bool = True
+    """`ServerRateLimit off`: no rate limiting at all, as miredo-server."""
+    server_rates: tuple[tuple[str, float | None, float], ...] = ()
+    """(`ServerLimits` field, rate or None for off, burst) for each rate directive given;
+    the ones not given keep the role's defaults."""
+    server_rate_sources: int | None = None
     # all
     syslog_facility: str = DEFAULT_FACILITY
     status_socket: str | None = None

@@ -84,6 +84,48 @@ def parse_mtu(text: str) -> int:
     return value
 
 
+# --- rate limits (teredo-engine's server directives) -----------------------------------------
+
+MAX_RATE = 10_000_000.0
+"""Above any real packet rate; a bigger number is surely a typo (use `off` to disable)."""
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def parse_rate(text: str) -> tuple[float | None, float]:
+    """`RATE[/BURST]` packets per second (burst: how many may come at once, default RATE,
+    at least 1), or `off` for no limit: (rate, burst), rate None when off."""
+    if text.lower() in ("off", "unlimited"):
+        return None, 1.0
+    rate_text, _, burst_text = text.partition("/")
+    for part in (rate_text, burst_text) if burst_text else (rate_text,):
+        if not _NUMBER.fullmatch(part):
+            raise BadValue(f"expected RATE or RATE/BURST in packets per second (e.g. 20/50), "
+                           f"or off; got {text!r}")
+    rate = float(rate_text)
+    burst = float(burst_text) if burst_text else max(rate, 1.0)
+    if not 0 < rate <= MAX_RATE:
+        raise BadValue(f"rate {rate_text} is out of range (expected more than 0, at most "
+                       f"{MAX_RATE:.0f}; off disables the limit)")
+    if not 1 <= burst <= MAX_RATE:
+        raise BadValue(f"burst {burst_text} is out of range (expected 1-{MAX_RATE:.0f})")
+    return rate, burst
+
+
+def parse_on_off(text: str) -> bool:
+    word = parse_keyword(text, ("on", "off"))
+    return word == "on"
+
+
+def parse_count(text: str, low: int, high: int) -> int:
+    """A decimal count within [low, high] (no strtoul quirks: this is our directive)."""
+    if not text.isdigit():
+        raise BadValue(f"expected a whole number from {low} to {high}, got {text!r}")
+    value = int(text)
+    if not low <= value <= high:
+        raise BadValue(f"{value} is out of range (expected {low}-{high})")
+    return value
+
+
 # --- IPv4 addresses and host names ---------------------------------------------------------
 
 _HOSTNAME = re.compile(

@@ -8,12 +8,22 @@ and drop exactly what miredo does, with three deliberate differences, all becaus
 the internet must be neither a reflector nor an open relay:
 
 * per-source token buckets on RS answers, on forwarding to clients and on native forwarding,
-  plus global caps (RS answers and native IPv6), see `ServerLimits`;
+  plus global caps on each, see `ServerLimits` (set from the config file with the
+  `ServerRateLimit`, `Server*Rate[Total]` and `ServerRateSources` directives);
 * A6 forwards only to clients of *this* server (destination's server field == our primary).
   miredo also forwards, without an origin, to Teredo addresses of other servers, which no
   legitimate Teredo node needs (indirect bubbles go to the destination's own server) and which
   lets a spoofed packet be bounced at any IPv4:port;
-* an RS without an authentication header gets an RA without one (miredo sends stale bytes).
+* an RS without an authentication header gets an RA without one (miredo sends stale bytes);
+* A6 forwards at most `MAX_RELAYED_TRAILER` bytes after the IPv6 packet: miredo forwards the
+  whole datagram, so a bubble (or an 88-byte ICMPv6, A4) followed by up to 64 KiB of arbitrary
+  "trailer" would make the server an open UDP relay towards any ip:port written in a Teredo
+  address, which is what A4 means to prevent.  RFC 6081 trailers are a few dozen bytes.
+
+What stays open by design (RFC 4380): anyone may have the server send a bubble or a small
+ICMPv6 to any ip:port written in a Teredo address of this server (that is how relays and peers
+reach a client behind its NAT), and a spoofed RS gets an RA (about twice its size) sent to the
+spoofed source.  Both are per-source and globally rate-limited; neither amplifies more.
 
 Every drop is counted in `counters.drops` under a reason named after the rule:
 
@@ -30,15 +40,16 @@ Every drop is counted in `counters.drops` under a reason named after the rule:
 | `a4_icmpv6_too_big` | ICMPv6 with more than 88 payload bytes |
 | `a6_mapped_not_global` | destination's embedded IPv4 is not global |
 | `a6_not_our_client` | Teredo destination of another server (we are no open relay) |
+| `a6_trailer_too_long` | more than `MAX_RELAYED_TRAILER` bytes after the IPv6 packet |
 | `rs_rate_limited` | RS answers over the per-source or global budget |
-| `forward_rate_limited` | forwarding to clients over the per-source budget |
+| `forward_rate_limited` | forwarding to clients over the per-source or global budget |
 | `raw6_rate_limited` | native IPv6 forwarding over the per-source or global budget |
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .addr import (
@@ -74,6 +85,9 @@ from .wire import (
 MAX_RELAYED_ICMPV6 = 88
 """ICMPv6 payload bytes a server relays at most (A4): enough for ping tests, useless for abuse."""
 
+MAX_RELAYED_TRAILER = 512
+"""Bytes after the IPv6 packet (RFC 6081 trailers) relayed to a client at most (A6)."""
+
 HOUSEKEEPING_PERIOD = 10.0
 """How often idle rate-limit buckets are forgotten (bounded work per run)."""
 
@@ -89,6 +103,11 @@ class ServerLimits:
     per source IPv4 only bites on floods -- also with many clients behind one CGN address.
     Forwarding to clients carries relays' indirect bubbles (≤ 4 per peer), hence the larger
     per-source budget. Native forwarding carries only ping tests (≤ 4 per peer).
+    The totals cap what spoofed sources spread over many addresses can get out of us.
+    Config directives (server mode): `ServerRSRate`, `ServerRSRateTotal`,
+    `ServerForwardRate`, `ServerForwardRateTotal`, `ServerNativeRate`,
+    `ServerNativeRateTotal` (each `RATE[/BURST]` or `off`), `ServerRateSources`, and
+    `ServerRateLimit off` for none at all.
     """
 
     rs_per_source: Rate = field(default_factory=lambda: Rate(20, 50))
@@ -97,12 +116,26 @@ class ServerLimits:
     raw6_per_source: Rate = field(default_factory=lambda: Rate(50, 100))
     raw6_total: Rate = field(default_factory=lambda: Rate(5000, 10000))
     max_sources: int = 65536
+    forward_total: Rate = field(default_factory=lambda: Rate(20000, 40000))
 
     @classmethod
     def unlimited(cls) -> ServerLimits:
         """miredo's behaviour: no limits at all (benchmarks, interop comparisons)."""
         none = Rate(None)
-        return cls(none, none, none, none, none)
+        return cls(none, none, none, none, none, forward_total=none)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ServerLimits:
+        """`ServerRateLimit`, the rate directives and `ServerRateSources` over the defaults."""
+        if not getattr(cfg, "server_rate_limit", True):
+            return cls.unlimited()
+        changes: dict[str, Any] = {
+            name: Rate(rate, burst) for name, rate, burst in getattr(cfg, "server_rates", ())
+        }
+        sources = getattr(cfg, "server_rate_sources", None)
+        if sources is not None:
+            changes["max_sources"] = sources
+        return replace(cls(), **changes)
 
 
 def _check_ipv4(name: str, ip: str) -> str:
@@ -145,13 +178,7 @@ class ServerRole:
         self.link_local = server_link_local(self.primary)
         self._primary_packed = ipv4_pack(self.primary)
         self._own = {(self.primary, TEREDO_PORT), (self.secondary, TEREDO_PORT)}
-        self.limits = limits or ServerLimits()
-        lim = self.limits
-        self.rs_limiter = KeyedLimiter(lim.rs_per_source, lim.max_sources)
-        self.rs_total = GlobalLimiter(lim.rs_total, now)
-        self.forward_limiter = KeyedLimiter(lim.forward_per_source, lim.max_sources)
-        self.raw6_limiter = KeyedLimiter(lim.raw6_per_source, lim.max_sources)
-        self.raw6_total = GlobalLimiter(lim.raw6_total, now)
+        self.set_limits(limits or ServerLimits(), now)
         self.udp_out: list[tuple[int, bytes, tuple[str, int]]] = []
         self.raw6_out: list[bytes] = []
         self.events: list[Event] = [StateChanged("running", f"serving on {self.primary}")]
@@ -160,17 +187,44 @@ class ServerRole:
         self.started = now
         self._next_housekeeping = now + HOUSEKEEPING_PERIOD
 
+    def set_limits(self, limits: ServerLimits, now: float) -> None:
+        """(Re)build the limiters; buckets start full (a reload forgives past bursts)."""
+        self.limits = lim = limits
+        self.rs_limiter = KeyedLimiter(lim.rs_per_source, lim.max_sources)
+        self.rs_total = GlobalLimiter(lim.rs_total, now)
+        self.forward_limiter = KeyedLimiter(lim.forward_per_source, lim.max_sources)
+        self.forward_total = GlobalLimiter(lim.forward_total, now)
+        self.raw6_limiter = KeyedLimiter(lim.raw6_per_source, lim.max_sources)
+        self.raw6_total = GlobalLimiter(lim.raw6_total, now)
+
     @classmethod
     def from_config(cls, cfg: Any, *, now: float = 0.0, limits: ServerLimits | None = None):
-        """Build from `engine.config.EngineConfig` (server mode)."""
+        """Build from `engine.config.EngineConfig` (server mode); the limits come from the
+        config's rate directives unless given."""
         return cls(
             cfg.server_bind_address,
             getattr(cfg, "server_bind_address2", None),
             getattr(cfg, "prefix", TEREDO_PREFIX),
             getattr(cfg, "interface_mtu", MIN_MTU),
             now=now,
-            limits=limits,
+            limits=limits if limits is not None else ServerLimits.from_config(cfg),
         )
+
+    def reconfigure(self, cfg: Any, now: float) -> bool:
+        """SIGHUP: new rate limits apply in place; anything else needs a new worker."""
+        secondary = getattr(cfg, "server_bind_address2", None) or self.secondary
+        same = (
+            cfg.server_bind_address == self.primary
+            and secondary == self.secondary
+            and getattr(cfg, "prefix", TEREDO_PREFIX) == self.prefix
+            and getattr(cfg, "interface_mtu", MIN_MTU) == self.mtu
+        )
+        if not same:
+            return False
+        limits = ServerLimits.from_config(cfg)
+        if limits != self.limits:
+            self.set_limits(limits, now)
+        return True
 
     # -- input ---------------------------------------------------------------------------------
     def datagram_received(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
@@ -257,7 +311,10 @@ class ServerRole:
         if not is_global_unicast_ipv4(dest[0]):
             c.drop("a6_mapped_not_global")
             return
-        if not self.forward_limiter.allow(src_ip, now):
+        if t.trailer_len > MAX_RELAYED_TRAILER:
+            c.drop("a6_trailer_too_long")
+            return
+        if not (self.forward_limiter.allow(src_ip, now) and self.forward_total.allow(now)):
             c.drop("forward_rate_limited")
             return
         payload = Origin(src_ip, src[1]).pack() + t.remainder  # trailers travel on
@@ -318,6 +375,7 @@ class ServerRole:
                 "rs_per_source": self.rs_limiter.stats(),
                 "rs_total_denied": self.rs_total.denied,
                 "forward_per_source": self.forward_limiter.stats(),
+                "forward_total_denied": self.forward_total.denied,
                 "raw6_per_source": self.raw6_limiter.stats(),
                 "raw6_total_denied": self.raw6_total.denied,
             },
