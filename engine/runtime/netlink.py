@@ -1,11 +1,11 @@
-"""Interface configuration and change watching over rtnetlink, through pyroute2.
+"""Interface configuration and change watching over rtnetlink (`engine.runtime.rtnl`).
 
 What a miredo client's hook does with ``ip`` (addresses, MTU, link state, the last-resort
-default route) and what miredo's relay set-up does in C, done here with pyroute2's `IPRoute`
-from the privileged parent only, always on the one interface index the parent created.
-No process is spawned.
+default route) and what miredo's relay set-up does in C, done here over rtnetlink from the
+privileged parent only, always on the one interface index the parent created.  No process is
+spawned, and no pyroute2: its import alone took longer than a whole qualification.
 
-Every operation opens a short-lived `IPRoute`: they are rare (qualification, reload, exit), and
+Every operation opens a short-lived socket: they are rare (qualification, reload, exit), and
 a fresh socket never carries state across a fork into the worker.
 """
 
@@ -15,14 +15,11 @@ import errno
 import ipaddress
 import os
 import socket
-import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_LINK
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+from engine.runtime import rtnl
+from engine.runtime.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_LINK, Rtnl, RtnlError
 
 LL_CLIENT_TEXT = "fe80::ffff:ffff:ffff"
 CLIENT_ROUTE_METRIC = 1029  # loses against the kernel's 1024: Teredo is the last resort
@@ -39,8 +36,11 @@ class NetlinkConfigError(Exception):
 
 
 @contextmanager
-def _ipr() -> Iterator[IPRoute]:
-    ipr = IPRoute()
+def _ipr() -> Iterator[Rtnl]:
+    try:
+        ipr = Rtnl()
+    except OSError as e:
+        raise NetlinkConfigError(f"rtnetlink socket: {e.strerror or e}") from None
     try:
         yield ipr
     finally:
@@ -81,37 +81,39 @@ class TunnelInterface:
     def _run(self, what: str, fn, *args, ok_errnos: tuple[int, ...] = (), **kwargs):
         try:
             return fn(*args, **kwargs)
-        except NetlinkError as e:
+        except RtnlError as e:
             if e.code in ok_errnos:
                 return None
-            raise NetlinkConfigError(f"{what} on {self.name}: {e.args[-1]} (errno {e.code})")
+            raise NetlinkConfigError(
+                f"{what} on {self.name}: {os.strerror(e.code)} (errno {e.code})"
+            ) from None
+        except OSError as e:  # the socket itself (timeout, ...)
+            raise NetlinkConfigError(f"{what} on {self.name}: {e.strerror or e}") from None
 
-    def _flush(self, ipr: IPRoute) -> None:
+    def _flush(self, ipr: Rtnl) -> None:
         """Remove every address and every main-table route of our interface."""
-        for msg in ipr.get_addr(index=self.index):
+        for a in self._run("list addresses", ipr.addresses, index=self.index) or ():
             self._run(
                 "delete address",
-                ipr.addr,
-                "del",
-                index=self.index,
-                address=msg.get("address"),
-                prefixlen=msg["prefixlen"],
+                ipr.addr_del,
+                self.index,
+                a.address,
+                a.prefixlen,
                 ok_errnos=(errno.EADDRNOTAVAIL, errno.ENODEV),
             )
         for family in (socket.AF_INET6, socket.AF_INET):
-            for route in ipr.get_routes(family=family, table=MAIN_TABLE):
-                if route.get("oif") != self.index or route.get("proto") == 2:
-                    continue  # proto 2 = kernel: removed with the addresses/link
+            for route in self._run("list routes", ipr.routes, family, MAIN_TABLE) or ():
+                if route.oif != self.index or route.protocol == rtnl.RTPROT_KERNEL:
+                    continue  # proto kernel: removed with the addresses/link
                 self._run(
                     "delete route",
-                    ipr.route,
-                    "del",
-                    family=family,
-                    dst=route.get("dst"),
-                    dst_len=route["dst_len"],
-                    oif=self.index,
-                    priority=route.get("priority"),
-                    table=MAIN_TABLE,
+                    ipr.route_del,
+                    family,
+                    route.dst,
+                    route.dst_len,
+                    self.index,
+                    route.priority,
+                    MAIN_TABLE,
                     ok_errnos=(errno.ESRCH, errno.ENODEV),
                 )
 
@@ -124,26 +126,24 @@ class TunnelInterface:
         addr = str(ipaddress.IPv6Address(address))
         with _ipr() as ipr:
             self._flush(ipr)
-            self._run("set MTU/up", ipr.link, "set", index=self.index, mtu=mtu, state="up")
+            self._run("set MTU/up", ipr.link_set, self.index, mtu=mtu, up=True)
             for a, plen in ((LL_CLIENT_TEXT, 64), (addr, 32)):
                 self._run(
                     f"add address {a}/{plen}",
-                    ipr.addr,
-                    "add",
-                    index=self.index,
-                    address=a,
-                    prefixlen=plen,
+                    ipr.addr_add,
+                    self.index,
+                    a,
+                    plen,
                     ok_errnos=(errno.EEXIST,),
                 )
             self._run(
                 "add default route",
-                ipr.route,
-                "add",
-                family=socket.AF_INET6,
-                dst="::",
-                dst_len=0,
-                oif=self.index,
-                priority=CLIENT_ROUTE_METRIC,
+                ipr.route_add,
+                socket.AF_INET6,
+                "::",
+                0,
+                self.index,
+                CLIENT_ROUTE_METRIC,
                 ok_errnos=(errno.EEXIST,),
             )
         self.address, self.mtu = address, mtu
@@ -152,8 +152,7 @@ class TunnelInterface:
         """Addresses and routes gone, link down (what the hook does on STATE=down)."""
         with _ipr() as ipr:
             self._flush(ipr)
-            self._run("set down", ipr.link, "set", index=self.index, state="down",
-                      ok_errnos=(errno.ENODEV,))
+            self._run("set down", ipr.link_set, self.index, up=False, ok_errnos=(errno.ENODEV,))
         self.address = None
 
     def relay_setup(self, mtu: int, prefix32: int) -> None:
@@ -164,25 +163,23 @@ class TunnelInterface:
             raise NetlinkConfigError(f"accept_redirects on {self.name}: {e.strerror}")
         with _ipr() as ipr:
             self._flush(ipr)
-            self._run("set MTU/up", ipr.link, "set", index=self.index, mtu=mtu, state="up")
+            self._run("set MTU/up", ipr.link_set, self.index, mtu=mtu, up=True)
             self._run(
                 f"add address {LL_CLIENT_TEXT}/64",
-                ipr.addr,
-                "add",
-                index=self.index,
-                address=LL_CLIENT_TEXT,
-                prefixlen=64,
+                ipr.addr_add,
+                self.index,
+                LL_CLIENT_TEXT,
+                64,
                 ok_errnos=(errno.EEXIST,),
             )
             self._run(
                 "add Teredo prefix route",
-                ipr.route,
-                "add",
-                family=socket.AF_INET6,
-                dst=_prefix_text(prefix32),
-                dst_len=32,
-                oif=self.index,
-                priority=RELAY_ROUTE_METRIC,
+                ipr.route_add,
+                socket.AF_INET6,
+                _prefix_text(prefix32),
+                32,
+                self.index,
+                RELAY_ROUTE_METRIC,
                 ok_errnos=(errno.EEXIST,),
             )
         self.mtu = mtu
@@ -198,9 +195,9 @@ class TunnelInterface:
 class AddressWatcher:
     """Host IPv4 address and link changes, read from an rtnetlink multicast socket.
 
-    Only the fact of a change matters (the worker re-qualifies), so messages are decoded with
-    pyroute2's marshal just far enough to ignore our own interface and link messages that do
-    not change a link's up/running state.
+    Only the fact of a change matters (the worker re-qualifies), so messages are decoded just
+    far enough to ignore our own interface and link messages that do not change a link's
+    up/running state.
     """
 
     def __init__(self, own_index: int | None) -> None:
@@ -210,12 +207,15 @@ class AddressWatcher:
             socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
             socket.NETLINK_ROUTE,
         )
-        self.sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
-        self._marshal = MarshalRtnl()
-        self._link_flags: dict[int, int] = {}
-        with _ipr() as ipr:  # seed, so that the first unrelated NEWLINK is not a "change"
-            for link in ipr.get_links():
-                self._link_flags[link["index"]] = link["flags"] & _STATE_FLAGS
+        try:
+            self.sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+            self._link_flags: dict[int, int] = {}
+            with Rtnl() as ipr:  # seed, so that the first unrelated NEWLINK is not a "change"
+                for link in ipr.links():
+                    self._link_flags[link.index] = link.flags & _STATE_FLAGS
+        except BaseException:
+            self.sock.close()
+            raise
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -231,32 +231,33 @@ class AddressWatcher:
             except OSError as e:  # ENOBUFS: we lost messages, so assume something changed
                 reasons.append(f"netlink overrun ({e.strerror})")
                 continue
-            for msg in self._marshal.parse(data):
+            for msg in rtnl.parse(data):
                 reason = self._relevant(msg)
                 if reason:
                     reasons.append(reason)
         return reasons
 
-    def _relevant(self, msg) -> str | None:
-        event = msg.get("event")
-        index = msg.get("index")
-        if index == self.own_index:
-            return None
-        if event in ("RTM_NEWADDR", "RTM_DELADDR"):
-            if msg.get("family") != socket.AF_INET:
+    def _relevant(self, msg: rtnl.Message) -> str | None:
+        if msg.type in (rtnl.RTM_NEWADDR, rtnl.RTM_DELADDR):
+            a = rtnl.address_of(msg)
+            if a is None or a.index == self.own_index or a.family != socket.AF_INET:
                 return None
-            verb = "added" if event == "RTM_NEWADDR" else "removed"
-            return f"IPv4 address {msg.get_attr('IFA_ADDRESS')} {verb} (ifindex {index})"
-        if event == "RTM_DELLINK":
-            self._link_flags.pop(index, None)
-            return f"link {msg.get_attr('IFLA_IFNAME')} removed"
-        if event == "RTM_NEWLINK":
-            flags = msg.get("flags", 0) & _STATE_FLAGS
-            old = self._link_flags.get(index)
-            self._link_flags[index] = flags
-            if old is None or old != flags:
-                state = "up" if flags & IFF_RUNNING else "down"
-                return f"link {msg.get_attr('IFLA_IFNAME')} {state}"
+            verb = "added" if msg.type == rtnl.RTM_NEWADDR else "removed"
+            return f"IPv4 address {a.address} {verb} (ifindex {a.index})"
+        if msg.type not in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK):
+            return None
+        link = rtnl.link_of(msg)
+        if link.index == self.own_index:
+            return None
+        if msg.type == rtnl.RTM_DELLINK:
+            self._link_flags.pop(link.index, None)
+            return f"link {link.name} removed"
+        flags = link.flags & _STATE_FLAGS
+        old = self._link_flags.get(link.index)
+        self._link_flags[link.index] = flags
+        if old is None or old != flags:
+            state = "up" if flags & IFF_RUNNING else "down"
+            return f"link {link.name} {state}"
         return None
 
     def close(self) -> None:
@@ -265,53 +266,24 @@ class AddressWatcher:
 
 # -- the relay's ICMPv6 error source ---------------------------------------------------------
 
-RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-RTMGRP_IPV6_IFADDR = 0x100
-IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 IFA_F_TEMPORARY, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE = 0x01, 0x08, 0x20, 0x40
-RT_SCOPE_UNIVERSE = 0
-_NLMSG = struct.Struct("=IHHII")
-_IFADDRMSG = struct.Struct("=BBBBI")
-_RTATTR = struct.Struct("=HH")
+RTM_NEWADDR, RTM_DELADDR = rtnl.RTM_NEWADDR, rtnl.RTM_DELADDR
 
 
 def parse_ifaddr(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
     """IPv6 RTM_NEWADDR/RTM_DELADDR messages in a netlink read, as
     ``(type, ifindex, scope, flags, address16)``; other messages are skipped.
-
-    Decoded by hand (a few fixed structs) rather than through pyroute2: this runs in the
-    unprivileged, maybe chrooted worker, where a lazy import could not read its module.
     ``flags`` is the 32-bit IFA_FLAGS attribute when present (it supersedes the 8-bit field).
     """
-    off, end = 0, len(data)
-    while off + _NLMSG.size <= end:
-        length, mtype, _flags, _seq, _pid = _NLMSG.unpack_from(data, off)
-        if length < _NLMSG.size or off + length > end:
-            return
-        body = off + _NLMSG.size
-        if mtype in (RTM_NEWADDR, RTM_DELADDR) and length >= _NLMSG.size + _IFADDRMSG.size:
-            family, _plen, flags, scope, index = _IFADDRMSG.unpack_from(data, body)
-            if family == socket.AF_INET6:
-                addr = local = None
-                a = body + _IFADDRMSG.size
-                while a + _RTATTR.size <= off + length:
-                    alen, atype = _RTATTR.unpack_from(data, a)
-                    if alen < _RTATTR.size or a + alen > off + length:
-                        break
-                    value = data[a + _RTATTR.size : a + alen]
-                    if atype == IFA_ADDRESS and len(value) == 16:
-                        addr = bytes(value)
-                    elif atype == IFA_LOCAL and len(value) == 16:
-                        local = bytes(value)
-                    elif atype == IFA_FLAGS and len(value) == 4:
-                        flags = struct.unpack("=I", value)[0]
-                    a += (alen + 3) & ~3
-                address = local or addr
-                if address is not None:
-                    yield mtype, index, scope, flags, address
-        off += (length + 3) & ~3
+    for m in rtnl.parse(data):
+        if m.type not in (RTM_NEWADDR, RTM_DELADDR):
+            continue
+        family, _plen, flags, scope, index = m.header
+        raw = m.attrs.get(rtnl.IFA_LOCAL) or m.attrs.get(rtnl.IFA_ADDRESS)
+        if family != socket.AF_INET6 or raw is None or len(raw) != 16:
+            continue
+        extended = m.u32(rtnl.IFA_FLAGS)
+        yield m.type, index, scope, extended if extended is not None else flags, raw
 
 
 def usable_sources(table: dict[tuple[int, bytes], tuple[int, int]], own_index: int | None
@@ -324,7 +296,7 @@ def usable_sources(table: dict[tuple[int, bytes], tuple[int, int]], own_index: i
     """
     good: list[tuple[int, bytes]] = []
     for (index, addr), (scope, flags) in table.items():
-        if index == own_index or scope != RT_SCOPE_UNIVERSE:
+        if index == own_index or scope != rtnl.RT_SCOPE_UNIVERSE:
             continue
         if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
             continue
@@ -356,7 +328,7 @@ class SourceAddressWatcher:
             socket.NETLINK_ROUTE,
         )
         try:
-            self.sock.bind((0, RTMGRP_IPV6_IFADDR))  # subscribe first: no change is missed
+            self.sock.bind((0, rtnl.RTMGRP_IPV6_IFADDR))  # subscribe first: miss no change
             self.table = dump_ipv6_addresses()
         except BaseException:
             self.sock.close()
@@ -406,27 +378,7 @@ def dump_ipv6_addresses() -> dict[tuple[int, bytes], tuple[int, int]]:
     """Every IPv6 address of the namespace, read once on a socket of its own (a subscribed
     socket would interleave notifications with the dump's answer)."""
     table: dict[tuple[int, bytes], tuple[int, int]] = {}
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                       socket.NETLINK_ROUTE) as q:
-        q.settimeout(5.0)
-        q.bind((0, 0))
-        req = _IFADDRMSG.pack(socket.AF_INET6, 0, 0, 0, 0)
-        q.send(_NLMSG.pack(_NLMSG.size + len(req), RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP,
-                           os.getpid() & 0xFFFF, 0) + req)
-        while True:
-            data = q.recv(65536)
-            apply_ifaddr(table, data)
-            if _done(data):
-                return table
-
-
-def _done(data: bytes) -> bool:
-    off = 0
-    while off + _NLMSG.size <= len(data):
-        length, mtype, _f, _s, _p = _NLMSG.unpack_from(data, off)
-        if mtype in (NLMSG_DONE, NLMSG_ERROR):
-            return True
-        if length < _NLMSG.size:
-            return True
-        off += (length + 3) & ~3
-    return False
+    with Rtnl() as q:
+        for a in q.addresses(socket.AF_INET6):
+            table[(a.index, socket.inet_pton(socket.AF_INET6, a.address))] = (a.scope, a.flags)
+    return table

@@ -31,6 +31,7 @@ from engine.runtime.netlink import (
 )
 from engine.runtime.pidfile import PidFile
 from engine.runtime.privsep import Account, PrivsepError, cap_eff, drop_privileges, status_field
+from engine.runtime.rtnl import Rtnl, prefixlen_netmask
 from engine.runtime.signals import SignalPipe, ignore_user_signals, set_parent_death_signal
 from engine.runtime.signals import name as signame
 from engine.runtime.sockets import BindError, local_port, open_discovery, open_raw6, open_udp
@@ -63,23 +64,17 @@ def _secondary(primary: str) -> str:
 
 def _discovery_interfaces(config: Any) -> list[tuple[str, str, str]]:
     """(ifname, IPv4, netmask) whose name matches `DiscoveryInterfaces`, loopback excluded."""
-    import ipaddress
-
-    from pyroute2 import IPRoute
-
     pattern = getattr(config, "discovery_interfaces", None)
     out: list[tuple[str, str, str]] = []
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
-        for addr in ipr.get_addr(family=socket.AF_INET):
-            ifname = names.get(addr["index"]) or ""
-            local = addr.get("address")
-            if not local or local.startswith("127."):
+    with Rtnl() as ipr:
+        names = {link.index: link.name for link in ipr.links()}
+        for addr in ipr.addresses(socket.AF_INET):
+            ifname = names.get(addr.index) or ""
+            if addr.address.startswith("127."):
                 continue
             if pattern is not None and not pattern.search(ifname):
                 continue
-            mask = str(ipaddress.IPv4Network(f"0.0.0.0/{addr['prefixlen']}").netmask)
-            out.append((ifname, local, mask))
+            out.append((ifname, addr.address, prefixlen_netmask(addr.prefixlen)))
     return out
 
 

@@ -207,10 +207,17 @@ def test_relay_interface_hup_respawn_and_term(ns, tmp_path):
     assert _link(ns, "h6relay") == link
 
     # HUP with a broken file: logged as file:line, the old config keeps running
-    e.conf.write_text(RELAY_CONF + "InterfaceMTU 70000\n")
+    e.conf.write_text(RELAY_CONF + "Prefix ff02::\n")
     e.signal(signal.SIGHUP)
     wait_for(lambda: "the running one stays" in e.text(), "rejected reload")
     assert f"{e.conf}:5:" in e.text()
+    assert e.status()["worker_pid"] == st["worker_pid"]
+
+    # HUP with a superfluous directive (miredo: a warning): logged, applied in place
+    e.conf.write_text(RELAY_CONF + "SyslogFacility local3\nServerAddress 203.0.113.10\n")
+    e.signal(signal.SIGHUP)
+    wait_for(lambda: f"{e.conf}:6: warning: superfluous directive ServerAddress" in e.text(),
+             "superfluous warning on reload")
     assert e.status()["worker_pid"] == st["worker_pid"]
 
     # HUP with a new port: a new worker on new sockets, the interface stays
