@@ -3,8 +3,9 @@
 The engine forks an unprivileged worker that runs the hot loop and leaves with `os._exit`, so
 an in-process profiler (cProfile in the parent) would see nothing of the forwarding. py-spy
 samples the worker from outside (`--idle` keeps samples taken inside blocking syscalls, which
-for a relay are real work: recvfrom, sendto, the TUN read and write). The profiled run is an
-extra run outside the comparison, because sampling still costs the target a little.
+for a relay are real work: recvfrom, sendto, the TUN read and write; `--nonblocking` reads the
+stacks without stopping the worker, so the profiled run keeps its speed). The profiled run is
+an extra run outside the comparison all the same.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def start(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
     if exe is None:
         return None
     return subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", f"{seconds:.0f}",
-                             "--rate", str(RATE), "--idle", "--format", "raw", "--output",
+                             "--rate", str(RATE), "--idle", "--nonblocking", "--format", "raw",
+                             "--output",
                              str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
 
