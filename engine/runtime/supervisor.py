@@ -62,19 +62,30 @@ def _secondary(primary: str) -> str:
     return str(ipaddress.IPv4Address(primary) + 1)
 
 
+IFF_MULTICAST = 0x1000
+
+
 def _discovery_interfaces(config: Any) -> list[tuple[str, str, str]]:
-    """(ifname, IPv4, netmask) whose name matches `DiscoveryInterfaces`, loopback excluded."""
-    pattern = getattr(config, "discovery_interfaces", None)
-    out: list[tuple[str, str, str]] = []
+    """(ifname, IPv4, netmask) of the host's discovery candidates (`select_discovery`)."""
     with Rtnl() as ipr:
-        names = {link.index: link.name for link in ipr.links()}
-        for addr in ipr.addresses(socket.AF_INET):
-            ifname = names.get(addr.index) or ""
-            if addr.address.startswith("127."):
-                continue
-            if pattern is not None and not pattern.search(ifname):
-                continue
-            out.append((ifname, addr.address, prefixlen_netmask(addr.prefixlen)))
+        return select_discovery(ipr.links(), ipr.addresses(socket.AF_INET),
+                                getattr(config, "discovery_interfaces", None))
+
+
+def select_discovery(links: list[Any], addresses: list[Any], pattern: Any
+                     ) -> list[tuple[str, str, str]]:
+    """miredo's rule (§9): every IPv4 address of a multicast-capable interface whose name
+    matches `DiscoveryInterfaces` (unanchored); loopback excluded.  Whether global addresses
+    count is the role's business (`LocalDiscovery forced`)."""
+    by_index = {link.index: link for link in links}
+    out: list[tuple[str, str, str]] = []
+    for addr in addresses:
+        link = by_index.get(addr.index)
+        if link is None or not link.flags & IFF_MULTICAST or addr.address.startswith("127."):
+            continue
+        if pattern is not None and not pattern.search(link.name):
+            continue
+        out.append((link.name, addr.address, prefixlen_netmask(addr.prefixlen)))
     return out
 
 
