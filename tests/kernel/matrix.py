@@ -192,9 +192,10 @@ def judge(run: ComboRun, baseline: ComboRun | None) -> list[str]:
 RESULTS: list[ComboRun] = []
 
 
-def baseline(nat2: str) -> ComboRun | None:
-    """The latest all-Debian run behind the given NAT 2 type in this session."""
-    for run in reversed(RESULTS):
+def baseline(nat2: str, runs: list[ComboRun] | None = None) -> ComboRun | None:
+    """The latest all-Debian run behind the given NAT 2 type in `runs` (default: this
+    session's)."""
+    for run in reversed(RESULTS if runs is None else runs):
         if run.combo.all_debian and run.combo.nat2 == nat2:
             return run
     return None
@@ -234,7 +235,7 @@ def format_matrix(runs: list[ComboRun]) -> str:
                      for r in ("cli", "cli2"))
         by_path = {r.path: r for r in run.rows}
         cells = [_cell(by_path[p].result) if p in by_path else "-" for p in PATHS]
-        verdict = "ok" if not judge(run, baseline(run.combo.nat2)) else "BAD"
+        verdict = "ok" if not judge(run, baseline(run.combo.nat2, runs)) else "BAD"
         table.append([f" {roles}", run.combo.nat2, q, *cells, verdict])
     widths = [max(len(row[i]) for row in [head, *table]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
