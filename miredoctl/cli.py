@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from miredoctl import logs as logs_mod
-from miredoctl import ops
+from miredoctl import ops, timedlog
 from miredoctl import status as status_mod
 from miredoctl.errors import (
     EXIT_ERROR,
@@ -89,9 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("show", "detail view (like `wg show`) of instances")
     p = cmd("wait", "wait until instances run and clients are qualified")
     p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
-    p = cmd("logs", "instance logs, merged and prefixed with the instance name")
-    p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("-n", "--lines", type=int, default=20, metavar="N")
+    p = cmd("logs", "instance logs interleaved by time, prefixed with the instance name")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument("-n", "--lines", type=int, default=20, metavar="N",
+                   help="the last N lines of the merged logs (default 20)")
+    p.add_argument("--since", metavar="WHEN",
+                   help="only lines from then on: 10m, 2h, 1d, 14:05, 2026-11-26 14:05:00, "
+                        "2026-11-26T13:05:00Z (local time unless a zone is given)")
     cmd("demo", "build the lab, run the default fleet, ping through it (from the repo root)",
         selection=False)
     p = cmd("lab", "build, remove or inspect the demo network in namespaces", selection=False)
@@ -299,12 +303,17 @@ def cmd_wait(args: argparse.Namespace, ctx: ops.Context) -> int:
 
 def cmd_logs(args: argparse.Namespace, ctx: ops.Context) -> int:
     fleet = _fleet_or_running(ctx)
-    logged = tuple(p.stem for p in ctx.paths.logs.glob("*.log")
-                   if p.stem != "supervisord" and p.stem != "reaper")
-    names = resolve(fleet, _selection(args), default_all=True, extra_known=logged)
+    names = resolve(fleet, _selection(args), default_all=True,
+                    extra_known=logs_mod.known_names(ctx.paths))
     if args.lines < 0:
         raise UsageError("-n must be 0 or more")
-    logs_mod.show(ctx.paths, names, args.lines, args.follow)
+    since = timedlog.parse_since(args.since, time.time()) if args.since else None
+    if args.json and not args.follow:
+        lines = logs_mod.collect(ctx.paths, names, since, args.lines)
+        _emit(args, {"lines": [vars(ln) for ln in lines]}, "")
+        return EXIT_OK
+    # with --follow --json: one JSON object per line (JSON Lines), as `docker compose` does
+    logs_mod.show(ctx.paths, names, args.lines, args.follow, since=since, as_json=args.json)
     return EXIT_OK
 
 

@@ -205,6 +205,13 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
             sup.start_daemon()  # autostarts every program file just written
         else:
             added, changed, removed = sup.reread()
+            # miredoctl's own event listeners ('_' names): a newer miredoctl may have changed
+            # them (e.g. added `_logstamp`); bring them in line, they carry no tunnel state
+            for helper in [n for n in (*added, *changed) if n.startswith("_")]:
+                if helper in changed:
+                    sup.remove(helper)
+                sup.add(helper)
+                results.append(ApplyResult(helper, "updated", True, "miredoctl event listener"))
             for orphan in removed:
                 if orphan in orphans:
                     sup.remove(orphan)

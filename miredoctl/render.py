@@ -33,7 +33,8 @@ MIREDO = "/usr/sbin/miredo"
 MIREDO_SERVER = "/usr/sbin/miredo-server"
 MIREDO_CHECKCONF = "/usr/sbin/miredo-checkconf"
 MIREDO_USERS = {"client": "miredo", "relay": "miredo", "server": "miredo-server"}
-REAPER = "_reaper"  # instance names start with a letter or digit, so this never clashes
+REAPER = "_reaper"  # instance names start with a letter or digit, so these never clash
+LOGSTAMP = "_logstamp"
 PRIORITY = {"server": 10, "relay": 20, "client": 30}
 
 # Process settings for a daemon that may fork and drops privileges (manager-notes 1.5):
@@ -51,6 +52,8 @@ PROGRAM_SETTINGS = {
     "redirect_stderr": "true",
     "stdout_logfile_maxbytes": "5MB",
     "stdout_logfile_backups": "3",
+    # every output chunk also goes to the `_logstamp` listener, which writes it with times
+    "stdout_events_enabled": "true",
 }
 
 
@@ -266,6 +269,8 @@ def checkconf_problems(rendered: dict[str, Rendered], scratch: Path) -> list[Pro
 
 def supervisord_conf(paths: StatePaths, identifier: str) -> str:
     """The fleet's own supervisord: owner-only socket, pid and log in the state folder."""
+    reaper_cmd = [sys.executable, "-m", "miredoctl.reaper", "--history", str(paths.histories)]
+    logstamp_cmd = [sys.executable, "-m", "miredoctl.logstamp", "--logs", str(paths.timed_logs)]
     return "\n".join([
         "; miredoctl: generated, do not edit",
         "[unix_http_server]",
@@ -287,14 +292,29 @@ def supervisord_conf(paths: StatePaths, identifier: str) -> str:
         "[supervisorctl]",
         f"serverurl=unix://{_ini(str(paths.socket))}",
         "",
-        "; kills what an engine leaves behind when its main process dies (miredoctl.reaper)",
+        "; kills what an engine leaves behind when its main process dies, and records every",
+        "; state change in history/NAME.jsonl for restart counts (miredoctl.reaper)",
         f"[eventlistener:{REAPER}]",
-        f"command={_ini(shlex.join([sys.executable, '-m', 'miredoctl.reaper']))}",
-        "events=PROCESS_STATE_EXITED",
+        f"command={_ini(shlex.join(reaper_cmd))}",
+        "events=PROCESS_STATE",
+        "buffer_size=100",
         "autorestart=true",
         "priority=1",
         "stdout_logfile=NONE",
         f"stderr_logfile={_ini(str(paths.logs / 'reaper.log'))}",
+        "stderr_logfile_maxbytes=1MB",
+        "stderr_logfile_backups=1",
+        "",
+        "; writes engine output with a time on each line to logs/timed/ (miredoctl.logstamp)",
+        f"[eventlistener:{LOGSTAMP}]",
+        f"command={_ini(shlex.join(logstamp_cmd))}",
+        "events=PROCESS_LOG,PROCESS_STATE_EXITED,PROCESS_STATE_STOPPED,PROCESS_STATE_FATAL,"
+        "PROCESS_STATE_BACKOFF",
+        "buffer_size=1000",
+        "autorestart=true",
+        "priority=1",
+        "stdout_logfile=NONE",
+        f"stderr_logfile={_ini(str(paths.logs / 'logstamp.log'))}",
         "stderr_logfile_maxbytes=1MB",
         "stderr_logfile_backups=1",
         "",

@@ -52,6 +52,16 @@ class StatePaths:
         return self.root / "logs"
 
     @property
+    def timed_logs(self) -> Path:
+        """Engine output with a time on every line (written by `miredoctl.logstamp`)."""
+        return self.logs / "timed"
+
+    @property
+    def histories(self) -> Path:
+        """Process state changes per instance (written by `miredoctl.reaper`)."""
+        return self.root / "history"
+
+    @property
     def supervisord_conf(self) -> Path:
         return self.root / "supervisord.conf"
 
@@ -86,9 +96,16 @@ class StatePaths:
     def log(self, name: str) -> Path:
         return self.logs / f"{name}.log"
 
+    def timed_log(self, name: str) -> Path:
+        return self.timed_logs / f"{name}.log"
+
+    def history(self, name: str) -> Path:
+        return self.histories / f"{name}.jsonl"
+
     def ensure(self) -> None:
         """Create the folders; owner-only because the socket and configs are control surfaces."""
-        for path in (self.root, self.configs, self.programs, self.run, self.logs):
+        for path in (self.root, self.configs, self.programs, self.run, self.logs,
+                     self.timed_logs, self.histories):
             path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         # the engines drop to an unprivileged user but their root parent writes the pid file;

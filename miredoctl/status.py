@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import pwd
 import re
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from miredoctl import history
 from miredoctl.inventory import Fleet, Instance
 from miredoctl.state import StatePaths
 
@@ -36,8 +38,12 @@ class InstanceStatus:
     engine: str | None
     netns: str | None
     enabled: bool
-    state: str  # supervisord process state, or "DISABLED" / "NOT ADDED" / "ORPHAN"
+    # supervisord's process state, or DISABLED / NOT ADDED / ORPHAN, or FLAPPING (a RUNNING,
+    # STARTING or BACKOFF process that supervisord restarted too often lately, see history.py)
+    state: str
     pid: int | None = None
+    process_state: str | None = None  # supervisord's own word, also when `state` is FLAPPING
+    engine_pid: int | None = None  # the pid the engine itself reports (status socket/pid file)
     uptime: float | None = None
     tunnel_state: str | None = None
     interface: str | None = None
@@ -52,7 +58,12 @@ class InstanceStatus:
     rx_packets: int | None = None
     tx_packets: int | None = None
     last_qualified: float | None = None
-    restarts: int | None = None  # engine-internal worker restarts (teredo-engine only)
+    restarts: int = 0  # automatic restarts by supervisord since the last operator start
+    recent_restarts: int = 0  # of those, within history.FLAP_WINDOW
+    flapping: bool = False
+    worker_restarts: int | None = None  # engine-internal worker restarts (teredo-engine only)
+    last_change: float | None = None  # last process state change (Unix time)
+    last_exit: float | None = None  # last time the process exited (Unix time)
     last_error: str | None = None
     source: str | None = None  # where the tunnel view came from
     error: str | None = None
@@ -65,10 +76,20 @@ class InstanceStatus:
 
     @property
     def ready(self) -> bool:
-        """Running, and for a client also qualified (has its Teredo address)."""
-        if not self.up:
+        """Running, answering as the process supervisord runs, and a client also qualified.
+
+        The pid check is what makes `wait` trustworthy right after an engine died: until
+        supervisord notices, it still says RUNNING with the old pid, and the dead engine's
+        TUN interface may still carry its Teredo address. Only an engine that answers (status
+        socket; pid file for Debian's miredo) with supervisord's pid is the one running now.
+        """
+        if not self.up or self.pid is None or self.engine_pid != self.pid:
             return False
         return self.role != "client" or (self.tunnel_state == "qualified" and bool(self.address))
+
+    def note_error(self, message: str) -> None:
+        """Keep every problem seen while collecting (socket, then kernel view), not the last."""
+        self.error = f"{self.error}; {message}" if self.error else message
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +157,24 @@ def _descendants(pid: int) -> set[int]:
     return out
 
 
+def process_tree(pid: int) -> str:
+    """`pid name (user), ...` for the engine and what it forked: miredo's root parent, its
+    unprivileged worker and the privileged helper look alike in `ps`; this names them."""
+    parts = []
+    for p in sorted(_descendants(pid)):
+        try:
+            comm = Path(f"/proc/{p}/comm").read_text().strip()
+            uid = Path(f"/proc/{p}").stat().st_uid
+        except OSError:
+            continue
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
+        parts.append(f"{p} {comm} ({user})")
+    return ", ".join(parts)
+
+
 def bound_udp(netns: str | None, pid: int) -> list[str]:
     """UDP sockets held by the engine's process tree, as `ip:port`."""
     cmd = ["ss", "-H", "-u", "-a", "-n", "-p"]
@@ -163,7 +202,7 @@ def interface_view(inst: Instance, st: InstanceStatus) -> None:
         links = _ip_json(inst.netns, "-s", "link", "show", "dev", ifname)
         addrs = _ip_json(inst.netns, "-6", "addr", "show", "dev", ifname)
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-        st.error = f"interface {ifname}: {exc}"
+        st.note_error(f"interface {ifname}: {exc}")
         return
     if links:
         link = links[0]
@@ -189,6 +228,8 @@ def interface_view(inst: Instance, st: InstanceStatus) -> None:
 
 def engine_view(payload: dict[str, Any], st: InstanceStatus) -> None:
     """Fill the row from teredo-engine's status JSON (contract §4)."""
+    pid = payload.get("pid")
+    st.engine_pid = pid if isinstance(pid, int) else None
     st.tunnel_state = payload.get("state")
     st.interface = payload.get("interface") or st.interface
     st.mtu = payload.get("mtu")
@@ -210,15 +251,16 @@ def engine_view(payload: dict[str, Any], st: InstanceStatus) -> None:
     qualified, started = payload.get("last_qualified"), payload.get("started")
     if isinstance(qualified, int | float) and (not started or qualified >= started - 1):
         st.last_qualified = float(qualified)
-    st.restarts = payload.get("worker_restarts")
+    st.worker_restarts = payload.get("worker_restarts")
     st.last_error = payload.get("last_error")
 
 
 def collect(fleet: Fleet, paths: StatePaths, names: list[str],
-            procs: dict[str, dict[str, Any]] | None) -> list[InstanceStatus]:
+            procs: dict[str, dict[str, Any]] | None, now: float | None = None
+            ) -> list[InstanceStatus]:
     """Rows for the selected names; `procs` None means supervisord is not running."""
     rows = []
-    now = time.time()
+    now = time.time() if now is None else now
     for name in names:
         inst = fleet.instances.get(name)
         info = (procs or {}).get(name)
@@ -234,12 +276,18 @@ def collect(fleet: Fleet, paths: StatePaths, names: list[str],
         st.config = str(paths.config(name)) if paths.config(name).exists() else None
         st.log = str(paths.log(name)) if paths.log(name).exists() else None
         if info is not None:
-            st.state = info["statename"]
+            st.state = st.process_state = info["statename"]
             if info.get("pid"):
                 st.pid = info["pid"]
                 st.uptime = max(0.0, float(info.get("now", now)) - float(info["start"]))
             if info.get("spawnerr"):
                 st.error = info["spawnerr"]
+        summary = history.summarize(history.load(paths.history(name)), now)
+        st.restarts, st.recent_restarts = summary.restarts, summary.recent_restarts
+        st.flapping = summary.flapping
+        st.last_change, st.last_exit = summary.last_change, summary.last_exit
+        if st.flapping and st.state in ("RUNNING", "STARTING", "BACKOFF"):
+            st.state = "FLAPPING"
         if inst is not None and st.pid:
             _fill_tunnel(inst, paths, st)
         rows.append(st)
@@ -250,11 +298,21 @@ def _fill_tunnel(inst: Instance, paths: StatePaths, st: InstanceStatus) -> None:
     if inst.engine == "teredo-engine":
         sock = paths.status_socket(inst.name)
         try:
-            engine_view(query_engine(sock), st)
-            st.source = f"status socket {sock}"
+            payload = query_engine(sock)
+            pid = payload.get("pid")
+            st.engine_pid = pid if isinstance(pid, int) else None
+            if st.engine_pid == st.pid:
+                engine_view(payload, st)
+                st.source = f"status socket {sock}"
+                return
+            # someone else's engine (a leftover) answers on our socket: show none of its data
+            st.note_error(f"status socket {sock} is answered by pid {pid}, but supervisord "
+                          f"runs pid {st.pid}")
             return
         except (OSError, ValueError) as exc:
-            st.error = f"status socket {sock}: {exc}"
+            st.note_error(f"status socket {sock}: {exc}")
+    else:
+        st.engine_pid = _pidfile_pid(paths.pidfile(inst.name))
     interface_view(inst, st)
     st.source = st.source or "kernel (ip/ss in the instance's namespace)"
     if not st.bound and st.pid:
@@ -262,6 +320,15 @@ def _fill_tunnel(inst: Instance, paths: StatePaths, st: InstanceStatus) -> None:
             st.bound = bound_udp(inst.netns, st.pid)
         except (OSError, subprocess.TimeoutExpired):
             pass
+
+
+def _pidfile_pid(path: Path) -> int | None:
+    """The pid Debian's miredo wrote (its root parent, which supervisord runs), if alive."""
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
 
 
 # -- formatting ------------------------------------------------------------------------------
@@ -288,14 +355,15 @@ def human_bytes(n: int | None) -> str:
 
 
 def table(rows: list[InstanceStatus]) -> str:
-    head = ("NAME", "ROLE", "ENGINE", "STATE", "PID", "UPTIME", "TUNNEL", "ADDRESS / BOUND",
-            "MAPPED", "PEERS", "RX/TX")
+    head = ("NAME", "ROLE", "ENGINE", "STATE", "PID", "UPTIME", "RESTARTS", "TUNNEL",
+            "ADDRESS / BOUND", "MAPPED", "PEERS", "RX/TX")
     lines = [head]
     for st in rows:
         where = st.address or (", ".join(st.bound) if st.bound else "-")
         lines.append((
             st.name, st.role or "-", st.engine or "-", st.state, str(st.pid or "-"),
-            human_duration(st.uptime), st.tunnel_state or "-", where, st.mapped or "-",
+            human_duration(st.uptime), restarts_text(st), st.tunnel_state or "-", where,
+            st.mapped or "-",
             "-" if st.peers is None else str(st.peers),
             f"{human_bytes(st.rx_bytes)}/{human_bytes(st.tx_bytes)}"
             if st.rx_bytes is not None else "-",
@@ -303,6 +371,12 @@ def table(rows: list[InstanceStatus]) -> str:
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     return "\n".join("  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)).rstrip()
                      for row in lines)
+
+
+def restarts_text(st: InstanceStatus) -> str:
+    """Process restarts by supervisord, plus `+Nw` for the engine's own worker restarts."""
+    text = str(st.restarts)
+    return text + (f"+{st.worker_restarts}w" if st.worker_restarts else "")
 
 
 def ago(ts: float | None) -> str:
@@ -322,8 +396,22 @@ def detail(st: InstanceStatus, inst: Instance | None) -> str:
     kv("role", st.role)
     kv("engine", st.engine)
     kv("netns", st.netns or "(host)")
-    proc = st.state + (f", pid {st.pid}, up {human_duration(st.uptime)}" if st.pid else "")
+    proc = st.state + (f" ({st.process_state})" if st.process_state not in (None, st.state)
+                       else "")
+    proc += f", pid {st.pid}, up {human_duration(st.uptime)}" if st.pid else ""
     kv("process", proc)
+    if st.pid:
+        kv("process tree", process_tree(st.pid))
+    restarts = f"{st.restarts} since the last start by an operator"
+    if st.recent_restarts:
+        restarts += f", {st.recent_restarts} in the last {int(history.FLAP_WINDOW)} s"
+    if st.flapping:
+        restarts += " (FLAPPING)"
+    kv("restarts", restarts)
+    if st.last_exit:
+        kv("last exit", ago(st.last_exit))
+    if st.last_change:
+        kv("last state change", ago(st.last_change))
     kv("config", st.config)
     if inst is not None:
         kv("inventory", ", ".join(str(p) for p in inst.sources))
@@ -339,7 +427,7 @@ def detail(st: InstanceStatus, inst: Instance | None) -> str:
                        f"{human_bytes(st.tx_bytes)} sent ({st.tx_packets} packets)")
     if st.last_qualified:
         kv("last qualified", ago(st.last_qualified))
-    kv("engine restarts", st.restarts)
+    kv("engine worker restarts", st.worker_restarts)
     kv("last error", st.last_error)
     kv("source", st.source)
     kv("log", st.log)

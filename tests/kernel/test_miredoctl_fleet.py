@@ -220,6 +220,93 @@ def test_killed_engine_is_restarted_and_status_shows_it(lab: Lab, ctl_factory) -
     assert f"relay: killed leftover processes of group {old}" in \
         (ctl.state / "logs" / "reaper.log").read_text()
     ctl.run("wait")
+    # the restart is counted (supervisord keeps no count; the fleet's history does)
+    assert ctl.status("relay")["relay"]["restarts"] == 1
+    assert all(r["restarts"] == 0 for n, r in ctl.status().items() if n != "relay")
+
+
+def _restart_by_kill(ctl: Ctl, name: str) -> int:
+    old = ctl.pids()[name]
+    os.kill(old, signal.SIGKILL)
+    row = ctl.wait(lambda: (r := ctl.status(name)[name])["process_state"] == "RUNNING"
+                   and r["pid"] not in (None, old) and r, f"{name} restarted by supervisord")
+    return row["pid"]
+
+
+def test_flapping_engine_shows_and_exits_3_until_restarted(lab: Lab, ctl_factory) -> None:
+    ctl = ctl_factory()
+    ctl.run("up")
+    ctl.run("wait")
+    for _ in range(3):  # a crash loop that never reaches FATAL: each run outlives startsecs
+        _restart_by_kill(ctl, "relay")
+    row = ctl.status("relay")["relay"]
+    assert (row["state"], row["process_state"], row["restarts"], row["flapping"]) == \
+        ("FLAPPING", "RUNNING", 3, True)
+    proc = ctl.run("status", expect=3)
+    assert "FLAPPING" in proc.stdout.splitlines()[[ln.split()[0] for ln in
+                                                    proc.stdout.splitlines()].index("relay")]
+    ctl.run("status", "client1", "client2", "server")  # the others are fine: exit 0
+    ctl.run("wait", "relay", "--timeout", "1", expect=3)
+    assert "restarts: 3 since the last start by an operator" in ctl.run("show", "relay",
+                                                                        expect=3).stdout
+    # an operator restart starts a new count
+    ctl.run("restart", "relay")
+    row = ctl.status("relay")["relay"]
+    assert (row["state"], row["restarts"], row["flapping"]) == ("RUNNING", 0, False)
+    ctl.run("status")
+
+
+def test_wait_needs_the_engine_itself_to_answer(lab: Lab, ctl_factory) -> None:
+    ctl = ctl_factory()
+    ctl.run("up")
+    ctl.run("wait")
+    pid = ctl.pids()["client1"]
+    workers = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    assert workers, "teredo-engine runs its worker as a child"
+    # the worker answers the status socket: frozen, it cannot. supervisord still says RUNNING
+    # and the TUN interface still has the Teredo address, but that is no longer proof
+    for w in workers:
+        os.kill(w, signal.SIGSTOP)
+    try:
+        row = ctl.status("client1")["client1"]
+        assert row["process_state"] == "RUNNING" and "status socket" in (row["error"] or "")
+        ctl.run("wait", "client1", "--timeout", "0", expect=3)
+    finally:
+        for w in workers:
+            os.kill(w, signal.SIGCONT)
+    ctl.run("wait", "client1")
+
+
+def test_logs_are_stamped_merged_and_cut_across_instances(lab: Lab, ctl_factory) -> None:
+    ctl = ctl_factory()
+    ctl.run("up")
+    ctl.run("wait")
+    ctl.run("reload", "relay")  # one more line in the relay's log, after everything else
+
+    def raw(name: str) -> list[str]:
+        return ctl.log(name).splitlines()
+
+    def stamped() -> list[dict[str, Any]]:
+        return ctl.json("logs", "-n", "100000")["lines"]
+
+    # every line supervisord captured is also in the stamped logs, with a time
+    ctl.wait(lambda: all([ln["text"] for ln in stamped() if ln["name"] == n] == raw(n)
+                         for n in ("client1", "client2", "relay", "server")) and
+             any("SIGHUP" in x for x in raw("relay")), "stamped logs to catch up", 15)
+    lines = stamped()
+    assert lines and all(ln["time"] is not None for ln in lines)
+    times = [ln["time"] for ln in lines]
+    assert times == sorted(times)  # interleaved by time, not one block per instance
+    assert {ln["name"] for ln in lines} == {"client1", "client2", "relay", "server"}
+    # -n and --since cut the merged stream
+    assert ctl.json("logs", "-n", "3")["lines"] == lines[-3:]
+    cut = lines[len(lines) // 2]["time"]
+    since = ctl.json("logs", "-n", "100000", "--since",
+                     time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(cut)) + "Z")["lines"]
+    assert since == [ln for ln in lines if ln["time"] >= int(cut)]
+    text = ctl.run("logs", "-n", "2").stdout.splitlines()
+    assert len(text) == 2 and text[-1].startswith(lines[-1]["name"])
+    ctl.run("logs", "--since", "last tuesday", expect=2)
 
 
 def test_bad_inventories_give_file_line_errors_and_touch_nothing(lab: Lab, ctl_factory) -> None:

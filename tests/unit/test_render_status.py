@@ -22,6 +22,7 @@ from miredoctl.status import (
     human_duration,
     table,
 )
+from miredoctl.timedlog import TimedWriter, display_time
 
 
 def test_decode_teredo_address() -> None:
@@ -34,7 +35,7 @@ def test_decode_teredo_address() -> None:
 
 def test_engine_view_follows_the_contract_and_rejects_monotonic_times() -> None:
     st = InstanceStatus("c", "client", "teredo-engine", None, True, "RUNNING", pid=5)
-    engine_view({"state": "qualified", "interface": "teredo", "mtu": 1280,
+    engine_view({"pid": 5, "state": "qualified", "interface": "teredo", "mtu": 1280,
                  "address": "2001:0:cb00:710a:c9:3c53:39cc:9bfe", "server": "203.0.113.10",
                  "mapped": {"ip": "198.51.100.1", "port": 50092}, "bound": ["0.0.0.0:50092"],
                  "peers": {"count": 2, "trusted": 1}, "started": 1764130000.0,
@@ -43,11 +44,17 @@ def test_engine_view_follows_the_contract_and_rejects_monotonic_times() -> None:
                               "udp_in_packets": 3, "udp_out_packets": 1}}, st)
     assert st.ready and st.mapped == "198.51.100.1:50092" and st.peers == 2
     assert st.last_qualified is None  # 812.5 is a monotonic clock, not a Unix time
-    assert st.restarts == 1
+    assert st.worker_restarts == 1 and st.restarts == 0
     row = table([st]).splitlines()[1]
     assert "qualified" in row and "2.0KiB/10B" in row and "198.51.100.1:50092" in row
+    assert row.split()[6] == "0+1w"  # RESTARTS: none by supervisord, one engine worker
     text = detail(st, None)
-    assert "mapped address: 198.51.100.1:50092" in text and "engine restarts: 1" in text
+    assert "mapped address: 198.51.100.1:50092" in text
+    assert "engine worker restarts: 1" in text
+    # an engine answering with another pid than supervisord's is not the one running now
+    engine_view({"pid": 6, "state": "qualified",
+                 "address": "2001:0:cb00:710a:c9:3c53:39cc:9bfe"}, st)
+    assert st.up and not st.ready
 
 
 def test_human_units() -> None:
@@ -60,27 +67,27 @@ def test_human_units() -> None:
 def test_logs_are_prefixed_and_followed(tmp_path: Path) -> None:
     paths = StatePaths(tmp_path)
     paths.ensure()
+    # a state folder from before stamping: the raw logs, in instance order, no times
     paths.log("relay").write_text("one\ntwo\nthree\n")
     paths.log("client1").write_text("a\n")
     out = io.StringIO()
     logs.show(paths, ["client1", "relay"], 2, False, out)
-    assert out.getvalue() == "client1 | a\nrelay   | two\nrelay   | three\n"
+    assert out.getvalue() == "relay   | two\nrelay   | three\n"  # -n 2 of the merged stream
+    writer = TimedWriter(paths.timed_logs)
+    writer.feed("relay", "four\n", 1_764_130_000.0)
     out = io.StringIO()
-    with paths.log("relay").open("a") as fh:
-        fh.write("four\n")
     logs.show(paths, ["relay"], 0, True, out, poll=0.01, max_polls=1)
     assert out.getvalue() == ""  # follow starts at the end
-    # a line appended while following shows up
+    # a line stamped while following shows up, with its time
     def append() -> None:
         time.sleep(0.05)
-        with paths.log("relay").open("a") as fh:
-            fh.write("five\n")
+        writer.feed("relay", "five\n", 1_764_130_001.0)
 
     t = threading.Thread(target=append)
     t.start()
     logs.show(paths, ["relay"], 0, True, out, poll=0.1, max_polls=5)
     t.join()
-    assert out.getvalue() == "relay | five\n"
+    assert out.getvalue() == f"relay | {display_time(1_764_130_001.0)} five\n"
 
 
 def test_reaper_kills_the_exited_programs_group() -> None:

@@ -1,0 +1,114 @@
+"""Process state history per instance: restart counts and flapping detection.
+
+Why: supervisord keeps no restart count, and an engine that dies *after* `startsecs` is
+RUNNING -> EXITED -> STARTING -> RUNNING forever without ever reaching FATAL, so `status` would
+show a healthy RUNNING crash loop. The fleet's event listener (`miredoctl.reaper`) appends every
+process state change supervisord announces to `history/NAME.jsonl` in the state folder; `status`
+reads it back. The folder is the fleet's own, so the counts survive miredoctl invocations and a
+restart of supervisord (not a reboot: the default state folder is under /run).
+
+Counting rules (supervisord's state machine, manager-notes §1.3):
+* STARTING entered from EXITED or BACKOFF is an *automatic* restart by supervisord;
+* STARTING entered from STOPPED or FATAL is an operator start (`up`, `restart`, a rollback,
+  supervisord starting; supervisord itself never leaves FATAL): it resets the count, so
+  "restarts" means "crashes since someone last started it";
+* FLAPPING: at least FLAP_RESTARTS automatic restarts within the last FLAP_WINDOW seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FLAP_WINDOW = 300.0
+FLAP_RESTARTS = 3
+KEEP = 500  # records kept per instance when the file is trimmed
+AUTOMATIC_FROM = {"EXITED", "BACKOFF"}
+OPERATOR_FROM = {"STOPPED", "FATAL"}
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One state change as supervisord announced it (times are Unix seconds)."""
+
+    time: float
+    state: str
+    from_state: str
+    pid: int | None = None
+    expected: bool | None = None
+
+
+def transition_from_event(event: str, headers: dict[str, str], now: float) -> Transition | None:
+    """PROCESS_STATE_<STATE> event headers -> Transition (None for other events)."""
+    prefix = "PROCESS_STATE_"
+    if not event.startswith(prefix):
+        return None
+    pid = headers.get("pid")
+    expected = headers.get("expected")
+    return Transition(now, event[len(prefix):], headers.get("from_state", ""),
+                      int(pid) if pid and pid.isdigit() else None,
+                      None if expected is None else expected == "1")
+
+
+def record(path: Path, tr: Transition) -> None:
+    """Append one JSON line; trim to the last KEEP records once the file holds twice that."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"t": tr.time, "state": tr.state, "from": tr.from_state, "pid": tr.pid,
+                       "expected": tr.expected}, separators=(",", ":")) + "\n"
+    with path.open("a") as fh:
+        fh.write(line)
+    if path.stat().st_size > KEEP * 2 * 50:  # a record is 50+ bytes: cheap check first
+        lines = path.read_text().splitlines(keepends=True)
+        if len(lines) > KEEP * 2:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(lines[-KEEP:]))
+            os.replace(tmp, path)
+
+
+def load(path: Path) -> list[Transition]:
+    """Records in file order; a torn last line (writer busy) or garbage is skipped."""
+    out = []
+    with contextlib.suppress(FileNotFoundError):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                d: dict[str, Any] = json.loads(line)
+                out.append(Transition(float(d["t"]), str(d["state"]), str(d.get("from", "")),
+                                      d.get("pid"), d.get("expected")))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return out
+
+
+@dataclass
+class Summary:
+    """What `status` shows from the history."""
+
+    restarts: int = 0  # automatic restarts since the last operator start
+    recent_restarts: int = 0  # of those, within the flap window
+    flapping: bool = False
+    last_change: float | None = None
+    last_exit: float | None = None
+    last_exit_expected: bool | None = None
+
+
+def summarize(transitions: list[Transition], now: float, window: float = FLAP_WINDOW,
+              threshold: int = FLAP_RESTARTS) -> Summary:
+    s = Summary()
+    times: list[float] = []
+    for tr in transitions:
+        s.last_change = tr.time
+        if tr.state == "STARTING":
+            if tr.from_state in AUTOMATIC_FROM:
+                times.append(tr.time)
+            elif tr.from_state in OPERATOR_FROM:
+                times = []
+        elif tr.state == "EXITED":
+            s.last_exit, s.last_exit_expected = tr.time, tr.expected
+    s.restarts = len(times)
+    s.recent_restarts = sum(1 for t in times if now - window <= t <= now + 1)
+    s.flapping = s.recent_restarts >= threshold
+    return s
