@@ -134,8 +134,8 @@ def prepare(impl: str, settings: Settings, run_dir: Path, res: dict, log: Log,
 
 def qualify(s: Setup, run: int, client_impl: str, log: Log) -> None:
     """One qualification: a fresh client from launch to its address, then stopped."""
-    if not s.live:
-        return
+    if not s.live or any("error" in r for r in s.res["qualify"]):
+        return  # one failure says it all; do not wait out the timeout again
     s.res["qual_client"] = client_impl
     row: dict = {"run": run, "client": client_impl}
     try:
