@@ -34,6 +34,7 @@ from miredoctl.state import StatePaths, default_state_dir
 from miredoctl.supervisor import ApplyResult, Supervisor
 
 DEFAULT_LAB_PREFIX = "mdl-"
+SHOW_LOG_LINES = 5
 
 
 def _add_common(p: argparse.ArgumentParser, suppress: bool) -> None:
@@ -83,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     cmd("down", "stop instances (default: all, which also stops the fleet's supervisord)")
     cmd("restart", "stop and start instances with their current rendered config")
-    cmd("reload", "re-render and send SIGHUP to each selected running engine")
+    p = cmd("reload", "re-render and send SIGHUP to each selected running engine")
+    p.add_argument("--changed", action="store_true",
+                   help="only the instances whose rendered config changed")
     p = cmd("status", "one line per instance: process and tunnel state")
     p.add_argument("-v", "--verbose", action="store_true", help="detail view per instance")
     p = cmd("show", "detail view (like `wg show`) of instances")
@@ -238,7 +241,7 @@ def cmd_restart(args: argparse.Namespace, ctx: ops.Context) -> int:
 def cmd_reload(args: argparse.Namespace, ctx: ops.Context) -> int:
     fleet, rendered = ops.validate(ctx)
     names = resolve(fleet, _selection(args), default_all=False)
-    results = ops.reload(ctx, fleet, rendered, names)
+    results = ops.reload(ctx, fleet, rendered, names, only_changed=args.changed)
     _emit(args, {"results": _results_json(results)}, _results_text(results))
     if any(r.action == "failed" for r in results):
         return EXIT_ERROR
@@ -261,8 +264,11 @@ def _status_code(rows: list[status_mod.InstanceStatus], reachable: bool) -> int:
 
 def cmd_status(args: argparse.Namespace, ctx: ops.Context) -> int:
     fleet, rows, sup, reachable = _status_rows(args, ctx)
-    if args.verbose:
-        text = "\n\n".join(status_mod.detail(r, fleet.instances.get(r.name)) for r in rows)
+    if args.verbose:  # like `systemctl status`: the last log lines say why something is down
+        text = "\n\n".join(
+            status_mod.detail(r, fleet.instances.get(r.name),
+                              logs_mod.collect(ctx.paths, [r.name], last=SHOW_LOG_LINES))
+            for r in rows)
     else:
         text = status_mod.table(rows)
     _emit(args, {"supervisord": {"running": reachable, "socket": sup.where()},

@@ -361,12 +361,14 @@ def restart(ctx: Context, names: list[str]) -> list[ApplyResult]:
     return results
 
 
-def reload(ctx: Context, fleet: Fleet, rendered: dict[str, Rendered], names: list[str]
-           ) -> list[ApplyResult]:
+def reload(ctx: Context, fleet: Fleet, rendered: dict[str, Rendered], names: list[str],
+           *, only_changed: bool = False) -> list[ApplyResult]:
     """Re-render, then SIGHUP each selected engine and say what happened to every one of them.
 
     supervisord's group signal silently skips stopped processes; we signal one by one so a
     stopped instance is reported as "not running" instead of vanishing from the answer.
+    `only_changed` leaves instances whose rendered body equals the file on disk alone: a HUP
+    to Debian's miredo re-creates the tunnel, so a fleet-wide reload should not HUP them all.
     """
     sup = Supervisor(ctx.paths)
     sup.require()
@@ -377,6 +379,11 @@ def reload(ctx: Context, fleet: Fleet, rendered: dict[str, Rendered], names: lis
             r = rendered.get(name)
             if r is None:
                 results.append(ApplyResult(name, "failed", False, "disabled in the inventory"))
+                continue
+            old = read_file(ctx.paths.config(name))
+            if only_changed and old is not None and body_of(old) == r.body:
+                results.append(ApplyResult(name, "unchanged", True,
+                                           "rendered config unchanged: not signalled"))
                 continue
             write_atomic(ctx.paths.config(name), r.text)
             note = []

@@ -24,6 +24,7 @@ from typing import Any
 from miredoctl import history
 from miredoctl.inventory import Fleet, Instance
 from miredoctl.state import StatePaths
+from miredoctl.timedlog import LogLine, display_time
 
 TEREDO_NET = ipaddress.IPv6Network("2001::/32")
 SOCKET_TIMEOUT = 2.0
@@ -385,8 +386,8 @@ def ago(ts: float | None) -> str:
     return f"{human_duration(max(0.0, time.time() - ts))} ago"
 
 
-def detail(st: InstanceStatus, inst: Instance | None) -> str:
-    """A `wg show`-style block for one instance."""
+def detail(st: InstanceStatus, inst: Instance | None, log: list[LogLine] | None = None) -> str:
+    """A `wg show`-style block for one instance, ending with its last log lines if given."""
     out = [f"instance: {st.name}"]
 
     def kv(key: str, value: Any) -> None:
@@ -432,4 +433,8 @@ def detail(st: InstanceStatus, inst: Instance | None) -> str:
     kv("source", st.source)
     kv("log", st.log)
     kv("problem", st.error)
+    if log:
+        out.append("  recent log:")
+        out.extend(f"    {display_time(ln.time)} {ln.text}" if ln.time is not None
+                   else f"    {ln.text}" for ln in log)
     return "\n".join(out)

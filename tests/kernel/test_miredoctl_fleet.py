@@ -247,8 +247,10 @@ def test_flapping_engine_shows_and_exits_3_until_restarted(lab: Lab, ctl_factory
                                                     proc.stdout.splitlines()].index("relay")]
     ctl.run("status", "client1", "client2", "server")  # the others are fine: exit 0
     ctl.run("wait", "relay", "--timeout", "1", expect=3)
-    assert "restarts: 3 since the last start by an operator" in ctl.run("show", "relay",
-                                                                        expect=3).stdout
+    shown = ctl.run("show", "relay", expect=3).stdout
+    assert "restarts: 3 since the last start by an operator, 3 in the last 300 s (FLAPPING)" \
+        in shown
+    assert "recent log:" in shown and "process tree: " in shown
     # an operator restart starts a new count
     ctl.run("restart", "relay")
     row = ctl.status("relay")["relay"]
@@ -281,6 +283,9 @@ def test_logs_are_stamped_merged_and_cut_across_instances(lab: Lab, ctl_factory)
     ctl = ctl_factory()
     ctl.run("up")
     ctl.run("wait")
+    # nothing changed: --changed signals nobody
+    res = {r["name"]: r["action"] for r in ctl.json("reload", "--all", "--changed")["results"]}
+    assert set(res.values()) == {"unchanged"} and len(res) == 4
     ctl.run("reload", "relay")  # one more line in the relay's log, after everything else
 
     def raw(name: str) -> list[str]:

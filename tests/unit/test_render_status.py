@@ -22,7 +22,7 @@ from miredoctl.status import (
     human_duration,
     table,
 )
-from miredoctl.timedlog import TimedWriter, display_time
+from miredoctl.timedlog import LogLine, TimedWriter, display_time
 
 
 def test_decode_teredo_address() -> None:
@@ -51,6 +51,9 @@ def test_engine_view_follows_the_contract_and_rejects_monotonic_times() -> None:
     text = detail(st, None)
     assert "mapped address: 198.51.100.1:50092" in text
     assert "engine worker restarts: 1" in text
+    log = [LogLine(None, "c", "from before stamping"), LogLine(1_764_130_000.0, "c", "up")]
+    assert detail(st, None, log).splitlines()[-3:] == [
+        "  recent log:", "    from before stamping", f"    {display_time(1_764_130_000.0)} up"]
     # an engine answering with another pid than supervisord's is not the one running now
     engine_view({"pid": 6, "state": "qualified",
                  "address": "2001:0:cb00:710a:c9:3c53:39cc:9bfe"}, st)
