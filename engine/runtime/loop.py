@@ -140,7 +140,7 @@ class Loop:
         self._running = True
         poll = self._ep.poll
         clock = self.clock
-        dispatch = self._dispatch
+        readers = self._readers
         fire_due = self._fire_due
         heap = self._heap
         d = self._deadline_next() if self._deadline_next is not None else None
@@ -156,9 +156,10 @@ class Loop:
                 timeout = when - clock()
                 if timeout < 0.0:
                     timeout = 0.0
-            events = poll(timeout)
-            if events:
-                dispatch(events)
+            for fd, _mask in poll(timeout):
+                cb = readers.get(fd)
+                if cb is not None:
+                    cb()
             d = fire_due()
             after = self.after_batch
             if after is not None:
