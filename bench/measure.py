@@ -140,7 +140,9 @@ def run_ping(p: TunnelPath, label: str, role_ns: str, target: str, run: int, cou
              interval: float, out_dir: Path) -> dict:
     row: dict = {"path": label, "run": run}
     fam = "-4" if "." in target else "-6"
-    res = ns_exec(role_ns, ["ping", fam, "-n", "-q", "-c", str(count), "-i", f"{interval:g}",
+    # not -q: the per-packet times give a median, which one stall on this shared machine
+    # cannot move the way it moves the average
+    res = ns_exec(role_ns, ["ping", fam, "-n", "-c", str(count), "-i", f"{interval:g}",
                             "-W", "2", target], timeout=count * interval + 30)
     safe = label.replace(" ", "_").replace(">", "")
     (out_dir / f"ping-{safe}-{run}.txt").write_text(res.stdout + res.stderr)

@@ -39,7 +39,7 @@ def _per_core(res: dict, test: str) -> float | None:
                   if r["test"] == test and "error" not in r and r.get("relay_cpu_pct"))
 
 
-def _ping(res: dict, path: str, field: str = "avg_ms") -> float | None:
+def _ping(res: dict, path: str, field: str = "median_ms") -> float | None:
     return median(r.get(field) for r in res.get("ping", [])
                   if r["path"] == path and "error" not in r)
 
@@ -70,9 +70,9 @@ MEASURES = (
             lambda r: _iperf(r, "udp-max", "mbit_s")),
     Measure("udp_max_rev", "UDP flat out client -> v6 host, received", "Mbit/s", "higher",
             lambda r: _iperf(r, "udp-max-rev", "mbit_s")),
-    Measure("rtt_v6_cli", "RTT through the tunnel v6 host -> client (avg)", "ms", "lower",
+    Measure("rtt_v6_cli", "RTT through the tunnel v6 host -> client (median)", "ms", "lower",
             lambda r: _ping(r, "tunnel v6->cli"), 3),
-    Measure("rtt_cli_v6", "RTT through the tunnel client -> v6 host (avg)", "ms", "lower",
+    Measure("rtt_cli_v6", "RTT through the tunnel client -> v6 host (median)", "ms", "lower",
             lambda r: _ping(r, "tunnel cli->v6"), 3),
     Measure("rtt_added", "RTT added by the tunnel (tunnel - plain segments)", "ms", "lower",
             _added_rtt, 3),
@@ -90,8 +90,8 @@ MEASURES = (
             lambda r: _mem(r, "relay_after", "hwm_kib"), 0),
 )
 
-PLAIN = (("plain v6->rly", "plain IPv6 v6 host -> relay (avg)"),
-         ("plain cli->rly", "plain IPv4 client -> relay via NAT (avg)"))
+PLAIN = (("plain v6->rly", "plain IPv6 v6 host -> relay (median)"),
+         ("plain cli->rly", "plain IPv4 client -> relay via NAT (median)"))
 
 
 def fmt(v: float | None, digits: int = 1) -> str:
@@ -173,7 +173,8 @@ def _detail(impl: str, res: dict) -> list[str]:
     rows = res.get("iperf", [])
     if rows:
         out.append("| test | runs | recv Mbit/s (per run) | sender Mbit/s | loss % | TCP retrans "
-                   "| relay CPU % (user/sys) | client CPU % | relay pkt/s "
+                   "| relay CPU % (user/sys) | client CPU % "
+                   "| relay UDP datagrams/s (a GSO send counts once) "
                    "| drops relay tun / relay UDP rcvbuf / client tun / client UDP rcvbuf |")
         out.append("|---|---|---|---|---|---|---|---|---|---|")
         for test in dict.fromkeys(r["test"] for r in rows):
@@ -199,14 +200,16 @@ def _detail(impl: str, res: dict) -> list[str]:
         out.append("")
     pings = res.get("ping", [])
     if pings:
-        out.append("| RTT path | runs | received | min ms | avg ms | max ms |")
-        out.append("|---|---|---|---|---|---|")
+        out.append("| RTT path | runs | received | min ms | median ms | avg ms | p90 ms "
+                   "| max ms |")
+        out.append("|---|---|---|---|---|---|---|---|")
         for path in dict.fromkeys(r["path"] for r in pings):
             rs = [r for r in pings if r["path"] == path and "error" not in r]
             out.append(f"| {path} | {len(rs)} | {fmt(median(r.get('received') for r in rs), 0)}"
                        f"/{fmt(median(r.get('sent') for r in rs), 0)} | "
                        + " | ".join(fmt(median(r.get(k) for r in rs), 3)
-                                    for k in ("min_ms", "avg_ms", "max_ms")) + " |")
+                                    for k in ("min_ms", "median_ms", "avg_ms", "p90_ms",
+                                              "max_ms")) + " |")
         out.append("")
     mem = res.get("memory", {})
     if mem:

@@ -10,6 +10,7 @@ import statistics
 from collections.abc import Iterable
 
 _PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
+_PING_TIME = re.compile(r"\btime=([\d.]+) ms")
 _PING_RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)(?:/([\d.]+))? ms")
 
 
@@ -81,6 +82,10 @@ def parse_ping(text: str) -> dict:
         row["min_ms"], row["avg_ms"], row["max_ms"] = (float(r.group(i)) for i in (1, 2, 3))
     elif recv:
         raise ParseError("ping: replies received but no rtt line")
+    times = sorted(float(t) for t in _PING_TIME.findall(text))
+    if times:
+        row["median_ms"] = statistics.median(times)
+        row["p90_ms"] = times[min(len(times) - 1, int(0.9 * len(times)))]
     return row
 
 

@@ -22,6 +22,9 @@ UDP_MAX = {"start": {"test_start": {"protocol": "UDP"}},
                                     "jitter_ms": 0.06, "lost_packets": 711931,
                                     "packets": 827210, "lost_percent": 86.0}}}
 PING = """PING 2001:0:cb00:710a::1(2001:0:cb00:710a::1) 56 data bytes
+64 bytes from 2001:0:cb00:710a::1: icmp_seq=1 ttl=63 time=0.300 ms
+64 bytes from 2001:0:cb00:710a::1: icmp_seq=2 ttl=63 time=4.241 ms
+64 bytes from 2001:0:cb00:710a::1: icmp_seq=3 ttl=63 time=0.100 ms
 
 --- 2001:0:cb00:710a::1 ping statistics ---
 100 packets transmitted, 98 received, 2% packet loss, time 1619ms
@@ -67,6 +70,8 @@ def test_ping_summary_and_rtt():
     assert (row["sent"], row["received"]) == (100, 98)
     assert row["loss_pct"] == pytest.approx(2.0)
     assert (row["min_ms"], row["avg_ms"], row["max_ms"]) == (0.039, 0.339, 4.241)
+    assert row["median_ms"] == 0.300  # the 4.2 ms stall moves the average, not the median
+    assert row["p90_ms"] == 4.241
 
 
 def test_ping_with_no_reply_has_no_rtt_and_garbage_is_refused():
@@ -94,9 +99,9 @@ def _block(impl: str, mbit: list[float], cpu: float, rtt: float, status: str = "
               "client_cpu_pct": 50.0} for i, m in enumerate(mbit, 1)]
     iperf.append({"test": "udp-rate", "run": 1, "mbit_s": 100.0, "loss_pct": 0.0,
                   "relay_cpu_pct": cpu / 10, "client_cpu_pct": 1.0})
-    ping = [{"path": "tunnel v6->cli", "run": 1, "avg_ms": rtt},
-            {"path": "plain v6->rly", "run": 1, "avg_ms": 0.05},
-            {"path": "plain cli->rly", "run": 1, "avg_ms": 0.05}]
+    ping = [{"path": "tunnel v6->cli", "run": 1, "median_ms": rtt},
+            {"path": "plain v6->rly", "run": 1, "median_ms": 0.05},
+            {"path": "plain cli->rly", "run": 1, "median_ms": 0.05}]
     return {"impl": impl, "status": status, "iperf": iperf, "ping": ping,
             "qualify": [{"run": 1, "seconds": 0.02}], "memory": {},
             "client": "miredo", "server": "miredo"}
