@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     md, js = write(a.out, stamp, meta, blocks, rows, extras)
     print_table(blocks, rows)
     _log(f"results: {md} and {js}")
-    if a.keep_logs:
-        _log(f"raw logs kept in {run_dir}")
+    failed = [i for i, b in blocks.items() if b["status"] != "ok"]
+    if a.keep_logs or failed:
+        _log(f"raw logs (configs, daemon logs, iperf3/ping output) kept in {run_dir}")
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
     if interrupted:

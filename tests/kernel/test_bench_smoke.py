@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import tempfile
 
 import pytest
 
@@ -21,6 +22,10 @@ BROKEN = h.Implementation("broken", {"relay": ("sh", "-c", "echo relay refuses t
 
 
 def test_miredo_measured_and_broken_relay_reported(debian_miredo, tmp_path, monkeypatch):
+    work = tmp_path / "work"  # the run directory is kept when a block fails: keep it here
+    work.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(work))
+    out = tmp_path / "results"
     real = runner.implementation
     monkeypatch.setattr(runner, "implementation",
                         lambda name: BROKEN if name == "ours" else real(name))
@@ -29,14 +34,16 @@ def test_miredo_measured_and_broken_relay_reported(debian_miredo, tmp_path, monk
     try:
         rc = bench_main.main(["--relay", "ours,miredo", "--runs", "1", "--duration", "1",
                               "--qual-runs", "1", "--tests", "udp-rate,tcp-fwd", "--peers",
-                              "1000", "--prefix", prefix.rstrip("-"), "--out", str(tmp_path)])
+                              "1000", "--prefix", prefix.rstrip("-"), "--out", str(out)])
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
     assert rc == 1  # one block failed
     assert not [n for n in netns.list_namespaces() if n.startswith(prefix.rstrip("-"))]
-    (js,) = tmp_path.glob("bench-*.json")
-    (md,) = tmp_path.glob("bench-*.md")
+    (js,) = out.glob("bench-*.json")
+    (md,) = out.glob("bench-*.md")
+    (kept,) = work.glob("teredo-bench.*")  # kept for the failed block's logs
+    assert "relay refuses to start" in (kept / "ours" / "relay.log").read_text()
     doc = json.loads(js.read_text())
     ours, miredo = doc["blocks"]["ours"], doc["blocks"]["miredo"]
     assert ours["status"].startswith("failed:") and "relay refuses to start" in ours["status"]
