@@ -5,6 +5,12 @@ the inherited status listener, all opened by the privileged parent.  Per readine
 drains one descriptor in a bounded batch, feeding the role; once per wake-up it empties the
 role's output lists (`udp_out`, `tun_out`, `raw6_out`, `events`).  Interface changes are not
 made here: they go to the parent as requests on the control socket.
+
+The data path does not wait for the batch where waiting costs latency and saves nothing: a
+packet for the TUN device is written as soon as the role produced it, and the first packet a
+TUN wake-up reads is sent at once.  What does gain from the batch is the native -> Teredo
+direction: consecutive datagrams to one peer leave in one UDP GSO `sendmsg` (`send_udp`).
+Measured costs and where the time goes: `bench/micro_wakeup.py` and the commit messages.
 """
 
 from __future__ import annotations
