@@ -175,6 +175,115 @@ def parse_parent_message(line: bytes) -> tuple[str, object]:
     return str(op), None
 
 
+# -- host facts: parent -> worker, on a socket pair of their own ---------------------------------
+#
+# What the parent learns from rtnetlink (pyroute2 lives in the parent only) and the worker's
+# role needs.  They travel on their own socket pair, read by `engine.runtime.hostfacts` in the
+# worker.  The parent is the trusted side, but a fact is still checked field by field: a
+# mistake here would make the worker write packets from a wrong address or join a multicast
+# group on a wrong interface.
+
+MAX_FACTS = 256
+"""At most this many addresses or interfaces in one fact (the rest is dropped by the parent:
+the lists are sorted, so the choice is stable)."""
+MAX_FACT_LINE = 64 * 1024
+IFNAMSIZ = 16
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpSources:
+    """The relay's ICMPv6 error sources: the host's usable global IPv6 addresses, best
+    first (``role.set_icmp_sources``)."""
+
+    addresses: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryInterfaces:
+    """Local discovery's ``(name, ipv4, netmask)`` list, given without a re-qualification
+    (the kick message carries it when the host changed)."""
+
+    interfaces: tuple[tuple[str, str, str], ...]
+
+
+HostFact = IcmpSources | DiscoveryInterfaces
+
+_FACT_KEYS: dict[str, frozenset[str]] = {
+    "icmp_sources": frozenset({"op", "addresses"}),
+    "discovery": frozenset({"op", "interfaces"}),
+}
+
+
+def icmp_sources_message(addresses: list[bytes]) -> bytes:
+    texts = [str(ipaddress.IPv6Address(a)) for a in addresses[:MAX_FACTS]]
+    return encode({"op": "icmp_sources", "addresses": texts})
+
+
+def discovery_message(interfaces: list[tuple[str, str, str]]) -> bytes:
+    return encode({"op": "discovery", "interfaces": [list(x) for x in interfaces[:MAX_FACTS]]})
+
+
+def parse_host_fact(line: bytes) -> HostFact:
+    """Validate one host-fact line; `RequestError` names the field."""
+    if len(line) > MAX_FACT_LINE:
+        raise RequestError(f"fact: {len(line)} bytes is longer than {MAX_FACT_LINE}")
+    try:
+        msg = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(f"fact: not JSON ({e})")
+    if not isinstance(msg, dict):
+        raise RequestError("fact: not a JSON object")
+    op = msg.get("op")
+    if not isinstance(op, str) or op not in _FACT_KEYS:
+        raise RequestError(f"op: unknown fact {op!r}")
+    if set(msg) != _FACT_KEYS[op]:
+        extra = sorted(set(msg) - _FACT_KEYS[op])
+        missing = sorted(_FACT_KEYS[op] - set(msg))
+        raise RequestError(f"{op}: unexpected keys {extra}, missing keys {missing}")
+    field = "addresses" if op == "icmp_sources" else "interfaces"
+    items = msg[field]
+    if not isinstance(items, list) or len(items) > MAX_FACTS:
+        raise RequestError(f"{op}.{field}: not a list of at most {MAX_FACTS} entries")
+    if op == "icmp_sources":
+        return IcmpSources(tuple(_checked_source(x, i) for i, x in enumerate(items)))
+    return DiscoveryInterfaces(tuple(_checked_interface(x, i) for i, x in enumerate(items)))
+
+
+def _checked_source(value: object, i: int) -> bytes:
+    where = f"icmp_sources.addresses[{i}]"
+    if not isinstance(value, str) or len(value) > 64:
+        raise RequestError(f"{where}: not an IPv6 address string")
+    try:
+        addr = ipaddress.IPv6Address(value)
+    except ValueError:
+        raise RequestError(f"{where}: {value!r} is not an IPv6 address")
+    if addr.is_link_local or addr.is_multicast or addr.is_loopback or addr.is_unspecified:
+        raise RequestError(f"{where}: {addr} is not a unicast address a router can reply from")
+    return addr.packed
+
+
+def _checked_interface(value: object, i: int) -> tuple[str, str, str]:
+    where = f"discovery.interfaces[{i}]"
+    if not isinstance(value, list) or len(value) != 3 or not all(
+        isinstance(x, str) for x in value
+    ):
+        raise RequestError(f"{where}: not a [name, ipv4, netmask] list of strings")
+    name, ip, mask = value
+    if not 0 < len(name) < IFNAMSIZ or "/" in name or any(c.isspace() for c in name):
+        raise RequestError(f"{where}.name: {name!r} is not an interface name")
+    try:
+        ipaddress.IPv4Address(ip)
+    except ValueError:
+        raise RequestError(f"{where}.ipv4: {ip!r} is not an IPv4 address")
+    try:
+        ipaddress.IPv4Network(f"0.0.0.0/{mask}")
+    except ValueError:
+        raise RequestError(f"{where}.netmask: {mask!r} is not a netmask")
+    if mask.count(".") != 3:
+        raise RequestError(f"{where}.netmask: {mask!r} is not a dotted netmask")
+    return name, ip, mask
+
+
 class LineBuffer:
     """Reassemble lines from stream reads; refuses to buffer more than `limit` bytes."""
 

@@ -1,12 +1,19 @@
-"""Interface configuration and change watching over rtnetlink (`engine.runtime.rtnl`).
+"""Interface configuration and host-change watching over rtnetlink, through pyroute2.
 
 What a miredo client's hook does with ``ip`` (addresses, MTU, link state, the last-resort
-default route) and what miredo's relay set-up does in C, done here over rtnetlink from the
-privileged parent only, always on the one interface index the parent created.  No process is
-spawned, and no pyroute2: its import alone took longer than a whole qualification.
+default route) and what miredo's relay set-up does in C, done here with pyroute2's `IPRoute`
+from the privileged parent only, always on the one interface index the parent created.  No
+process is spawned.  The same parent watches the host through pyroute2: its IPv4 addresses
+and links (a client re-qualifies when they change) and its global IPv6 addresses (a relay's
+ICMPv6 errors come from one of them); the worker only receives the results.
 
-Every operation opens a short-lived socket: they are rare (qualification, reload, exit), and
-a fresh socket never carries state across a fork into the worker.
+Importing this module imports pyroute2, and that costs 0.15-0.3 s (its package imports every
+netlink family it knows, asyncio and ssl).  So `engine.runtime.supervisor` imports it lazily:
+a client's parent forks its worker first and imports pyroute2 while the worker sends its
+first Router Solicitation on the other core (see `Supervisor.start`).
+
+Every configuration change opens a short-lived `IPRoute`: changes are rare (qualification,
+reload, exit), and a closed socket carries no state into a later worker fork.
 """
 
 from __future__ import annotations
@@ -15,30 +22,40 @@ import errno
 import ipaddress
 import os
 import socket
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any, NamedTuple
 
-from engine.runtime import rtnl
-from engine.runtime.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_LINK, Rtnl, RtnlError
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 LL_CLIENT_TEXT = "fe80::ffff:ffff:ffff"
 CLIENT_ROUTE_METRIC = 1029  # loses against the kernel's 1024: Teredo is the last resort
 RELAY_ROUTE_METRIC = 1024
 MAIN_TABLE = 254
+RTPROT_KERNEL = 2
+RT_SCOPE_UNIVERSE = 0
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
 IFF_LOWER_UP = 0x10000
 _STATE_FLAGS = IFF_UP | IFF_RUNNING | IFF_LOWER_UP
+RECV_SIZE = 1 << 16
 
 
-class NetlinkConfigError(Exception):
-    """An interface change failed; ``str()`` names the change and the kernel's reason."""
+class NetlinkConfigError(OSError):
+    """An interface change failed; ``str()`` names the change and the kernel's reason.
+
+    An `OSError`, so that callers handle it with the socket and file errors of the same
+    set-up step (the supervisor must not import this module, and pyroute2, to catch it)."""
 
 
 @contextmanager
-def _ipr() -> Iterator[Rtnl]:
+def _ipr() -> Iterator[IPRoute]:
     try:
-        ipr = Rtnl()
+        ipr = IPRoute()
     except OSError as e:
         raise NetlinkConfigError(f"rtnetlink socket: {e.strerror or e}") from None
     try:
@@ -66,54 +83,45 @@ class TunnelInterface:
         self.address: bytes | None = None
         self.mtu: int | None = None
 
-    def prepare(self) -> None:
-        """Before the link first comes up: IPv6 on, no kernel-generated link-local.
-
-        A TUN device is NOARP, so no DAD runs; the kernel would however add its own random
-        link-local on some kernels, and the Teredo link-local is the only one we want.
-        """
-        for key, value in (("disable_ipv6", "0"), ("addr_gen_mode", "1")):
-            try:
-                write_sysctl(self.name, key, value)
-            except OSError:
-                pass
-
     def _run(self, what: str, fn, *args, ok_errnos: tuple[int, ...] = (), **kwargs):
         try:
             return fn(*args, **kwargs)
-        except RtnlError as e:
+        except NetlinkError as e:
             if e.code in ok_errnos:
                 return None
             raise NetlinkConfigError(
                 f"{what} on {self.name}: {os.strerror(e.code)} (errno {e.code})"
             ) from None
-        except OSError as e:  # the socket itself (timeout, ...)
+        except OSError as e:  # the socket itself
             raise NetlinkConfigError(f"{what} on {self.name}: {e.strerror or e}") from None
 
-    def _flush(self, ipr: Rtnl) -> None:
+    def _flush(self, ipr: IPRoute) -> None:
         """Remove every address and every main-table route of our interface."""
-        for a in self._run("list addresses", ipr.addresses, index=self.index) or ():
+        for msg in self._run("list addresses", ipr.get_addr, index=self.index) or ():
             self._run(
                 "delete address",
-                ipr.addr_del,
-                self.index,
-                a.address,
-                a.prefixlen,
+                ipr.addr,
+                "del",
+                index=self.index,
+                address=msg.get("address"),
+                prefixlen=msg["prefixlen"],
                 ok_errnos=(errno.EADDRNOTAVAIL, errno.ENODEV),
             )
         for family in (socket.AF_INET6, socket.AF_INET):
-            for route in self._run("list routes", ipr.routes, family, MAIN_TABLE) or ():
-                if route.oif != self.index or route.protocol == rtnl.RTPROT_KERNEL:
+            routes = self._run("list routes", ipr.get_routes, family=family, table=MAIN_TABLE)
+            for route in routes or ():
+                if route.get("oif") != self.index or route.get("proto") == RTPROT_KERNEL:
                     continue  # proto kernel: removed with the addresses/link
                 self._run(
                     "delete route",
-                    ipr.route_del,
-                    family,
-                    route.dst,
-                    route.dst_len,
-                    self.index,
-                    route.priority,
-                    MAIN_TABLE,
+                    ipr.route,
+                    "del",
+                    family=family,
+                    dst=route.get("dst"),
+                    dst_len=route["dst_len"],
+                    oif=self.index,
+                    priority=route.get("priority"),
+                    table=MAIN_TABLE,
                     ok_errnos=(errno.ESRCH, errno.ENODEV),
                 )
 
@@ -126,24 +134,26 @@ class TunnelInterface:
         addr = str(ipaddress.IPv6Address(address))
         with _ipr() as ipr:
             self._flush(ipr)
-            self._run("set MTU/up", ipr.link_set, self.index, mtu=mtu, up=True)
+            self._run("set MTU/up", ipr.link, "set", index=self.index, mtu=mtu, state="up")
             for a, plen in ((LL_CLIENT_TEXT, 64), (addr, 32)):
                 self._run(
                     f"add address {a}/{plen}",
-                    ipr.addr_add,
-                    self.index,
-                    a,
-                    plen,
+                    ipr.addr,
+                    "add",
+                    index=self.index,
+                    address=a,
+                    prefixlen=plen,
                     ok_errnos=(errno.EEXIST,),
                 )
             self._run(
                 "add default route",
-                ipr.route_add,
-                socket.AF_INET6,
-                "::",
-                0,
-                self.index,
-                CLIENT_ROUTE_METRIC,
+                ipr.route,
+                "add",
+                family=socket.AF_INET6,
+                dst="::",
+                dst_len=0,
+                oif=self.index,
+                priority=CLIENT_ROUTE_METRIC,
                 ok_errnos=(errno.EEXIST,),
             )
         self.address, self.mtu = address, mtu
@@ -152,7 +162,8 @@ class TunnelInterface:
         """Addresses and routes gone, link down (what the hook does on STATE=down)."""
         with _ipr() as ipr:
             self._flush(ipr)
-            self._run("set down", ipr.link_set, self.index, up=False, ok_errnos=(errno.ENODEV,))
+            self._run("set down", ipr.link, "set", index=self.index, state="down",
+                      ok_errnos=(errno.ENODEV,))
         self.address = None
 
     def relay_setup(self, mtu: int, prefix32: int) -> None:
@@ -160,26 +171,28 @@ class TunnelInterface:
         try:
             write_sysctl(self.name, "accept_redirects", "0")
         except OSError as e:
-            raise NetlinkConfigError(f"accept_redirects on {self.name}: {e.strerror}")
+            raise NetlinkConfigError(f"accept_redirects on {self.name}: {e.strerror}") from None
         with _ipr() as ipr:
             self._flush(ipr)
-            self._run("set MTU/up", ipr.link_set, self.index, mtu=mtu, up=True)
+            self._run("set MTU/up", ipr.link, "set", index=self.index, mtu=mtu, state="up")
             self._run(
                 f"add address {LL_CLIENT_TEXT}/64",
-                ipr.addr_add,
-                self.index,
-                LL_CLIENT_TEXT,
-                64,
+                ipr.addr,
+                "add",
+                index=self.index,
+                address=LL_CLIENT_TEXT,
+                prefixlen=64,
                 ok_errnos=(errno.EEXIST,),
             )
             self._run(
                 "add Teredo prefix route",
-                ipr.route_add,
-                socket.AF_INET6,
-                _prefix_text(prefix32),
-                32,
-                self.index,
-                RELAY_ROUTE_METRIC,
+                ipr.route,
+                "add",
+                family=socket.AF_INET6,
+                dst=_prefix_text(prefix32),
+                dst_len=32,
+                oif=self.index,
+                priority=RELAY_ROUTE_METRIC,
                 ok_errnos=(errno.EEXIST,),
             )
         self.mtu = mtu
@@ -192,102 +205,208 @@ class TunnelInterface:
             pass
 
 
-class AddressWatcher:
-    """Host IPv4 address and link changes, read from an rtnetlink multicast socket.
+# -- reading the host's links and addresses --------------------------------------------------
 
-    Only the fact of a change matters (the worker re-qualifies), so messages are decoded just
-    far enough to ignore our own interface and link messages that do not change a link's
-    up/running state.
+class Link(NamedTuple):
+    index: int
+    name: str
+    flags: int
+
+
+class Address(NamedTuple):
+    index: int
+    address: str
+    prefixlen: int
+
+
+def host_links_and_ipv4() -> tuple[list[Link], list[Address]]:
+    """Every link and every IPv4 address of the namespace (local discovery's candidates)."""
+    with _ipr() as ipr:
+        links = [Link(m["index"], m.get("ifname") or "", m["flags"]) for m in ipr.get_links()]
+        addrs = [Address(m["index"], m.get("address"), m["prefixlen"])
+                 for m in ipr.get_addr(family=socket.AF_INET) if m.get("address")]
+    return links, addrs
+
+
+def decode(marshal: Any, data: bytes, out: list[Any]) -> bool:
+    """Append the messages of one netlink read, decoded by pyroute2, to `out`; False when
+    part of it did not decode (pyroute2 raises on a truncated message, or flags it)."""
+    try:
+        for m in marshal.parse(data):
+            if m["header"].get("error") is not None:
+                return False
+            out.append(m)
+    except (struct.error, ValueError, IndexError, KeyError, TypeError):
+        return False
+    return True
+
+
+class _Subscription:
+    """A pyroute2 `IPRoute` bound to rtnetlink multicast groups, read from our own loop.
+
+    pyroute2 subscribes (``bind(groups=...)``) and decodes (its rtnetlink marshal); the
+    datagrams are read here, without blocking, whenever the parent's epoll loop sees the
+    descriptor readable.  `IPRoute.get()` is not used for that on purpose: it runs pyroute2's
+    private asyncio loop, which may read a second datagram ahead into its own queue, where
+    our loop could not see it until the next, unrelated, change.  So nothing but `recv` runs
+    on this object after `bind` (every dump uses a short-lived `IPRoute` of its own).
+    """
+
+    def __init__(self, groups: int) -> None:
+        try:
+            self.ipr = IPRoute()
+        except OSError as e:
+            raise NetlinkConfigError(f"rtnetlink socket: {e.strerror or e}") from None
+        try:
+            self.ipr.bind(groups=groups)
+            self._fd = self.ipr.fileno()
+        except BaseException:
+            self.ipr.close()
+            raise
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self) -> tuple[list[Any], bool]:
+        """The decoded messages queued now, and whether the kernel dropped some (ENOBUFS)."""
+        msgs: list[Any] = []
+        lost = False
+        while True:
+            try:
+                data = self.ipr.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ENOBUFS: the queue overflowed and notifications were lost
+                lost = True
+                continue
+            if not data:
+                break
+            if not decode(self.ipr.marshal, data, msgs):
+                lost = True  # a datagram we cannot read: count it as lost, re-read the state
+        return msgs, lost
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    def close_in_child(self) -> None:
+        """In a forked worker: drop our copy of the socket without running pyroute2.
+
+        `close()` would run pyroute2's asyncio loop, whose epoll instance the fork shares
+        with the parent: unregistering there would unregister in the parent too.
+        """
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+
+
+class AddressWatcher:
+    """Host IPv4 address and link changes (a client re-qualifies at once).
+
+    Only the fact of a change matters, so messages are read just far enough to ignore our
+    own interface and link messages that do not change a link's up/running state.
     """
 
     def __init__(self, own_index: int | None) -> None:
         self.own_index = own_index
-        self.sock = socket.socket(
-            socket.AF_NETLINK,
-            socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-            socket.NETLINK_ROUTE,
-        )
+        self.sub = _Subscription(RTMGRP_LINK | RTMGRP_IPV4_IFADDR)
         try:
-            self.sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
             self._link_flags: dict[int, int] = {}
-            with Rtnl() as ipr:  # seed, so that the first unrelated NEWLINK is not a "change"
-                for link in ipr.links():
-                    self._link_flags[link.index] = link.flags & _STATE_FLAGS
+            with _ipr() as ipr:  # seed, so that the first unrelated NEWLINK is no "change"
+                for link in ipr.get_links():
+                    self._link_flags[link["index"]] = link["flags"] & _STATE_FLAGS
         except BaseException:
-            self.sock.close()
+            self.sub.close()
             raise
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        return self.sub.fileno()
 
     def drain(self) -> list[str]:
         """Read everything queued; return one short reason per relevant change."""
-        reasons: list[str] = []
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:  # ENOBUFS: we lost messages, so assume something changed
-                reasons.append(f"netlink overrun ({e.strerror})")
-                continue
-            for msg in rtnl.parse(data):
-                reason = self._relevant(msg)
-                if reason:
-                    reasons.append(reason)
+        msgs, lost = self.sub.read()
+        reasons = ["netlink overrun (notifications lost)"] if lost else []
+        for msg in msgs:
+            reason = self._relevant(msg)
+            if reason:
+                reasons.append(reason)
         return reasons
 
-    def _relevant(self, msg: rtnl.Message) -> str | None:
-        if msg.type in (rtnl.RTM_NEWADDR, rtnl.RTM_DELADDR):
-            a = rtnl.address_of(msg)
-            if a is None or a.index == self.own_index or a.family != socket.AF_INET:
+    def _relevant(self, msg: Any) -> str | None:
+        event = msg.get("event")
+        index = msg.get("index")
+        if index == self.own_index:
+            return None
+        if event in ("RTM_NEWADDR", "RTM_DELADDR"):
+            if msg.get("family") != socket.AF_INET:
                 return None
-            verb = "added" if msg.type == rtnl.RTM_NEWADDR else "removed"
-            return f"IPv4 address {a.address} {verb} (ifindex {a.index})"
-        if msg.type not in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK):
-            return None
-        link = rtnl.link_of(msg)
-        if link.index == self.own_index:
-            return None
-        if msg.type == rtnl.RTM_DELLINK:
-            self._link_flags.pop(link.index, None)
-            return f"link {link.name} removed"
-        flags = link.flags & _STATE_FLAGS
-        old = self._link_flags.get(link.index)
-        self._link_flags[link.index] = flags
-        if old is None or old != flags:
-            state = "up" if flags & IFF_RUNNING else "down"
-            return f"link {link.name} {state}"
+            verb = "added" if event == "RTM_NEWADDR" else "removed"
+            return f"IPv4 address {msg.get('address')} {verb} (ifindex {index})"
+        if event == "RTM_DELLINK":
+            self._link_flags.pop(index, None)
+            return f"link {msg.get('ifname')} removed"
+        if event == "RTM_NEWLINK":
+            flags = msg.get("flags", 0) & _STATE_FLAGS
+            old = self._link_flags.get(index)
+            self._link_flags[index] = flags
+            if old is None or old != flags:
+                state = "up" if flags & IFF_RUNNING else "down"
+                return f"link {msg.get('ifname')} {state}"
         return None
 
     def close(self) -> None:
-        self.sock.close()
+        self.sub.close()
+
+    def close_in_child(self) -> None:
+        self.sub.close_in_child()
 
 
 # -- the relay's ICMPv6 error source ---------------------------------------------------------
 
 IFA_F_TEMPORARY, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE = 0x01, 0x08, 0x20, 0x40
-RTM_NEWADDR, RTM_DELADDR = rtnl.RTM_NEWADDR, rtnl.RTM_DELADDR
+RTM_NEWADDR, RTM_DELADDR = 20, 21
+AddressTable = dict[tuple[int, bytes], tuple[int, int]]
+"""``(ifindex, address16) -> (scope, flags)`` of the host's IPv6 addresses."""
 
 
-def parse_ifaddr(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
-    """IPv6 RTM_NEWADDR/RTM_DELADDR messages in a netlink read, as
+def ifaddr_events(msgs: Iterable[Any]) -> Iterator[tuple[int, int, int, int, bytes]]:
+    """IPv6 RTM_NEWADDR/RTM_DELADDR among pyroute2 messages, as
     ``(type, ifindex, scope, flags, address16)``; other messages are skipped.
     ``flags`` is the 32-bit IFA_FLAGS attribute when present (it supersedes the 8-bit field).
     """
-    for m in rtnl.parse(data):
-        if m.type not in (RTM_NEWADDR, RTM_DELADDR):
+    for m in msgs:
+        mtype = m["header"].get("type")
+        if mtype not in (RTM_NEWADDR, RTM_DELADDR) or m.get("family") != socket.AF_INET6:
             continue
-        family, _plen, flags, scope, index = m.header
-        raw = m.attrs.get(rtnl.IFA_LOCAL) or m.attrs.get(rtnl.IFA_ADDRESS)
-        if family != socket.AF_INET6 or raw is None or len(raw) != 16:
+        text = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
+        try:
+            raw = socket.inet_pton(socket.AF_INET6, text)
+        except (TypeError, OSError):
             continue
-        extended = m.u32(rtnl.IFA_FLAGS)
-        yield m.type, index, scope, extended if extended is not None else flags, raw
+        extended = m.get_attr("IFA_FLAGS")
+        flags = extended if extended is not None else m["flags"]
+        yield mtype, m["index"], m["scope"], flags, raw
 
 
-def usable_sources(table: dict[tuple[int, bytes], tuple[int, int]], own_index: int | None
-                   ) -> list[bytes]:
+def parse_ifaddr(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
+    """`ifaddr_events` of one raw netlink read, decoded by pyroute2's rtnetlink marshal;
+    a message that does not decode (truncated, malformed) ends the read."""
+    msgs: list[Any] = []
+    decode(MarshalRtnl(), data, msgs)
+    return ifaddr_events(msgs)
+
+
+def apply_ifaddr(table: AddressTable, events: Iterable[tuple[int, int, int, int, bytes]]
+                 ) -> None:
+    """Update the address table from `ifaddr_events`."""
+    for mtype, index, scope, flags, addr in events:
+        if mtype == RTM_NEWADDR:
+            table[(index, addr)] = (scope, flags)
+        else:
+            table.pop((index, addr), None)
+
+
+def usable_sources(table: AddressTable, own_index: int | None) -> list[bytes]:
     """The addresses an ICMPv6 error may come from, best tier only, in a stable order.
 
     Global scope (ULA included, as the kernel counts them), not on our own TUN, not
@@ -296,7 +415,7 @@ def usable_sources(table: dict[tuple[int, bytes], tuple[int, int]], own_index: i
     """
     good: list[tuple[int, bytes]] = []
     for (index, addr), (scope, flags) in table.items():
-        if index == own_index or scope != rtnl.RT_SCOPE_UNIVERSE:
+        if index == own_index or scope != RT_SCOPE_UNIVERSE:
             continue
         if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
             continue
@@ -310,47 +429,42 @@ def usable_sources(table: dict[tuple[int, bytes], tuple[int, int]], own_index: i
     return sorted(a for r, a in good if (r >= 2) == (best_tier == 2))
 
 
+def dump_ipv6_addresses() -> AddressTable:
+    """Every IPv6 address of the namespace, read on a socket of its own (a subscribed socket
+    would interleave notifications with the dump's answer)."""
+    table: AddressTable = {}
+    with _ipr() as ipr:
+        apply_ifaddr(table, ifaddr_events(ipr.get_addr(family=socket.AF_INET6)))
+    return table
+
+
 class SourceAddressWatcher:
-    """The host's global IPv6 addresses, kept current from rtnetlink (relay ICMPv6 errors).
+    """The host's global IPv6 addresses, kept current (the relay's ICMPv6 error sources).
 
     miredo sends its ICMPv6 errors through a raw socket, so the kernel picks a routable source
     address; we write them to the TUN device, and a link-local source would never be forwarded
     to the native sender.  So the relay's errors come from one of the host's own global
-    addresses, learnt here.  Created before the privileges drop; reading the multicast group
-    and dumping addresses need no privilege and no file system, so it works in the worker.
+    addresses, learnt here in the parent and handed to the worker (`channel.icmp_sources`).
     """
 
     def __init__(self, own_index: int | None) -> None:
         self.own_index = own_index
-        self.sock = socket.socket(
-            socket.AF_NETLINK,
-            socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-            socket.NETLINK_ROUTE,
-        )
+        self.sub = _Subscription(RTMGRP_IPV6_IFADDR)  # subscribe first: miss no change
         try:
-            self.sock.bind((0, rtnl.RTMGRP_IPV6_IFADDR))  # subscribe first: miss no change
             self.table = dump_ipv6_addresses()
         except BaseException:
-            self.sock.close()
+            self.sub.close()
             raise
         self.sources = usable_sources(self.table, own_index)
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        return self.sub.fileno()
 
     def drain(self) -> bool:
         """Read what is queued; True when the usable sources changed."""
-        lost = False
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:  # ENOBUFS: notifications were lost; read the whole table again
-                lost = True
-                continue
-            apply_ifaddr(self.table, data)
-        if lost:
+        msgs, lost = self.sub.read()
+        apply_ifaddr(self.table, ifaddr_events(msgs))
+        if lost:  # notifications were lost: read the whole table again
             try:
                 self.table = dump_ipv6_addresses()
             except OSError:
@@ -362,23 +476,7 @@ class SourceAddressWatcher:
         return True
 
     def close(self) -> None:
-        self.sock.close()
+        self.sub.close()
 
-
-def apply_ifaddr(table: dict[tuple[int, bytes], tuple[int, int]], data: bytes) -> None:
-    """Update ``(ifindex, address) -> (scope, flags)`` from a netlink read."""
-    for mtype, index, scope, flags, addr in parse_ifaddr(data):
-        if mtype == RTM_NEWADDR:
-            table[(index, addr)] = (scope, flags)
-        else:
-            table.pop((index, addr), None)
-
-
-def dump_ipv6_addresses() -> dict[tuple[int, bytes], tuple[int, int]]:
-    """Every IPv6 address of the namespace, read once on a socket of its own (a subscribed
-    socket would interleave notifications with the dump's answer)."""
-    table: dict[tuple[int, bytes], tuple[int, int]] = {}
-    with Rtnl() as q:
-        for a in q.addresses(socket.AF_INET6):
-            table[(a.index, socket.inet_pton(socket.AF_INET6, a.address))] = (a.scope, a.flags)
-    return table
+    def close_in_child(self) -> None:
+        self.sub.close_in_child()

@@ -2,8 +2,16 @@
 
 It stays small on purpose.  It opens what needs root, forks a worker per *generation*
 (a set of sockets for one config), and afterwards only (a) applies validated interface
-requests from the worker to its own interface index, (b) watches the host's IPv4 addresses
-so a client re-qualifies at once, (c) turns signals into a clean exit, a reload or a respawn.
+requests from the worker to its own interface index, (b) watches the host over rtnetlink:
+IPv4 addresses and links so a client re-qualifies at once, global IPv6 addresses for a
+relay's ICMPv6 errors (sent to the worker as host facts, `engine.runtime.hostfacts`),
+(c) turns signals into a clean exit, a reload or a respawn.
+
+All rtnetlink work is pyroute2's (`engine.runtime.netlink`), and importing pyroute2 takes
+0.15-0.3 s, longer than a whole qualification in a LAN.  So that module is imported lazily:
+a client's parent forks its worker first and imports pyroute2 while the worker qualifies
+(the worker's "up" request waits in the control socket meanwhile).  A relay imports it before
+its worker: it must have its route before it serves, and nothing waits on its start-up.
 
 It holds the TUN descriptor and the status socket across generations: a SIGHUP that only
 needs new sockets restarts the worker while the interface and the socket path stay.
@@ -12,26 +20,23 @@ needs new sockets restarts the worker while the interface and the socket path st
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import engine
 from engine.runtime import channel
+from engine.runtime.hostfacts import HostFacts
 from engine.runtime.logsetup import get_logger, set_facility
 from engine.runtime.loop import Loop, Timer
-from engine.runtime.netlink import (
-    AddressWatcher,
-    NetlinkConfigError,
-    SourceAddressWatcher,
-    TunnelInterface,
-)
 from engine.runtime.pidfile import PidFile
 from engine.runtime.privsep import Account, PrivsepError, cap_eff, drop_privileges, status_field
-from engine.runtime.rtnl import Rtnl, prefixlen_netmask
 from engine.runtime.signals import SignalPipe, ignore_user_signals, set_parent_death_signal
 from engine.runtime.signals import name as signame
 from engine.runtime.sockets import BindError, local_port, open_discovery, open_raw6, open_udp
@@ -45,6 +50,9 @@ from engine.runtime.worker import (
     needs_new_worker,
 )
 
+if TYPE_CHECKING:  # imported lazily at run time: it imports pyroute2
+    from engine.runtime.netlink import AddressWatcher, SourceAddressWatcher, TunnelInterface
+
 log = get_logger()
 
 RESPAWN_DELAY = 1.0
@@ -57,19 +65,47 @@ class StartupError(Exception):
 
 
 def _secondary(primary: str) -> str:
-    import ipaddress
-
     return str(ipaddress.IPv4Address(primary) + 1)
 
 
 IFF_MULTICAST = 0x1000
 
 
+def _netlink() -> ModuleType:
+    """`engine.runtime.netlink`, imported on first use (it imports pyroute2: 0.15-0.3 s)."""
+    from engine.runtime import netlink
+
+    return netlink
+
+
+def netlink_loaded() -> bool:
+    return "engine.runtime.netlink" in sys.modules
+
+
+def prefixlen_netmask(prefixlen: int) -> str:
+    """Dotted IPv4 netmask of a prefix length (discovery interfaces' netmask)."""
+    return str(ipaddress.IPv4Network(f"0.0.0.0/{prefixlen}").netmask)
+
+
 def _discovery_interfaces(config: Any) -> list[tuple[str, str, str]]:
     """(ifname, IPv4, netmask) of the host's discovery candidates (`select_discovery`)."""
-    with Rtnl() as ipr:
-        return select_discovery(ipr.links(), ipr.addresses(socket.AF_INET),
-                                getattr(config, "discovery_interfaces", None))
+    links, addresses = _netlink().host_links_and_ipv4()
+    return select_discovery(links, addresses, getattr(config, "discovery_interfaces", None))
+
+
+def prepare_interface(ifname: str) -> None:
+    """Before the link first comes up: IPv6 on, no kernel-generated link-local.
+
+    A TUN device is NOARP, so no DAD runs; the kernel would however add its own random
+    link-local on some kernels, and the Teredo link-local is the only one we want.  (/proc
+    writes, no rtnetlink: this runs before a client's parent has imported pyroute2.)
+    """
+    for key, value in (("disable_ipv6", "0"), ("addr_gen_mode", "1")):
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{ifname}/{key}", "w") as f:
+                f.write(value)
+        except OSError:
+            pass
 
 
 def select_discovery(links: list[Any], addresses: list[Any], pattern: Any
@@ -97,6 +133,9 @@ class Generation:
         self.raw6: socket.socket | None = None
         self.bound: list[str] = []
         self.discovery: list[tuple[str, str, str]] = []
+        self.discovery_pending = False
+        """Discovery is on but its interfaces are not listed yet (the parent lists them after
+        the fork, once pyroute2 is imported, and sends them as a host fact)."""
 
     def close(self) -> None:
         for s in self.udp:
@@ -107,8 +146,15 @@ class Generation:
         self.udp, self.raw6 = [], None
 
 
-def open_generation(config: Any) -> Generation:
-    """Open the UDP (and raw) sockets `config` needs; `BindError` names the address."""
+def open_generation(
+    config: Any, list_discovery: Callable[[Any], list[tuple[str, str, str]]] | None
+) -> Generation:
+    """Open the UDP (and raw) sockets `config` needs; `BindError` names the address.
+
+    `list_discovery` lists local discovery's interfaces; None leaves them for later
+    (`Generation.discovery_pending`): the discovery socket is bound now, and the worker joins
+    the multicast group on each interface when the list arrives.
+    """
     gen = Generation()
     try:
         if config.role == "server":
@@ -120,7 +166,8 @@ def open_generation(config: Any) -> Generation:
             gen.udp = [open_udp(config.bind_address or "0.0.0.0", config.bind_port or 0)]
             gen.udp[0].setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             if config.role == "client" and getattr(config, "discovery_enabled", False):
-                gen.discovery = _discovery_interfaces(config)
+                if list_discovery is not None:
+                    gen.discovery = list_discovery(config)
                 try:
                     dsock = open_discovery([(n, ip) for n, ip, _m in gen.discovery])
                 except BindError as e:  # e.g. a Teredo server on this host holds 3544
@@ -128,6 +175,7 @@ def open_generation(config: Any) -> Generation:
                     gen.discovery = []
                 else:
                     gen.udp += [None, dsock]
+                    gen.discovery_pending = list_discovery is None
         gen.bound = [local_port(s) for s in gen.udp if s is not None]
     except BaseException:
         gen.close()
@@ -150,10 +198,12 @@ class Supervisor:
         self.tun: Tun | None = None
         self.iface: TunnelInterface | None = None
         self.watcher: AddressWatcher | None = None
+        self.sources: SourceAddressWatcher | None = None
         self.signals: SignalPipe | None = None
         self.worker_pid: int | None = None
         self.worker_ready = False
         self.control: socket.socket | None = None
+        self.facts: socket.socket | None = None
         self.control_buf = channel.LineBuffer()
         self.stopping_worker = False
         self.respawn_timer: Timer | None = None
@@ -179,17 +229,15 @@ class Supervisor:
             if self.status_path:
                 self.status_listener = create_listener(self.status_path)
             self._open_interface(self.config)
-            gen = open_generation(self.config)
-        except (OSError, BindError, TunError, StatusSocketError, NetlinkConfigError) as e:
+            if self.config.role != "client":  # a client's: after the fork
+                self._watch_host(self.config)
+            gen = open_generation(
+                self.config, _discovery_interfaces if netlink_loaded() else None
+            )
+        except (OSError, BindError, TunError, StatusSocketError) as e:
             raise StartupError(str(e))
         except Exception as e:  # pid file and the rest carry their own one-line messages
             raise StartupError(str(e))
-        if self.config.role == "client":
-            try:
-                self.watcher = AddressWatcher(self.tun.index if self.tun else None)
-                self.loop.add_reader(self.watcher.fileno(), self._on_netlink)
-            except OSError as e:
-                log.warning("not watching host address changes: %s", e)
         log.info(
             "starting %s (%s) %s, pid %d",
             self.config.role,
@@ -198,6 +246,59 @@ class Supervisor:
             os.getpid(),
         )
         self._fork_worker(gen)
+        if self.config.role == "client":
+            self._netlink_after_fork(gen)
+
+    def _netlink_after_fork(self, gen: Generation) -> None:
+        """A client's rtnetlink set-up, once its worker is on its way to the first RS.
+
+        The import of pyroute2 runs here, in parallel with the worker's start-up and
+        qualification; the worker's "up" request is served when this returns.
+        """
+        try:
+            _netlink()
+        except ImportError as e:
+            raise StartupError(f"pyroute2 is needed to configure the interface: {e}") from None
+        # the worker may have qualified during the import: its "up" is what launch-to-address
+        # waits for, so it goes before the subscriptions and the discovery listing
+        self._on_control()
+        self._watch_host(self.config)
+        if gen.discovery_pending:
+            try:
+                discovery = _discovery_interfaces(self.config)
+            except OSError as e:
+                log.warning("cannot list discovery interfaces: %s", e)
+            else:
+                self._send_fact(channel.discovery_message(discovery))
+
+    def _watch_host(self, config: Any) -> None:
+        """The rtnetlink subscriptions `config`'s role needs, on the current interface: a
+        client's IPv4/link watcher, a relay's IPv6 source watcher; others are closed."""
+        own = self.tun.index if self.tun else None
+        want_watcher = config.role == "client"
+        want_sources = config.role == "relay"
+        if self.watcher is not None and (not want_watcher or self.watcher.own_index != own):
+            self.loop.remove_reader(self.watcher.fileno())
+            self.watcher.close()
+            self.watcher = None
+        if self.sources is not None and (not want_sources or self.sources.own_index != own):
+            self.loop.remove_reader(self.sources.fileno())
+            self.sources.close()
+            self.sources = None
+        if want_watcher and self.watcher is None:
+            try:
+                self.watcher = _netlink().AddressWatcher(own)
+                self.loop.add_reader(self.watcher.fileno(), self._on_netlink)
+            except OSError as e:
+                log.warning("not watching host address changes: %s", e)
+        if want_sources and self.sources is None:
+            try:
+                self.sources = _netlink().SourceAddressWatcher(own)
+                self.loop.add_reader(self.sources.fileno(), self._on_sources)
+            except OSError as e:
+                log.warning("ICMPv6 errors will have a link-local source: %s", e)
+            else:
+                self._log_sources()
 
     def _open_interface(self, config: Any) -> None:
         """Create the TUN (client, relay) and, for a relay, configure it once, as root."""
@@ -205,17 +306,22 @@ class Supervisor:
             return
         if self.tun is None:
             self.tun = open_tun(config.interface_name)
-            self.iface = TunnelInterface(self.tun.index, self.tun.name)
-            self.iface.prepare()
-        assert self.iface is not None
+            prepare_interface(self.tun.name)
         if config.role == "relay":
-            self.iface.relay_setup(config.interface_mtu, config.prefix)
+            self._iface().relay_setup(config.interface_mtu, config.prefix)
             log.info(
                 "interface %s up: MTU %d, route %s/32",
                 self.tun.name,
                 config.interface_mtu,
                 _prefix_text(config.prefix),
             )
+
+    def _iface(self) -> TunnelInterface:
+        """Our interface's pyroute2 handle (the first call imports pyroute2)."""
+        assert self.tun is not None
+        if self.iface is None:
+            self.iface = _netlink().TunnelInterface(self.tun.index, self.tun.name)
+        return self.iface
 
     def _close_interface(self) -> None:
         if self.iface is not None:
@@ -256,38 +362,56 @@ class Supervisor:
 
     def _fork_worker(self, gen: Generation) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        facts_end, child_facts = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         info = self._info(gen)
         pid = os.fork()
         if pid == 0:  # worker
             code = 1
             try:
                 parent_end.close()
-                code = self._worker_main(gen, child_end, info)
+                facts_end.close()
+                code = self._worker_main(gen, child_end, child_facts, info)
             except BaseException as e:
                 with contextlib.suppress(Exception):
                     log.error("worker failed: %s", e)
             finally:
                 os._exit(code)
         child_end.close()
+        child_facts.close()
         gen.close()  # the worker owns the sockets now
         parent_end.setblocking(False)
+        facts_end.settimeout(2.0)  # a few small lines; never block the parent for long
         self.control = parent_end
+        self.facts = facts_end
         self.control_buf = channel.LineBuffer()
         self.worker_pid = pid
         self.worker_ready = False
         self.stopping_worker = False
         self.loop.add_reader(parent_end.fileno(), self._on_control)
+        if self.sources is not None:
+            self._send_fact(channel.icmp_sources_message(self.sources.sources))
 
-    def _worker_main(self, gen: Generation, control: socket.socket, info: dict) -> int:
+    def _send_fact(self, line: bytes) -> None:
+        if self.facts is None:
+            return
+        try:
+            self.facts.sendall(line)
+        except OSError as e:  # the worker is gone or stuck; its successor gets them anew
+            log.warning("cannot send host facts to the worker: %s", e)
+
+    def _worker_main(self, gen: Generation, control: socket.socket, facts: socket.socket,
+                     info: dict) -> int:
         """Runs in the forked child: shed parent-only state, build the role, drop root, run."""
         if self.signals is not None:
             self.signals.close()
         if self.pidfile is not None:
             self.pidfile.close_in_child()
-        if self.watcher is not None:
-            self.watcher.close()
-        if self.control is not None:
-            self.control.close()
+        for watcher in (self.watcher, self.sources):
+            if watcher is not None:  # not close(): that would run pyroute2 in the worker
+                watcher.close_in_child()
+        for sock in (self.control, self.facts):
+            if sock is not None:
+                sock.close()
         self.loop.close()
         role = build_role(self.config, time.monotonic())  # imports happen before any chroot
         if gen.discovery and hasattr(role, "set_discovery_interfaces"):
@@ -303,8 +427,7 @@ class Supervisor:
         )
         worker = Worker(self.config, role, res)
         WorkerSignals(worker)
-        if hasattr(role, "set_icmp_sources"):
-            self._watch_icmp_sources(worker, role)
+        HostFacts(worker, facts)
         profile = _WorkerProfile.from_env()  # opened as root, written after the drop
         try:
             drop_privileges(self.account, self.opts.chrootdir)
@@ -321,32 +444,23 @@ class Supervisor:
         worker.close()
         return 0
 
-    def _watch_icmp_sources(self, worker: Worker, role: Any) -> None:
-        """Relay: ICMPv6 errors need a routable source, one of the host's global IPv6
-        addresses (see `SourceAddressWatcher`); the worker keeps the list current itself, so
-        an address added after start-up is used without a restart."""
-        try:
-            watcher = SourceAddressWatcher(self.tun.index if self.tun else None)
-        except OSError as e:
-            log.warning("ICMPv6 errors will have a link-local source: %s", e)
-            return
-        def use(sources: list[bytes]) -> None:
-            role.set_icmp_sources(sources)
-            if sources:
-                text = ", ".join(socket.inet_ntop(socket.AF_INET6, a) for a in sources)
-                log.info("ICMPv6 errors from %s", text)
-            else:
-                log.warning(
-                    "no global IPv6 address on this host: ICMPv6 errors about forwarded "
-                    "packets cannot reach their senders"
-                )
+    def _on_sources(self) -> None:
+        """The host's IPv6 addresses changed: a relay's worker gets its new error sources."""
+        assert self.sources is not None
+        if self.sources.drain():
+            self._log_sources()
+            self._send_fact(channel.icmp_sources_message(self.sources.sources))
 
-        def on_change() -> None:
-            if watcher.drain():
-                use(watcher.sources)
-
-        use(watcher.sources)
-        worker.loop.add_reader(watcher.fileno(), on_change)
+    def _log_sources(self) -> None:
+        assert self.sources is not None
+        if self.sources.sources:
+            text = ", ".join(socket.inet_ntop(socket.AF_INET6, a) for a in self.sources.sources)
+            log.info("ICMPv6 errors from %s", text)
+        else:
+            log.warning(
+                "no global IPv6 address on this host: ICMPv6 errors about forwarded "
+                "packets cannot reach their senders"
+            )
 
     def _stop_worker(self) -> None:
         """TERM the worker and wait for it (bounded), then forget its control socket."""
@@ -379,6 +493,9 @@ class Supervisor:
             self.loop.remove_reader(self.control.fileno())
             self.control.close()
             self.control = None
+        if self.facts is not None:
+            self.facts.close()
+            self.facts = None
         self.worker_pid = None
         self.worker_ready = False
 
@@ -388,7 +505,7 @@ class Supervisor:
             try:
                 self.iface.client_down()
                 log.info("interface %s down", self.iface.name)
-            except NetlinkConfigError as e:
+            except OSError as e:  # netlink.NetlinkConfigError
                 log.error("%s", e)
 
     def _new_generation(self, config: Any) -> bool:
@@ -402,8 +519,9 @@ class Supervisor:
             ):
                 self._close_interface()
             self._open_interface(config)
-            gen = open_generation(config)
-        except (OSError, BindError, TunError, NetlinkConfigError) as e:
+            self._watch_host(config)
+            gen = open_generation(config, _discovery_interfaces)
+        except (OSError, BindError, TunError) as e:
             log.error("%s", e)
             return False
         self.config = config
@@ -508,19 +626,20 @@ class Supervisor:
         if isinstance(req, channel.Ready):
             self._worker_ready()
         elif isinstance(req, channel.Up):
-            if self.config.role != "client" or self.iface is None:
+            if self.config.role != "client" or self.tun is None:
                 log.error("rejected request from worker: up: only a client changes its address")
                 return
-            if (self.iface.address, self.iface.mtu) == (req.address, req.mtu):
+            iface = self._iface()
+            if (iface.address, iface.mtu) == (req.address, req.mtu):
                 return  # already so: no flush, no blip for open connections
             try:
-                self.iface.client_up(req.address, req.mtu)
-            except NetlinkConfigError as e:
+                iface.client_up(req.address, req.mtu)
+            except OSError as e:  # netlink.NetlinkConfigError
                 log.error("%s", e)
                 return
             log.info(
                 "interface %s up: address %s, MTU %d",
-                self.iface.name,
+                iface.name,
                 socket.inet_ntop(socket.AF_INET6, req.address),
                 req.mtu,
             )
@@ -638,9 +757,10 @@ class Supervisor:
             self.respawn_timer.cancel()
         self._stop_worker()
         self._close_interface()
-        if self.watcher is not None:
-            self.watcher.close()
-            self.watcher = None
+        for watcher in (self.watcher, self.sources):
+            if watcher is not None:
+                watcher.close()
+        self.watcher = self.sources = None
         if self.status_listener is not None:
             self.status_listener.close()
             self.status_listener = None

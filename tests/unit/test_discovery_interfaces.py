@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import re
-import socket
 
-from engine.runtime.rtnl import Address, Link
+from engine.runtime.netlink import Address, Link
 from engine.runtime.supervisor import IFF_MULTICAST, select_discovery
 
 UP = 0x1 | 0x40
 
 
 def addr(index: int, ip: str, plen: int = 24) -> Address:
-    return Address(socket.AF_INET, index, plen, 0, 0, ip)
+    return Address(index, ip, plen)
 
 
-LINKS = [Link(1, "lo", UP | 0x8, 65536), Link(2, "eth0", UP | IFF_MULTICAST, 1500),
-         Link(3, "wg0", UP, 1420),  # point-to-point VPN: no multicast
-         Link(4, "wlan0", UP | IFF_MULTICAST, 1500)]
+LINKS = [Link(1, "lo", UP | 0x8), Link(2, "eth0", UP | IFF_MULTICAST),
+         Link(3, "wg0", UP),  # point-to-point VPN: no multicast
+         Link(4, "wlan0", UP | IFF_MULTICAST)]
 ADDRS = [addr(1, "127.0.0.1", 8), addr(2, "198.18.0.2"), addr(2, "198.18.5.2", 16),
          addr(3, "198.19.0.9", 32), addr(4, "203.0.113.7")]
 

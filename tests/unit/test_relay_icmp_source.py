@@ -1,7 +1,8 @@
 """Where a relay's ICMPv6 errors come from (spec §5.9): one of the host's global addresses.
 
-The rtnetlink decoding is fed hand-built messages (the kernel test `test_relay_errors.py`
-runs it against a real kernel); the role's choice is checked on the packets it writes.
+The rtnetlink decoding (pyroute2's marshal) is fed hand-built messages (the kernel test
+`test_relay_errors.py` runs it against a real kernel); the role's choice is checked on the
+packets it writes.
 """
 
 from __future__ import annotations
@@ -59,11 +60,12 @@ def test_parse_ifaddr_stops_at_a_truncated_message():
     good = ifaddr_msg(RTM_NEWADDR, 2, "2001:db8:1::20")
     assert len(list(parse_ifaddr(good + good[:30]))) == 1
     assert list(parse_ifaddr(struct.pack("=IHHII", 8, 20, 0, 0, 0))) == []
+    assert list(parse_ifaddr(good[:20])) == []
 
 
 def test_usable_sources_tiers():
     table: dict = {}
-    apply_ifaddr(table, b"".join([
+    apply_ifaddr(table, parse_ifaddr(b"".join([
         ifaddr_msg(RTM_NEWADDR, 1, "::1", scope=254),
         ifaddr_msg(RTM_NEWADDR, 2, "fe80::1", scope=253),
         ifaddr_msg(RTM_NEWADDR, 2, "2001:db8:1::20"),
@@ -72,14 +74,15 @@ def test_usable_sources_tiers():
         ifaddr_msg(RTM_NEWADDR, 2, "2001:db8:1::77", flags=IFA_F_TEMPORARY),
         ifaddr_msg(RTM_NEWADDR, 9, "2001:db8:9::1"),  # on our own TUN
         ifaddr_msg(RTM_NEWADDR, 3, "fd00::2"),
-    ]))
+    ])))
     assert usable_sources(table, own_index=9) == [a6("2001:db8:1::20"), a6("2001:db8:1::77"),
                                                     a6("fd00::2")]
-    apply_ifaddr(table, b"".join(ifaddr_msg(RTM_DELADDR, i, a) for i, a in
-                                 ((2, "2001:db8:1::20"), (2, "2001:db8:1::77"), (3, "fd00::2"))))
+    apply_ifaddr(table, parse_ifaddr(b"".join(
+        ifaddr_msg(RTM_DELADDR, i, a)
+        for i, a in ((2, "2001:db8:1::20"), (2, "2001:db8:1::77"), (3, "fd00::2")))))
     # only a deprecated address left: better than a link-local one
     assert usable_sources(table, own_index=9) == [a6("2001:db8:1::55")]
-    apply_ifaddr(table, ifaddr_msg(RTM_DELADDR, 2, "2001:db8:1::55"))
+    apply_ifaddr(table, parse_ifaddr(ifaddr_msg(RTM_DELADDR, 2, "2001:db8:1::55")))
     assert usable_sources(table, own_index=9) == []
 
 
