@@ -9,6 +9,13 @@ one packet at a time and waits for the forwarded copy, so every packet costs a f
 epoll, read, role, flush, write.  It reports the median/p90 round trip through the worker in
 each direction and, flat out (a window of packets in flight), packets per second.  The numbers
 isolate the Python cost per wake-up from the lab's kernel paths and from the machine's load.
+
+To see where a wake-up's time goes, trace the worker (the driver's child) while it runs with
+``--gap 0.01``: ``perf record -e sched:sched_switch,raw_syscalls:sys_enter,raw_syscalls:sys_exit
+-p WORKER_PID`` and measure, per wake-up, epoll_wait's return to the first read(2) and to the
+output sendto(2)/write(2).  On the 2-core lab VM (Nov 2026): our worker 26-31 us to the output
+syscall (p50); a bare 10-line Python epoll forwarder 20-22 us; the same in C 5 us.  Most of
+the difference is CPython resuming cold after sleeping, not work the engine chooses to do.
 """
 
 from __future__ import annotations
