@@ -549,6 +549,14 @@ class Echo(NamedTuple):
     data: bytes
 
 
+def _echo(
+    icmp_type: int, src: bytes, dst: bytes, ident: int, seq: int, data: bytes,
+    hop_limit: int, tclass: int, flow: int,
+) -> bytes:
+    body = _uint(ident, 2, "echo identifier") + _uint(seq, 2, "echo sequence") + bytes(data)
+    return build_icmpv6(src, dst, icmp_type, 0, body, hop_limit, tclass, flow)
+
+
 def echo_request(
     src: bytes,
     dst: bytes,
@@ -560,16 +568,7 @@ def echo_request(
     flow: int = 0,
 ) -> bytes:
     """ICMPv6 echo request; miredo's ping test uses hop limit 128 and 18 data bytes (E7)."""
-    return build_icmpv6(
-        src,
-        dst,
-        ICMP6_ECHO_REQUEST,
-        0,
-        _uint(ident, 2, "echo identifier") + _uint(seq, 2, "echo sequence") + bytes(data),
-        hop_limit,
-        tclass,
-        flow,
-    )
+    return _echo(ICMP6_ECHO_REQUEST, src, dst, ident, seq, data, hop_limit, tclass, flow)
 
 
 def echo_reply(
@@ -582,16 +581,8 @@ def echo_reply(
     tclass: int = 0,
     flow: int = 0,
 ) -> bytes:
-    return build_icmpv6(
-        src,
-        dst,
-        ICMP6_ECHO_REPLY,
-        0,
-        _uint(ident, 2, "echo identifier") + _uint(seq, 2, "echo sequence") + bytes(data),
-        hop_limit,
-        tclass,
-        flow,
-    )
+    """ICMPv6 echo reply: what a test peer or the simulated native host answers with."""
+    return _echo(ICMP6_ECHO_REPLY, src, dst, ident, seq, data, hop_limit, tclass, flow)
 
 
 def parse_echo(pkt: bytes) -> Echo:
