@@ -73,24 +73,31 @@ def up_message(address: bytes, mtu: int) -> bytes:
     return encode({"op": "up", "address": str(ipaddress.IPv6Address(address)), "mtu": mtu})
 
 
-def parse_worker_request(line: bytes, prefix32: int) -> WorkerRequest:
-    """Validate one line from the worker against the instance's Teredo `prefix32`."""
-    if len(line) > MAX_LINE:
-        raise RequestError(f"line: {len(line)} bytes is longer than {MAX_LINE}")
+def _decode(line: bytes, limit: int, what: str, kind: str,
+            keys: dict[str, frozenset[str]]) -> tuple[str, dict]:
+    """One JSON object line whose ``op`` is a key of `keys` and whose keys are exactly
+    ``keys[op]``; errors are prefixed with `what` (the line) or the op, `kind` names the op."""
+    if len(line) > limit:
+        raise RequestError(f"{what}: {len(line)} bytes is longer than {limit}")
     try:
         msg = json.loads(line)
     except (ValueError, UnicodeDecodeError) as e:
-        raise RequestError(f"line: not JSON ({e})")
+        raise RequestError(f"{what}: not JSON ({e})")
     if not isinstance(msg, dict):
-        raise RequestError("line: not a JSON object")
+        raise RequestError(f"{what}: not a JSON object")
     op = msg.get("op")
-    if not isinstance(op, str) or op not in _KEYS:
-        raise RequestError(f"op: unknown request {op!r}")
-    keys = set(msg)
-    if keys != _KEYS[op]:
-        extra = sorted(keys - _KEYS[op])
-        missing = sorted(_KEYS[op] - keys)
+    if not isinstance(op, str) or op not in keys:
+        raise RequestError(f"op: unknown {kind} {op!r}")
+    if set(msg) != keys[op]:
+        extra = sorted(set(msg) - keys[op])
+        missing = sorted(keys[op] - set(msg))
         raise RequestError(f"{op}: unexpected keys {extra}, missing keys {missing}")
+    return op, msg
+
+
+def parse_worker_request(line: bytes, prefix32: int) -> WorkerRequest:
+    """Validate one line from the worker against the instance's Teredo `prefix32`."""
+    op, msg = _decode(line, MAX_LINE, "line", "request", _KEYS)
     if op == "ready":
         return Ready()
     if op == "down":
@@ -225,21 +232,7 @@ def discovery_message(interfaces: list[tuple[str, str, str]]) -> bytes:
 
 def parse_host_fact(line: bytes) -> HostFact:
     """Validate one host-fact line; `RequestError` names the field."""
-    if len(line) > MAX_FACT_LINE:
-        raise RequestError(f"fact: {len(line)} bytes is longer than {MAX_FACT_LINE}")
-    try:
-        msg = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise RequestError(f"fact: not JSON ({e})")
-    if not isinstance(msg, dict):
-        raise RequestError("fact: not a JSON object")
-    op = msg.get("op")
-    if not isinstance(op, str) or op not in _FACT_KEYS:
-        raise RequestError(f"op: unknown fact {op!r}")
-    if set(msg) != _FACT_KEYS[op]:
-        extra = sorted(set(msg) - _FACT_KEYS[op])
-        missing = sorted(_FACT_KEYS[op] - set(msg))
-        raise RequestError(f"{op}: unexpected keys {extra}, missing keys {missing}")
+    op, msg = _decode(line, MAX_FACT_LINE, "fact", "fact", _FACT_KEYS)
     field = "addresses" if op == "icmp_sources" else "interfaces"
     items = msg[field]
     if not isinstance(items, list) or len(items) > MAX_FACTS:
