@@ -20,6 +20,8 @@ import pickle
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from engine.config.values import prefix_text
+
 MAX_LINE = 2048
 MTU_MIN = 1280
 MTU_MAX = 65535
@@ -119,8 +121,8 @@ def _checked_address(value: object, prefix32: int) -> bytes:
         raise RequestError(f"up.address: {value!r} is not an IPv6 address")
     packed = addr.packed
     if int.from_bytes(packed[:4], "big") != prefix32:
-        net = ipaddress.IPv6Address(prefix32.to_bytes(4, "big") + bytes(12))
-        raise RequestError(f"up.address: {addr} is outside the Teredo prefix {net}/32")
+        raise RequestError(
+            f"up.address: {addr} is outside the Teredo prefix {prefix_text(prefix32)}/32")
     return packed
 
 

@@ -32,6 +32,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
+from engine.config.values import prefix_text
+
 LL_CLIENT_TEXT = "fe80::ffff:ffff:ffff"
 CLIENT_ROUTE_METRIC = 1029  # loses against the kernel's 1024: Teredo is the last resort
 RELAY_ROUTE_METRIC = 1024
@@ -62,10 +64,6 @@ def _ipr() -> Iterator[IPRoute]:
         yield ipr
     finally:
         ipr.close()
-
-
-def _prefix_text(prefix32: int) -> str:
-    return str(ipaddress.IPv6Address(prefix32.to_bytes(4, "big") + bytes(12)))
 
 
 def write_sysctl(ifname: str, key: str, value: str) -> None:
@@ -189,7 +187,7 @@ class TunnelInterface:
                 ipr.route,
                 "add",
                 family=socket.AF_INET6,
-                dst=_prefix_text(prefix32),
+                dst=prefix_text(prefix32),
                 dst_len=32,
                 oif=self.index,
                 priority=RELAY_ROUTE_METRIC,

@@ -31,6 +31,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import engine
+from engine.config.values import prefix_text
 from engine.runtime import channel
 from engine.runtime.hostfacts import HostFacts
 from engine.runtime.logsetup import get_logger, set_facility
@@ -313,7 +314,7 @@ class Supervisor:
                 "interface %s up: MTU %d, route %s/32",
                 self.tun.name,
                 config.interface_mtu,
-                _prefix_text(config.prefix),
+                prefix_text(config.prefix),
             )
 
     def _iface(self) -> TunnelInterface:
@@ -352,7 +353,7 @@ class Supervisor:
             "interface": self.tun.name if self.tun else None,
             "ifindex": self.tun.index if self.tun else None,
             "mtu": c.interface_mtu if c.role == "relay" else None,
-            "prefix": _prefix_text(c.prefix) + "/32" if c.role != "client" else None,
+            "prefix": prefix_text(c.prefix) + "/32" if c.role != "client" else None,
             "server": server,
             "server2": server2,
             "bound": gen.bound,
@@ -810,6 +811,3 @@ class _WorkerProfile:
             with os.fdopen(self.fd, "wb") as f:
                 self._marshal.dump(prof.stats, f)
 
-
-def _prefix_text(prefix32: int) -> str:
-    return socket.inet_ntop(socket.AF_INET6, prefix32.to_bytes(4, "big") + bytes(12))
