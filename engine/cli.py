@@ -157,18 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _runtime_module(name: str) -> Any:
-    """Import `engine.runtime.<name>` late (it pulls in sockets, netlink...), None if absent.
-
-    Only the module itself being missing counts as absent; an import error inside it is a
-    real bug and propagates.
-    """
-    full = f"engine.runtime.{name}"
-    try:
-        return importlib.import_module(full)
-    except ModuleNotFoundError as e:
-        if e.name != full:
-            raise
-        return None
+    """Import `engine.runtime.<name>` late: it pulls in sockets, netlink..."""
+    return importlib.import_module(f"engine.runtime.{name}")
 
 
 def _print_problems(error: ConfigError) -> None:
@@ -215,11 +205,7 @@ def status(ns: argparse.Namespace, opts: RunOptions) -> int:
     """`--status`: ask a running instance, through the runtime's status client."""
     role, directive = peek_role_and_status_socket(opts.config_path)
     opts.status_socket = status_socket_path(ns.status_socket, directive, ns.pidfile, role)
-    status_client = _runtime_module("status_client")
-    if status_client is None:
-        print("status: not implemented yet", file=sys.stderr)
-        return EXIT_ERROR
-    return int(status_client.main(opts, ns.json))
+    return int(_runtime_module("status_client").main(opts, ns.json))
 
 
 def run(ns: argparse.Namespace, opts: RunOptions) -> int:
@@ -234,8 +220,4 @@ def run(ns: argparse.Namespace, opts: RunOptions) -> int:
     opts.status_socket = status_socket_path(
         ns.status_socket, config.status_socket, ns.pidfile, config.role
     )
-    daemon = _runtime_module("daemon")
-    if daemon is None:
-        print(f"{PROG}: running the daemon is not implemented yet", file=sys.stderr)
-        return EXIT_ERROR
-    return int(daemon.run(config, opts))
+    return int(_runtime_module("daemon").run(config, opts))

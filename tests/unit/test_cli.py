@@ -206,13 +206,6 @@ def test_run_unreadable_default_without_server_name(capsys, tmp_path, monkeypatc
     assert rc == 1 and "cannot read the config file" in err
 
 
-def test_run_without_the_daemon_module(capsys, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "engine.runtime.daemon", None)
-    rc, out, err = run_main(capsys, "-f", "-c", os.path.join(EXAMPLES, "relay.conf"))
-    assert (rc, out) == (1, "")
-    assert err == "teredo-engine: running the daemon is not implemented yet\n"
-
-
 class _Recorder:
     """Stands in for the runtime's module at the seam (the real one needs root and a TUN)."""
 
@@ -254,12 +247,6 @@ def test_daemon_exit_code_is_passed_on(capsys, monkeypatch):
 
 
 # --- --status ------------------------------------------------------------------------------
-
-def test_status_without_the_status_client(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "engine.runtime.status_client", None)
-    rc, out, err = run_main(capsys, "--status", "--status-socket", "/run/x.sock")
-    assert (rc, out, err) == (1, "", "status: not implemented yet\n")
-
 
 @pytest.mark.parametrize(
     ("argv", "text", "socket", "as_json"),
