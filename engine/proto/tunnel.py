@@ -30,7 +30,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from .addr import LL_CLIENT, LL_PREFIX, TEREDO_PORT, is_global_unicast_ipv4, mapping_of, server_of
+from .addr import (
+    LL_CLIENT,
+    LL_PREFIX,
+    TEREDO_PORT,
+    is_global_unicast_ipv4,
+    is_global_unicast_ipv4_int,
+    mapping_of,
+    server_of,
+)
 from .counters import Counters
 from .errors import ParseError
 from .icmp_limit import IcmpErrorLimiter
@@ -41,10 +49,14 @@ from .peers import (
     Peer,
     PeerTable,
 )
-from .wire import bubble, dest_unreachable, icmp_error_allowed, parse_datagram
-
-UNREACH_ADMIN = 1  # administratively prohibited
-UNREACH_ADDR = 3  # address unreachable
+from .wire import (
+    UNREACH_ADDRESS,
+    UNREACH_ADMIN_PROHIBITED,
+    bubble,
+    dest_unreachable,
+    icmp_error_allowed,
+    parse_datagram,
+)
 
 NO_MAPPING = ("0.0.0.0", 0)
 
@@ -144,13 +156,6 @@ class TeredoTunnel:
     def _drop(self, reason: str) -> None:
         self.counters.drops[reason] += 1
 
-    def _bubble_to(self, src6: bytes, dst6: bytes, to: tuple[str, int], check: bool = True) -> None:
-        """Send a bubble unless the IPv4 destination fails the global-unicast test (§1.6)."""
-        if check and not is_global_unicast_ipv4(to[0]):
-            self._drop("bubble_dst_not_global")
-            return
-        self._udp(0, bubble(src6, dst6), to)
-
     def icmp_error(self, pkt: bytes, code: int, t: int) -> None:
         """Destination Unreachable for ``pkt`` (§5.9), written to the TUN device."""
         if not icmp_error_allowed(pkt):
@@ -205,21 +210,21 @@ class TeredoTunnel:
             return
         if not self._tx_open():  # T2
             self._drop("tun_not_qualified")
-            self.icmp_error(pkt, UNREACH_ADDR, t)
+            self.icmp_error(pkt, UNREACH_ADDRESS, t)
             return
         teredo_dst = dst6[0:4] == self.prefix4
         if not teredo_dst:  # T3
             if not self.is_client:
                 self._drop("tun_dst_not_teredo")
-                self.icmp_error(pkt, UNREACH_ADDR, t)
+                self.icmp_error(pkt, UNREACH_ADDRESS, t)
                 return
             if pkt[8:12] != self.prefix4:
                 self._drop("tun_src_not_teredo")
-                self.icmp_error(pkt, UNREACH_ADMIN, t)
+                self.icmp_error(pkt, UNREACH_ADMIN_PROHIBITED, t)
                 return
         else:
-            server = server_of(dst6)
-            if server == "0.0.0.0" or not is_global_unicast_ipv4(server):
+            # the server IPv4 in bytes 4-7, checked as an int (0.0.0.0 is not global either)
+            if not is_global_unicast_ipv4_int(int.from_bytes(dst6[4:8], "big")):
                 self._drop("tun_dst_server_not_global")
                 return
         p = peers.get(dst6)  # T4
@@ -239,7 +244,7 @@ class TeredoTunnel:
                 self._send_ping(dst6, t)
             elif r != LATER:
                 self._drop("ping_limit")
-                self.icmp_error(pkt, UNREACH_ADDR, t)
+                self.icmp_error(pkt, UNREACH_ADDRESS, t)
             return
         if self.is_client and p.local and p.valid(t):  # T7
             self._queue(p, pkt, None)
@@ -248,7 +253,7 @@ class TeredoTunnel:
                 self._local_bubbles(p, dst6)
             elif r != LATER:
                 self._drop("bubble_limit")
-                self.icmp_error(pkt, UNREACH_ADDR, t)
+                self.icmp_error(pkt, UNREACH_ADDRESS, t)
             return
         # T8: untrusted, or trusted but stale
         self._queue(p, pkt, None)
@@ -265,7 +270,7 @@ class TeredoTunnel:
             self._udp(0, b, (server_of(dst6), TEREDO_PORT))
         elif r != LATER:
             self._drop("bubble_limit")
-            self.icmp_error(pkt, UNREACH_ADDR, t)
+            self.icmp_error(pkt, UNREACH_ADDRESS, t)
 
     def _queue(self, p: Peer, pkt: bytes, src: tuple[str, int] | None) -> None:
         if not p.enqueue(pkt, src):
