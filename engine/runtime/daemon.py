@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from engine.config import load_config
 from engine.runtime.logsetup import detach_stderr, get_logger, setup_logging
 from engine.runtime.privsep import Account, PrivsepError, check_chroot_dir, resolve_user
 from engine.runtime.supervisor import StartupError, Supervisor
@@ -33,12 +35,19 @@ def preflight(config: Any, opts: Any) -> Account:
     return account
 
 
-def _load_config_function():
+def _started(config: Any, opts: Any, account: Account,
+             on_ready: Callable[[int], None] | None = None) -> Supervisor | None:
+    """A started supervisor, or None (logged, cleaned up) when its start failed."""
+    sup = Supervisor(config, opts, account, load_config=load_config)
+    sup.on_ready = on_ready
     try:
-        from engine.config import load_config
-    except ImportError:
+        sup.start()
+    except StartupError as e:
+        log.error("%s", e)
+        sup.exit_code = 1
+        sup.cleanup()
         return None
-    return load_config
+    return sup
 
 
 def run(config: Any, opts: Any) -> int:
@@ -54,15 +63,8 @@ def run(config: Any, opts: Any) -> int:
         return 1
     if not opts.foreground:
         return _daemonize(config, opts, account)
-    sup = Supervisor(config, opts, account, load_config=_load_config_function())
-    try:
-        sup.start()
-    except StartupError as e:
-        log.error("%s", e)
-        sup.exit_code = 1
-        sup.cleanup()
-        return 1
-    return sup.run()
+    sup = _started(config, opts, account)
+    return 1 if sup is None else sup.run()
 
 
 def _daemonize(config: Any, opts: Any, account: Account) -> int:
@@ -110,14 +112,8 @@ def _daemon_main(config: Any, opts: Any, account: Account, status_fd: int) -> in
         if code == 0:
             _detach_stdio()
 
-    sup = Supervisor(config, opts, account, load_config=_load_config_function())
-    sup.on_ready = report
-    try:
-        sup.start()
-    except StartupError as e:
-        log.error("%s", e)
-        sup.exit_code = 1
-        sup.cleanup()
+    sup = _started(config, opts, account, on_ready=report)
+    if sup is None:
         report(1)
         return 1
     code = sup.run()
