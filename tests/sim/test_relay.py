@@ -132,6 +132,15 @@ def test_non_teredo_destination_gets_icmp_and_hop_limit_untouched():
     assert err[6] == 58 and err[40] == 1 and err[41] == 3 and err[24:40] == NATIVE
 
 
+def test_teredo_destination_with_non_global_server_is_dropped_without_a_peer():
+    net, relay, _ratt, _host, _client, _catt, _addr = _net()
+    for server in ("0.0.0.0", "10.1.2.3", "192.168.0.1", "224.0.0.1"):
+        dst = build_teredo(0x20010000, server, 0, 40000, "198.51.100.1")
+        relay.tun_received(build_ipv6(NATIVE, dst, 17, b"abc"), net.now)
+    assert relay.counters.drops["tun_dst_server_not_global"] == 4
+    assert len(relay.peers) == 0 and relay.udp_out == []
+
+
 def test_relay_status_reports_peers_and_drops():
     net, relay, _ratt, _host, client, _catt, addr = _net()
     net.ipv6.send(echo_request(NATIVE, addr, 7, 1, b"x"))
