@@ -27,11 +27,10 @@ from tests.kernel.harness import (
     PingResult,
     Stack,
     decode_teredo,
-    ping,
     start_stack,
     teredo_address,
 )
-from tests.kernel.paths import PATHS, PathResult, PingPath, destination, run_paths
+from tests.kernel.paths import PATHS, PathResult, run_paths
 
 IMPLS: dict[str, Implementation] = {"D": DEBIAN, "O": OURS}
 ROLE_KEYS = ("server", "relay", "cli", "cli2")  # the keys start_stack() understands
@@ -92,24 +91,6 @@ _RANK = {"FAIL": 0, "PARTIAL": 1, "PASS": 2}
 def worse_than(ours: PathResult, baseline: PathResult) -> bool:
     """True when `ours` did worse than the baseline on the same path (FAIL < PARTIAL < PASS)."""
     return _RANK[ours.verdict] < _RANK[baseline.verdict]
-
-
-def run_path_list(lab: Lab, paths: list[PingPath], addresses: dict[str, str],
-                  count: int = 5, interval: float = 0.2, wait: float = 3.0) -> list[PathResult]:
-    """`paths.run_paths` for any list of paths, in the given order (order makes cold/warm).
-
-    The first ping of a cold path is the cold result, as in the reference lab's
-    run-miredo.sh: it is never retried; `wait` is generous because that first echo waits in
-    the sender's queue until the bubbles or the connectivity test through the server are
-    answered."""
-    rows = []
-    for path in paths:
-        dst = destination(lab, path, addresses)
-        if path.prime:
-            ping(lab, path.src, dst, count=1, size=path.size, wait=1.0)
-        rows.append(PathResult(path, dst, ping(lab, path.src, dst, count=count,
-                                               size=path.size, interval=interval, wait=wait)))
-    return rows
 
 
 # --------------------------------------------------------------------------- one run

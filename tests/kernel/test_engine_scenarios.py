@@ -44,7 +44,7 @@ from tests.kernel.harness import (
     wait_for_teredo_address,
     write_client_conf,
 )
-from tests.kernel.paths import NATIVE, PathResult, PingPath, format_table
+from tests.kernel.paths import NATIVE, PathResult, PingPath, format_table, run_path_list
 
 pytestmark = pytest.mark.kernel
 
@@ -82,7 +82,7 @@ def _client_run(stack: Stack, impl: Implementation, launch: str,
     try:
         addr, secs = wait_for_teredo_address(lab, "cli", spec.teredo_if, 20.0,
                                               since=d.started_at, daemon=d)
-        rows = matrix.run_path_list(lab, paths, {**stack.addresses(), "cli": addr})
+        rows = run_path_list(lab, paths, {**stack.addresses(), "cli": addr})
     finally:
         code = d.stop()
         stack.daemons.remove(d)
