@@ -18,8 +18,10 @@ from .addr import (
     ALL_NODES,
     LL_CLIENT,
     TEREDO_PORT,
+    TEREDO_PREFIX,
     ipv6_text,
     is_global_unicast_ipv4,
+    is_link_local6,
     mapping_of,
     server_of,
 )
@@ -31,8 +33,6 @@ from .pingtest import PingTest
 from .qualify import Qualifier
 from .tunnel import TeredoTunnel
 from .wire import bubble
-
-_FE80 = b"\xfe\x80"
 
 
 class ClientRole(TeredoTunnel):
@@ -57,7 +57,7 @@ class ClientRole(TeredoTunnel):
     ) -> None:
         super().__init__(
             is_client=True,
-            prefix=0x20010000,  # replaced by the prefix of the RA on InterfaceUp
+            prefix=TEREDO_PREFIX,  # replaced by the prefix of the RA on InterfaceUp
             cone=False,  # a miredo client never sets the cone bit: always both bubbles
             token_bytes=token_bytes,
             capacity=capacity,
@@ -256,7 +256,7 @@ class ClientRole(TeredoTunnel):
             self._drop("server_bubble_without_origin")
             return True
         # miredo means to drop link-local sources here (its test never matches, §12.2 #5)
-        if s6[0] == 0xFE and (s6[1] & 0xC0) == 0x80:
+        if is_link_local6(s6):
             self._drop("rx_link_local_src")
             return True
         return False
