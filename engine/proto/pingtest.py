@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import hashlib
 
-from .wire import echo_request
+from .wire import ICMP6_DST_UNREACH, ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, NH_ICMPV6, echo_request
 
-NH_ICMPV6 = 58
-ECHO_REQUEST = 128
-ECHO_REPLY = 129
-DST_UNREACH = 1
 #: ICMPv6 echo payload length (header 8 + 18 bytes of data)
 PING_PLEN = 26
 #: how long a ping test reply stays acceptable (seconds)
@@ -80,17 +76,17 @@ class PingTest:
         if plen < PING_PLEN:
             return False
         typ = pkt[40]
-        if typ == ECHO_REPLY and pkt[41] == 0:
+        if typ == ICMP6_ECHO_REPLY and pkt[41] == 0:
             if pkt[24:40] != us:
                 return False
             return self._check_echo(pkt[40 : 40 + PING_PLEN], us, pkt[8:24], t)
-        if typ == DST_UNREACH:
+        if typ == ICMP6_DST_UNREACH:
             inner = pkt[48 : 40 + plen]
             if len(inner) < 40 + PING_PLEN:
                 return False
             if (inner[4] << 8 | inner[5]) != PING_PLEN or inner[6] != NH_ICMPV6:
                 return False
-            if inner[8:24] != us or inner[40] != ECHO_REQUEST:
+            if inner[8:24] != us or inner[40] != ICMP6_ECHO_REQUEST:
                 return False
             # the error must come from the host we pinged
             if pkt[8:24] != inner[24:40]:
