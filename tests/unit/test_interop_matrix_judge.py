@@ -46,6 +46,16 @@ def test_symmetric_is_judged_against_miredo_path_by_path():
                         f"{OK.summary()}"]
 
 
+def test_all_debian_symmetric_is_pinned_to_miredos_known_verdicts():
+    assert judge(symmetric_baseline(), None) == []
+    assert judge(symmetric_baseline(), symmetric_baseline()) == []
+    punched = run(Combo("DDDD", "symmetric"), [OK] * 8)  # would mean the lab lost its NAT
+    assert [p.split(":")[0] for p in judge(punched, None)] == [PATHS[i].name for i in C2C]
+    relay_broken = [r.result for r in symmetric_baseline().rows]
+    relay_broken[0] = SOME
+    assert len(judge(run(Combo("DDDD", "symmetric"), relay_broken), None)) == 1
+
+
 def test_unclean_exit_and_leftovers_fail():
     r = run(Combo("DODD"), [OK] * 8, codes={"relay": 1}, left=["rly: teredo still has an address"])
     assert judge(r, None) == ["relay exited with status 1 on SIGTERM",
