@@ -69,7 +69,8 @@ def pids(ns: str) -> list[int]:
     return [int(tok) for tok in cp.stdout.split() if tok.isdigit()]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie counts as gone: its parent reaps it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -98,12 +99,12 @@ def stop_pids(pid_list: Sequence[int], grace: float = 3.0) -> list[int]:
     deadline = time.monotonic() + grace
     left = list(pid_list)
     while left and time.monotonic() < deadline:
-        left = [p for p in left if _alive(p)]
+        left = [p for p in left if alive(p)]
         if left:
             time.sleep(0.02)
     killed = []
     for pid in left:
-        if _alive(pid):
+        if alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from miredoctl.errors import InventoryError, MiredoctlError, Problem, UsageError
 from miredoctl.inventory import Fleet, display_path, load_fleet
+from miredoctl.netns import alive
 from miredoctl.render import (
     MIREDO,
     MIREDO_SERVER,
@@ -272,7 +273,7 @@ def stop_stale_engines(paths: StatePaths, grace: float = 10.0) -> list[ApplyResu
         except ProcessLookupError:
             continue
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        while time.monotonic() < deadline and alive(pid):
             time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)  # its group: the worker and helpers too

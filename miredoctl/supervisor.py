@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
 from miredoctl.errors import MiredoctlError, SupervisorUnreachable
+from miredoctl.netns import alive
 from miredoctl.state import StatePaths
 
 RPC_TIMEOUT = 60.0  # long enough for a stop that waits stopwaitsecs, short enough to not hang
@@ -140,7 +140,7 @@ class Supervisor:
         self.rpc.supervisor.shutdown()
         self.close()
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and alive(pid):
             time.sleep(0.1)
 
     # -- process view -----------------------------------------------------------------------
@@ -222,16 +222,6 @@ class Supervisor:
             return text
         except (xmlrpc.client.Fault, OSError):
             return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def last_lines(text: str, n: int = 3) -> str:
