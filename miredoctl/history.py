@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from miredoctl.state import write_atomic
 
 FLAP_WINDOW = 300.0
 FLAP_RESTARTS = 3
@@ -64,9 +65,7 @@ def record(path: Path, tr: Transition) -> None:
     if path.stat().st_size > KEEP * 2 * 50:  # a record is 50+ bytes: cheap check first
         lines = path.read_text().splitlines(keepends=True)
         if len(lines) > KEEP * 2:
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text("".join(lines[-KEEP:]))
-            os.replace(tmp, path)
+            write_atomic(path, "".join(lines[-KEEP:]))
 
 
 def load(path: Path) -> list[Transition]:
