@@ -59,9 +59,11 @@ from .addr import (
     has_prefix,
     int_to_ipv4,
     ipv4_pack,
+    ipv4_to_int,
     ipv6_text,
     is_global6,
     is_global_unicast_ipv4,
+    is_global_unicast_ipv4_int,
     is_valid_prefix,
     mapping_of,
     server_link_local,
@@ -165,7 +167,7 @@ class ServerRole:
     ) -> None:
         self.primary = _check_ipv4("primary address", primary)
         if secondary is None:  # miredo: primary + 1 (Windows clients assume it)
-            secondary = int_to_ipv4((int.from_bytes(ipv4_pack(primary), "big") + 1) & 0xFFFFFFFF)
+            secondary = int_to_ipv4((ipv4_to_int(primary) + 1) & 0xFFFFFFFF)
         self.secondary = _check_ipv4("secondary address", secondary)
         if self.secondary == self.primary:
             raise ValueError(f"server secondary address {secondary}: same as the primary")
@@ -307,8 +309,8 @@ class ServerRole:
         if ip_dst[4:8] != self._primary_packed:
             c.drop("a6_not_our_client")
             return
-        dest = mapping_of(ip_dst)
-        if not is_global_unicast_ipv4(dest[0]):
+        # the embedded client IPv4, de-obfuscated, tested as an int (no text round trip)
+        if not is_global_unicast_ipv4_int(int.from_bytes(ip_dst[12:16], "big") ^ 0xFFFFFFFF):
             c.drop("a6_mapped_not_global")
             return
         if t.trailer_len > MAX_RELAYED_TRAILER:
@@ -318,7 +320,7 @@ class ServerRole:
             c.drop("forward_rate_limited")
             return
         payload = Origin(src_ip, src[1]).pack() + t.remainder  # trailers travel on
-        self.udp_out.append((SOCK_PRIMARY, payload, dest))
+        self.udp_out.append((SOCK_PRIMARY, payload, mapping_of(ip_dst)))
         c.udp_out_packets += 1
         c.udp_out_bytes += len(payload)
         self.handled["forwarded_teredo"] += 1
