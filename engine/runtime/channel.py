@@ -184,10 +184,10 @@ def parse_parent_message(line: bytes) -> tuple[str, object]:
     return str(op), None
 
 
-# -- host facts: parent -> worker, on a socket pair of their own ---------------------------------
+# -- host facts: parent -> worker, on the control socket --------------------------------------
 #
 # What the parent learns from rtnetlink (pyroute2 lives in the parent only) and the worker's
-# role needs.  They travel on their own socket pair, read by `engine.runtime.hostfacts` in the
+# role needs.  They travel on the control socket, applied by `engine.runtime.hostfacts` in the
 # worker.  The parent is the trusted side, but a fact is still checked field by field: a
 # mistake here would make the worker write packets from a wrong address or join a multicast
 # group on a wrong interface.
@@ -221,6 +221,7 @@ _FACT_KEYS: dict[str, frozenset[str]] = {
     "icmp_sources": frozenset({"op", "addresses"}),
     "discovery": frozenset({"op", "interfaces"}),
 }
+FACT_OPS = frozenset(_FACT_KEYS)
 
 
 def icmp_sources_message(addresses: list[bytes]) -> bytes:

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 import engine
 from engine.config.values import prefix_text
 from engine.runtime import channel
-from engine.runtime.hostfacts import HostFacts
 from engine.runtime.logsetup import get_logger, set_facility
 from engine.runtime.loop import Loop, Timer
 from engine.runtime.pidfile import PidFile
@@ -204,7 +203,6 @@ class Supervisor:
         self.worker_pid: int | None = None
         self.worker_ready = False
         self.control: socket.socket | None = None
-        self.facts: socket.socket | None = None
         self.control_buf = channel.LineBuffer()
         self.stopping_worker = False
         self.respawn_timer: Timer | None = None
@@ -363,27 +361,22 @@ class Supervisor:
 
     def _fork_worker(self, gen: Generation) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        facts_end, child_facts = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         info = self._info(gen)
         pid = os.fork()
         if pid == 0:  # worker
             code = 1
             try:
                 parent_end.close()
-                facts_end.close()
-                code = self._worker_main(gen, child_end, child_facts, info)
+                code = self._worker_main(gen, child_end, info)
             except BaseException as e:
                 with contextlib.suppress(Exception):
                     log.error("worker failed: %s", e)
             finally:
                 os._exit(code)
         child_end.close()
-        child_facts.close()
         gen.close()  # the worker owns the sockets now
         parent_end.setblocking(False)
-        facts_end.settimeout(2.0)  # a few small lines; never block the parent for long
         self.control = parent_end
-        self.facts = facts_end
         self.control_buf = channel.LineBuffer()
         self.worker_pid = pid
         self.worker_ready = False
@@ -393,15 +386,14 @@ class Supervisor:
             self._send_fact(channel.icmp_sources_message(self.sources.sources))
 
     def _send_fact(self, line: bytes) -> None:
-        if self.facts is None:
+        if self.control is None:
             return
         try:
-            self.facts.sendall(line)
+            self.control.sendall(line)
         except OSError as e:  # the worker is gone or stuck; its successor gets them anew
             log.warning("cannot send host facts to the worker: %s", e)
 
-    def _worker_main(self, gen: Generation, control: socket.socket, facts: socket.socket,
-                     info: dict) -> int:
+    def _worker_main(self, gen: Generation, control: socket.socket, info: dict) -> int:
         """Runs in the forked child: shed parent-only state, build the role, drop root, run."""
         if self.signals is not None:
             self.signals.close()
@@ -410,9 +402,8 @@ class Supervisor:
         for watcher in (self.watcher, self.sources):
             if watcher is not None:  # not close(): that would run pyroute2 in the worker
                 watcher.close_in_child()
-        for sock in (self.control, self.facts):
-            if sock is not None:
-                sock.close()
+        if self.control is not None:
+            self.control.close()
         self.loop.close()
         role = build_role(self.config, time.monotonic())  # imports happen before any chroot
         if gen.discovery and hasattr(role, "set_discovery_interfaces"):
@@ -428,7 +419,6 @@ class Supervisor:
         )
         worker = Worker(self.config, role, res)
         WorkerSignals(worker)
-        HostFacts(worker, facts)
         profile = _WorkerProfile.from_env()  # opened as root, written after the drop
         try:
             drop_privileges(self.account, self.opts.chrootdir)
@@ -494,9 +484,6 @@ class Supervisor:
             self.loop.remove_reader(self.control.fileno())
             self.control.close()
             self.control = None
-        if self.facts is not None:
-            self.facts.close()
-            self.facts = None
         self.worker_pid = None
         self.worker_ready = False
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.proto import events as ev
-from engine.runtime import channel
+from engine.runtime import channel, hostfacts
 from engine.runtime.logsetup import get_logger, set_facility
 from engine.runtime.loop import Loop
 from engine.runtime.status_server import StatusServer
@@ -297,6 +297,8 @@ class Worker:
                 self._reload(payload)
             elif op == "stop":
                 self.loop.stop()
+            elif op in channel.FACT_OPS:
+                hostfacts.handle(self, line)
 
     def _kick(self) -> None:
         kick = getattr(self.role, "kick", None)

@@ -13,7 +13,6 @@ from engine.proto.client import ClientRole
 from engine.proto.relay import RelayRole
 from engine.runtime import channel
 from engine.runtime.channel import DiscoveryInterfaces, IcmpSources, RequestError
-from engine.runtime.hostfacts import HostFacts
 from engine.runtime.worker import Worker, WorkerResources
 
 
@@ -82,26 +81,24 @@ NOW = 50.0
 
 
 class Harness:
-    """A real worker (loopback UDP socket, no TUN) with its control and facts socket pairs."""
+    """A real worker (loopback UDP socket, no TUN); facts arrive on its control socket."""
 
     def __init__(self, role) -> None:
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", 0))
         self.udp.setblocking(False)
         self.control, control_child = socket.socketpair()
-        self.facts, facts_child = socket.socketpair()
         self.worker = Worker(None, role, WorkerResources(udp=[self.udp], control=control_child),
                              clock=lambda: NOW)
-        self.reader = HostFacts(self.worker, facts_child, clock=lambda: NOW)
-        self._children = (control_child, facts_child)
+        self._child = control_child
 
     def send(self, data: bytes) -> None:
-        self.facts.sendall(data)
+        self.control.sendall(data)
         self.worker.loop.run_once(max_wait=1.0)
 
     def close(self) -> None:
         self.worker.close()
-        for s in (self.udp, self.control, self.facts, *self._children):
+        for s in (self.udp, self.control, self._child):
             s.close()
 
 
