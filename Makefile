@@ -24,7 +24,7 @@ demo: deps venv
 
 test: deps venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -p no:cacheprovider
+	TEREDO_TESTS_NO_SKIP=1 $(PY) -m pytest -p no:cacheprovider
 
 lint: venv
 	$(VENV)/bin/ruff check .
