@@ -26,7 +26,7 @@ def _run(tmp_path: Path, no_skip: bool) -> subprocess.CompletedProcess:
 def test_skip_is_a_failure_under_make_test(tmp_path):
     proc = _run(tmp_path, no_skip=True)
     assert proc.returncode == 1, proc.stdout
-    assert "requires it to run: miredo not installed" in proc.stdout
+    assert "requires it to run: Skipped: miredo not installed" in proc.stdout
 
 
 def test_skip_stays_a_skip_otherwise(tmp_path):
