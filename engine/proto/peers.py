@@ -220,19 +220,6 @@ class PeerTable:
         self.recent[key] = p
         return p
 
-    def get_or_create(
-        self, key: bytes, mapping: tuple[str, int], t: int
-    ) -> tuple[Peer | None, bool]:
-        """Lookup with creation (T4); returns ``(peer or None if full, created)``."""
-        p = self.get(key)
-        if p is not None:
-            return p, False
-        return self.create(key, mapping, t), True
-
-    def remove(self, key: bytes) -> None:
-        self.recent.pop(key, None)
-        self.old.pop(key, None)
-
     def clear(self) -> None:
         """Forget every peer (client: on every InterfaceUp).  The released dicts are freed
         incrementally like an expired generation."""

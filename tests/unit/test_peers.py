@@ -26,14 +26,11 @@ def key(i: int) -> bytes:
 def test_full_table_refuses_creation_and_counts():
     t = PeerTable(capacity=3)
     for i in range(3):
-        p, created = t.get_or_create(key(i), M, 10)
-        assert p is not None and created
-    p, created = t.get_or_create(key(99), M, 10)
-    assert p is None and created
-    assert t.dropped_full == 1
+        assert t.create(key(i), M, 10) is not None
+    assert t.create(key(99), M, 10) is None
+    assert t.dropped_full == 1 and t.get(key(99)) is None
     # existing entries are still found while full
-    p, created = t.get_or_create(key(1), M, 10)
-    assert p is not None and not created
+    assert t.get(key(1)) is not None
     assert len(t) == 3
 
 
