@@ -65,8 +65,6 @@ RESTART_DELAY = 100.0
 """Back-off after the servers failed, counted from the last RS (as miredo)."""
 DEFAULT_MTU = 1280
 
-STATES = ("starting", "qualifying", "qualified", "lost", "backoff")
-
 _FIELD_REASONS = {
     "auth": "ra_invalid",
     "auth.nonce": "ra_nonce_mismatch",
