@@ -162,15 +162,12 @@ def reload_message(config: object) -> bytes:
     return encode({"op": "reload", "config": blob})
 
 
-def kick_message(discovery: list[tuple[str, str, str]] | None = None) -> bytes:
+def kick_message() -> bytes:
     """Parent -> worker: the host's IPv4 addresses or links changed; re-qualify now.
 
-    With local discovery on, the fresh ``(name, ipv4, netmask)`` list rides along.
+    With local discovery on, a `discovery_message` with the fresh list goes just before it.
     """
-    msg: dict[str, object] = {"op": "kick"}
-    if discovery is not None:
-        msg["discovery"] = [list(x) for x in discovery]
-    return encode(msg)
+    return encode({"op": "kick"})
 
 
 def parse_parent_message(line: bytes) -> tuple[str, object]:
@@ -179,8 +176,6 @@ def parse_parent_message(line: bytes) -> tuple[str, object]:
     op = msg.get("op")
     if op == "reload":
         return op, pickle.loads(base64.b64decode(msg["config"]))
-    if op == "kick":
-        return op, msg.get("discovery")
     return str(op), None
 
 
@@ -209,8 +204,8 @@ class IcmpSources:
 
 @dataclass(frozen=True, slots=True)
 class DiscoveryInterfaces:
-    """Local discovery's ``(name, ipv4, netmask)`` list, given without a re-qualification
-    (the kick message carries it when the host changed)."""
+    """Local discovery's ``(name, ipv4, netmask)`` list: late after the first fork, and
+    fresh before every kick when the host changed."""
 
     interfaces: tuple[tuple[str, str, str], ...]
 

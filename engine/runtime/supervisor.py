@@ -667,14 +667,13 @@ class Supervisor:
         reasons = self.watcher.drain()
         if reasons and self.control is not None and self.worker_ready:
             log.info("host network changed (%s); re-qualifying", reasons[0])
-            discovery = None
             if getattr(self.config, "discovery_enabled", False):
                 try:
-                    discovery = _discovery_interfaces(self.config)
+                    self._send_fact(channel.discovery_message(_discovery_interfaces(self.config)))
                 except OSError as e:
                     log.warning("cannot list discovery interfaces: %s", e)
             with contextlib.suppress(OSError):
-                self.control.sendall(channel.kick_message(discovery))
+                self.control.sendall(channel.kick_message())
 
     # -- reload -------------------------------------------------------------------------
 

@@ -290,8 +290,6 @@ class Worker:
         for line in self._control_buf.feed(data):
             op, payload = channel.parse_parent_message(line)
             if op == "kick":
-                if payload is not None:
-                    self.set_discovery([tuple(x) for x in payload])  # type: ignore[attr-defined]
                 self._kick()
             elif op == "reload":
                 self._reload(payload)

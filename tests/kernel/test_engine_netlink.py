@@ -66,7 +66,7 @@ def pair():
         ip(srv, "link", "set", "v0", "up")
         ip(cli, "link", "set", "v1", "up")
         # carrier first: a link coming up under a running client is a re-qualification (and
-        # a kick carries the discovery list too, which would hide a missing host fact)
+        # a kick brings a fresh discovery list too, which would hide a missing late one)
         for name, dev in ((srv, "v0"), (cli, "v1")):
             wait_for(lambda n=name, d=dev: "LOWER_UP" in ip(n, "link", "show", "dev", d),
                      f"carrier on {dev}")
