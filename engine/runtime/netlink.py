@@ -30,7 +30,6 @@ from typing import Any, NamedTuple
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from engine.config.values import prefix_text
 
@@ -384,14 +383,6 @@ def ifaddr_events(msgs: Iterable[Any]) -> Iterator[tuple[int, int, int, int, byt
         extended = m.get_attr("IFA_FLAGS")
         flags = extended if extended is not None else m["flags"]
         yield mtype, m["index"], m["scope"], flags, raw
-
-
-def parse_ifaddr(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
-    """`ifaddr_events` of one raw netlink read, decoded by pyroute2's rtnetlink marshal;
-    a message that does not decode (truncated, malformed) ends the read."""
-    msgs: list[Any] = []
-    decode(MarshalRtnl(), data, msgs)
-    return ifaddr_events(msgs)
 
 
 def apply_ifaddr(table: AddressTable, events: Iterable[tuple[int, int, int, int, bytes]]

@@ -11,6 +11,8 @@ import ipaddress
 import socket
 import struct
 
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
 from engine.proto.addr import LL_CLIENT
 from engine.proto.relay import RelayRole, closest_source
 from engine.proto.wire import build_ipv6, icmpv6_checksum_ok
@@ -21,9 +23,18 @@ from engine.runtime.netlink import (
     RTM_DELADDR,
     RTM_NEWADDR,
     apply_ifaddr,
-    parse_ifaddr,
+    decode,
+    ifaddr_events,
     usable_sources,
 )
+
+
+def parse_ifaddr(data: bytes):
+    """`ifaddr_events` of one raw netlink read, as the watcher decodes it (pyroute2's
+    rtnetlink marshal); a message that does not decode ends the read."""
+    msgs: list = []
+    decode(MarshalRtnl(), data, msgs)
+    return ifaddr_events(msgs)
 
 
 def a6(text: str) -> bytes:
