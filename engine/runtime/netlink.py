@@ -53,12 +53,16 @@ class NetlinkConfigError(OSError):
     set-up step (the supervisor must not import this module, and pyroute2, to catch it)."""
 
 
-@contextmanager
-def _ipr() -> Iterator[IPRoute]:
+def _open_ipr() -> IPRoute:
     try:
-        ipr = IPRoute()
+        return IPRoute()
     except OSError as e:
         raise NetlinkConfigError(f"rtnetlink socket: {e.strerror or e}") from None
+
+
+@contextmanager
+def _ipr() -> Iterator[IPRoute]:
+    ipr = _open_ipr()
     try:
         yield ipr
     finally:
@@ -250,10 +254,7 @@ class _Subscription:
     """
 
     def __init__(self, groups: int) -> None:
-        try:
-            self.ipr = IPRoute()
-        except OSError as e:
-            raise NetlinkConfigError(f"rtnetlink socket: {e.strerror or e}") from None
+        self.ipr = _open_ipr()
         try:
             self.ipr.bind(groups=groups)
             self._fd = self.ipr.fileno()
@@ -297,7 +298,22 @@ class _Subscription:
             pass
 
 
-class AddressWatcher:
+class _Watcher:
+    """What the supervisor's loop needs of a watcher: its descriptor and both closes."""
+
+    sub: _Subscription
+
+    def fileno(self) -> int:
+        return self.sub.fileno()
+
+    def close(self) -> None:
+        self.sub.close()
+
+    def close_in_child(self) -> None:
+        self.sub.close_in_child()
+
+
+class AddressWatcher(_Watcher):
     """Host IPv4 address and link changes (a client re-qualifies at once).
 
     Only the fact of a change matters, so messages are read just far enough to ignore our
@@ -315,9 +331,6 @@ class AddressWatcher:
         except BaseException:
             self.sub.close()
             raise
-
-    def fileno(self) -> int:
-        return self.sub.fileno()
 
     def drain(self) -> list[str]:
         """Read everything queued; return one short reason per relevant change."""
@@ -350,12 +363,6 @@ class AddressWatcher:
                 state = "up" if flags & IFF_RUNNING else "down"
                 return f"link {msg.get('ifname')} {state}"
         return None
-
-    def close(self) -> None:
-        self.sub.close()
-
-    def close_in_child(self) -> None:
-        self.sub.close_in_child()
 
 
 # -- the relay's ICMPv6 error source ---------------------------------------------------------
@@ -427,7 +434,7 @@ def dump_ipv6_addresses() -> AddressTable:
     return table
 
 
-class SourceAddressWatcher:
+class SourceAddressWatcher(_Watcher):
     """The host's global IPv6 addresses, kept current (the relay's ICMPv6 error sources).
 
     miredo sends its ICMPv6 errors through a raw socket, so the kernel picks a routable source
@@ -446,9 +453,6 @@ class SourceAddressWatcher:
             raise
         self.sources = usable_sources(self.table, own_index)
 
-    def fileno(self) -> int:
-        return self.sub.fileno()
-
     def drain(self) -> bool:
         """Read what is queued; True when the usable sources changed."""
         msgs, lost = self.sub.read()
@@ -463,9 +467,3 @@ class SourceAddressWatcher:
             return False
         self.sources = sources
         return True
-
-    def close(self) -> None:
-        self.sub.close()
-
-    def close_in_child(self) -> None:
-        self.sub.close_in_child()
