@@ -17,8 +17,8 @@ def _run(tmp_path: Path, no_skip: bool) -> subprocess.CompletedProcess:
     if no_skip:
         env["TEREDO_TESTS_NO_SKIP"] = "1"
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "--tb=long", "-p", "no:cacheprovider", "-p", "tests.conftest",
-         "--rootdir", str(tmp_path), str(tmp_path / "test_skipping.py")],
+        [sys.executable, "-m", "pytest", "-q", "--tb=long", "-p", "no:cacheprovider",
+         "-p", "tests.conftest", "--rootdir", str(tmp_path), str(tmp_path / "test_skipping.py")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )
 
