@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from engine.config import load_config
 from engine.runtime.logsetup import detach_stderr, get_logger, setup_logging
 from engine.runtime.privsep import Account, PrivsepError, check_chroot_dir, resolve_user
 from engine.runtime.supervisor import StartupError, Supervisor
@@ -38,7 +37,7 @@ def preflight(config: Any, opts: Any) -> Account:
 def _started(config: Any, opts: Any, account: Account,
              on_ready: Callable[[int], None] | None = None) -> Supervisor | None:
     """A started supervisor, or None (logged, cleaned up) when its start failed."""
-    sup = Supervisor(config, opts, account, load_config=load_config)
+    sup = Supervisor(config, opts, account)
     sup.on_ready = on_ready
     try:
         sup.start()

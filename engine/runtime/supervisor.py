@@ -31,6 +31,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import engine
+from engine.config import ConfigError, load_config
 from engine.config.values import prefix_text
 from engine.runtime import channel
 from engine.runtime.logsetup import get_logger, set_facility
@@ -186,11 +187,10 @@ def open_generation(
 class Supervisor:
     """One engine instance's privileged parent."""
 
-    def __init__(self, config: Any, opts: Any, account: Account, *, load_config=None) -> None:
+    def __init__(self, config: Any, opts: Any, account: Account) -> None:
         self.config = config
         self.opts = opts
         self.account = account
-        self.load_config = load_config
         self.loop = Loop()
         self.pidfile: PidFile | None = PidFile(opts.pidfile) if opts.pidfile else None
         self.status_path: str | None = opts.status_socket
@@ -680,13 +680,8 @@ class Supervisor:
     def reload(self) -> None:
         """SIGHUP: re-read and validate; apply in place, restart the worker, or keep old."""
         log.info("reloading configuration %s on SIGHUP", self.opts.config_path)
-        if self.load_config is None:
-            log.error("reload not possible: no config loader")
-            return
-        from engine.config import ConfigError
-
         try:
-            new = self.load_config(self.opts.config_path, server_name=self.opts.server_name)
+            new = load_config(self.opts.config_path, server_name=self.opts.server_name)
         except ConfigError as e:
             for problem in e.problems:
                 log.error("%s", problem)
