@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from miredoctl import netns
+
 LAB_PREFIX = "mdl-"
 V6_HOST = "2001:db8:1::100"
 
@@ -43,8 +45,8 @@ def _miredoctl(*args: str, capture: bool = False, check: bool = True
 
 def _ping(ns: str, target: str, what: str) -> None:
     _say(f"\n$ ip netns exec {ns} ping -c 3 {target}    # {what}")
-    proc = subprocess.run(["ip", "netns", "exec", ns, "ping", "-n", "-c", "3", "-i", "0.3",
-                           "-W", "3", target], text=True, capture_output=True, timeout=60)
+    proc = subprocess.run(netns.exec_argv(ns, ["ping", "-n", "-c", "3", "-i", "0.3", "-W", "3",
+                                               target]), text=True, capture_output=True, timeout=60)
     lines = proc.stdout.strip().splitlines()
     for line in lines[-2:]:
         _say(f"  {line}")

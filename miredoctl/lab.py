@@ -133,10 +133,6 @@ class LabSpec:
         except ValueError:
             raise LabError(f"LabSpec.teredo_prefix={self.teredo_prefix!r}: not an IPv6 prefix")
 
-    def ipv4_addresses(self) -> list[str]:
-        return [self.srv_ip1, self.srv_ip2, self.rly_ip4, self.nat_wan, self.nat2_wan,
-                self.nat_lan, self.cli_ip, self.nat2_lan, self.cli2_ip]
-
     def roles(self) -> tuple[str, ...]:
         """Roles this spec builds (nat2/cli2 only with a second client)."""
         if self.with_client2:
@@ -183,14 +179,14 @@ class Lab:
         if "stdout" not in kw and "stderr" not in kw:
             kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
-        return subprocess.run(["ip", "netns", "exec", self.ns(role), *argv], **kw)
+        return subprocess.run(netns.exec_argv(self.ns(role), argv), **kw)
 
     def spawn(self, role: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
         """Start a command inside a role's namespace.
 
         `ip netns exec` execs the command itself, so the Popen's PID is the command's PID
         (no shell in between: a SIGTERM to that PID reaches the daemon)."""
-        return subprocess.Popen(["ip", "netns", "exec", self.ns(role), *argv], **kw)
+        return subprocess.Popen(netns.exec_argv(self.ns(role), argv), **kw)
 
     # ------------------------------------------------------------- lifecycle
     def __enter__(self) -> Lab:
@@ -199,9 +195,6 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
-
-    def is_up(self) -> bool:
-        return all(netns.exists(n) for n in self.namespaces())
 
     def up(self, check: bool = True) -> None:
         """Build the lab (removing an older one with the same prefix first).
@@ -361,7 +354,7 @@ class Lab:
                  "dev", "lan")
         lannet = ipaddress.IPv4Network(f"{lan}/{s.lan_plen}", strict=False)
         self._run(f"{nat}: nftables rules ({nat_type})",
-                  ["ip", "netns", "exec", self.ns(nat), "nft", "-f", "-"],
+                  netns.exec_argv(self.ns(nat), ["nft", "-f", "-"]),
                   input=nat_ruleset(nat_type, str(lannet), wan, cip))
 
     # ----------------------------------------------------------------- check

@@ -44,6 +44,11 @@ def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,
     return cp
 
 
+def exec_argv(ns: str, argv: Sequence[str], ip: str = "ip") -> list[str]:
+    """The command line that runs `argv` inside `ns` (`ip netns exec` execs it, no shell)."""
+    return [ip, "netns", "exec", ns, *argv]
+
+
 def list_namespaces() -> list[str]:
     """Names of all named network namespaces (the files in /run/netns)."""
     try:
@@ -126,4 +131,4 @@ def delete(ns: str, grace: float = 3.0) -> list[int]:
 
 def sysctl(ns: str, *settings: str) -> None:
     """Set `key=value` sysctls inside `ns` (one process for all of them)."""
-    run(["ip", "netns", "exec", ns, "sysctl", "-qw", *settings])
+    run(exec_argv(ns, ["sysctl", "-qw", *settings]))

@@ -25,6 +25,7 @@ import jinja2
 
 from miredoctl.errors import InventoryError, Problem
 from miredoctl.inventory import FIELDS, Fleet, Instance, display_path
+from miredoctl.netns import exec_argv
 from miredoctl.state import StatePaths
 
 HEADER_PREFIX = "# miredoctl: "
@@ -165,7 +166,7 @@ def engine_command(inst: Instance, paths: StatePaths) -> list[str]:
     if inst.get("chroot"):
         argv += ["-t", inst.get("chroot")]
     if inst.netns:
-        argv = [shutil.which("ip") or "/usr/bin/ip", "netns", "exec", inst.netns, *argv]
+        argv = exec_argv(inst.netns, argv, ip=shutil.which("ip") or "/usr/bin/ip")
     return argv
 
 

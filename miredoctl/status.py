@@ -23,6 +23,7 @@ from typing import Any
 
 from miredoctl import history
 from miredoctl.inventory import Fleet, Instance
+from miredoctl.netns import exec_argv
 from miredoctl.state import StatePaths
 from miredoctl.timedlog import LogLine, display_time
 
@@ -180,7 +181,7 @@ def bound_udp(netns: str | None, pid: int) -> list[str]:
     """UDP sockets held by the engine's process tree, as `ip:port`."""
     cmd = ["ss", "-H", "-u", "-a", "-n", "-p"]
     if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
+        cmd = exec_argv(netns, cmd)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
     pids = _descendants(pid)
     out = []
