@@ -239,6 +239,18 @@ def _poll(check, timeout: float, interval: float):
         time.sleep(interval)
 
 
+def wait_for(pred, what: str, timeout: float = 15.0):
+    """Poll `pred` every 50 ms until it returns something true; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
 def udp_listening(lab: Lab, role: str, addr: str, port: int) -> bool:
     cp = lab.exec(role, ["ss", "-Hlun", f"src {addr}:{port}"])
     return cp.returncode == 0 and bool(cp.stdout.strip())

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from engine.runtime.status_server import query
 from miredoctl import netns
 from tests.kernel.conftest import unique_prefix
+from tests.kernel.harness import wait_for
 
 pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,17 +34,6 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 def ip(ns: str, *args: str) -> str:
     return subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True,
                           text=True).stdout
-
-
-def wait_for(pred, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

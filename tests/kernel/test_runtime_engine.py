@@ -23,6 +23,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from engine.runtime.status_server import query
+from tests.kernel.harness import wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -34,17 +35,6 @@ PRIMARY, SECONDARY = "198.51.100.10", "198.51.100.11"
 
 def sh(*argv: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-
-
-def wait_for(pred, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def ns_pids(ns: str) -> list[int]:
