@@ -23,7 +23,7 @@ from typing import Any
 
 from miredoctl import history
 from miredoctl.inventory import Fleet, Instance
-from miredoctl.netns import exec_argv
+from miredoctl.netns import alive, exec_argv
 from miredoctl.state import StatePaths
 from miredoctl.timedlog import LogLine, display_time
 
@@ -330,7 +330,7 @@ def _pidfile_pid(path: Path) -> int | None:
         pid = int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if Path(f"/proc/{pid}").exists() else None
+    return pid if alive(pid) else None
 
 
 # -- formatting ------------------------------------------------------------------------------
