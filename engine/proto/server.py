@@ -4,8 +4,8 @@ A Teredo server is stateless: it answers Router Solicitations (qualification), r
 indirect bubbles and small ICMPv6 to its own clients with an origin indication, and sends its
 clients' direct IPv6 connectivity tests (ping tests) to native IPv6. The input checks S1-S7
 and the actions A1-A6 follow miredo's `server.c` order (teredo-protocol §7.2) so that we accept
-and drop exactly what miredo does, with three deliberate differences, all because a server on
-the internet must be neither a reflector nor an open relay:
+and drop exactly what miredo does, with the deliberate differences below, all because a server
+on the internet must be neither a reflector nor an open relay:
 
 * per-source token buckets on RS answers, on forwarding to clients and on native forwarding,
   plus global caps on each, see `ServerLimits` (set from the config file with the
@@ -14,6 +14,10 @@ the internet must be neither a reflector nor an open relay:
   miredo also forwards, without an origin, to Teredo addresses of other servers, which no
   legitimate Teredo node needs (indirect bubbles go to the destination's own server) and which
   lets a spoofed packet be bounced at any IPv4:port;
+* A5 sends to native IPv6 only ICMPv6 Echo Requests (what a ping test is), with the hop limit
+  capped at `MAX_NATIVE_HOP_LIMIT`.  miredo sends any ICMPv6 of up to 88 bytes as it came, so
+  one spoofed datagram makes the server emit a Neighbor Advertisement (hop limit 255) on its
+  own IPv6 link and repoint the router's neighbour entry for any address of that link;
 * an RS without an authentication header gets an RA without one (miredo sends stale bytes);
 * A6 forwards at most `MAX_RELAYED_TRAILER` bytes after the IPv6 packet: miredo forwards the
   whole datagram, so a bubble (or an 88-byte ICMPv6, A4) followed by up to 64 KiB of arbitrary
@@ -38,6 +42,7 @@ Every drop is counted in `counters.drops` under a reason named after the rule:
 | `a2_not_rs` | to ff02::2 / our link-local but not a Router Solicitation |
 | `a3_dst_not_global` | destination ::, ::1, fe80::/10 or multicast |
 | `a4_icmpv6_too_big` | ICMPv6 with more than 88 payload bytes |
+| `a5_not_echo_request` | to native IPv6 but not an ICMPv6 Echo Request (no ND injection) |
 | `a6_mapped_not_global` | destination's embedded IPv4 is not global |
 | `a6_not_our_client` | Teredo destination of another server (we are no open relay) |
 | `a6_trailer_too_long` | more than `MAX_RELAYED_TRAILER` bytes after the IPv6 packet |
@@ -74,6 +79,7 @@ from .events import Event, StateChanged
 from .ratelimit import GlobalLimiter, KeyedLimiter, Rate
 from .wire import (
     AUTH_MIN_LEN,
+    ICMP6_ECHO_REQUEST,
     MAX_MTU,
     MIN_MTU,
     ND_ROUTER_SOLICIT,
@@ -86,6 +92,9 @@ from .wire import (
 
 MAX_RELAYED_ICMPV6 = 88
 """ICMPv6 payload bytes a server relays at most (A4): enough for ping tests, useless for abuse."""
+
+MAX_NATIVE_HOP_LIMIT = 254
+"""Highest hop limit of a ping test sent to native IPv6 (255 is Neighbor Discovery's)."""
 
 MAX_RELAYED_TRAILER = 512
 """Bytes after the IPv6 packet (RFC 6081 trailers) relayed to a client at most (A6)."""
@@ -296,7 +305,19 @@ class ServerRole:
             c.drop("a4_icmpv6_too_big")
             return
         if not has_prefix(ip_dst, prefix):
-            # A5: a client's direct IPv6 connectivity test, to native IPv6 (40+plen bytes only)
+            # A5: a client's direct IPv6 connectivity test, to native IPv6 (40+plen bytes only).
+            # Only an Echo Request is a ping test.  Anything else (a Neighbor Advertisement or
+            # Solicitation, a Redirect, an RA, a bubble) would come out of our raw socket onto
+            # the server's own IPv6 link, where a hop limit 255 ND message from "anywhere on the
+            # IPv4 Internet" rewrites the router's neighbour cache (issue 9, docs/security.md).
+            if bubble or plen < 8 or pkt[40] != ICMP6_ECHO_REQUEST or pkt[41] != 0:
+                c.drop("a5_not_echo_request")
+                return
+            if pkt[7] > MAX_NATIVE_HOP_LIMIT:
+                # never emit hop limit 255: ND receivers accept only that value (RFC 4861 §7.1),
+                # so even a future slip in the type check cannot reach a neighbour cache.
+                # The ICMPv6 checksum does not cover the hop limit.
+                pkt = pkt[:7] + bytes((MAX_NATIVE_HOP_LIMIT,)) + pkt[8:]
             if not (self.raw6_limiter.allow(src_ip, now) and self.raw6_total.allow(now)):
                 c.drop("raw6_rate_limited")
                 return
