@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/micro_tunnel.py [packets]
 
-Builds a relay with N trusted peers, then times ``tun_received`` (native -> Teredo) and
-``datagram_received`` (Teredo -> native) for 1280-byte packets spread over the peers, draining
+Builds a relay with N trusted peers, then times ``receive_tun_packet`` (native -> Teredo) and
+``receive_datagram`` (Teredo -> native) for 1280-byte packets spread over the peers, draining
 the output lists the way the runtime does after each batch.  Prints packets/s and the Mbit/s
 that corresponds to at 1280 bytes per packet.
 """
@@ -40,7 +40,7 @@ def setup(n_peers: int) -> tuple[RelayRole, list[bytes], list[tuple[bytes, tuple
 def bench(n: int) -> None:
     r, to_clients, from_clients = setup(PEERS)
     now = 100.5
-    tun_rx = r.tun_received
+    tun_rx = r.receive_tun_packet
     m = len(to_clients)
     t0 = time.perf_counter()
     for i in range(n):
@@ -50,7 +50,7 @@ def bench(n: int) -> None:
     dt_tx = time.perf_counter() - t0
     assert r.counters.udp_out_packets == n, r.counters.as_dict()
 
-    udp_rx = r.datagram_received
+    udp_rx = r.receive_datagram
     t0 = time.perf_counter()
     for i in range(n):
         data, src = from_clients[i % m]
@@ -60,7 +60,7 @@ def bench(n: int) -> None:
     dt_rx = time.perf_counter() - t0
     assert r.counters.tun_out_packets == n, r.counters.as_dict()
 
-    for name, dt in (("TUN->UDP (tun_received)", dt_tx), ("UDP->TUN (datagram_received)", dt_rx)):
+    for name, dt in (("TUN->UDP (receive_tun_packet)", dt_tx), ("UDP->TUN (receive_datagram)", dt_rx)):
         pps = n / dt
         print(f"{name:30s} {pps / 1e6:6.2f} Mpps  {dt / n * 1e9:6.0f} ns/pkt  "
               f"= {pps * 1280 * 8 / 1e9:5.2f} Gbit/s at 1280 B")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from miredoctl import logs as logs_mod
-from miredoctl import ops, timedlog
+from miredoctl import ops
 from miredoctl import status as status_mod
 from miredoctl.errors import (
     EXIT_ERROR,
@@ -29,9 +29,10 @@ from miredoctl.errors import (
     UsageError,
 )
 from miredoctl.inventory import FIELDS, Fleet
+from miredoctl.listeners import timedlog
 from miredoctl.selection import Selection, resolve
 from miredoctl.state import StatePaths, default_state_dir
-from miredoctl.supervisor import ApplyResult, Supervisor
+from miredoctl.supervisord import ApplyResult, SupervisordClient
 
 DEFAULT_LAB_PREFIX = "mdl-"
 SHOW_LOG_LINES = 5
@@ -135,8 +136,8 @@ def _results_json(results: list[ApplyResult]) -> list[dict[str, Any]]:
     return [vars(r) for r in results]
 
 
-def _procs_or_none(ctx: ops.Context) -> tuple[dict[str, dict] | None, Supervisor]:
-    sup = Supervisor(ctx.paths)
+def _procs_or_none(ctx: ops.Context) -> tuple[dict[str, dict] | None, SupervisordClient]:
+    sup = SupervisordClient(ctx.paths)
     if sup.running():
         return sup.processes(), sup
     return None, sup
@@ -249,7 +250,7 @@ def cmd_reload(args: argparse.Namespace, ctx: ops.Context) -> int:
 
 
 def _status_rows(args: argparse.Namespace, ctx: ops.Context
-                 ) -> tuple[Fleet, list[status_mod.InstanceStatus], Supervisor, bool]:
+                 ) -> tuple[Fleet, list[status_mod.InstanceStatus], SupervisordClient, bool]:
     fleet = _fleet_or_running(ctx)
     procs, sup = _procs_or_none(ctx)
     names = resolve(fleet, _selection(args), default_all=True, extra_known=tuple(procs or ()))

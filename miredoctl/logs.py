@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from miredoctl.state import StatePaths
-from miredoctl.timedlog import LogLine, display_time, merge, parse_line, read_instance
+from miredoctl.listeners.timedlog import LogLine, display_time, merge, parse_line, read_instance
 
 
 def collect(paths: StatePaths, names: list[str], since: float | None = None,

@@ -18,9 +18,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor.states import ProcessStates
+
 from miredoctl.errors import InventoryError, MiredoctlError, Problem, UsageError
 from miredoctl.inventory import Fleet, display_path, load_fleet
-from miredoctl.netns import alive
+from miredoctl.procs import alive
 from miredoctl.render import (
     MIREDO,
     MIREDO_SERVER,
@@ -32,7 +34,16 @@ from miredoctl.render import (
     supervisord_conf,
 )
 from miredoctl.state import StatePaths, fleet_lock, write_atomic
-from miredoctl.supervisor import ApplyResult, Supervisor, identifier_for, last_lines, read_file
+from miredoctl.supervisord import (
+    ACTIVE_STATES,
+    STOPPED_FOR_GOOD,
+    ApplyResult,
+    SupervisordClient,
+    identifier_for,
+    last_lines,
+    read_file,
+    state_of,
+)
 
 
 @dataclass
@@ -92,8 +103,9 @@ def engine_check_problems(rendered: dict[str, Rendered], scratch: Path) -> list[
     return problems
 
 
-def preflight(fleet: Fleet, names: list[str]) -> None:
-    """Things that would make a start fail, checked before anything is touched."""
+def check_start_prerequisites(fleet: Fleet, names: list[str]) -> None:
+    """Root, the instances' namespaces and their engine binaries: what would make a start fail,
+    checked before anything is touched."""
     problems: list[Problem] = []
     if os.geteuid() != 0:
         raise MiredoctlError("needs root: engines create TUN interfaces (CAP_NET_ADMIN) and "
@@ -143,11 +155,11 @@ def plan_up(ctx: Context, rendered: dict[str, Rendered], names: list[str],
         elif old_prog != r.program:
             plans.append(Plan(name, "recreate", "command or process settings changed"))
         elif old_conf is None or body_of(old_conf) != r.body:
-            if info["statename"] in ("STOPPED", "EXITED", "FATAL"):
+            if state_of(info) in STOPPED_FOR_GOOD:
                 plans.append(Plan(name, "start", "config changed, was " + info["statename"]))
             else:
                 plans.append(Plan(name, "restart", "config changed"))
-        elif info["statename"] in ("STOPPED", "EXITED", "FATAL", "BACKOFF"):
+        elif state_of(info) in (*STOPPED_FOR_GOOD, ProcessStates.BACKOFF):
             plans.append(Plan(name, "start", "was " + info["statename"]))
         else:
             plans.append(Plan(name, "unchanged", info["statename"].lower()))
@@ -172,7 +184,7 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
     """Validate, render, start supervisord if needed, then add/restart/start what needs it."""
     fleet, rendered = validate(ctx)
     names = _selected_enabled(fleet, names, explicit)
-    sup = Supervisor(ctx.paths)
+    sup = SupervisordClient(ctx.paths)
     running = sup.running()
     procs = sup.processes() if running else {}
     plans = plan_up(ctx, rendered, names, procs)
@@ -180,7 +192,7 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
     if dry_run:
         plans += [Plan(o, "remove", "no longer an enabled instance") for o in orphans]
         return plans, []
-    preflight(fleet, [p.name for p in plans if p.action != "unchanged"])
+    check_start_prerequisites(fleet, [p.name for p in plans if p.action != "unchanged"])
     with fleet_lock(ctx.paths):
         write_atomic(ctx.paths.supervisord_conf, supervisord_conf(ctx.paths,
                                                                   identifier_for(ctx.paths)))
@@ -238,7 +250,7 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
                 continue
             info = infos.get(plan.name)
             state = info["statename"] if info else "MISSING"
-            if state == "RUNNING":
+            if state_of(info) == ProcessStates.RUNNING:
                 verb = {"add": "started", "start": "started", "restart": "restarted",
                         "recreate": "recreated"}[plan.action]
                 results.append(ApplyResult(plan.name, verb, True,
@@ -282,7 +294,7 @@ def stop_stale_engines(paths: StatePaths, grace: float = 10.0) -> list[ApplyResu
     return results
 
 
-def _rollback(ctx: Context, sup: Supervisor, plans: list[Plan],
+def _rollback(ctx: Context, sup: SupervisordClient, plans: list[Plan],
               saved: dict[str, tuple[str | None, str | None]], procs: dict[str, dict],
               results: list[ApplyResult]) -> None:
     """A failed `up` leaves the fleet as it was: old files back, old processes back."""
@@ -290,7 +302,8 @@ def _rollback(ctx: Context, sup: Supervisor, plans: list[Plan],
         if plan.action == "unchanged":
             continue
         old_conf, old_prog = saved[plan.name]
-        before = procs.get(plan.name, {}).get("statename")
+        before_info = procs.get(plan.name)
+        before = before_info["statename"] if before_info else None
         _restore(ctx.paths.config(plan.name), old_conf)
         _restore(ctx.paths.program(plan.name), old_prog)
         sup.stop(plan.name)
@@ -300,7 +313,7 @@ def _rollback(ctx: Context, sup: Supervisor, plans: list[Plan],
         elif plan.name in changed:
             sup.remove(plan.name)
             sup.add(plan.name)
-        if before in ("RUNNING", "STARTING", "BACKOFF"):
+        if state_of(before_info) in ACTIVE_STATES:
             sup.start(plan.name)
             results.append(ApplyResult(plan.name, "rolled back", False,
                                        "previous config restored and restarted"))
@@ -309,13 +322,12 @@ def _rollback(ctx: Context, sup: Supervisor, plans: list[Plan],
                                        f"previous config restored, left {before.lower()}"))
         else:
             results.append(ApplyResult(plan.name, "rolled back", False, "removed again"))
-    sup.wait_up([p.name for p in plans if procs.get(p.name, {}).get("statename")
-                 in ("RUNNING", "STARTING", "BACKOFF")])
+    sup.wait_up([p.name for p in plans if state_of(procs.get(p.name)) in ACTIVE_STATES])
 
 
 def down(ctx: Context, names: list[str], *, whole_fleet: bool) -> list[ApplyResult]:
     """Stop the selected engines; the whole fleet also stops its supervisord."""
-    sup = Supervisor(ctx.paths)
+    sup = SupervisordClient(ctx.paths)
     if not (sup.running()):
         return [ApplyResult(n, "not running", True, "supervisord not running") for n in names]
     results = []
@@ -337,7 +349,7 @@ def down(ctx: Context, names: list[str], *, whole_fleet: bool) -> list[ApplyResu
 
 def restart(ctx: Context, names: list[str]) -> list[ApplyResult]:
     """Stop and start with the config on disk (like supervisorctl; `up` applies changes)."""
-    sup = Supervisor(ctx.paths)
+    sup = SupervisordClient(ctx.paths)
     sup.require()
     results = []
     with fleet_lock(ctx.paths):
@@ -354,7 +366,7 @@ def restart(ctx: Context, names: list[str]) -> list[ApplyResult]:
         infos = sup.wait_up(todo)
         for name in todo:
             info = infos.get(name, {})
-            if info.get("statename") == "RUNNING":
+            if info and state_of(info) == ProcessStates.RUNNING:
                 results.append(ApplyResult(name, "restarted", True, f"pid {info['pid']}"))
             else:
                 results.append(ApplyResult(name, "failed", False, info.get("statename", "?")
@@ -371,7 +383,7 @@ def reload(ctx: Context, fleet: Fleet, rendered: dict[str, Rendered], names: lis
     `only_changed` leaves instances whose rendered body equals the file on disk alone: a HUP
     to Debian's miredo re-creates the tunnel, so a fleet-wide reload should not HUP them all.
     """
-    sup = Supervisor(ctx.paths)
+    sup = SupervisordClient(ctx.paths)
     sup.require()
     results = []
     with fleet_lock(ctx.paths):
@@ -393,7 +405,7 @@ def reload(ctx: Context, fleet: Fleet, rendered: dict[str, Rendered], names: lis
             if r.inst.engine == "miredo":
                 note.append("miredo re-creates the tunnel on HUP")
             info = procs.get(name)
-            if info is None or info["statename"] not in ("RUNNING", "STARTING", "BACKOFF"):
+            if state_of(info) not in ACTIVE_STATES:
                 state = info["statename"].lower() if info else "not in supervisord"
                 results.append(ApplyResult(name, "not running", False,
                                            "; ".join([state, "config written", *note])))

@@ -25,7 +25,7 @@ import jinja2
 
 from miredoctl.errors import InventoryError, Problem
 from miredoctl.inventory import FIELDS, Fleet, Instance, display_path
-from miredoctl.netns import exec_argv
+from miredoctl.procs import exec_argv
 from miredoctl.state import StatePaths
 
 HEADER_PREFIX = "# miredoctl: "

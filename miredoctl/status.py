@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miredoctl import history
+from miredoctl.listeners import history
 from miredoctl.inventory import Fleet, Instance
-from miredoctl.netns import alive, exec_argv
+from miredoctl.procs import alive, exec_argv
 from miredoctl.state import StatePaths
-from miredoctl.timedlog import LogLine, display_time
+from miredoctl.listeners.timedlog import LogLine, display_time
 
 TEREDO_NET = ipaddress.IPv6Network("2001::/32")
 SOCKET_TIMEOUT = 2.0

@@ -215,10 +215,10 @@ class ClientRole(TeredoTunnel):
 
     # -- role API ----------------------------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+    def receive_datagram(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
         if src[1] != TEREDO_PORT and sock != DISCOVERY_SOCK and self.up:
             # neither qualification (R1) nor our server (R3): the shared path, fast for R7
-            TeredoTunnel.datagram_received(self, data, src, sock, now)
+            TeredoTunnel.receive_datagram(self, data, src, sock, now)
             return
         c = self.counters
         c.udp_in_packets += 1

@@ -4,7 +4,7 @@ It sends Router Solicitations to the Teredo server, validates the Router Adverti
 (teredo-protocol §3.3), derives the Teredo address from the PIO and the origin indication, and
 keeps the NAT mapping alive with periodic refreshes. It is composed into the client role
 (`engine.proto.client`), which hands it qualification candidates (`is_candidate` /
-`handle_ra`); it can also stand alone as a role-shaped object (`datagram_received`,
+`handle_ra`); it can also stand alone as a role-shaped object (`receive_datagram`,
 `handle_timer`, `next_timer`, `udp_out`, `events`) for tests.
 
 Same timers as miredo (RS every 4 s, 3 tries, 100 s back-off), with these improvements:
@@ -320,7 +320,7 @@ class Qualifier:
         self._next_rs = self._rs_sent_at + self._refresh_delay()
         return True
 
-    def datagram_received(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+    def receive_datagram(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
         """Stand-alone use (the Qualifier is the role): every datagram of the socket comes here;
         non-candidates are ignored. Only here are incoming bytes counted."""
         c = self.counters

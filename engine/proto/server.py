@@ -238,7 +238,7 @@ class ServerRole:
         return True
 
     # -- input ---------------------------------------------------------------------------------
-    def datagram_received(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+    def receive_datagram(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
         c = self.counters
         c.udp_in_packets += 1
         c.udp_in_bytes += len(data)

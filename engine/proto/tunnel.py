@@ -171,7 +171,7 @@ class TeredoTunnel:
 
     # -- transmit path (§5.5) ------------------------------------------------------------------
 
-    def tun_received(self, pkt: bytes, now: float) -> None:
+    def receive_tun_packet(self, pkt: bytes, now: float) -> None:
         """A packet read from the TUN device."""
         c = self.counters
         n = len(pkt)
@@ -293,7 +293,7 @@ class TeredoTunnel:
 
     # -- receive path (§5.6) ---------------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+    def receive_datagram(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
         """A datagram from the UDP socket (relay entry point; the client wraps it)."""
         c = self.counters
         n = len(data)

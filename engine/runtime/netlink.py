@@ -8,9 +8,9 @@ and links (a client re-qualifies when they change) and its global IPv6 addresses
 ICMPv6 errors come from one of them); the worker only receives the results.
 
 Importing this module imports pyroute2, and that costs 0.15-0.3 s (its package imports every
-netlink family it knows, asyncio and ssl).  So `engine.runtime.supervisor` imports it lazily:
-a client's parent forks its worker first and imports pyroute2 while the worker sends its
-first Router Solicitation on the other core (see `Supervisor.start`).
+netlink family it knows, asyncio and ssl).  So the privileged parent (`engine.runtime.parent`)
+imports it lazily: a client's parent forks its worker first and imports pyroute2 while the
+worker sends its first Router Solicitation on the other core (see `Parent.start`).
 
 Every configuration change opens a short-lived `IPRoute`: changes are rare (qualification,
 reload, exit), and a closed socket carries no state into a later worker fork.
@@ -32,6 +32,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
 from engine.config.values import prefix_text
+from engine.runtime.sysctl import write_sysctl
 
 LL_CLIENT_TEXT = "fe80::ffff:ffff:ffff"
 CLIENT_ROUTE_METRIC = 1029  # loses against the kernel's 1024: Teredo is the last resort
@@ -50,7 +51,7 @@ class NetlinkConfigError(OSError):
     """An interface change failed; ``str()`` names the change and the kernel's reason.
 
     An `OSError`, so that callers handle it with the socket and file errors of the same
-    set-up step (the supervisor must not import this module, and pyroute2, to catch it)."""
+    set-up step (the parent must not import this module, and pyroute2, to catch it)."""
 
 
 def _open_ipr() -> IPRoute:
@@ -67,12 +68,6 @@ def _ipr() -> Iterator[IPRoute]:
         yield ipr
     finally:
         ipr.close()
-
-
-def write_sysctl(ifname: str, key: str, value: str) -> None:
-    """Set ``net.ipv6.conf.IF.KEY`` (a /proc write, not a process)."""
-    with open(f"/proc/sys/net/ipv6/conf/{ifname}/{key}", "w") as f:
-        f.write(value)
 
 
 class TunnelInterface:
@@ -299,7 +294,7 @@ class _Subscription:
 
 
 class _Watcher:
-    """What the supervisor's loop needs of a watcher: its descriptor and both closes."""
+    """What the parent's loop needs of a watcher: its descriptor and both closes."""
 
     sub: _Subscription
 

@@ -173,7 +173,7 @@ class Worker:
         for idx, sock in enumerate(res.udp):
             if sock is not None:
                 self.loop.add_reader(sock.fileno(), self._udp_reader(idx, sock))
-        if res.tun_fd is not None and hasattr(role, "tun_received"):
+        if res.tun_fd is not None and hasattr(role, "receive_tun_packet"):
             self.loop.add_reader(res.tun_fd, self._tun_reader(res.tun_fd))
         self.loop.add_reader(res.control.fileno(), self._on_control)
         self.status_server = (
@@ -198,7 +198,7 @@ class Worker:
         pings) go out once per batch, where GSO can group them.
         """
         recvfrom = sock.recvfrom
-        rx = self.role.datagram_received
+        rx = self.role.receive_datagram
         clock = self.clock
         drops = self.drops
         tout = self._tun_out
@@ -239,7 +239,7 @@ class Worker:
         native -> Teredo direction cheap.
         """
         read = os.read
-        rx = self.role.tun_received
+        rx = self.role.receive_tun_packet
         clock = self.clock
         drops = self.drops
         uout = self._udp_out

@@ -20,7 +20,7 @@ Model
   is scheduled on the heap.
 * `net.ipv6` is the "native IPv6 internet": it takes the server's `raw6_out` and a relay's
   `tun_out`, delivers to `Native6Host`s by exact address and to attachments by prefix route
-  (e.g. the Teredo prefix -> a relay's `tun_received`).
+  (e.g. the Teredo prefix -> a relay's `receive_tun_packet`).
 * Timers: after every interaction with a role the network asks `role.next_timer()` and
   schedules a call to `role.handle_timer(now)` at that time. Roles may be poked directly by a
   test (e.g. `qualifier.kick(net.now)`); the next `run_*` call picks up their output.
@@ -261,7 +261,7 @@ class Attachment:
 class UdpProbe:
     """A plain UDP endpoint for tests: records what it receives, sends what it is told to.
 
-    It has the role interface (`datagram_received`, `udp_out`) so the network treats it like
+    It has the role interface (`receive_datagram`, `udp_out`) so the network treats it like
     any role; `replies` (optional) computes an answer to each datagram received.
     """
 
@@ -273,7 +273,7 @@ class UdpProbe:
     def send(self, data: bytes, dst: Endpoint, sock: int = 0) -> None:
         self.udp_out.append((sock, data, dst))
 
-    def datagram_received(self, data: bytes, src: Endpoint, sock: int, now: float) -> None:
+    def receive_datagram(self, data: bytes, src: Endpoint, sock: int, now: float) -> None:
         self.received.append((data, src, sock, now))
         if self._replies is not None:
             for sock_out, payload, dst in self._replies(data, src, sock):
@@ -333,7 +333,7 @@ class Ipv6Net:
         return h
 
     def add_route(self, prefix: bytes, bits: int, att: Attachment) -> None:
-        """Route `prefix/bits` to `att.role.tun_received` (a relay announcing 2001::/32)."""
+        """Route `prefix/bits` to `att.role.receive_tun_packet` (a relay announcing 2001::/32)."""
         self.routes.append((bits, bytes(prefix), att))
         self.routes.sort(key=lambda r: -r[0])
 
@@ -372,7 +372,7 @@ class Ipv6Net:
             net.stats["ipv6_no_route"] += 1
             return
         net.stats["ipv6_delivered"] += 1
-        att.role.tun_received(pkt, net.now)
+        att.role.receive_tun_packet(pkt, net.now)
         net._after(att)
 
 
@@ -565,7 +565,7 @@ class SimNet:
         self._send_udp("inject", src, self.internet, data, dst)
 
     def tun_send(self, att: Attachment, pkt: bytes) -> None:
-        """Hand `pkt` to `att.role.tun_received` now, as the kernel writing to the TUN would."""
+        """Hand `pkt` to `att.role.receive_tun_packet` now, as the kernel writing to the TUN would."""
         self._push(self.now, _TUN, att, bytes(pkt), None, None)
 
     def call_at(self, t: float, fn: Callable[[float], None]) -> None:
@@ -621,7 +621,7 @@ class SimNet:
                 self.stats["udp_port_unreachable"] += 1
                 return
             self.stats["udp_delivered"] += 1
-            att.role.datagram_received(b, c, d, self.now)
+            att.role.receive_datagram(b, c, d, self.now)
             self._after(att)
         elif kind == _TIMER:
             att = a
@@ -638,7 +638,7 @@ class SimNet:
                 att._spin = 0
             self._after(att)
         elif kind == _TUN:
-            a.role.tun_received(b, self.now)
+            a.role.receive_tun_packet(b, self.now)
             self._after(a)
         elif kind == _NATIVE:
             self.ipv6._deliver(a)

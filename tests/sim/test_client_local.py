@@ -53,7 +53,7 @@ def test_local_discovery_then_direct_lan_traffic():
     net, (a, b), (att_a, att_b) = _two_on_one_lan()
     assert [n for n, _, _ in a.discovery.interfaces] == ["eth0"]
     # a's announcement, as b's discovery socket would receive it
-    b.datagram_received(_announcement(a), att_a.address(0), DISCOVERY_SOCK, net.now)
+    b.receive_datagram(_announcement(a), att_a.address(0), DISCOVERY_SOCK, net.now)
     pa = b.peers.get(a.address)
     assert pa is not None and pa.local and pa.mapping == att_a.address(0)
     net.run_for(0.5)  # b's unicast bubble reaches a over the LAN: R9c makes b a local peer
@@ -82,7 +82,7 @@ def _announcement(c: ClientRole) -> bytes:
 def test_discovery_bubble_from_another_public_ip_is_not_local():
     net, (a, b), _ = _two_on_one_lan()
     payload = _announcement(a)
-    b.datagram_received(payload, ("198.18.7.7", 3544), DISCOVERY_SOCK, net.now)  # off-subnet
+    b.receive_datagram(payload, ("198.18.7.7", 3544), DISCOVERY_SOCK, net.now)  # off-subnet
     assert b.peers.get(a.address) is None
     assert b.counters.drops["discovery_not_local"] == 1
 

@@ -157,14 +157,14 @@ def test_server_bubble_answered_to_origin_and_link_local_sources_dropped():
     ll = bytes.fromhex("fe800000000000000000000000000001")
     srv_ep = (SRV1, 3544)
     n = c.counters.udp_out_packets
-    c.datagram_received(build_ipv6(ll, c.address, 17, b"x"), srv_ep, 0, net.now)
+    c.receive_datagram(build_ipv6(ll, c.address, 17, b"x"), srv_ep, 0, net.now)
     assert c.counters.drops["rx_link_local_src"] == 1 and c.counters.udp_out_packets == n
     # a server-relayed bubble with an origin gets a bubble back to that origin
     from engine.proto.wire import Origin, build_datagram
 
     tok = bytes.fromhex("fe80000000000000" "48b177c29d0e5a31")
     data = build_datagram(bubble(tok, c.address), origin=Origin("203.0.113.5", 3545))
-    c.datagram_received(data, srv_ep, 0, net.now)
+    c.receive_datagram(data, srv_ep, 0, net.now)
     assert c.udp_out[-1] == (0, bubble(c.address, tok), ("203.0.113.5", 3545))
     assert lab.tun_of(0) == []
 

@@ -90,7 +90,7 @@ def rs_sent(q: Qualifier) -> list[tuple[int, bytes, tuple[str, int]]]:
 
 
 def deliver(q: Qualifier, data: bytes, src=(S1, 3544), now=0.5) -> None:
-    q.datagram_received(data, src, 0, now)
+    q.receive_datagram(data, src, 0, now)
 
 
 def states(q: Qualifier) -> list[str]:

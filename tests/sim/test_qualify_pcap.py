@@ -26,7 +26,7 @@ def test_rs_and_ra_from_the_lab():
                   randbits=lambda k: 0x00C9 if k == 16 else 0)
     q.handle_timer(0.0)
     assert q.udp_out == [(0, rs, ("203.0.113.10", 3544))]
-    q.datagram_received(ra, ("203.0.113.10", 3544), 0, 0.001)
+    q.receive_datagram(ra, ("203.0.113.10", 3544), 0, 0.001)
     # flags 0x00c9 as the lab's miredo client drew them: the very address it configured
     expected = build_teredo(0x20010000, "203.0.113.10", 0x00C9, 50092, "198.51.100.1")
     assert [e for e in q.events if isinstance(e, InterfaceUp)] == [InterfaceUp(expected, 1280)]

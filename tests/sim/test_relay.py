@@ -126,7 +126,7 @@ def test_symmetric_nat_client_trusted_through_bubble_token():
 def test_non_teredo_destination_gets_icmp_and_hop_limit_untouched():
     net, relay, _ratt, _host, _client, _catt, _addr = _net()
     other = bytes.fromhex("20010db8000200000000000000000009")
-    relay.tun_received(build_ipv6(NATIVE, other, 17, b"abc", hop_limit=5), net.now)
+    relay.receive_tun_packet(build_ipv6(NATIVE, other, 17, b"abc", hop_limit=5), net.now)
     assert relay.counters.drops["tun_dst_not_teredo"] == 1
     err = relay.tun_out[-1]
     assert err[6] == 58 and err[40] == 1 and err[41] == 3 and err[24:40] == NATIVE
@@ -136,7 +136,7 @@ def test_teredo_destination_with_non_global_server_is_dropped_without_a_peer():
     net, relay, _ratt, _host, _client, _catt, _addr = _net()
     for server in ("0.0.0.0", "10.1.2.3", "192.168.0.1", "224.0.0.1"):
         dst = build_teredo(0x20010000, server, 0, 40000, "198.51.100.1")
-        relay.tun_received(build_ipv6(NATIVE, dst, 17, b"abc"), net.now)
+        relay.receive_tun_packet(build_ipv6(NATIVE, dst, 17, b"abc"), net.now)
     assert relay.counters.drops["tun_dst_server_not_global"] == 4
     assert len(relay.peers) == 0 and relay.udp_out == []
 

@@ -36,13 +36,13 @@ def test_block_released_after_300_seconds():
     net, relay, *_, addr = _net()
     t0 = int(net.now) + 1
     for s in (0, 3, 6, 9):
-        relay.tun_received(echo_request(NATIVE, addr, 7, s, b""), t0 + s + 0.5)
+        relay.receive_tun_packet(echo_request(NATIVE, addr, 7, s, b""), t0 + s + 0.5)
     p = relay.peers.get(addr)
     assert p.bubbles == 4
     n = relay.counters.udp_out_packets
-    relay.tun_received(echo_request(NATIVE, addr, 7, 1, b""), t0 + 9 + 300 + 0.5)
+    relay.receive_tun_packet(echo_request(NATIVE, addr, 7, 1, b""), t0 + 9 + 300 + 0.5)
     assert relay.counters.udp_out_packets == n
-    relay.tun_received(echo_request(NATIVE, addr, 7, 2, b""), t0 + 9 + 301 + 0.5)
+    relay.receive_tun_packet(echo_request(NATIVE, addr, 7, 2, b""), t0 + 9 + 301 + 0.5)
     assert relay.counters.udp_out_packets == n + 1 and p.bubbles == 1
 
 
@@ -62,14 +62,14 @@ def test_icmp_error_budget_is_10_per_second():
     other = bytes.fromhex("20010db8000200000000000000000009")
     t = int(net.now) + 1.0
     for i in range(25):
-        relay.tun_received(build_ipv6(NATIVE, other, 17, bytes([i])), t + 0.01 * i)
+        relay.receive_tun_packet(build_ipv6(NATIVE, other, 17, bytes([i])), t + 0.01 * i)
     assert len(relay.tun_out) == 10
     assert relay.counters.drops["icmp_rate_limited"] == 15
-    relay.tun_received(build_ipv6(NATIVE, other, 17, b"n"), t + 1.0)
+    relay.receive_tun_packet(build_ipv6(NATIVE, other, 17, b"n"), t + 1.0)
     assert len(relay.tun_out) == 11
     # never an error about an ICMPv6 error or to a multicast source
-    relay.tun_received(build_ipv6(NATIVE, other, 58, bytes([1, 3, 0, 0]) + bytes(4)), t + 2)
-    relay.tun_received(build_ipv6(bytes.fromhex("ff02" + "00" * 13 + "01"), other, 17, b""),
+    relay.receive_tun_packet(build_ipv6(NATIVE, other, 58, bytes([1, 3, 0, 0]) + bytes(4)), t + 2)
+    relay.receive_tun_packet(build_ipv6(bytes.fromhex("ff02" + "00" * 13 + "01"), other, 17, b""),
                        t + 2)
     assert len(relay.tun_out) == 11
 

@@ -89,7 +89,7 @@ def server(**kw) -> ServerRole:
 
 
 def feed(s: ServerRole, data: bytes, src=CLIENT_MAP, sock=0, now=1.0):
-    s.datagram_received(data, src, sock, now)
+    s.receive_datagram(data, src, sock, now)
     out, raw = list(s.udp_out), list(s.raw6_out)
     s.udp_out.clear()
     s.raw6_out.clear()
@@ -460,7 +460,7 @@ def test_status_is_json_and_reports_counts():
 @given(st.binary(max_size=200), st.integers(0, 1))
 def test_arbitrary_bytes_never_raise(data, sock):
     s = server()
-    s.datagram_received(data, CLIENT_MAP, sock, 1.0)
+    s.receive_datagram(data, CLIENT_MAP, sock, 1.0)
     assert s.counters.udp_in_packets == 1
 
 
@@ -468,8 +468,8 @@ def test_arbitrary_bytes_never_raise(data, sock):
 @given(st.binary(min_size=0, max_size=120))
 def test_arbitrary_ipv6_payloads_never_raise(tail):
     s = server()
-    s.datagram_received(E1[:13] + bytes([0x60, 0, 0, 0]) + tail, CLIENT_MAP, 0, 1.0)
-    s.datagram_received(E4[:4] + tail, RELAY, 0, 1.0)
+    s.receive_datagram(E1[:13] + bytes([0x60, 0, 0, 0]) + tail, CLIENT_MAP, 0, 1.0)
+    s.receive_datagram(E4[:4] + tail, RELAY, 0, 1.0)
     assert s.counters.udp_in_packets == 2
 
 

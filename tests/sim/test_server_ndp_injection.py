@@ -38,7 +38,7 @@ def server() -> ServerRole:
 
 
 def feed(s: ServerRole, data: bytes, src: tuple[str, int], now: float = 1.0) -> list[bytes]:
-    s.datagram_received(data, src, 0, now)
+    s.receive_datagram(data, src, 0, now)
     raw = list(s.raw6_out)
     s.raw6_out.clear()
     s.udp_out.clear()

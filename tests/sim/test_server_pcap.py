@@ -40,7 +40,7 @@ def test_our_server_sends_what_miredo_server_sent():
     ours: set[tuple[tuple[str, int], bytes]] = set()
     raw: list[tuple[bytes, bytes]] = []
     for _, src, _, payload in to_server:
-        srv.datagram_received(payload, src, 0, 1.0)
+        srv.receive_datagram(payload, src, 0, 1.0)
         ours.update((dst, data) for _, data, dst in srv.udp_out)
         raw.extend((payload, pkt) for pkt in srv.raw6_out)
         srv.udp_out.clear()

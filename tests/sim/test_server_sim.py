@@ -36,7 +36,7 @@ class MiniClient:
                            udp_out=self.udp_out, events=self.events)
         self.got: list = []
 
-    def datagram_received(self, data, src, sock, now):
+    def receive_datagram(self, data, src, sock, now):
         t = parse_datagram(data)
         if Qualifier.is_candidate(t, src):
             self.q.handle_ra(t, src, now)

@@ -173,7 +173,7 @@ class _Ticker:
         self.period = period
         self.due = start + period
 
-    def datagram_received(self, data, src, sock, now):
+    def receive_datagram(self, data, src, sock, now):
         pass
 
     def next_timer(self):
@@ -242,10 +242,10 @@ def test_native_ipv6_hosts_echo_and_prefix_routes():
         def __init__(self):
             self.udp_out, self.tun_out, self.got = [], [], []
 
-        def datagram_received(self, *a):
+        def receive_datagram(self, *a):
             pass
 
-        def tun_received(self, pkt, now):
+        def receive_tun_packet(self, pkt, now):
             self.got.append(pkt)
 
     relay = Relay()

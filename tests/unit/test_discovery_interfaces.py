@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from engine.runtime.netlink import Address, Link
-from engine.runtime.supervisor import IFF_MULTICAST, select_discovery
+from engine.runtime.discovery_select import IFF_MULTICAST, select_discovery
 
 UP = 0x1 | 0x40
 

@@ -107,7 +107,7 @@ def test_closest_source_is_the_longest_prefix_match():
 def _error_source(relay: RelayRole, sender: str) -> bytes:
     pkt = build_ipv6(a6(sender), a6("2001:db8:ff::1"), 17, b"abcd")  # not Teredo: T3
     relay.tun_out.clear()
-    relay.tun_received(pkt, 1.0)
+    relay.receive_tun_packet(pkt, 1.0)
     (err,) = relay.tun_out
     assert err[40] == 1 and err[41] == 3 and err[24:40] == a6(sender)
     assert icmpv6_checksum_ok(err)

@@ -41,7 +41,7 @@ class EchoRole:
         self.reconfigured: list = []
         self.accept_reconfigure = True
 
-    def datagram_received(self, data, src, sock, now):
+    def receive_datagram(self, data, src, sock, now):
         self.counters.udp_in_packets += 1
         if data == b"up":
             self.events.append(InterfaceUp(ADDR, 1280))

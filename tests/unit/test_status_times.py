@@ -62,11 +62,11 @@ def qualified_client(clock: FakeClock) -> ClientRole:
     (_, rs, dst), = client.udp_out
     client.udp_out.clear()
     assert dst == (SERVER, 3544)
-    server.datagram_received(rs, MAPPED, 0, clock.now)
+    server.receive_datagram(rs, MAPPED, 0, clock.now)
     (_, ra, to), = server.udp_out
     assert to == MAPPED
     clock.now += 0.05
-    client.datagram_received(ra, (SERVER, 3544), 0, clock.now)
+    client.receive_datagram(ra, (SERVER, 3544), 0, clock.now)
     assert client.up and client.last_qualified == pytest.approx(MONO + 0.05)
     clock.now += 10.0  # the status is read a while later
     return client
