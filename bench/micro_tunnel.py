@@ -60,7 +60,8 @@ def bench(n: int) -> None:
     dt_rx = time.perf_counter() - t0
     assert r.counters.tun_out_packets == n, r.counters.as_dict()
 
-    for name, dt in (("TUN->UDP (receive_tun_packet)", dt_tx), ("UDP->TUN (receive_datagram)", dt_rx)):
+    rows = (("TUN->UDP (receive_tun_packet)", dt_tx), ("UDP->TUN (receive_datagram)", dt_rx))
+    for name, dt in rows:
         pps = n / dt
         print(f"{name:30s} {pps / 1e6:6.2f} Mpps  {dt / n * 1e9:6.0f} ns/pkt  "
               f"= {pps * 1280 * 8 / 1e9:5.2f} Gbit/s at 1280 B")

@@ -565,7 +565,8 @@ class SimNet:
         self._send_udp("inject", src, self.internet, data, dst)
 
     def tun_send(self, att: Attachment, pkt: bytes) -> None:
-        """Hand `pkt` to `att.role.receive_tun_packet` now, as the kernel writing to the TUN would."""
+        """Hand `pkt` to `att.role.receive_tun_packet` now, as the kernel writing to the TUN
+        would."""
         self._push(self.now, _TUN, att, bytes(pkt), None, None)
 
     def call_at(self, t: float, fn: Callable[[float], None]) -> None:
