@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from engine.proto.addr import is_global_unicast_ipv4 as _is_global_unicast_ipv4
+from engine.proto.addr import secondary_server_address
 
 from . import values as v
 from .directives import (
@@ -296,7 +297,7 @@ def _client_values(
     if not reader.check_global("ServerAddress", primary, host, bool(server_name)):
         return
     if secondary is None and host2 is None:
-        default2 = v.ipv4_plus_one(primary)
+        default2 = secondary_server_address(primary)
         if default2 is not None and _is_global_unicast_ipv4(default2):
             secondary = default2
     elif secondary is not None and not reader.check_global("ServerAddress2", secondary, host2):
@@ -331,7 +332,7 @@ def _server_values(
     ):
         return
     if secondary is None and (server_name or "ServerBindAddress2" not in reader.found):
-        secondary = v.ipv4_plus_one(primary)
+        secondary = secondary_server_address(primary)
         if secondary is None or not _is_global_unicast_ipv4(secondary):
             where = reader.found.get("ServerBindAddress")
             reader.error(

@@ -13,6 +13,8 @@ import string
 import warnings
 from collections.abc import Callable
 
+from engine.proto.addr import secondary_server_address
+
 Resolver = Callable[[str], str]
 """host name -> dotted IPv4; raises OSError (e.g. socket.gaierror) when it cannot resolve."""
 
@@ -185,10 +187,8 @@ def parse_netmask(text: str) -> str:
     return literal
 
 
-def ipv4_plus_one(ip: str) -> str | None:
-    """The address after `ip` (the default secondary server address), None past 255.255.255.255."""
-    n = int(ipaddress.IPv4Address(ip)) + 1
-    return str(ipaddress.IPv4Address(n)) if n <= 0xFFFFFFFF else None
+ipv4_plus_one = secondary_server_address
+"""Kept for `engine.runtime.sockets` until it imports the rule from `engine.proto.addr`."""
 
 
 # --- IPv6 prefix ---------------------------------------------------------------------------

@@ -151,17 +151,41 @@ def build_teredo(prefix: int, server: str, flags: int, port: int, client: str) -
         prefix.to_bytes(4, "big")
         + ipv4_pack(server)
         + flags.to_bytes(2, "big")
-        + (port ^ 0xFFFF).to_bytes(2, "big")
-        + (ipv4_to_int(client) ^ 0xFFFFFFFF).to_bytes(4, "big")
+        + obfuscated_mapping(client, port)
     )
+
+
+def obfuscated_mapping(ip: str, port: int) -> bytes:
+    """``~port ~ip``: the 6 bytes a Teredo address (bytes 10-15) and an origin indication
+    (bytes 2-7) carry.  RFC 4380 inverts them so that NATs which rewrite IPv4 addresses they
+    find in payloads leave the mapping alone; the caller checks the port's range."""
+    return ((port ^ 0xFFFF) << 32 | (ipv4_to_int(ip) ^ 0xFFFFFFFF)).to_bytes(6, "big")
+
+
+def clear_mapping(tail6: bytes) -> tuple[str, int]:
+    """The ``(ip, port)`` of 6 obfuscated mapping bytes (the inverse of `obfuscated_mapping`)."""
+    return (
+        socket.inet_ntoa((int.from_bytes(tail6[2:6], "big") ^ 0xFFFFFFFF).to_bytes(4, "big")),
+        int.from_bytes(tail6[0:2], "big") ^ 0xFFFF,
+    )
+
+
+def mapped_ipv4_int(addr16: bytes) -> int:
+    """The clear IPv4 a Teredo address embeds, as an int: per-packet checks (is it global, is
+    it on our subnet) need no text form."""
+    return int.from_bytes(addr16[12:16], "big") ^ 0xFFFFFFFF
 
 
 def mapping_of(addr16: bytes) -> tuple[str, int]:
     """The (ip, port) a Teredo address embeds, de-obfuscated."""
-    return (
-        socket.inet_ntoa((int.from_bytes(addr16[12:16], "big") ^ 0xFFFFFFFF).to_bytes(4, "big")),
-        int.from_bytes(addr16[10:12], "big") ^ 0xFFFF,
-    )
+    return clear_mapping(addr16[10:16])
+
+
+def secondary_server_address(primary: str) -> str | None:
+    """The default secondary address of a Teredo server: primary + 1, as miredo does and as
+    Windows clients assume when they test the NAT type; None past 255.255.255.255."""
+    n = ipv4_to_int(primary) + 1
+    return int_to_ipv4(n) if n <= 0xFFFFFFFF else None
 
 
 def server_of(addr16: bytes) -> str:
@@ -236,8 +260,7 @@ def server_link_local(primary_ipv4: str) -> bytes:
     return (
         LL_PREFIX
         + CONE_FLAG.to_bytes(2, "big")
-        + (TEREDO_PORT ^ 0xFFFF).to_bytes(2, "big")
-        + (ipv4_to_int(primary_ipv4) ^ 0xFFFFFFFF).to_bytes(4, "big")
+        + obfuscated_mapping(primary_ipv4, TEREDO_PORT)
     )
 
 
@@ -254,6 +277,7 @@ __all__ = [
     "TEREDO_PREFIX",
     "TeredoAddress",
     "build_teredo",
+    "clear_mapping",
     "flags_of",
     "has_prefix",
     "int_to_ipv4",
@@ -268,8 +292,11 @@ __all__ = [
     "is_multicast6",
     "is_unspecified6",
     "is_valid_prefix",
+    "mapped_ipv4_int",
     "mapping_of",
+    "obfuscated_mapping",
     "random_flags",
+    "secondary_server_address",
     "server_link_local",
     "server_of",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .addr import ALL_NODES, TEREDO_PORT, ipv4_to_int, is_global_unicast_ipv4
+from .addr import ALL_NODES, TEREDO_PORT, ipv4_to_int, is_global_unicast_ipv4, mapped_ipv4_int
 
 DISCOVERY_GROUP = "224.0.0.253"
 DISCOVERY_DEST = (DISCOVERY_GROUP, TEREDO_PORT)
@@ -97,8 +97,7 @@ class LocalDiscovery:
         IPv4 (under DiscoveryNetmask), and a UDP source on one of our discovery subnets."""
         if not self.active or s6[0:4] != prefix4:
             return False
-        their = int.from_bytes(s6[12:16], "big") ^ 0xFFFFFFFF  # the embedded IPv4, clear
-        if (their ^ ipv4_to_int(own_mapped_ip)) & self.netmask:
+        if (mapped_ipv4_int(s6) ^ ipv4_to_int(own_mapped_ip)) & self.netmask:
             return False
         return self.in_subnet(src[0])
 

@@ -62,15 +62,15 @@ from .addr import (
     TEREDO_PORT,
     TEREDO_PREFIX,
     has_prefix,
-    int_to_ipv4,
     ipv4_pack,
-    ipv4_to_int,
     ipv6_text,
     is_global6,
     is_global_unicast_ipv4,
     is_global_unicast_ipv4_int,
     is_valid_prefix,
+    mapped_ipv4_int,
     mapping_of,
+    secondary_server_address,
     server_link_local,
 )
 from .counters import Counters
@@ -175,8 +175,10 @@ class ServerRole:
         limits: ServerLimits | None = None,
     ) -> None:
         self.primary = _check_ipv4("primary address", primary)
-        if secondary is None:  # miredo: primary + 1 (Windows clients assume it)
-            secondary = int_to_ipv4((ipv4_to_int(primary) + 1) & 0xFFFFFFFF)
+        if secondary is None:
+            secondary = secondary_server_address(self.primary)
+            if secondary is None:  # unreachable for a global primary, which is never the last
+                raise ValueError(f"server primary address {primary}: has no next address")
         self.secondary = _check_ipv4("secondary address", secondary)
         if self.secondary == self.primary:
             raise ValueError(f"server secondary address {secondary}: same as the primary")
@@ -331,7 +333,7 @@ class ServerRole:
             c.drop("a6_not_our_client")
             return
         # the embedded client IPv4, de-obfuscated, tested as an int (no text round trip)
-        if not is_global_unicast_ipv4_int(int.from_bytes(ip_dst[12:16], "big") ^ 0xFFFFFFFF):
+        if not is_global_unicast_ipv4_int(mapped_ipv4_int(ip_dst)):
             c.drop("a6_mapped_not_global")
             return
         if t.trailer_len > MAX_RELAYED_TRAILER:

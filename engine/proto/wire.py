@@ -20,8 +20,9 @@ from .addr import (
     LL_CLIENT,
     OLD_TEREDO_PREFIX,
     TEREDO_PREFIX,
+    clear_mapping,
     ipv4_pack,
-    ipv4_to_int,
+    obfuscated_mapping,
     server_link_local,
 )
 from .errors import ParseError
@@ -100,11 +101,7 @@ class Origin(NamedTuple):
     def pack(self) -> bytes:
         if not 0 <= self.port <= 0xFFFF:
             raise ValueError(f"origin port out of range: {self.port}")
-        return (
-            b"\x00\x00"
-            + (self.port ^ 0xFFFF).to_bytes(2, "big")
-            + (ipv4_to_int(self.ip) ^ 0xFFFFFFFF).to_bytes(4, "big")
-        )
+        return b"\x00\x00" + obfuscated_mapping(self.ip, self.port)
 
 
 @dataclass(slots=True)
@@ -160,12 +157,7 @@ def parse_datagram(data: bytes) -> Teredo:
     if n - pos >= 2 and data[pos] == 0 and data[pos + 1] == 0:
         if n - pos < ORIGIN_LEN:
             raise ParseError("origin.length", f"{n - pos} bytes left, origin needs 8")
-        origin = Origin(
-            socket.inet_ntoa(
-                (int.from_bytes(data[pos + 4 : pos + 8], "big") ^ 0xFFFFFFFF).to_bytes(4, "big")
-            ),
-            int.from_bytes(data[pos + 2 : pos + 4], "big") ^ 0xFFFF,
-        )
+        origin = Origin(*clear_mapping(data[pos + 2 : pos + 8]))
         pos += ORIGIN_LEN
     left = n - pos
     if left < IPV6_HEADER_LEN:

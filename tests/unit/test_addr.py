@@ -17,6 +17,7 @@ from engine.proto.addr import (
     TEREDO_PREFIX,
     TeredoAddress,
     build_teredo,
+    clear_mapping,
     flags_of,
     has_prefix,
     ipv4_pack,
@@ -29,8 +30,11 @@ from engine.proto.addr import (
     is_multicast6,
     is_unspecified6,
     is_valid_prefix,
+    mapped_ipv4_int,
     mapping_of,
+    obfuscated_mapping,
     random_flags,
+    secondary_server_address,
     server_link_local,
     server_of,
 )
@@ -81,6 +85,19 @@ def test_obfuscation_is_bit_inversion():
     assert raw[10:16] == b"\xff" * 6
     raw = build_teredo(TEREDO_PREFIX, "255.255.255.255", 0xFFFF, 0xFFFF, "255.255.255.255")
     assert raw[4:10] == b"\xff" * 6 and raw[10:16] == bytes(6)
+
+
+def test_one_obfuscation_for_addresses_and_origins():
+    raw = build_teredo(TEREDO_PREFIX, "192.0.2.1", 0, 40000, "198.51.100.7")
+    assert raw[10:16] == obfuscated_mapping("198.51.100.7", 40000)
+    assert clear_mapping(raw[10:16]) == ("198.51.100.7", 40000) == mapping_of(raw)
+    assert mapped_ipv4_int(raw) == int(ipaddress.IPv4Address("198.51.100.7"))
+
+
+def test_secondary_server_address_is_primary_plus_one():
+    assert secondary_server_address("203.0.113.10") == "203.0.113.11"
+    assert secondary_server_address("203.0.113.255") == "203.0.114.0"
+    assert secondary_server_address("255.255.255.255") is None
 
 
 def test_non_default_prefix_and_cone_flag():

@@ -169,9 +169,3 @@ def test_socket_path():
         v.parse_socket_path("x.sock")
     with pytest.raises(v.BadValue, match="107"):
         v.parse_socket_path("/" + "a" * 107)
-
-
-def test_plus_one():
-    assert v.ipv4_plus_one("203.0.113.10") == "203.0.113.11"
-    assert v.ipv4_plus_one("203.0.113.255") == "203.0.114.0"
-    assert v.ipv4_plus_one("255.255.255.255") is None
