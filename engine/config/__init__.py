@@ -5,14 +5,14 @@ names), with miredo's silent failures turned into `file:line: message` errors: u
 bad values, overlong lines. Duplicate or misplaced directives are warnings, as in miredo.
 """
 
-from .directives import DIRECTIVES, RELAY_TYPES
+from .directives import DIRECTIVES, RELAY_TYPE_WORDS
 from .loader import load_config, parse_config, peek_role_and_status_socket
 from .model import ConfigError, EngineConfig
 from .values import Resolver, system_resolver
 
 __all__ = [
     "DIRECTIVES",
-    "RELAY_TYPES",
+    "RELAY_TYPE_WORDS",
     "ConfigError",
     "EngineConfig",
     "Resolver",

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 CLIENT, RELAY, SERVER = "client", "relay", "server"
 
-RELAY_TYPES = ("client", "autoclient", "relay", "cone", "restricted", "server")
 ROLE_OF_RELAY_TYPE = {
     "client": CLIENT,
     "autoclient": CLIENT,  # an alias kept by miredo for old files
@@ -20,6 +19,9 @@ ROLE_OF_RELAY_TYPE = {
     "restricted": RELAY,  # deprecated (relay behind a restricted NAT)
     "server": SERVER,  # ours: lets one file format say "server" explicitly
 }
+RELAY_TYPE_WORDS = tuple(ROLE_OF_RELAY_TYPE)
+"""Every word `RelayType` accepts, in the order messages list them (for the relay role's
+own meaning of the relay words, see `engine.proto.relay.CONE_OF_RELAY_TYPE`)."""
 LOCAL_DISCOVERY = ("enabled", "forced", "disabled")
 
 
@@ -40,7 +42,7 @@ RATE_EXPECTS = "RATE or RATE/BURST in packets per second (e.g. 20/50), or off"
 DIRECTIVES: dict[str, Directive] = {
     d.name.lower(): d
     for d in (
-        _d("RelayType", ALL, "one of " + ", ".join(RELAY_TYPES)),
+        _d("RelayType", ALL, "one of " + ", ".join(RELAY_TYPE_WORDS)),
         _d("ServerAddress", (CLIENT,), "the Teredo server's IPv4 address or host name"),
         _d("ServerAddress2", (CLIENT,), "the server's secondary IPv4 address or host name"),
         _d("LocalDiscovery", (CLIENT,), "enabled, forced or disabled"),

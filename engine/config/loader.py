@@ -22,7 +22,7 @@ from .directives import (
     CLIENT,
     LOCAL_DISCOVERY,
     MAX_RATE_SOURCES,
-    RELAY_TYPES,
+    RELAY_TYPE_WORDS,
     ROLE_OF_RELAY_TYPE,
     SERVER,
     SERVER_RATE_DIRECTIVES,
@@ -100,7 +100,7 @@ class _Reader:
         if got is not None:
             entry, text = got
             try:
-                word = v.parse_keyword(text, RELAY_TYPES)
+                word = v.parse_keyword(text, RELAY_TYPE_WORDS)
             except v.BadValue as e:
                 self.error(entry, f"RelayType: {e}")
                 return None, None, ""

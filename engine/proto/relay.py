@@ -29,9 +29,10 @@ from .icmp_limit import IcmpErrorLimiter
 from .peers import DEFAULT_CAPACITY, RELAY_GENERATION
 from .tunnel import TeredoTunnel
 
-#: RelayType words that select the relay role, and whether each keeps the cone flag
-#: (cone: indirect bubbles only; restricted: direct + indirect, deprecated).
-RELAY_TYPES = {"relay": True, "cone": True, "restricted": False}
+CONE_OF_RELAY_TYPE = {"relay": True, "cone": True, "restricted": False}
+"""The RelayType words that make a relay, and whether each is a cone relay (indirect bubbles
+only) or a restricted one (direct + indirect, deprecated); the config's list of every
+RelayType word is `engine.config.directives.RELAY_TYPE_WORDS`."""
 
 
 class RelayRole(TeredoTunnel):
@@ -50,14 +51,14 @@ class RelayRole(TeredoTunnel):
         icmp_source: bytes = LL_CLIENT,
         now: float = 0.0,
     ) -> None:
-        if relay_type not in RELAY_TYPES:
+        if relay_type not in CONE_OF_RELAY_TYPE:
             raise ValueError(
-                f"relay: RelayType {relay_type!r}: expected one of {', '.join(RELAY_TYPES)}"
+                f"relay: RelayType {relay_type!r}: expected one of {', '.join(CONE_OF_RELAY_TYPE)}"
             )
         super().__init__(
             is_client=False,
             prefix=prefix,
-            cone=RELAY_TYPES[relay_type],
+            cone=CONE_OF_RELAY_TYPE[relay_type],
             token_bytes=token_bytes,
             capacity=capacity,
             generation=generation,
