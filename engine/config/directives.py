@@ -63,6 +63,7 @@ DIRECTIVES: dict[str, Directive] = {
         _d("ServerRSRateTotal", (SERVER,), RATE_EXPECTS),
         _d("ServerForwardRate", (SERVER,), RATE_EXPECTS),
         _d("ServerForwardRateTotal", (SERVER,), RATE_EXPECTS),
+        _d("ServerForwardDestinationRate", (SERVER,), RATE_EXPECTS),
         _d("ServerNativeRate", (SERVER,), RATE_EXPECTS),
         _d("ServerNativeRateTotal", (SERVER,), RATE_EXPECTS),
         _d("ServerRateSources", (SERVER,), "how many source addresses to track, 1-16777216"),
@@ -75,6 +76,7 @@ SERVER_RATE_DIRECTIVES = {
     "ServerRSRateTotal": "rs_total",
     "ServerForwardRate": "forward_per_source",
     "ServerForwardRateTotal": "forward_total",
+    "ServerForwardDestinationRate": "forward_per_destination",
     "ServerNativeRate": "raw6_per_source",
     "ServerNativeRateTotal": "raw6_total",
 }

@@ -48,6 +48,7 @@ Every drop is counted in `counters.drops` under a reason named after the rule:
 | `a6_trailer_too_long` | more than `MAX_RELAYED_TRAILER` bytes after the IPv6 packet |
 | `rs_rate_limited` | RS answers over the per-source or global budget |
 | `forward_rate_limited` | forwarding to clients over the per-source or global budget |
+| `forward_destination_rate_limited` | forwarding to one client IPv4 over its budget |
 | `raw6_rate_limited` | native IPv6 forwarding over the per-source or global budget |
 """
 
@@ -116,7 +117,8 @@ class ServerLimits:
     per-source budget. Native forwarding carries only ping tests (≤ 4 per peer).
     The totals cap what spoofed sources spread over many addresses can get out of us.
     Config directives (server mode): `ServerRSRate`, `ServerRSRateTotal`,
-    `ServerForwardRate`, `ServerForwardRateTotal`, `ServerNativeRate`,
+    `ServerForwardRate`, `ServerForwardRateTotal`, `ServerForwardDestinationRate`,
+    `ServerNativeRate`,
     `ServerNativeRateTotal` (each `RATE[/BURST]` or `off`), `ServerRateSources`, and
     `ServerRateLimit off` for none at all.
     """
@@ -128,12 +130,16 @@ class ServerLimits:
     raw6_total: Rate = field(default_factory=lambda: Rate(5000, 10000))
     max_sources: int = 65536
     forward_total: Rate = field(default_factory=lambda: Rate(20000, 40000))
+    # per destination IPv4 (all ports): the per-source buckets are keyed by a spoofable
+    # address, so without this one victim port takes everything rotating sources can send
+    forward_per_destination: Rate = field(default_factory=lambda: Rate(200, 400))
 
     @classmethod
     def unlimited(cls) -> ServerLimits:
         """miredo's behaviour: no limits at all (benchmarks, interop comparisons)."""
         none = Rate(None)
-        return cls(none, none, none, none, none, forward_total=none)
+        return cls(none, none, none, none, none, forward_total=none,
+                   forward_per_destination=none)
 
     @classmethod
     def from_config(cls, cfg: Any) -> ServerLimits:
@@ -207,6 +213,7 @@ class ServerRole:
         self.rs_total = GlobalLimiter(lim.rs_total, now)
         self.forward_limiter = KeyedLimiter(lim.forward_per_source, lim.max_sources)
         self.forward_total = GlobalLimiter(lim.forward_total, now)
+        self.forward_dest_limiter = KeyedLimiter(lim.forward_per_destination, lim.max_sources)
         self.raw6_limiter = KeyedLimiter(lim.raw6_per_source, lim.max_sources)
         self.raw6_total = GlobalLimiter(lim.raw6_total, now)
 
@@ -342,8 +349,12 @@ class ServerRole:
         if not (self.forward_limiter.allow(src_ip, now) and self.forward_total.allow(now)):
             c.drop("forward_rate_limited")
             return
+        dst_map = mapping_of(ip_dst)
+        if not self.forward_dest_limiter.allow(dst_map[0], now):
+            c.drop("forward_destination_rate_limited")
+            return
         payload = Origin(src_ip, src[1]).pack() + t.remainder  # trailers travel on
-        self.udp_out.append((SOCK_PRIMARY, payload, mapping_of(ip_dst)))
+        self.udp_out.append((SOCK_PRIMARY, payload, dst_map))
         c.udp_out_packets += 1
         c.udp_out_bytes += len(payload)
         self.handled["forwarded_teredo"] += 1
@@ -380,7 +391,8 @@ class ServerRole:
     def handle_timer(self, now: float) -> None:
         if now < self._next_housekeeping:
             return
-        for lim in (self.rs_limiter, self.forward_limiter, self.raw6_limiter):
+        for lim in (self.rs_limiter, self.forward_limiter, self.forward_dest_limiter,
+                    self.raw6_limiter):
             lim.expire(now, max_scan=1024)
         self._next_housekeeping = now + HOUSEKEEPING_PERIOD
 
@@ -401,6 +413,7 @@ class ServerRole:
                 "rs_total_denied": self.rs_total.denied,
                 "forward_per_source": self.forward_limiter.stats(),
                 "forward_total_denied": self.forward_total.denied,
+                "forward_per_destination": self.forward_dest_limiter.stats(),
                 "raw6_per_source": self.raw6_limiter.stats(),
                 "raw6_total_denied": self.raw6_total.denied,
             },

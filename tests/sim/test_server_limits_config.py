@@ -117,8 +117,8 @@ def test_example_documents_every_rate_directive_with_its_default():
     lines = _example_rate_lines()
     names = {line.split()[0] for line in lines}
     assert names == {"ServerRateLimit", "ServerRSRate", "ServerRSRateTotal", "ServerForwardRate",
-                     "ServerForwardRateTotal", "ServerNativeRate", "ServerNativeRateTotal",
-                     "ServerRateSources"}
+                     "ServerForwardRateTotal", "ServerForwardDestinationRate",
+                     "ServerNativeRate", "ServerNativeRateTotal", "ServerRateSources"}
     c = conf("\n".join(lines) + "\n")
     assert c.warnings == ()
     assert ServerLimits.from_config(c) == ServerLimits()
