@@ -2,7 +2,7 @@
 
 Why: a Teredo server answers unauthenticated UDP from anyone. Without limits it is a
 reflector (a spoofed RS gets a ~2x larger RA sent to the victim) and an open relay towards
-native IPv6. miredo-server has no rate limiting at all (teredo-protocol §12.2 #20); we add it.
+native IPv6. miredo-server has no rate limiting at all (docs/protocol.md §12.2 #20); we add it.
 
 Memory must stay bounded even when an attacker sprays spoofed source addresses, so the keyed
 table is an LRU of at most `max_keys` buckets. Evicting a bucket that has refilled is lossless

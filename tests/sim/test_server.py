@@ -1,6 +1,6 @@
 """ServerRole driven directly: the RA bytes, every input check S1-S7 / action A1-A6, rate limits.
 
-Packets are built with `engine.proto.wire` or spelled out as bytes from teredo-protocol §3.4 so
+Packets are built with `engine.proto.wire` or spelled out as bytes from docs/protocol.md §3.4 so
 that a mistake in the builders cannot hide one in the server.
 """
 

@@ -132,7 +132,7 @@ def test_indirect_bubble_carries_the_origin_and_lets_two_clients_meet(kind):
 
 
 def test_symmetric_nat_peer_cannot_be_reached_at_its_advertised_mapping():
-    """The known Teredo gap (teredo-protocol §12.2 #21): the address embeds the mapping towards
+    """The known Teredo gap (docs/protocol.md §12.2 #21): the address embeds the mapping towards
     the server only; the symmetric NAT filters the peer's answer sent there."""
     net, _ = server_world()
     a = MiniClient(S1, net.now, seed=1)
