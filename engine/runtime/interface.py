@@ -1,8 +1,9 @@
 """The instance's own tunnel interface, as the privileged parent holds it across workers.
 
-The TUN descriptor lives as long as the parent (a worker restart keeps the interface, its name
-and its index); the rtnetlink handle (`netlink.TunnelInterface`) is made on first use, because
-making it imports pyroute2, which a client's parent does only after forking its worker.
+The TUN descriptor outlives the workers (a worker restart keeps the interface, its name and
+its index; only a reload that changes the role or `InterfaceName` makes a new one); the
+rtnetlink handle (`netlink.TunnelInterface`) is made on first use, because making it imports
+pyroute2, which a client's parent does only after forking its worker.
 """
 
 from __future__ import annotations
