@@ -53,12 +53,12 @@ class StatePaths:
 
     @property
     def timed_logs(self) -> Path:
-        """Engine output with a time on every line (written by `miredoctl.listeners.logstamp`)."""
+        """Engine output with a time on every line (written by `miredoctl.logstamp`)."""
         return self.logs / "timed"
 
     @property
     def histories(self) -> Path:
-        """Process state changes per instance (written by `miredoctl.listeners.reaper`)."""
+        """Process state changes per instance (written by `miredoctl.reaper`)."""
         return self.root / "history"
 
     @property

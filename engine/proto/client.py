@@ -9,10 +9,9 @@ prefix and address, restart discovery) and ``InterfaceDown``.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .addr import (
     ALL_NODES,
@@ -28,16 +27,22 @@ from .addr import (
 from .discovery import DISCOVERY_DEST, DISCOVERY_SOCK, LocalDiscovery
 from .events import InterfaceDown, InterfaceUp
 from .icmp_limit import IcmpErrorLimiter
-from .peers import CLIENT_GENERATION, DEFAULT_CAPACITY, SEND, Peer
+from .peers import CLIENT_GENERATION, DEFAULT_CAPACITY, NO_MAPPING, SEND, Peer
 from .pingtest import PingTest
 from .qualify import Qualifier
+from .role import DiscoveryInterface, Endpoint
 from .tunnel import TeredoTunnel
-from .wire import bubble
+from .wire import UNREACH_ADMIN_PROHIBITED, Teredo, bubble
+
+if TYPE_CHECKING:  # a type only: engine.proto never imports engine.config at run time
+    from engine.config.model import EngineConfig
 
 
 class ClientRole(TeredoTunnel):
     """A Teredo client qualifying with ``server`` (and ``server2`` as the qualifier's
-    fallback).  ``token_bytes``/``randbits`` are injected so tests are deterministic."""
+    fallback).  ``token_bytes``/``randbits`` are injected so tests are deterministic;
+    ``ping_ident`` (the ICMPv6 echo identifier of ping tests, miredo's pid) comes from the
+    runtime because reading the pid is an OS call."""
 
     def __init__(
         self,
@@ -49,14 +54,13 @@ class ClientRole(TeredoTunnel):
         local_discovery: bool = False,
         discovery_netmask: str = "255.255.255.255",
         discovery_include_global: bool = False,
-        ping_ident: int | None = None,
+        ping_ident: int = 0,
         capacity: int = DEFAULT_CAPACITY,
         generation: int = CLIENT_GENERATION,
         icmp_limiter: IcmpErrorLimiter | None = None,
         now: float = 0.0,
     ) -> None:
         super().__init__(
-            is_client=True,
             prefix=TEREDO_PREFIX,  # replaced by the prefix of the RA on InterfaceUp
             cone=False,  # a miredo client never sets the cone bit: always both bubbles
             token_bytes=token_bytes,
@@ -81,7 +85,7 @@ class ClientRole(TeredoTunnel):
         self.address: bytes | None = None
         self.mtu: int | None = None
         self.mapped: tuple[str, int] | None = None
-        self.ping = PingTest(token_bytes(16), os.getpid() if ping_ident is None else ping_ident)
+        self.ping = PingTest(token_bytes(16), ping_ident)
         self.discovery = LocalDiscovery(
             enabled=local_discovery,
             netmask=discovery_netmask,
@@ -94,9 +98,11 @@ class ClientRole(TeredoTunnel):
         self._pump(now)
 
     @classmethod
-    def from_config(cls, cfg: Any, **kw: Any) -> ClientRole:
-        """Build from an ``engine.config.EngineConfig`` (ServerAddress[2], LocalDiscovery,
-        DiscoveryNetmask); keyword arguments (``token_bytes``, ``now``...) pass through."""
+    def from_config(cls, cfg: EngineConfig, **kw: Any) -> ClientRole:
+        """Build from a client's config (ServerAddress[2], LocalDiscovery, DiscoveryNetmask);
+        keyword arguments (``token_bytes``, ``ping_ident``, ``now``...) pass through."""
+        if cfg.server_address is None:
+            raise ValueError("client: the config has no ServerAddress")
         return cls(
             server=cfg.server_address,
             server2=cfg.server_address2,
@@ -145,14 +151,52 @@ class ClientRole(TeredoTunnel):
         self.peers.clear()  # miredo: the peer list is flushed on every UP
         self.discovery.start(now)
 
-    def set_discovery_interfaces(self, ifaces: list[tuple[str, str, str]]) -> None:
+    def set_discovery_interfaces(self, ifaces: list[DiscoveryInterface]) -> None:
         """The runtime's list of ``(name, ipv4, netmask)`` to run local discovery on."""
         self.discovery.set_interfaces(ifaces)
+
+    def restart_discovery(self, now: float) -> None:
+        """A client announces itself on the LAN when it qualifies (miredo: at once, then
+        every 200-299 s).  Its first interface list can arrive after that (the parent was
+        still importing pyroute2), and that announcement then found no interface; restart the
+        round so it goes out now instead of minutes later.  Not qualified: the announcement
+        round starts when it qualifies."""
+        if self.up:
+            self.discovery.start(now)
 
     # -- hooks of the shared data path -----------------------------------------------------------
 
     def _tx_open(self) -> bool:
         return self.up
+
+    def _tx_native_dst(self, pkt: bytes, t: int) -> bool:
+        # T3: a native destination needs a Teredo source
+        if pkt[8:12] != self.prefix4:
+            self._drop("tun_src_not_teredo")
+            self.icmp_error(pkt, UNREACH_ADMIN_PROHIBITED, t)
+            return False
+        return True
+
+    def _rx_src_ok(self, teredo_src: bool) -> bool:
+        return True  # native sources go on to R10 (ping tests)
+
+    def _rx_new_peer(self, s6: bytes, src: Endpoint, t: int) -> Peer | None:
+        p = self.peers.create(s6, src, t)
+        if p is None:
+            self._drop("peer_table_full")
+        return p
+
+    def _rx_native(self, pkt: bytes, src: Endpoint, p: Peer | None, t: int) -> None:
+        """R10: a native host, or a relay we have not verified yet: queue, and ping-test it."""
+        if p is None:
+            p = self.peers.create(pkt[8:24], NO_MAPPING, t)
+            if p is None:
+                self._drop("peer_table_full")
+                return
+        self._queue(p, pkt, src)
+        p.last_rx = t
+        if p.may_send_ping(t) == SEND:
+            self._send_ping(pkt[8:24], t)
 
     def _tx_src_ok(self, pkt: bytes) -> bool:
         # T3: a native destination needs a Teredo source (checked on the fast path too)
@@ -172,7 +216,7 @@ class ClientRole(TeredoTunnel):
     def _ping_check(self, pkt: bytes, t: int) -> bool:
         return self.address is not None and self.ping.verify(pkt, self.address, t)
 
-    def _looks_local(self, s6: bytes, src: tuple[str, int]) -> bool:
+    def _looks_local(self, s6: bytes, src: Endpoint) -> bool:
         if self.mapped is None:
             return False
         return self.discovery.looks_local(s6, src, self.prefix4, self.mapped[0])
@@ -190,8 +234,8 @@ class ClientRole(TeredoTunnel):
         if self.address is not None and self.discovery.active:
             self._udp(DISCOVERY_SOCK, bubble(self.address, ALL_NODES), DISCOVERY_DEST)
 
-    def _rx_client_special(self, pkt: bytes, src: tuple[str, int], p: Peer | None,
-                           sock: int, t: int) -> bool:
+    def _rx_discovery(self, pkt: bytes, src: Endpoint, p: Peer | None, sock: int,
+                      t: int) -> bool:
         """R5: a local discovery bubble from a peer that passes the locality checks."""
         if not LocalDiscovery.is_discovery_bubble(pkt, sock):
             return False
@@ -215,7 +259,7 @@ class ClientRole(TeredoTunnel):
 
     # -- role API ----------------------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+    def receive_datagram(self, data: bytes, src: Endpoint, sock: int, now: float) -> None:
         if src[1] != TEREDO_PORT and sock != DISCOVERY_SOCK and self.up:
             # neither qualification (R1) nor our server (R3): the shared path, fast for R7
             TeredoTunnel.receive_datagram(self, data, src, sock, now)
@@ -223,29 +267,29 @@ class ClientRole(TeredoTunnel):
         c = self.counters
         c.udp_in_packets += 1
         c.udp_in_bytes += len(data)
-        tp = self._parse(data)  # R0
-        if tp is None:
+        dgram = self._parse(data)  # R0
+        if dgram is None:
             return
-        if Qualifier.is_candidate(tp, src):  # R1 (the source IPv4 is checked by the qualifier)
-            self.q.handle_ra(tp, src, now)
+        if Qualifier.is_candidate(dgram, src):  # R1 (the qualifier checks the source IPv4)
+            self.q.handle_ra(dgram, src, now)
             self._pump(now)
             return
         if not self.up:  # R2
             self._drop("rx_not_qualified")
             return
-        pkt = tp.ipv6
-        if src == self.server_ep and self._from_server(tp, pkt):  # R3
+        pkt = dgram.ipv6
+        if src == self.server_ep and self._from_server(dgram, pkt):  # R3
             return
         self._rx_packet(pkt, src, sock, now)
 
-    def _from_server(self, tp: Any, pkt: bytes) -> bool:
+    def _from_server(self, dgram: Teredo, pkt: bytes) -> bool:
         """R3; returns True when the packet was consumed."""
         is_bub = pkt[6] == 59 and pkt[4] == 0 and pkt[5] == 0
         s6 = pkt[8:24]
-        origin = tuple(tp.origin) if tp.origin is not None else None
+        origin = tuple(dgram.origin) if dgram.origin is not None else None
         if origin is None and is_bub and s6[0:4] == self.prefix4:
             origin = mapping_of(s6)  # some servers omit the origin indication
-        if origin is not None and origin != ("0.0.0.0", 0):
+        if origin is not None and origin != NO_MAPPING:
             if is_global_unicast_ipv4(origin[0]):
                 self._udp(0, bubble(pkt[24:40], s6), origin)
             else:
@@ -274,8 +318,8 @@ class ClientRole(TeredoTunnel):
 
     def next_timer(self) -> float | None:
         times = [self.q.next_timer(), self.discovery.next_timer(), TeredoTunnel.next_timer(self)]
-        times = [t for t in times if t is not None]
-        return min(times) if times else None
+        due = [when for when in times if when is not None]
+        return min(due) if due else None
 
     def status(self) -> dict[str, Any]:
         st: dict[str, Any] = dict(self.q.status())
@@ -290,7 +334,7 @@ class ClientRole(TeredoTunnel):
                     if self.mapped and self.up else None
                 ),
                 "last_qualified": self.last_qualified,
-                "peers": self.peer_status(),
+                "peers": self.peer_counts(),
                 "discovery": {
                     "enabled": self.discovery.enabled,
                     "interfaces": [n for n, _, _ in self.discovery.interfaces],

@@ -22,7 +22,13 @@ monotonic clock) and applies miredo's whole-second rules to ``int(now)``.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
+from .addr import ipv6_text
+
+#: The mapping of a peer known only by address so far: a native host behind a relay (client
+#: R10/T6), until a ping test's answer names the relay it comes through.
+NO_MAPPING = ("0.0.0.0", 0)
 #: Per-peer queue budget in bytes, incoming and outgoing packets combined (miredo MAXQUEUE).
 MAXQUEUE = 1280
 #: Default capacity: miredo built with libJudy.
@@ -127,6 +133,25 @@ class Peer:
         q.append((pkt, src))
         return True
 
+    def describe(self, key: bytes, t: int) -> dict[str, Any]:
+        """One row of the `peers` status command (docs/contracts.md §4)."""
+        q = self.queue
+        state = ("reachable" if self.valid(t) else "stale") if self.trusted else "pending"
+        ip, port = self.mapping
+        return {
+            "address": ipv6_text(key),
+            "mapping": None if self.mapping == NO_MAPPING else {"ip": ip, "port": port},
+            "state": state,
+            "trusted": self.trusted,
+            "local": self.local,
+            "last_rx": self.last_rx,
+            "last_tx": self.last_tx,
+            "queued": 0 if q is None else len(q),
+            "queued_bytes": MAXQUEUE - self.queue_left,
+            "bubbles": self.bubbles,
+            "pings": self.pings,
+        }
+
     def take_queue(self, t: int) -> deque[tuple[bytes, tuple[str, int] | None]] | None:
         """miredo's "predecap": the peer is reachable, so reset the limiters, mark it heard from
         and hand back the queued packets in arrival order (the caller sends them)."""
@@ -150,9 +175,6 @@ class PeerTable:
 
     __slots__ = (
         "_next_swap",
-        "_tick",
-        "_tick_hi",
-        "_tick_lo",
         "capacity",
         "dropped_full",
         "dying",
@@ -160,6 +182,9 @@ class PeerTable:
         "generation",
         "old",
         "recent",
+        "second",
+        "second_end",
+        "second_start",
     )
 
     def __init__(
@@ -183,9 +208,12 @@ class PeerTable:
         # Released generations still holding memory; freed gc_slice entries at a time.
         self.dying: deque[dict[bytes, Peer]] = deque()
         self._next_swap: float | None = None
-        self._tick: int = 0
-        self._tick_lo = 0.0
-        self._tick_hi = 0.0
+        # The cache behind `tick`, public so that the per-packet paths can test it inline
+        # (`second_start <= now < second_end`) and skip a method call: `second` is the whole
+        # second of every `now` in that range.  Only `tick` writes them.
+        self.second: int = 0
+        self.second_start = 0.0
+        self.second_end = 0.0
         #: lookups that would have created an entry in a full table
         self.dropped_full = 0
 
@@ -195,11 +223,11 @@ class PeerTable:
     def tick(self, now: float) -> int:
         """Whole seconds of ``now``, returning the same ``int`` object for the whole second so
         that a million peers touched in the same second share one timestamp object."""
-        if self._tick_lo <= now < self._tick_hi:
-            return self._tick
-        t = self._tick = int(now)
-        self._tick_lo = float(t) if now >= 0 else now
-        self._tick_hi = self._tick_lo + 1.0 if now >= 0 else now
+        if self.second_start <= now < self.second_end:
+            return self.second
+        t = self.second = int(now)
+        self.second_start = float(t) if now >= 0 else now
+        self.second_end = self.second_start + 1.0 if now >= 0 else now
         return t
 
     def get(self, key: bytes) -> Peer | None:
@@ -275,3 +303,19 @@ class PeerTable:
                 if p.trusted:
                     trusted += 1
         return {"count": len(self), "trusted": trusted}
+
+    def listing(self, now: float, limit: int) -> list[dict[str, Any]]:
+        """At most `limit` peers, the current generation first, for the `peers` status command.
+
+        Bounded because the status answer is written while the packet path waits, and a relay
+        may hold a million peers.  Times stay on the caller's monotonic clock (the runtime
+        converts them); a peer that was never sent to or heard from directly has no mapping.
+        """
+        t = self.tick(now)
+        out: list[dict[str, Any]] = []
+        for d in (self.recent, self.old):
+            for key, p in d.items():
+                if len(out) >= limit:
+                    return out
+                out.append(p.describe(key, t))
+        return out

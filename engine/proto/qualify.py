@@ -7,6 +7,11 @@ keeps the NAT mapping alive with periodic refreshes. It is composed into the cli
 `handle_ra`); it can also stand alone as a role-shaped object (`receive_datagram`,
 `handle_timer`, `next_timer`, `udp_out`, `events`) for tests.
 
+Where qualification stands is one value, `Qualifier.phase` (a `Phase`), changed only by
+`_enter`, which checks the move against `TRANSITIONS` (the model is h11's `_state.py`):
+whether the client is up, whether an RS is outstanding and which timer runs all follow from
+it, and the `state` word of the status JSON and of `StateChanged` is `Phase.word`.
+
 Same timers as miredo (RS every 4 s, 3 tries, 100 s back-off), with these improvements:
 
 * a fresh 8-byte nonce per RS from the injected `token_bytes` (miredo: a keyed time hash), and
@@ -34,6 +39,7 @@ malformed RA: missing/second/short PIO, prefix length, options, type/code).
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 
 from .addr import (
     LL_CLIENT,
@@ -73,6 +79,57 @@ _FIELD_REASONS = {
     "ra.pio.server": "ra_pio_server_mismatch",
     "ra.mtu": "ra_bad_mtu",
 }
+
+
+class Phase(Enum):
+    """Where qualification stands.  The value is the word the status JSON shows."""
+
+    STARTING = "starting"
+    """Built; the first RS goes out at the first timer."""
+    QUALIFYING = "qualifying"
+    """Never qualified yet; an RS is outstanding."""
+    QUALIFIED = "qualified"
+    """Up; the refresh RS is scheduled."""
+    REFRESHING = "refreshing"
+    """Up; a refresh RS is outstanding (shown as ``qualified``: nothing is wrong yet)."""
+    LOST = "lost"
+    """Was qualified, a whole streak of RSes went unanswered; an RS to a server is outstanding."""
+    BACKOFF = "backoff"
+    """Every server failed a streak in a row; the next RS waits `RESTART_DELAY`."""
+
+    @property
+    def word(self) -> str:
+        """The `state` of the status JSON and of `StateChanged`."""
+        return "qualified" if self is Phase.REFRESHING else self.value
+
+    @property
+    def up(self) -> bool:
+        """The Teredo address is usable."""
+        return self is Phase.QUALIFIED or self is Phase.REFRESHING
+
+    @property
+    def soliciting(self) -> bool:
+        """An RS is outstanding: its nonce is the only one an RA may carry, and the timer is
+        its deadline (otherwise the timer is the next RS)."""
+        return self in _SOLICITING
+
+
+_SOLICITING = frozenset({Phase.QUALIFYING, Phase.REFRESHING, Phase.LOST})
+
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    # the first RS
+    Phase.STARTING: frozenset({Phase.QUALIFYING}),
+    # an RS again (retry, other server, kick), the RA, or every server failed
+    Phase.QUALIFYING: frozenset({Phase.QUALIFYING, Phase.QUALIFIED, Phase.BACKOFF}),
+    # the refresh RS (or a kick)
+    Phase.QUALIFIED: frozenset({Phase.REFRESHING}),
+    # the RA, a retry/kick, or the streak failed: the other server at once, or back-off
+    Phase.REFRESHING: frozenset({Phase.REFRESHING, Phase.QUALIFIED, Phase.LOST, Phase.BACKOFF}),
+    Phase.LOST: frozenset({Phase.LOST, Phase.QUALIFIED, Phase.BACKOFF}),
+    # the RS after the back-off (or a kick)
+    Phase.BACKOFF: frozenset({Phase.QUALIFYING, Phase.LOST}),
+}
+"""Every move `Qualifier._enter` accepts; anything else is a bug and raises."""
 
 
 def check_server_address(ip: str, what: str = "ServerAddress") -> str:
@@ -115,9 +172,7 @@ class Qualifier:
         self.counters = counters if counters is not None else Counters()
         self.sock = sock
 
-        self.state = "starting"
-        self.up = False
-        self.ever_up = False
+        self.phase = Phase.STARTING
         self.address: bytes | None = None  # None while down
         self.mapping: tuple[str, int] | None = None
         self.mtu: int | None = None
@@ -126,16 +181,29 @@ class Qualifier:
         self.last_error = ""
         self._server_idx = 0
         self._last_address: bytes | None = None  # survives a DOWN: flags stay if it returns
-        self._nonce: bytes | None = None
+        self._nonce: bytes | None = None  # the outstanding RS's, while `phase.soliciting`
         self._rs_sent_at: float | None = None
-        self._deadline: float | None = None
-        self._next_rs: float | None = now
+        self._timer: float | None = now  # the RA deadline while soliciting, else the next RS
         self._failures = 0  # unanswered RSes in the current streak
         self._failed_streaks = 0  # consecutive failed streaks (alternating servers)
         self.rs_sent = 0
         self.ra_accepted = 0
 
     # -- public view -----------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """The phase as the status JSON words it."""
+        return self.phase.word
+
+    @property
+    def up(self) -> bool:
+        return self.phase.up
+
+    @property
+    def ever_up(self) -> bool:
+        """Qualified at least once (an RS after that is "lost", not "qualifying")."""
+        return self._last_address is not None
+
     @property
     def server(self) -> str:
         """The server address in use (RSes go there; the address embeds it)."""
@@ -147,7 +215,7 @@ class Qualifier:
 
     @property
     def outstanding_nonce(self) -> bytes | None:
-        return self._nonce
+        return self._nonce if self.phase.soliciting else None
 
     def status(self) -> dict[str, object]:
         return {
@@ -200,13 +268,14 @@ class Qualifier:
 
     # -- time ------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
-        return self._deadline if self._nonce is not None else self._next_rs
+        return self._timer
 
     def handle_timer(self, now: float) -> None:
-        if self._nonce is not None:
-            if self._deadline is not None and now >= self._deadline:
-                self._rs_timed_out(now)
-        elif self._next_rs is not None and now >= self._next_rs:
+        if self._timer is None or now < self._timer:
+            return
+        if self.phase.soliciting:
+            self._rs_timed_out(now)
+        else:
             self._send_rs(now)
 
     def _send_rs(self, now: float) -> None:
@@ -215,19 +284,18 @@ class Qualifier:
             raise ValueError(f"token_bytes(8) returned {len(nonce)} bytes")
         self._nonce = nonce
         self._rs_sent_at = now
-        self._deadline = now + QUALIFICATION_DELAY
-        self._next_rs = None
+        self._timer = now + QUALIFICATION_DELAY
         payload = router_solicitation(nonce)
         # traffic totals are the composing role's (it counts what it moves to its own lists);
         # we count RSes in `rs_sent` and RA drops in `counters.drops`
         self.udp_out.append((self.sock, payload, (self.server, TEREDO_PORT)))
         self.rs_sent += 1
         if self.up:
-            self._set_state("qualified", f"refreshing with {self.server}")
+            self._enter(Phase.REFRESHING, f"refreshing with {self.server}")
         elif self.ever_up:
-            self._set_state("lost", f"soliciting {self.server}")
+            self._enter(Phase.LOST, f"soliciting {self.server}")
         else:
-            self._set_state("qualifying", f"soliciting {self.server}")
+            self._enter(Phase.QUALIFYING, f"soliciting {self.server}")
 
     def _rs_timed_out(self, now: float) -> None:
         self._nonce = None
@@ -241,51 +309,56 @@ class Qualifier:
         failed = self.server
         self.last_error = f"no reply from Teredo server {failed}"
         if self.up:
-            self.up = False
             self.address = None
             self.events.append(InterfaceDown())
             self.events.append(ServerLost())
-            self._set_state("lost", f"lost Teredo connectivity with {failed}")
+            self._enter(Phase.LOST, f"lost Teredo connectivity with {failed}")
         if len(self.servers) > 1:
             self._server_idx ^= 1
         if self._failed_streaks % len(self.servers):
             self._send_rs(now)  # the other server, at once
             return
         assert self._rs_sent_at is not None
-        self._next_rs = self._rs_sent_at + RESTART_DELAY
-        self._set_state("backoff", f"no reply from {failed}; retrying in {RESTART_DELAY:g} s")
+        self._timer = self._rs_sent_at + RESTART_DELAY
+        self._enter(Phase.BACKOFF, f"no reply from {failed}; retrying in {RESTART_DELAY:g} s")
 
     def _refresh_delay(self) -> float:
         u = self._randbits(32) / 2**32  # uniform in [0, 1)
         return REFRESH_DELAY * (REFRESH_JITTER_MIN + (1.0 - REFRESH_JITTER_MIN) * u)
 
-    def _set_state(self, state: str, detail: str) -> None:
-        if state != self.state:
-            self.state = state
-            self.events.append(StateChanged(state, detail))
+    def _enter(self, phase: Phase, detail: str) -> None:
+        """The one place `phase` changes; a `StateChanged` when the shown word changes."""
+        old = self.phase
+        if phase not in TRANSITIONS[old]:
+            raise AssertionError(f"qualification: no move from {old.name} to {phase.name}")
+        self.phase = phase
+        if phase.word != old.word:
+            self.events.append(StateChanged(phase.word, detail))
 
     # -- input -----------------------------------------------------------------------------------
     @staticmethod
-    def is_candidate(t: Teredo, src: tuple[str, int]) -> bool:
+    def is_candidate(dgram: Teredo, src: tuple[str, int]) -> bool:
         """§3.3 step 1: what the client hands to `handle_ra` (and then does not process further).
 
         From port 3544, with an auth header, to fe80::ffff:ffff:ffff; the source IPv4 is
         checked later so that a spoofed RA is consumed, never delivered.
         """
-        return src[1] == TEREDO_PORT and t.auth is not None and t.ipv6[24:40] == LL_CLIENT
+        return (
+            src[1] == TEREDO_PORT and dgram.auth is not None and dgram.ipv6[24:40] == LL_CLIENT
+        )
 
-    def handle_ra(self, t: Teredo, src: tuple[str, int], now: float) -> bool:
+    def handle_ra(self, dgram: Teredo, src: tuple[str, int], now: float) -> bool:
         """Validate a candidate RA; returns True when it was accepted."""
         c = self.counters
         nonce = self._nonce
-        if nonce is None:
+        if not self.phase.soliciting or nonce is None:
             c.drop("ra_unexpected")
             return False
         if src[0] != self.server:
             c.drop("ra_wrong_server")
             return False
         try:
-            ra = accept_router_advertisement(t, nonce, self.server)
+            ra = accept_router_advertisement(dgram, nonce, self.server)
         except ParseError as e:
             c.drop(_FIELD_REASONS.get(e.field, "ra_invalid"))
             self.last_error = f"router advertisement from {src[0]} rejected: {e}"
@@ -311,13 +384,11 @@ class Qualifier:
         self._last_address = address
         self.last_qualified = now
         self.last_error = ""
-        self.up = True
-        self.ever_up = True
         if changed:
             self.events.append(InterfaceUp(address, mtu))
-        self._set_state("qualified", f"{ipv6_text(address)} via {self.server}")
+        self._enter(Phase.QUALIFIED, f"{ipv6_text(address)} via {self.server}")
         assert self._rs_sent_at is not None
-        self._next_rs = self._rs_sent_at + self._refresh_delay()
+        self._timer = self._rs_sent_at + self._refresh_delay()
         return True
 
     def receive_datagram(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
@@ -327,12 +398,12 @@ class Qualifier:
         c.udp_in_packets += 1
         c.udp_in_bytes += len(data)
         try:
-            t = parse_datagram(data)
+            dgram = parse_datagram(data)
         except ParseError:
             c.drop("malformed")
             return
-        if self.is_candidate(t, src):
-            self.handle_ra(t, src, now)
+        if self.is_candidate(dgram, src):
+            self.handle_ra(dgram, src, now)
         else:
             c.drop("not_qualification")
 

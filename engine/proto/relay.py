@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .addr import LL_CLIENT, TEREDO_PREFIX, ipv6_text
 from .icmp_limit import IcmpErrorLimiter
 from .peers import DEFAULT_CAPACITY, RELAY_GENERATION
 from .tunnel import TeredoTunnel
+
+if TYPE_CHECKING:  # a type only: engine.proto never imports engine.config at run time
+    from engine.config.model import EngineConfig
 
 CONE_OF_RELAY_TYPE = {"relay": True, "cone": True, "restricted": False}
 """The RelayType words that make a relay, and whether each is a cone relay (indirect bubbles
@@ -56,7 +59,6 @@ class RelayRole(TeredoTunnel):
                 f"relay: RelayType {relay_type!r}: expected one of {', '.join(CONE_OF_RELAY_TYPE)}"
             )
         super().__init__(
-            is_client=False,
             prefix=prefix,
             cone=CONE_OF_RELAY_TYPE[relay_type],
             token_bytes=token_bytes,
@@ -73,9 +75,9 @@ class RelayRole(TeredoTunnel):
         self.icmp_sources: list[bytes] = []
 
     @classmethod
-    def from_config(cls, cfg: Any, **kw: Any) -> RelayRole:
-        """Build from an ``engine.config.EngineConfig`` (``RelayType``, ``Prefix``,
-        ``InterfaceMTU``); keyword arguments (``token_bytes``, ``now``...) pass through."""
+    def from_config(cls, cfg: EngineConfig, **kw: Any) -> RelayRole:
+        """Build from a relay's config (``RelayType``, ``Prefix``, ``InterfaceMTU``); keyword
+        arguments (``token_bytes``, ``now``...) pass through."""
         return cls(relay_type=cfg.relay_type, prefix=cfg.prefix, mtu=cfg.interface_mtu, **kw)
 
     def set_icmp_sources(self, sources: list[bytes]) -> None:
@@ -97,7 +99,7 @@ class RelayRole(TeredoTunnel):
             "state": "running",
             "prefix": f"{ipv6_text(prefix16)}/32",
             "mtu": self.mtu,
-            "peers": self.peer_status(),
+            "peers": self.peer_counts(),
             "icmp_errors_sent": self.icmp_sent,
             "icmp_sources": [ipv6_text(a) for a in self.icmp_sources],
             "counters": self.counters.as_dict(),

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .addr import (
     ALL_ROUTERS,
@@ -78,6 +78,7 @@ from .counters import Counters
 from .errors import ParseError
 from .events import Event, StateChanged
 from .ratelimit import GlobalLimiter, KeyedLimiter, Rate
+from .role import Endpoint, RoleBase, UdpDatagram
 from .wire import (
     AUTH_MIN_LEN,
     ICMP6_ECHO_REQUEST,
@@ -90,6 +91,9 @@ from .wire import (
     parse_datagram,
     router_advertisement,
 )
+
+if TYPE_CHECKING:  # a type only: engine.proto never imports engine.config at run time
+    from engine.config.model import EngineConfig
 
 MAX_RELAYED_ICMPV6 = 88
 """ICMPv6 payload bytes a server relays at most (A4): enough for ping tests, useless for abuse."""
@@ -142,14 +146,14 @@ class ServerLimits:
                    forward_per_destination=none)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> ServerLimits:
+    def from_config(cls, cfg: EngineConfig) -> ServerLimits:
         """`ServerRateLimit`, the rate directives and `ServerRateSources` over the defaults."""
-        if not getattr(cfg, "server_rate_limit", True):
+        if not cfg.server_rate_limit:
             return cls.unlimited()
         changes: dict[str, Any] = {
-            name: Rate(rate, burst) for name, rate, burst in getattr(cfg, "server_rates", ())
+            name: Rate(rate, burst) for name, rate, burst in cfg.server_rates
         }
-        sources = getattr(cfg, "server_rate_sources", None)
+        sources = cfg.server_rate_sources
         if sources is not None:
             changes["max_sources"] = sources
         return replace(cls(), **changes)
@@ -165,7 +169,7 @@ def _check_ipv4(name: str, ip: str) -> str:
     return ip
 
 
-class ServerRole:
+class ServerRole(RoleBase):
     """A Teredo server on two UDP sockets (0: primary, 1: secondary) plus raw IPv6 output."""
 
     role = "server"
@@ -198,7 +202,8 @@ class ServerRole:
         self._primary_packed = ipv4_pack(self.primary)
         self._own = {(self.primary, TEREDO_PORT), (self.secondary, TEREDO_PORT)}
         self.set_limits(limits or ServerLimits(), now)
-        self.udp_out: list[tuple[int, bytes, tuple[str, int]]] = []
+        self.udp_out: list[UdpDatagram] = []
+        self.tun_out: list[bytes] = []  # stays empty: a server has no TUN device
         self.raw6_out: list[bytes] = []
         self.events: list[Event] = [StateChanged("running", f"serving on {self.primary}")]
         self.counters = Counters()
@@ -218,26 +223,30 @@ class ServerRole:
         self.raw6_total = GlobalLimiter(lim.raw6_total, now)
 
     @classmethod
-    def from_config(cls, cfg: Any, *, now: float = 0.0, limits: ServerLimits | None = None):
-        """Build from `engine.config.EngineConfig` (server mode); the limits come from the
-        config's rate directives unless given."""
+    def from_config(
+        cls, cfg: EngineConfig, *, now: float = 0.0, limits: ServerLimits | None = None
+    ) -> ServerRole:
+        """Build from a server's config; the limits come from the config's rate directives
+        unless given."""
+        if cfg.server_bind_address is None:
+            raise ValueError("server: the config has no ServerBindAddress")
         return cls(
             cfg.server_bind_address,
-            getattr(cfg, "server_bind_address2", None),
-            getattr(cfg, "prefix", TEREDO_PREFIX),
-            getattr(cfg, "interface_mtu", MIN_MTU),
+            cfg.server_bind_address2,
+            cfg.prefix,
+            cfg.interface_mtu,
             now=now,
             limits=limits if limits is not None else ServerLimits.from_config(cfg),
         )
 
-    def reconfigure(self, cfg: Any, now: float) -> bool:
+    def reconfigure(self, cfg: EngineConfig, now: float) -> bool:
         """SIGHUP: new rate limits apply in place; anything else needs a new worker."""
-        secondary = getattr(cfg, "server_bind_address2", None) or self.secondary
+        secondary = cfg.server_bind_address2 or self.secondary
         same = (
             cfg.server_bind_address == self.primary
             and secondary == self.secondary
-            and getattr(cfg, "prefix", TEREDO_PREFIX) == self.prefix
-            and getattr(cfg, "interface_mtu", MIN_MTU) == self.mtu
+            and cfg.prefix == self.prefix
+            and cfg.interface_mtu == self.mtu
         )
         if not same:
             return False
@@ -247,16 +256,16 @@ class ServerRole:
         return True
 
     # -- input ---------------------------------------------------------------------------------
-    def receive_datagram(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+    def receive_datagram(self, data: bytes, src: Endpoint, sock: int, now: float) -> None:
         c = self.counters
         c.udp_in_packets += 1
         c.udp_in_bytes += len(data)
         try:
-            t = parse_datagram(data)
+            dgram = parse_datagram(data)
         except ParseError:
             c.drop("s1_malformed")
             return
-        pkt = t.ipv6
+        pkt = dgram.ipv6
         nh = pkt[6]
         plen = (pkt[4] << 8) | pkt[5]
         bubble = is_bubble(pkt)
@@ -301,7 +310,7 @@ class ServerRole:
         # A2: router discovery
         if ip_dst == ALL_ROUTERS or ip_dst == self.link_local:
             if nh == NH_ICMPV6 and plen >= 8 and pkt[40] == ND_ROUTER_SOLICIT:
-                self._answer_rs(t.auth.nonce if t.auth else None, ip_src, src, sock, now)
+                self._answer_rs(dgram.auth.nonce if dgram.auth else None, ip_src, src, sock, now)
             else:
                 c.drop("a2_not_rs")
             return
@@ -343,7 +352,7 @@ class ServerRole:
         if not is_global_unicast_ipv4_int(mapped_ipv4_int(ip_dst)):
             c.drop("a6_mapped_not_global")
             return
-        if t.trailer_len > MAX_RELAYED_TRAILER:
+        if dgram.trailer_len > MAX_RELAYED_TRAILER:
             c.drop("a6_trailer_too_long")
             return
         if not (self.forward_limiter.allow(src_ip, now) and self.forward_total.allow(now)):
@@ -353,7 +362,7 @@ class ServerRole:
         if not self.forward_dest_limiter.allow(dst_map[0], now):
             c.drop("forward_destination_rate_limited")
             return
-        payload = Origin(src_ip, src[1]).pack() + t.remainder  # trailers travel on
+        payload = Origin(src_ip, src[1]).pack() + dgram.remainder  # trailers travel on
         self.udp_out.append((SOCK_PRIMARY, payload, dst_map))
         c.udp_out_packets += 1
         c.udp_out_bytes += len(payload)
@@ -363,7 +372,7 @@ class ServerRole:
         self,
         nonce: bytes | None,
         rs_src: bytes,
-        src: tuple[str, int],
+        src: Endpoint,
         sock: int,
         now: float,
     ) -> None:

@@ -1,9 +1,11 @@
 """The Teredo data path shared by the client and the relay (spec §5.5, §5.6, §5.8, §5.9).
 
 ``TeredoTunnel`` implements the transmit path T0–T8 (a packet read from the TUN device) and the
-receive path R0/R4–R11 (a datagram from the UDP socket) once, parameterised by role; the client
-(`client.py`) adds qualification, the ping test and local discovery around it, the relay
-(`relay.py`) only fixes the parameters.
+receive path R0/R4–R11 (a datagram from the UDP socket) once; where the client and the relay
+differ, the path calls a hook method that each subclass overrides (the client, `client.py`,
+adds qualification, the ping test and local discovery through them; the relay, `relay.py`,
+refuses what a relay must not forward).  There is no role flag: a rule that differs is a
+hook.
 
 The hot path
 ------------
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 from .addr import (
     LL_CLIENT,
@@ -44,37 +47,34 @@ from .errors import ParseError
 from .icmp_limit import IcmpErrorLimiter
 from .peers import (
     LATER,
+    NO_MAPPING,
     SEND,
     VALID_SECONDS,
     Peer,
     PeerTable,
 )
+from .role import Endpoint, RoleBase, UdpDatagram
 from .wire import (
     UNREACH_ADDRESS,
-    UNREACH_ADMIN_PROHIBITED,
     bubble,
     dest_unreachable,
     icmp_error_allowed,
     parse_datagram,
 )
 
-NO_MAPPING = ("0.0.0.0", 0)
-
 _FE80 = LL_PREFIX  # fe80::/64, the prefix of hole-punching bubble sources
 
 
-class TeredoTunnel:
-    """Shared TX/RX path; subclasses set the role parameters.
+class TeredoTunnel(RoleBase):
+    """Shared TX/RX path; subclasses override the hooks where client and relay differ.
 
     ``prefix`` is the 32-bit Teredo prefix (relay: configured; client: learned from the RA);
-    ``cone`` says whether our own flags carry the cone bit (a cone relay sends no direct bubble);
-    ``is_client`` selects the client variants of T2/T3/T6/T7 and R8/R10.
+    ``cone`` says whether our own flags carry the cone bit (a cone relay sends no direct bubble).
     """
 
     def __init__(
         self,
         *,
-        is_client: bool,
         prefix: int,
         cone: bool,
         token_bytes: Callable[[int], bytes],
@@ -83,12 +83,12 @@ class TeredoTunnel:
         icmp_limiter: IcmpErrorLimiter | None = None,
         icmp_source: bytes = LL_CLIENT,
     ) -> None:
-        self.is_client = is_client
         self.cone = cone
         self.set_prefix(prefix)
         self.peers = PeerTable(capacity=capacity, generation=generation)
-        self.udp_out: list[tuple[int, bytes, tuple[str, int]]] = []
+        self.udp_out: list[UdpDatagram] = []
         self.tun_out: list[bytes] = []
+        self.raw6_out: list[bytes] = []  # stays empty: only a server writes raw IPv6
         self.events: list[object] = []
         self.counters = Counters()
         self.icmp = icmp_limiter if icmp_limiter is not None else IcmpErrorLimiter()
@@ -105,30 +105,57 @@ class TeredoTunnel:
         self.prefix = prefix
         self.prefix4 = prefix.to_bytes(4, "big")
 
-    # -- hooks the client overrides ---------------------------------------------------------
+    # -- hooks: where the client and the relay differ ---------------------------------------
+    # The defaults are the relay's behaviour where it has one and "not applicable" elsewhere;
+    # the client overrides what qualification, ping tests and local discovery add.
 
     def _tx_open(self) -> bool:
         """T2: whether the tunnel may transmit at all (the client must be qualified)."""
         return True
 
-    def _rx_client_special(self, pkt: bytes, src: tuple[str, int], p: Peer | None,
-                           sock: int, t: int) -> bool:
-        """R5 (client only): consume a local discovery bubble; True when consumed."""
+    def _tx_native_dst(self, pkt: bytes, t: int) -> bool:
+        """T3 for a destination outside the Teredo prefix: True to go on to T4/T6 (a client
+        reaches native hosts through ping tests); a relay refuses, as here."""
+        self._drop("tun_dst_not_teredo")
+        self.icmp_error(pkt, UNREACH_ADDRESS, t)
+        return False
+
+    def _rx_src_ok(self, teredo_src: bool) -> bool:
+        """R3': a relay takes only Teredo sources (the client checks natives at R10)."""
+        if not teredo_src:
+            self._drop("rx_src_not_teredo")
+        return teredo_src
+
+    def _rx_discovery(self, pkt: bytes, src: Endpoint, p: Peer | None, sock: int,
+                      t: int) -> bool:
+        """R5: consume a local discovery bubble; True when consumed (a relay runs none)."""
         return False
 
     def _ping_check(self, pkt: bytes, t: int) -> bool:
-        """R8 (client only): whether ``pkt`` answers one of our ping tests."""
+        """R8: whether ``pkt`` answers one of our ping tests (a relay sends none)."""
         return False
 
-    def _looks_local(self, s6: bytes, src: tuple[str, int]) -> bool:
-        """R9c (client only, §9)."""
+    def _looks_local(self, s6: bytes, src: Endpoint) -> bool:
+        """R9c (§9): whether an unknown Teredo source is a peer on our LAN (relay: never)."""
         return False
+
+    def _rx_new_peer(self, s6: bytes, src: Endpoint, t: int) -> Peer | None:
+        """R9 for a source with no entry: a relay learns peers only by sending to them (T8),
+        so it drops the packet; the client creates the entry."""
+        self._drop("rx_unknown_peer")
+        return None
+
+    def _rx_native(self, pkt: bytes, src: Endpoint, p: Peer | None, t: int) -> None:
+        """R10/R11: a packet from outside the Teredo prefix that R7/R8 did not take.  A relay
+        never gets here (R3' dropped it); R11 is its rule should R3' ever change."""
+        self._drop("rx_native_src")
 
     def _send_ping(self, dst6: bytes, t: int) -> None:
-        """T6/R10 (client only): send a ping test towards the native host ``dst6``."""
+        """T6/R10: send a ping test towards the native host ``dst6`` (a relay sends none)."""
 
     def _local_bubbles(self, p: Peer, dst6: bytes) -> None:
-        """T7 (client only): the direct bubble to a local peer and a discovery round."""
+        """T7: the direct bubble to a local peer and a discovery round (only a client has
+        local peers)."""
 
     # -- the bubble token (§5.8) -----------------------------------------------------------------
 
@@ -141,7 +168,7 @@ class TeredoTunnel:
 
     # -- output helpers --------------------------------------------------------------------------
 
-    def _udp(self, sock: int, payload: bytes, dst: tuple[str, int]) -> None:
+    def _udp(self, sock: int, payload: bytes, dst: Endpoint) -> None:
         self.udp_out.append((sock, payload, dst))
         c = self.counters
         c.udp_out_packets += 1
@@ -181,7 +208,10 @@ class TeredoTunnel:
             p = self.peers.recent.get(pkt[24:40])
             if p is not None and p.trusted and self._tx_open():
                 peers = self.peers
-                t = peers._tick if peers._tick_lo <= now < peers._tick_hi else peers.tick(now)
+                if peers.second_start <= now < peers.second_end:  # tick(now), inlined
+                    t = peers.second
+                else:
+                    t = peers.tick(now)
                 if t - p.last_rx <= VALID_SECONDS and not p.local and self._tx_src_ok(pkt):
                     # T5 for a trusted, valid peer: the hot path
                     p.last_tx = t
@@ -214,13 +244,7 @@ class TeredoTunnel:
             return
         teredo_dst = dst6[0:4] == self.prefix4
         if not teredo_dst:  # T3
-            if not self.is_client:
-                self._drop("tun_dst_not_teredo")
-                self.icmp_error(pkt, UNREACH_ADDRESS, t)
-                return
-            if pkt[8:12] != self.prefix4:
-                self._drop("tun_src_not_teredo")
-                self.icmp_error(pkt, UNREACH_ADMIN_PROHIBITED, t)
+            if not self._tx_native_dst(pkt, t):
                 return
         else:
             # the server IPv4 in bytes 4-7, checked as an int (0.0.0.0 is not global either)
@@ -237,7 +261,7 @@ class TeredoTunnel:
             p.last_tx = t
             self._udp(0, pkt, p.mapping)
             return
-        if not teredo_dst:  # T6 (client only: the relay returned at T3)
+        if not teredo_dst:  # T6 (a relay returned at T3)
             self._queue(p, pkt, None)
             r = p.may_send_ping(t)
             if r == SEND:
@@ -246,7 +270,7 @@ class TeredoTunnel:
                 self._drop("ping_limit")
                 self.icmp_error(pkt, UNREACH_ADDRESS, t)
             return
-        if self.is_client and p.local and p.valid(t):  # T7
+        if p.local and p.valid(t):  # T7 (only a client's discovery makes local peers)
             self._queue(p, pkt, None)
             r = p.may_send_bubble(t)
             if r == SEND:
@@ -272,7 +296,7 @@ class TeredoTunnel:
             self._drop("bubble_limit")
             self.icmp_error(pkt, UNREACH_ADDRESS, t)
 
-    def _queue(self, p: Peer, pkt: bytes, src: tuple[str, int] | None) -> None:
+    def _queue(self, p: Peer, pkt: bytes, src: Endpoint | None) -> None:
         if not p.enqueue(pkt, src):
             self._drop("queue_full")
 
@@ -293,7 +317,7 @@ class TeredoTunnel:
 
     # -- receive path (§5.6) ---------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+    def receive_datagram(self, data: bytes, src: Endpoint, sock: int, now: float) -> None:
         """A datagram from the UDP socket (relay entry point; the client wraps it)."""
         c = self.counters
         n = len(data)
@@ -307,7 +331,10 @@ class TeredoTunnel:
                 if p is not None and p.trusted and p.mapping == src and p.queue is None:
                     # R7: predecap + deliver
                     peers = self.peers
-                    t = peers._tick if peers._tick_lo <= now < peers._tick_hi else peers.tick(now)
+                    if peers.second_start <= now < peers.second_end:  # tick(now), inlined
+                        t = peers.second
+                    else:
+                        t = peers.tick(now)
                     p.last_rx = t
                     if p.bubbles:
                         p.bubbles = 0
@@ -331,25 +358,24 @@ class TeredoTunnel:
             self._drop("parse_error")
             return None
 
-    def _rx(self, data: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+    def _rx(self, data: bytes, src: Endpoint, sock: int, now: float) -> None:
         """The general receive path for the relay: R0, R3', R4, R6, R7, R9, R11."""
-        tp = self._parse(data)  # R0
-        if tp is None:
+        dgram = self._parse(data)  # R0
+        if dgram is None:
             return
-        self._rx_packet(tp.ipv6, src, sock, now)
+        self._rx_packet(dgram.ipv6, src, sock, now)
 
-    def _rx_packet(self, pkt: bytes, src: tuple[str, int], sock: int, now: float) -> None:
+    def _rx_packet(self, pkt: bytes, src: Endpoint, sock: int, now: float) -> None:
         """R3' .. R11 on the IPv6 packet (exactly 40+plen bytes) of a parsed datagram."""
         self._last_now = now
         peers = self.peers
         t = peers.tick(now)
         s6 = pkt[8:24]
         teredo_src = s6[0:4] == self.prefix4
-        if not self.is_client and not teredo_src:  # R3'
-            self._drop("rx_src_not_teredo")
+        if not self._rx_src_ok(teredo_src):  # R3'
             return
         p = peers.get(s6)  # R4
-        if self.is_client and self._rx_client_special(pkt, src, p, sock, t):  # R5
+        if self._rx_discovery(pkt, src, p, sock, t):  # R5
             return
         if pkt[24] == 0xFF:  # R6
             self._drop("rx_dst_multicast")
@@ -360,7 +386,7 @@ class TeredoTunnel:
             if not is_bub:
                 self._deliver(pkt)
             return
-        if p is not None and self.is_client and self._ping_check(pkt, t):  # R8
+        if p is not None and self._ping_check(pkt, t):  # R8
             p.trusted = True
             p.mapping = src
             self._flush(p, t)
@@ -368,7 +394,7 @@ class TeredoTunnel:
         if teredo_src:  # R9
             local = False
             ok = mapping_of(s6) == src  # (a)
-            if not ok and self.is_client:
+            if not ok:  # (b) and (c): only a client has local peers
                 if p is not None:
                     ok = p.local and p.mapping == src  # (b)
                 else:
@@ -380,12 +406,8 @@ class TeredoTunnel:
                 self._drop("rx_mapping_mismatch")
                 return
             if p is None:
-                if not self.is_client:
-                    self._drop("rx_unknown_peer")
-                    return
-                p = peers.create(s6, src, t)
+                p = self._rx_new_peer(s6, src, t)
                 if p is None:
-                    self._drop("peer_table_full")
                     return
                 p.local = local
             p.mapping = src
@@ -394,18 +416,7 @@ class TeredoTunnel:
             if not is_bub:
                 self._deliver(pkt)
             return
-        if self.is_client:  # R10: a native host, or a relay we have not verified yet
-            if p is None:
-                p = peers.create(s6, NO_MAPPING, t)
-                if p is None:
-                    self._drop("peer_table_full")
-                    return
-            self._queue(p, pkt, src)
-            p.last_rx = t
-            if p.may_send_ping(t) == SEND:
-                self._send_ping(s6, t)
-            return
-        self._drop("rx_native_src")  # R11
+        self._rx_native(pkt, src, p, t)  # R10 (client) / R11 (relay)
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -421,5 +432,10 @@ class TeredoTunnel:
             return self._last_now + 0.01
         return t
 
-    def peer_status(self) -> dict[str, int]:
+    def peer_counts(self) -> dict[str, int]:
         return self.peers.counts()
+
+    def list_peers(self, now: float, limit: int) -> dict[str, Any]:
+        rows = self.peers.listing(now, limit)
+        counts = self.peers.counts()
+        return {**counts, "truncated": counts["count"] > len(rows), "peers": rows}

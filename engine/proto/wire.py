@@ -446,14 +446,14 @@ def router_advertisement(
     return build_datagram(ipv6, Auth(nonce=bytes(8) if nonce is None else bytes(nonce)), origin)
 
 
-def parse_router_advertisement(t: Teredo) -> RouterAdvertisement:
+def parse_router_advertisement(dgram: Teredo) -> RouterAdvertisement:
     """The RA content checks a miredo client applies (§3.3 steps 4-6).
 
     Raises ParseError naming the failing field. The caller still matches the nonce and the
     confirmation byte, requires an origin and checks `ra.server` against the server it asked
     (steps 2.1-2.3 and 2.7); `accept_router_advertisement` does all of it.
     """
-    pkt = _as_ipv6(t.ipv6)
+    pkt = _as_ipv6(dgram.ipv6)
     if pkt[6] != NH_ICMPV6:
         raise ParseError("ipv6.next_header", f"{pkt[6]}, RA needs 58 (ICMPv6)")
     plen = ipv6_plen(pkt)
@@ -503,28 +503,28 @@ def parse_router_advertisement(t: Teredo) -> RouterAdvertisement:
     return RouterAdvertisement(
         prefix8=prefix8,
         mtu=mtu,
-        nonce=t.auth.nonce if t.auth is not None else None,
-        confirmation=t.auth.confirmation if t.auth is not None else 0,
-        origin=t.origin,
+        nonce=dgram.auth.nonce if dgram.auth is not None else None,
+        confirmation=dgram.auth.confirmation if dgram.auth is not None else 0,
+        origin=dgram.origin,
         retrans_timer=retrans,
     )
 
 
-def accept_router_advertisement(t: Teredo, nonce: bytes, server: str) -> RouterAdvertisement:
+def accept_router_advertisement(dgram: Teredo, nonce: bytes, server: str) -> RouterAdvertisement:
     """All of a miredo client's RA validation (§3.3 step 2), in miredo's order.
 
     `nonce` is the outstanding RS nonce and `server` the IPv4 the RS was sent to. Step 1 (UDP
     source port 3544, auth present, dst fe80::ffff:ffff:ffff) is the caller's dispatch.
     """
-    if t.auth is None:
+    if dgram.auth is None:
         raise ParseError("auth", "RA without authentication header")
-    if t.auth.nonce != nonce:
+    if dgram.auth.nonce != nonce:
         raise ParseError("auth.nonce", "does not match the outstanding router solicitation")
-    if t.auth.confirmation != 0:
+    if dgram.auth.confirmation != 0:
         raise ParseError("auth.confirmation", "authentication with server failed")
-    if t.origin is None or t.origin.ip == "0.0.0.0":
+    if dgram.origin is None or dgram.origin.ip == "0.0.0.0":
         raise ParseError("origin", "RA without origin indication")
-    ra = parse_router_advertisement(t)
+    ra = parse_router_advertisement(dgram)
     if ra.prefix8[4:8] != ipv4_pack(server):
         raise ParseError("ra.pio.server", f"names server {ra.server}, we asked {server}")
     return ra

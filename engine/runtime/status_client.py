@@ -12,12 +12,8 @@ import sys
 import time
 from typing import Any
 
+from engine.options import status_socket_path
 from engine.runtime.status_server import query
-
-try:
-    from engine.options import status_socket_path
-except ImportError:  # pragma: no cover - the CLI side lands separately
-    status_socket_path = None  # type: ignore[assignment]
 
 
 def resolve_path(opts: Any) -> str:
@@ -32,10 +28,7 @@ def resolve_path(opts: Any) -> str:
         directive, role = config.status_socket, config.role
     except Exception:  # an unreadable config still lets us try the pid-file rule
         pass
-    pidfile = getattr(opts, "pidfile", None)
-    if status_socket_path is not None:
-        return status_socket_path(None, directive, pidfile, role)
-    return directive or f"/run/teredo-engine/{role}.sock"
+    return status_socket_path(None, directive, getattr(opts, "pidfile", None), role)
 
 
 def _bytes(n: int) -> str:

@@ -28,14 +28,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.proto import events as ev
+from engine.proto.role import PEERS_LISTED, DiscoveryInterface, Role
 from engine.runtime import channel, hostfacts
 from engine.runtime.logsetup import get_logger, set_facility
 from engine.runtime.loop import Loop
-from engine.runtime.privsep import Account, PrivsepError, drop_privileges
-from engine.runtime.signals import set_parent_death_signal
 from engine.runtime.status_server import StatusServer
 
 MONOTONIC_STATUS_KEYS = ("last_qualified", "last_change", "server_last_seen")
@@ -54,14 +53,19 @@ GSO_MAX_BYTES = 65000
 GSO_FATAL = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
 """errnos that say this path cannot do UDP GSO (no checksum offload, MTU, old kernel)."""
 
+if TYPE_CHECKING:
+    from engine.config.model import EngineConfig
+
 log = get_logger()
 
 
-def build_role(config: Any, now: float) -> Any:
+def build_role(config: EngineConfig, now: float) -> Role:
     """The role object for `config.role`, seeded with the CSPRNG for flags, nonces and keys.
 
     Each role module offers ``from_config(cfg, **kw)``; the keywords differ by role (a
-    server needs no randomness), so only the ones a role takes are passed.
+    server needs no randomness), so only the ones a role takes are passed.  A client's ping
+    tests carry our pid as the echo identifier, as miredo's do; the protocol core reads no
+    process state, so it comes from here.
     """
     if config.role == "server":
         from engine.proto.server import ServerRole
@@ -71,14 +75,18 @@ def build_role(config: Any, now: float) -> Any:
         from engine.proto.client import ClientRole
 
         return ClientRole.from_config(
-            config, randbits=secrets.randbits, token_bytes=secrets.token_bytes, now=now
+            config,
+            randbits=secrets.randbits,
+            token_bytes=secrets.token_bytes,
+            ping_ident=os.getpid(),
+            now=now,
         )
     from engine.proto.relay import RelayRole
 
     return RelayRole.from_config(config, token_bytes=secrets.token_bytes, now=now)
 
 
-def needs_new_worker(old: Any, new: Any) -> list[str]:
+def needs_new_worker(old: EngineConfig, new: EngineConfig) -> list[str]:
     """Config fields whose change needs new sockets, interface or role: restart the worker.
 
     Everything else (syslog facility, discovery netmask, server addresses...) is applied in
@@ -97,10 +105,10 @@ def needs_new_worker(old: Any, new: Any) -> list[str]:
     ]
     if new.role in ("relay", "server"):
         names += ["prefix", "interface_mtu"]
-    return [n for n in names if getattr(old, n, None) != getattr(new, n, None)]
+    return [n for n in names if getattr(old, n) != getattr(new, n)]
 
 
-def role_fields_changed(old: Any, new: Any) -> bool:
+def role_fields_changed(old: EngineConfig, new: EngineConfig) -> bool:
     """True when something besides logging/bookkeeping differs (the role must reconfigure)."""
     ignore = {"syslog_facility", "lines", "warnings", "path", "status_socket"}
     if not (dataclasses.is_dataclass(old) and dataclasses.is_dataclass(new)):
@@ -149,8 +157,8 @@ class Worker:
 
     def __init__(
         self,
-        config: Any,
-        role: Any,
+        config: EngineConfig,
+        role: Role,
         res: WorkerResources,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -165,17 +173,16 @@ class Worker:
         self.mtu: int | None = None
         self.state: str | None = None
         self._control_buf = channel.LineBuffer(limit=8 * 1024 * 1024)
-        self._empty: list = []
         self._udp = res.udp
         # The role's output lists never change identity: bind them once for the hot path.
-        self._udp_out: list = role.udp_out
-        self._tun_out: list = getattr(role, "tun_out", self._empty)
-        self._raw6_out: list = getattr(role, "raw6_out", self._empty)
+        self._udp_out = role.udp_out
+        self._tun_out = role.tun_out
+        self._raw6_out = role.raw6_out
         self._gso = gso_supported(res.udp[0] if res.udp else None)
         for idx, sock in enumerate(res.udp):
             if sock is not None:
                 self.loop.add_reader(sock.fileno(), self._udp_reader(idx, sock))
-        if res.tun_fd is not None and hasattr(role, "receive_tun_packet"):
+        if res.tun_fd is not None:  # a server has none
             self.loop.add_reader(res.tun_fd, self._tun_reader(res.tun_fd))
         self.loop.add_reader(res.control.fileno(), self._on_control)
         self.status_server = (
@@ -301,17 +308,14 @@ class Worker:
                 hostfacts.handle(self, line)
 
     def _kick(self) -> None:
-        kick = getattr(self.role, "kick", None)
-        if kick is not None:
-            kick(self.clock())
+        self.role.kick(self.clock())
 
-    def _reload(self, new: Any) -> None:
+    def _reload(self, new: EngineConfig) -> None:
         """Apply a validated config in place; tell the parent whether that was enough."""
         old, applied = self.config, True
-        set_facility(getattr(new, "syslog_facility", None))
+        set_facility(new.syslog_facility)
         if role_fields_changed(old, new):
-            reconfigure = getattr(self.role, "reconfigure", None)
-            applied = bool(reconfigure(new, self.clock())) if reconfigure is not None else False
+            applied = bool(self.role.reconfigure(new, self.clock()))
         if applied:
             self.config = new
         self.send(channel.encode({"op": "reloaded", "applied": applied}))
@@ -460,13 +464,11 @@ class Worker:
             except OSError:
                 self.drops["discovery_send_error"] += 1
 
-    def set_discovery(self, ifaces: list[tuple[str, str, str]]) -> None:
+    def set_discovery(self, ifaces: list[DiscoveryInterface]) -> None:
         """New discovery interfaces (host addresses changed): role, memberships, sends."""
         old = {ip for _n, ip, _m in self.res.discovery}
         self.res.discovery = ifaces
-        setter = getattr(self.role, "set_discovery_interfaces", None)
-        if setter is not None:
-            setter(ifaces)
+        self.role.set_discovery_interfaces(ifaces)
         dsock = self._udp[DISCOVERY_SOCK] if len(self._udp) > DISCOVERY_SOCK else None
         if dsock is None:
             return
@@ -522,9 +524,22 @@ class Worker:
         if command == "status":
             return self.status()
         if command == "peers":
-            peers = getattr(self.role, "peers_status", None)
-            return {"peers": jsonable(peers())} if peers is not None else None
+            return self.peers()
         return None
+
+    def peers(self) -> dict[str, Any]:
+        """The `peers` command (contracts.md §4): the role's peer rows, times made wall clock.
+
+        Peer times are whole seconds of the monotonic clock (the peer table's rules), so a
+        converted time may be up to a second early.
+        """
+        now = self.clock()
+        listing = jsonable(self.role.list_peers(now, PEERS_LISTED))
+        offset = time.time() - now
+        for row in listing["peers"]:
+            for key in ("last_rx", "last_tx"):
+                row[key] = offset + row[key]
+        return listing
 
     def status(self) -> dict:
         out: dict[str, Any] = dict(self.res.info)
@@ -534,19 +549,16 @@ class Worker:
             out["address"] = str(ipaddress.IPv6Address(self.address))
         if self.mtu is not None:
             out["mtu"] = self.mtu
-        role_status = getattr(self.role, "status", None)
-        if role_status is not None:
-            for k, v in jsonable(role_status()).items():
-                if k == "started":
-                    continue  # the process start time from the parent is the one that counts
-                if v is not None or k not in out:
-                    out[k] = v
+        for k, v in jsonable(self.role.status()).items():
+            if k == "started":
+                continue  # the process start time from the parent is the one that counts
+            if v is not None or k not in out:
+                out[k] = v
         for key in MONOTONIC_STATUS_KEYS:  # roles speak monotonic time, status wall clock
             value = out.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[key] = time.time() - (self.clock() - value)
-        counters = getattr(self.role, "counters", None)
-        cdict: dict[str, Any] = counters.as_dict() if counters is not None else {"drops": {}}
+        cdict: dict[str, Any] = self.role.counters.as_dict()
         drops = dict(cdict.get("drops", {}))
         for reason, n in self.drops.items():
             drops[reason] = drops.get(reason, 0) + n
@@ -603,25 +615,3 @@ class WorkerSignals:
         if self.pipe.drain():
             self.worker.loop.stop()
 
-def run_worker(config: Any, res: WorkerResources, account: Account, chrootdir: str | None) -> int:
-    """The forked worker's whole life: build the role, drop root, run the loop; the exit code.
-
-    The parent has already let go of what is its alone (signal pipe, pid-file lock, rtnetlink
-    sockets).  The role and the worker are built before `drop_privileges`: their imports must
-    happen while the interpreter can still read the stdlib (a chroot, or nobody, may not).
-    """
-    worker = Worker(config, build_role(config, time.monotonic()), res)
-    if res.discovery:
-        worker.set_discovery(res.discovery)
-    WorkerSignals(worker)
-    try:
-        drop_privileges(account, chrootdir)
-    except (OSError, PrivsepError) as e:
-        log.error("cannot drop privileges: %s", e)
-        return 1
-    set_parent_death_signal(signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before the death signal was armed
-        return 0
-    worker.run()
-    worker.close()
-    return 0

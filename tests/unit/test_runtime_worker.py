@@ -12,6 +12,7 @@ import pytest
 from engine.config import load_config
 from engine.proto.counters import Counters
 from engine.proto.events import InterfaceUp, StateChanged
+from engine.proto.role import RoleBase
 from engine.runtime import channel
 from engine.runtime.loop import Loop
 from engine.runtime.status_server import create_listener, query
@@ -26,7 +27,7 @@ from engine.runtime.worker import (
 ADDR = ipaddress.IPv6Address("2001:0:c633:640a:8000:f227:bdf7:ffef").packed
 
 
-class EchoRole:
+class EchoRole(RoleBase):
     """Test-only role: echoes datagrams, goes "up" on b"up", counts, has a timer."""
 
     def __init__(self) -> None:
@@ -172,6 +173,12 @@ def test_kick_and_reload(rig):
 
 def test_status_unknown_command(rig):
     assert "unknown command" in query(rig.sock_path, "frobnicate")["error"]
+
+
+def test_peers_command_of_a_role_without_peers(rig):
+    assert query(rig.sock_path, "peers") == {
+        "count": 0, "trusted": 0, "truncated": False, "peers": []
+    }
 
 
 def test_loop_timers_in_order_and_cancel():

@@ -1,0 +1,236 @@
+"""The fleet's own supervisord: find it, start it, and drive it over XML-RPC on its unix socket.
+
+Why our own supervisord per fleet (not the distro one): program names, `reloadConfig` diffs and
+shutdowns then only ever concern this fleet, and the socket's `identifier` proves to us that the
+daemon answering is the one we started for this state folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import socket
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from supervisor.xmlrpc import Faults, SupervisorTransport
+
+from miredoctl.errors import MiredoctlError, SupervisorUnreachable
+from miredoctl.netns import alive
+from miredoctl.state import StatePaths
+
+RPC_TIMEOUT = 60.0  # long enough for a stop that waits stopwaitsecs, short enough to not hang
+
+# process states (supervisor.states.ProcessStates)
+STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN = (
+    0, 10, 20, 30, 40, 100, 200, 1000)
+SIGNALLABLE = {"RUNNING", "STARTING", "STOPPING"}
+UP_STATES = {"RUNNING"}
+
+
+class _TimeoutUnixConnection(http.client.HTTPConnection):
+    """supervisor's unix connection has no timeout: a hung daemon would hang the CLI forever."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def identifier_for(paths: StatePaths) -> str:
+    """Names this state folder; no '/' because supervisord puts it into AUTO log file names."""
+    digest = hashlib.sha256(str(paths.root.resolve()).encode()).hexdigest()[:16]
+    return f"miredoctl-{digest}"
+
+
+@dataclass
+class ApplyResult:
+    """What happened to one instance during up/down/restart/reload."""
+
+    name: str
+    action: str  # started, restarted, unchanged, stopped, signalled, not running, failed, ...
+    ok: bool
+    detail: str = ""
+
+
+class Supervisor:
+    """One connection to the fleet's supervisord (the proxy is not thread-safe: one per thread)."""
+
+    def __init__(self, paths: StatePaths, timeout: float = RPC_TIMEOUT) -> None:
+        self.paths = paths
+        self.timeout = timeout
+        self._proxy: Any = None
+
+    # -- connection -------------------------------------------------------------------------
+    @property
+    def rpc(self) -> Any:
+        if self._proxy is None:
+            url = f"unix://{self.paths.socket}"
+            transport = SupervisorTransport(None, None, url)
+            path, timeout = str(self.paths.socket), self.timeout
+            transport._get_connection = lambda: _TimeoutUnixConnection(path, timeout)
+            self._proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        return self._proxy
+
+    def close(self) -> None:
+        if self._proxy is not None:
+            self._proxy("transport").close()
+            self._proxy = None
+
+    def where(self) -> str:
+        return f"unix://{self.paths.socket}"
+
+    def running(self) -> bool:
+        """True when *our* supervisord answers on the socket (identifier checked)."""
+        try:
+            self.paths.socket.stat()
+        except FileNotFoundError:
+            return False
+        except PermissionError:
+            raise MiredoctlError(f"permission denied on {self.paths.socket}: the fleet's "
+                                 "supervisord socket is owner-only; run miredoctl as root")
+        try:
+            ident = self.rpc.supervisor.getIdentification()
+        except PermissionError:
+            raise MiredoctlError(f"permission denied on {self.paths.socket}: the fleet's "
+                                 "supervisord socket is owner-only; run miredoctl as root")
+        except (OSError, http.client.HTTPException, xmlrpc.client.Error):
+            self.close()
+            return False
+        if ident != identifier_for(self.paths):
+            raise MiredoctlError(f"{self.where()} is answered by another supervisord "
+                                 f"(identifier {ident!r}); refusing to use it")
+        return True
+
+    def require(self) -> None:
+        if not self.running():
+            raise SupervisorUnreachable(f"supervisord for this fleet is not running (looked for "
+                                        f"{self.where()}); start it with `miredoctl up`")
+
+    def start_daemon(self) -> None:
+        """Start supervisord for this fleet and wait until its socket answers."""
+        conf = self.paths.supervisord_conf
+        cmd = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                              cwd=str(self.paths.root))
+        if proc.returncode != 0:
+            msg = (proc.stderr or proc.stdout).strip().splitlines()
+            raise MiredoctlError(f"supervisord did not start: {msg[-1] if msg else proc.returncode}"
+                                 f" (log {self.paths.supervisord_log})")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.running():
+                return
+            time.sleep(0.1)
+        raise SupervisorUnreachable(f"supervisord started but {self.where()} does not answer "
+                                    f"(log {self.paths.supervisord_log})")
+
+    def shutdown(self) -> None:
+        """Stop supervisord (it stops every engine first) and wait until its pid is gone."""
+        pid = self.rpc.supervisor.getPID()
+        self.rpc.supervisor.shutdown()
+        self.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and alive(pid):
+            time.sleep(0.1)
+
+    # -- process view -----------------------------------------------------------------------
+    def processes(self) -> dict[str, dict[str, Any]]:
+        """Instances only: miredoctl's own helpers (names starting with '_') are left out."""
+        return {p["name"]: p for p in self.rpc.supervisor.getAllProcessInfo()
+                if not p["name"].startswith("_")}
+
+    def reread(self) -> tuple[list[str], list[str], list[str]]:
+        try:
+            added, changed, removed = self.rpc.supervisor.reloadConfig()[0]
+        except xmlrpc.client.Fault as exc:
+            raise MiredoctlError(f"supervisord cannot read its configuration: {exc.faultString}")
+        return added, changed, removed
+
+    def add(self, name: str) -> None:
+        try:
+            self.rpc.supervisor.addProcessGroup(name)
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode != Faults.ALREADY_ADDED:
+                raise
+
+    def remove(self, name: str) -> None:
+        self.stop(name)
+        try:
+            self.rpc.supervisor.removeProcessGroup(name)
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode != Faults.BAD_NAME:
+                raise
+
+    def stop(self, name: str) -> bool:
+        """Stop and wait; False when it was not running (idempotent down)."""
+        try:
+            self.rpc.supervisor.stopProcess(name, True)
+            return True
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode in (Faults.NOT_RUNNING, Faults.BAD_NAME):
+                return False
+            raise
+
+    def start(self, name: str) -> None:
+        """Ask supervisord to start without waiting: `wait_up` polls all instances together."""
+        try:
+            self.rpc.supervisor.startProcess(name, False)
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode != Faults.ALREADY_STARTED:
+                raise MiredoctlError(f"{name}: {exc.faultString}")
+
+    def signal(self, name: str, sig: str) -> ApplyResult:
+        try:
+            self.rpc.supervisor.signalProcess(name, sig)
+            return ApplyResult(name, "signalled", True, f"SIG{sig}")
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode == Faults.NOT_RUNNING:
+                return ApplyResult(name, "not running", False)
+            return ApplyResult(name, "failed", False, exc.faultString)
+
+    def wait_up(self, names: list[str], timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+        """Poll until each instance is RUNNING (startsecs passed) or has given up (FATAL)."""
+        deadline = time.monotonic() + timeout
+        pending = set(names)
+        infos: dict[str, dict[str, Any]] = {}
+        while pending and time.monotonic() < deadline:
+            procs = self.processes()
+            for name in list(pending):
+                info = procs.get(name)
+                if info is None:
+                    continue
+                infos[name] = info
+                if info["statename"] in ("RUNNING", "FATAL", "STOPPED", "EXITED"):
+                    pending.discard(name)
+            if pending:
+                time.sleep(0.2)
+        return infos
+
+    def tail_log(self, name: str, length: int = 2000) -> str:
+        try:
+            text, _offset, _overflow = self.rpc.supervisor.tailProcessStdoutLog(name, 0, length)
+            return text
+        except (xmlrpc.client.Fault, OSError):
+            return ""
+
+
+def last_lines(text: str, n: int = 3) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(lines[-n:])
+
+
+def read_file(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
