@@ -115,36 +115,36 @@ def kind(f: Frame) -> str:
 
 @pytest.mark.parametrize("f", FRAMES, ids=[f.tag for f in FRAMES])
 def test_parse_matches_tshark(f: Frame):
-    t = parse_datagram(f.data)
+    dgram = parse_datagram(f.data)
     e = f.expect
-    assert t.trailer_len == 0 and t.remainder == t.ipv6
-    assert ipv6_ok(t.ipv6)
-    assert ipv6_src(t.ipv6) == v6(e["src"])
-    assert ipv6_dst(t.ipv6) == v6(e["dst"])
-    assert ipv6_next_header(t.ipv6) == int(e["nxt"])
-    assert ipv6_plen(t.ipv6) == int(e["plen"])
-    assert ipv6_hop_limit(t.ipv6) == int(e["hlim"])
+    assert dgram.trailer_len == 0 and dgram.remainder == dgram.ipv6
+    assert ipv6_ok(dgram.ipv6)
+    assert ipv6_src(dgram.ipv6) == v6(e["src"])
+    assert ipv6_dst(dgram.ipv6) == v6(e["dst"])
+    assert ipv6_next_header(dgram.ipv6) == int(e["nxt"])
+    assert ipv6_plen(dgram.ipv6) == int(e["plen"])
+    assert ipv6_hop_limit(dgram.ipv6) == int(e["hlim"])
     if e["origin"] == "-":
-        assert t.origin is None
+        assert dgram.origin is None
     else:
-        assert t.origin == Origin(*_endpoint(e["origin"]))
+        assert dgram.origin == Origin(*_endpoint(e["origin"]))
     if e["nonce"] == "-":
-        assert t.auth is None
+        assert dgram.auth is None
     else:
-        assert t.auth is not None and t.auth.nonce.hex() == e["nonce"]
-        assert t.auth.confirmation == 0
+        assert dgram.auth is not None and dgram.auth.nonce.hex() == e["nonce"]
+        assert dgram.auth.confirmation == 0
     if e["nxt"] == "58":
-        assert icmpv6_checksum_ok(t.ipv6)
+        assert icmpv6_checksum_ok(dgram.ipv6)
     # Headers re-encode to exactly what miredo sent.
-    assert build_datagram(t.ipv6, t.auth, t.origin) == f.data
+    assert build_datagram(dgram.ipv6, dgram.auth, dgram.origin) == f.data
 
 
 @pytest.mark.parametrize("f", FRAMES, ids=[f.tag for f in FRAMES])
 def test_teredo_sources_match_their_udp_mapping(f: Frame):
     """What R9(a)/S5 rely on: a Teredo source embeds the UDP endpoint it was sent from, and the
     server (A6) sends to the mapping embedded in a Teredo destination."""
-    t = parse_datagram(f.data)
-    src, dst = ipv6_src(t.ipv6), ipv6_dst(t.ipv6)
+    dgram = parse_datagram(f.data)
+    src, dst = ipv6_src(dgram.ipv6), ipv6_dst(dgram.ipv6)
     if f.src[1] != TEREDO_PORT and has_prefix(src, TEREDO_PREFIX):
         assert mapping_of(src) == f.src
         assert server_of(src) == SERVER
@@ -154,39 +154,40 @@ def test_teredo_sources_match_their_udp_mapping(f: Frame):
 
 def test_qualification_exchange():
     rs, ra = (f for f in FRAMES if f.tag.startswith("qualify.pcap"))
-    t = parse_datagram(rs.data)
-    nonce = t.auth.nonce
-    assert (ipv6_src(t.ipv6), ipv6_dst(t.ipv6)) == (LL_CLIENT, ALL_ROUTERS)
+    dgram = parse_datagram(rs.data)
+    nonce = dgram.auth.nonce
+    assert (ipv6_src(dgram.ipv6), ipv6_dst(dgram.ipv6)) == (LL_CLIENT, ALL_ROUTERS)
     assert router_solicitation(nonce) == rs.data
     assert rs.dst == (SERVER, TEREDO_PORT)
 
-    t = parse_datagram(ra.data)
-    assert t.origin == Origin(*rs.src)  # the server reports the client's mapping
-    assert ipv6_src(t.ipv6) == server_link_local(SERVER)
-    info = accept_router_advertisement(t, nonce, SERVER)
+    dgram = parse_datagram(ra.data)
+    assert dgram.origin == Origin(*rs.src)  # the server reports the client's mapping
+    assert ipv6_src(dgram.ipv6) == server_link_local(SERVER)
+    info = accept_router_advertisement(dgram, nonce, SERVER)
     assert info.prefix8 == v6("2001:0:cb00:710a::")[:8]
     assert info.mtu == 1280 and info.retrans_timer == 2000
     # The address the client then used everywhere (flags 0x00c9 drawn by miredo).
     assert info.address(0x00C9) == CLIENT1
-    assert router_advertisement(nonce, t.origin, TEREDO_PREFIX, SERVER, 1280, LL_CLIENT) == ra.data
+    rebuilt = router_advertisement(nonce, dgram.origin, TEREDO_PREFIX, SERVER, 1280, LL_CLIENT)
+    assert rebuilt == ra.data
 
 
 @pytest.mark.parametrize(
     "f", [f for f in FRAMES if f.expect["nxt"] == "59"], ids=lambda f: f.tag
 )
 def test_bubbles(f: Frame):
-    t = parse_datagram(f.data)
-    p = t.ipv6
+    dgram = parse_datagram(f.data)
+    p = dgram.ipv6
     assert is_bubble(p) and len(p) == 40 and ipv6_hop_limit(p) == 0
     assert bubble(ipv6_src(p), ipv6_dst(p)) == p
     # Hole-punching bubbles come from fe80::<token> with U/G cleared; answers go to the token.
     token = ipv6_src(p) if is_link_local6(ipv6_src(p)) else ipv6_dst(p)
     assert is_link_local6(token) and token[8] & 0x03 == 0
-    if t.origin is not None:
+    if dgram.origin is not None:
         # Indirect bubble, leg 2: only the server adds an origin, the relay's or a client's mapping.
         assert f.src == (SERVER, TEREDO_PORT)
-        assert t.origin == RELAY or has_prefix(ipv6_dst(p), TEREDO_PREFIX)
-        assert build_datagram(p, origin=t.origin) == f.data
+        assert dgram.origin == RELAY or has_prefix(ipv6_dst(p), TEREDO_PREFIX)
+        assert build_datagram(p, origin=dgram.origin) == f.data
 
 
 @pytest.mark.parametrize(
@@ -195,12 +196,13 @@ def test_bubbles(f: Frame):
 def test_ping_tests_and_their_replies(f: Frame):
     """miredo's direct IPv6 connectivity test: echo with 18 data bytes, hlim 128, to the server;
     the native host's reply comes back through the relay carrying the same id/seq/data."""
-    t = parse_datagram(f.data)
+    dgram = parse_datagram(f.data)
     assert f.dst == (SERVER, TEREDO_PORT)
-    req = parse_echo(t.ipv6)
+    req = parse_echo(dgram.ipv6)
     assert req.type == 128 and len(req.data) == 18
-    assert ipv6_flow(t.ipv6) == 0  # miredo's own packets carry no flow label
-    assert echo_request(ipv6_src(t.ipv6), ipv6_dst(t.ipv6), req.ident, req.seq, req.data) == t.ipv6
+    assert ipv6_flow(dgram.ipv6) == 0  # miredo's own packets carry no flow label
+    pkt = dgram.ipv6
+    assert echo_request(ipv6_src(pkt), ipv6_dst(pkt), req.ident, req.seq, req.data) == pkt
     pcap = f.tag.split("#")[0]
     replies = [
         parse_datagram(g.data) for g in FRAMES
@@ -210,7 +212,7 @@ def test_ping_tests_and_their_replies(f: Frame):
     r = replies[0]
     rep = parse_echo(r.ipv6)
     assert (rep.type, rep.ident, rep.seq, rep.data) == (129, req.ident, req.seq, req.data)
-    assert (ipv6_src(r.ipv6), ipv6_dst(r.ipv6)) == (ipv6_dst(t.ipv6), ipv6_src(t.ipv6))
+    assert (ipv6_src(r.ipv6), ipv6_dst(r.ipv6)) == (ipv6_dst(dgram.ipv6), ipv6_src(dgram.ipv6))
     rebuilt = echo_reply(ipv6_src(r.ipv6), ipv6_dst(r.ipv6), rep.ident, rep.seq, rep.data,
                          hop_limit=ipv6_hop_limit(r.ipv6), flow=ipv6_flow(r.ipv6))
     assert rebuilt == r.ipv6
@@ -218,13 +220,13 @@ def test_ping_tests_and_their_replies(f: Frame):
 
 @pytest.mark.parametrize("f", [f for f in FRAMES if kind(f) == "data"], ids=lambda f: f.tag)
 def test_data_packets(f: Frame):
-    t = parse_datagram(f.data)
-    e = parse_echo(t.ipv6)  # the lab's data traffic is ping -s 56
+    dgram = parse_datagram(f.data)
+    e = parse_echo(dgram.ipv6)  # the lab's data traffic is ping -s 56
     assert e.type == int(f.expect["icmp"]) and len(e.data) == 56
     build = echo_request if e.type == 128 else echo_reply
-    p = t.ipv6
+    p = dgram.ipv6
     # Linux ping sets a flow label; our builder must carry it through.
     assert ipv6_tclass(p) == 0 and ipv6_flow(p) != 0
     rebuilt = build(ipv6_src(p), ipv6_dst(p), e.ident, e.seq, e.data,
                     hop_limit=ipv6_hop_limit(p), flow=ipv6_flow(p))
-    assert rebuilt == t.ipv6 == f.data  # data packets travel without auth/origin
+    assert rebuilt == dgram.ipv6 == f.data  # data packets travel without auth/origin

@@ -93,30 +93,30 @@ def test_all_eight_examples_loaded():
 
 def test_e1_router_solicitation():
     data = EX["E1"][2]
-    t = parse_datagram(data)
-    assert t.auth == Auth(b"", b"", NONCE, 0)
-    assert t.origin is None and t.trailer_len == 0
-    p = t.ipv6
+    dgram = parse_datagram(data)
+    assert dgram.auth == Auth(b"", b"", NONCE, 0)
+    assert dgram.origin is None and dgram.trailer_len == 0
+    p = dgram.ipv6
     assert (ipv6_src(p), ipv6_dst(p)) == (LL_CLIENT, ALL_ROUTERS)
     assert (ipv6_plen(p), ipv6_next_header(p), ipv6_hop_limit(p)) == (8, 58, 255)
     m = parse_icmpv6(p)
     assert (m.type, m.code, m.checksum, m.body) == (133, 0, 0x7D37, bytes(4))
     assert icmpv6_checksum_ok(p)
     assert router_solicitation(NONCE) == data
-    assert build_datagram(t.ipv6, t.auth, t.origin) == data
+    assert build_datagram(dgram.ipv6, dgram.auth, dgram.origin) == data
 
 
 def test_e2_router_advertisement():
     data = EX["E2"][2]
-    t = parse_datagram(data)
-    assert t.auth is not None and t.auth.nonce == NONCE and t.auth.confirmation == 0
-    assert t.origin == Origin("198.51.100.7", 40000)
-    p = t.ipv6
+    dgram = parse_datagram(data)
+    assert dgram.auth is not None and dgram.auth.nonce == NONCE and dgram.auth.confirmation == 0
+    assert dgram.origin == Origin("198.51.100.7", 40000)
+    p = dgram.ipv6
     assert ipv6_src(p) == server_link_local(SERVER)
     assert ipv6_dst(p) == LL_CLIENT
     assert (ipv6_plen(p), ipv6_hop_limit(p)) == (56, 255)
     assert parse_icmpv6(p).checksum == 0x954C and icmpv6_checksum_ok(p)
-    ra = accept_router_advertisement(t, NONCE, SERVER)
+    ra = accept_router_advertisement(dgram, NONCE, SERVER)
     assert ra.prefix8 == v6("2001:0:c000:201::")[:8]
     assert (ra.prefix, ra.server, ra.mtu, ra.link_mtu) == (TEREDO_PREFIX, SERVER, 1280, 1280)
     assert ra.retrans_timer == 2000
@@ -125,7 +125,7 @@ def test_e2_router_advertisement():
         NONCE, Origin("198.51.100.7", 40000), TEREDO_PREFIX, SERVER, 1280, LL_CLIENT
     )
     assert rebuilt == data
-    assert build_datagram(t.ipv6, t.auth, t.origin) == data
+    assert build_datagram(dgram.ipv6, dgram.auth, dgram.origin) == data
 
 
 @pytest.mark.parametrize(
@@ -139,27 +139,27 @@ def test_e2_router_advertisement():
 )
 def test_plain_bubbles(name, src, dst):
     data = EX[name][2]
-    t = parse_datagram(data)
-    assert t.auth is None and t.origin is None
-    assert is_bubble(t.ipv6) and ipv6_hop_limit(t.ipv6) == 0
-    assert (ipv6_src(t.ipv6), ipv6_dst(t.ipv6)) == (src, dst)
+    dgram = parse_datagram(data)
+    assert dgram.auth is None and dgram.origin is None
+    assert is_bubble(dgram.ipv6) and ipv6_hop_limit(dgram.ipv6) == 0
+    assert (ipv6_src(dgram.ipv6), ipv6_dst(dgram.ipv6)) == (src, dst)
     assert bubble(src, dst) == data
 
 
 def test_e5_indirect_bubble_with_origin():
     data = EX["E5"][2]
-    t = parse_datagram(data)
-    assert t.auth is None
-    assert t.origin == Origin("203.0.113.5", 3545)
-    assert t.ipv6 == EX["E4"][2]  # the server forwards leg 1 unchanged
+    dgram = parse_datagram(data)
+    assert dgram.auth is None
+    assert dgram.origin == Origin("203.0.113.5", 3545)
+    assert dgram.ipv6 == EX["E4"][2]  # the server forwards leg 1 unchanged
     assert build_datagram(bubble(RELAY_TOKEN, CLIENT), origin=Origin("203.0.113.5", 3545)) == data
 
 
 def test_e7_ping_test():
     data = EX["E7"][2]
-    t = parse_datagram(data)
-    assert t.auth is None and t.origin is None and t.ipv6 == data
-    e = parse_echo(t.ipv6)
+    dgram = parse_datagram(data)
+    assert dgram.auth is None and dgram.origin is None and dgram.ipv6 == data
+    e = parse_echo(dgram.ipv6)
     assert (e.type, e.code, e.ident, e.seq) == (128, 0, 0x1234, 0xB2C3)
     assert e.data == bytes.fromhex("65a1") + bytes(range(0x10, 0x20))
     assert ipv6_hop_limit(data) == 128 and ipv6_plen(data) == 26
@@ -188,9 +188,9 @@ ORIG = Origin("203.0.113.5", 3545).pack()
     ],
 )
 def test_accepted_header_orders(data, has_auth, has_origin):
-    t = parse_datagram(data)
-    assert (t.auth is not None, t.origin is not None) == (has_auth, has_origin)
-    assert t.ipv6 == PKT and t.remainder == PKT and t.trailer_len == 0
+    dgram = parse_datagram(data)
+    assert (dgram.auth is not None, dgram.origin is not None) == (has_auth, has_origin)
+    assert dgram.ipv6 == PKT and dgram.remainder == PKT and dgram.trailer_len == 0
 
 
 @pytest.mark.parametrize(
@@ -226,19 +226,19 @@ def test_rejected_datagrams_name_the_field(data, field):
 
 def test_auth_with_client_id_and_value_is_skipped_not_checked():
     a = Auth(b"client", b"value-xyz", NONCE, 7)
-    t = parse_datagram(a.pack() + ORIG + PKT)
-    assert t.auth == a
-    assert t.origin == Origin("203.0.113.5", 3545)
-    assert t.ipv6 == PKT
+    dgram = parse_datagram(a.pack() + ORIG + PKT)
+    assert dgram.auth == a
+    assert dgram.origin == Origin("203.0.113.5", 3545)
+    assert dgram.ipv6 == PKT
 
 
 def test_trailing_bytes_are_tolerated_and_reported():
     ping = echo_request(CLIENT, NATIVE, 1, 2, b"abc")
     trailer = b"\x00\x01\x02\x03\x04\x05\x06\x07\x08"  # an RFC 6081-style trailer
-    t = parse_datagram(AUTH + ORIG + ping + trailer)
-    assert t.ipv6 == ping  # what goes to the tunnel / raw IPv6
-    assert t.remainder == ping + trailer  # what a server forwards over UDP
-    assert t.trailer_len == len(trailer)
+    dgram = parse_datagram(AUTH + ORIG + ping + trailer)
+    assert dgram.ipv6 == ping  # what goes to the tunnel / raw IPv6
+    assert dgram.remainder == ping + trailer  # what a server forwards over UDP
+    assert dgram.trailer_len == len(trailer)
     assert is_bubble(bubble(CLIENT, PEER) + b"xx")  # bubble test ignores trailers too
 
 
@@ -376,7 +376,7 @@ def test_ra_old_prefix_is_rewritten():
 
 
 @pytest.mark.parametrize(
-    ("t", "field"),
+    ("dgram", "field"),
     [
         (make_ra(pio(), nh=17), "ipv6.next_header"),
         (make_ra(b"", icmp_type=134), "ra.options"),
@@ -394,9 +394,9 @@ def test_ra_old_prefix_is_rewritten():
         (make_ra(pio(bytes.fromhex("ff020000c0000201"))), "ra.pio.prefix"),
     ],
 )
-def test_ra_content_rejections(t, field):
+def test_ra_content_rejections(dgram, field):
     with pytest.raises(ParseError) as e:
-        parse_router_advertisement(t)
+        parse_router_advertisement(dgram)
     assert e.value.field == field
 
 
@@ -408,7 +408,7 @@ def test_ra_short_payload_rejected():
 
 
 @pytest.mark.parametrize(
-    ("t", "nonce", "server", "field"),
+    ("dgram", "nonce", "server", "field"),
     [
         (make_ra(pio()), bytes(8), SERVER, "auth.nonce"),
         (make_ra(pio(), conf=1), NONCE, SERVER, "auth.confirmation"),
@@ -417,26 +417,26 @@ def test_ra_short_payload_rejected():
         (make_ra(pio()), NONCE, "192.0.2.2", "ra.pio.server"),
     ],
 )
-def test_ra_acceptance_rejections(t, nonce, server, field):
+def test_ra_acceptance_rejections(dgram, nonce, server, field):
     with pytest.raises(ParseError) as e:
-        accept_router_advertisement(t, nonce, server)
+        accept_router_advertisement(dgram, nonce, server)
     assert e.value.field == field
 
 
 def test_ra_without_auth_rejected_by_acceptance():
-    t = make_ra(pio())
-    t = Teredo(None, t.origin, t.ipv6)
+    dgram = make_ra(pio())
+    dgram = Teredo(None, dgram.origin, dgram.ipv6)
     with pytest.raises(ParseError) as e:
-        accept_router_advertisement(t, NONCE, SERVER)
+        accept_router_advertisement(dgram, NONCE, SERVER)
     assert e.value.field == "auth"
 
 
 def test_ra_builder_without_rs_nonce_sends_zero_nonce():
     data = router_advertisement(None, MAPPED, TEREDO_PREFIX, SERVER, 1400, LL_CONE)
-    t = parse_datagram(data)
-    assert t.auth.nonce == bytes(8)
-    assert ipv6_dst(t.ipv6) == LL_CONE  # copied from the RS source as received
-    assert parse_router_advertisement(t).mtu == 1400
+    dgram = parse_datagram(data)
+    assert dgram.auth.nonce == bytes(8)
+    assert ipv6_dst(dgram.ipv6) == LL_CONE  # copied from the RS source as received
+    assert parse_router_advertisement(dgram).mtu == 1400
 
 
 # --- echo and ICMPv6 errors -----------------------------------------------------------------
