@@ -88,7 +88,8 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def preflight(a: argparse.Namespace) -> None:
+def require_root_and_tools(a: argparse.Namespace) -> None:
+    """Root and the commands the selected implementations need, before any lab is built."""
     if os.geteuid() != 0:
         sys.exit("python -m bench: needs root (network namespaces, TUN)")
     needed = ["ip", "nft", "iperf3", "ping", "ss"]
@@ -103,7 +104,7 @@ def preflight(a: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    preflight(a)
+    require_root_and_tools(a)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     settings = Settings(relays=a.relay, client=a.client, server=a.server,

@@ -15,7 +15,7 @@ import select
 import subprocess
 import time
 
-from miredoctl.lab import Lab
+from teredolab.topology import NetnsLab
 from tests.kernel import harness as h
 
 IMPLS = ("miredo", "ours")
@@ -96,7 +96,7 @@ def start_client_timed(stack: h.Stack, impl: h.Implementation, name: str,
     The seconds are None when the address is there but its event was missed (not timed).
     Raises HarnessError, naming the client and quoting its log, when it does not qualify.
     """
-    lab: Lab = stack.lab
+    lab: NetnsLab = stack.lab
     spec = lab.spec
     conf = h.write_client_conf(stack.run_dir / f"{name}.conf", spec)
     daemon = h.Daemon(lab, role, "client", conf, stack.run_dir, impl, name=name)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.procs import CLK_TCK, tree_cpu_split, tree_cpu_ticks
 from bench.stats import ParseError, parse_iperf, parse_ping
-from miredoctl.lab import LabSpec
+from teredolab.topology import LabSpec
 from tests.kernel.harness import Daemon
 
 

@@ -34,7 +34,7 @@ from bench.measure import (
     warm_path,
 )
 from bench.procs import Proc, ProcessGroup, tree_memory_kib, wait_until
-from miredoctl.lab import Lab, LabSpec
+from teredolab.topology import LabSpec, NetnsLab
 from tests.kernel import harness as h
 
 Log = Callable[[str], None]
@@ -72,7 +72,7 @@ class Setup:
     impl: str
     res: dict
     dir: Path
-    lab: Lab
+    lab: NetnsLab
     stack: h.Stack
     relay_impl: h.Implementation
     group: ProcessGroup = field(init=False)
@@ -113,7 +113,7 @@ def prepare(impl: str, settings: Settings, run_dir: Path, res: dict, log: Log,
     """Build the lab and start server and relay (the client comes after qualification)."""
     sdir = run_dir / (tag or impl)
     sdir.mkdir(parents=True, exist_ok=True)
-    lab = Lab(LabSpec(prefix=_prefix(settings, tag or impl[0]), with_client2=False))
+    lab = NetnsLab(LabSpec(prefix=_prefix(settings, tag or impl[0]), with_client2=False))
     s = Setup(impl, res, sdir, lab, h.Stack(lab, sdir), relay_impl or implementation(impl))
     try:
         log(f"[{impl}] building lab {lab.spec.prefix}*")

@@ -7,8 +7,10 @@ from `miredoctl.errors`; a Python traceback is a bug, so the last-resort handler
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 import xmlrpc.client
@@ -34,7 +36,7 @@ from miredoctl.selection import Selection, resolve
 from miredoctl.state import StatePaths, default_state_dir
 from miredoctl.supervisord import ApplyResult, SupervisordClient
 
-DEFAULT_LAB_PREFIX = "mdl-"
+LAB_PACKAGE = "teredolab"  # run as a program, never imported: see _run_lab_tool
 SHOW_LOG_LINES = 5
 
 
@@ -104,8 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
         selection=False)
     p = cmd("lab", "build, remove or inspect the demo network in namespaces", selection=False)
     p.add_argument("action", choices=("up", "down", "status", "check"))
-    p.add_argument("--prefix", default=os.environ.get("MIREDOCTL_LAB_PREFIX", DEFAULT_LAB_PREFIX),
-                   help=f"namespace name prefix (default {DEFAULT_LAB_PREFIX})")
+    # the lab owns its default prefix (the one the default fleet in instances/ names)
+    p.add_argument("--prefix", default=None,
+                   help="namespace name prefix (default: env MIREDOCTL_LAB_PREFIX, else the "
+                        "lab's default, which the default fleet uses)")
     return parser
 
 
@@ -324,52 +328,35 @@ def cmd_logs(args: argparse.Namespace, ctx: ops.Context) -> int:
     return EXIT_OK
 
 
+def _run_lab_tool(argv: list[str]) -> int:
+    """Hand `lab` and `demo` to the lab package, a separate program (`python -m teredolab`).
+
+    The manager never imports the lab (production code must not depend on test tooling), so
+    these two commands run it as a child with the same interpreter and return its exit code.
+    Only its presence is looked up here, without importing it: a manager installed without the
+    lab says so in one line.
+    """
+    if importlib.util.find_spec(LAB_PACKAGE) is None:
+        raise MiredoctlError(f"the lab is not installed (package {LAB_PACKAGE}; it ships in "
+                             "this project's source tree: pip install -e .)")
+    try:
+        return subprocess.run([sys.executable, "-m", LAB_PACKAGE, *argv], check=False).returncode
+    except KeyboardInterrupt:  # the child got the same Ctrl-C and cleans up after itself
+        return 130
+
+
 def cmd_lab(args: argparse.Namespace, ctx: ops.Context) -> int:
-    """The demo network (built by miredoctl.lab); the default fleet expects prefix mdl-."""
-    try:
-        from miredoctl.lab import Lab, LabError, LabSpec
-    except ImportError as exc:
-        raise MiredoctlError(f"the lab module is not available: {exc}")
-    if os.geteuid() != 0:
-        raise MiredoctlError("`miredoctl lab` needs root (network namespaces, veths, nftables)")
-    try:
-        lab = Lab(LabSpec(prefix=args.prefix))
-        if args.action == "up":
-            lab.up()
-            info = lab.status()
-            names = ", ".join(r["namespace"] for r in info["roles"].values())
-            _emit(args, info, f"lab {args.prefix} is up: {names} (plain IPv4/IPv6 checks passed)")
-        elif args.action == "down":
-            stopped = lab.down()
-            _emit(args, {"prefix": args.prefix, "stopped_pids": stopped},
-                  f"lab {args.prefix} removed" + (f" (stopped leftover pids "
-                                                   f"{', '.join(map(str, stopped))})"
-                                                   if stopped else ""))
-        elif args.action == "status":
-            info = lab.status()
-            lines = [f"lab {args.prefix}: {'up' if info['up'] else 'down'}"]
-            for role, entry in info["roles"].items():
-                addrs = [a for iface in (entry.get("interfaces") or {}).values()
-                         for a in iface.get("addresses", [])]
-                lines.append(f"  {role:5} {entry['namespace']:12} "
-                             f"{'exists' if entry['exists'] else 'missing':8} "
-                             f"{' '.join(addrs)}")
-            _emit(args, info, "\n".join(lines))
-            return EXIT_OK if info["up"] else EXIT_NOT_RUNNING
-        else:
-            results = lab.check(raise_on_failure=False)
-            _emit(args, [vars(r) for r in results],
-                  "\n".join(f"{'ok  ' if r.ok else 'FAIL'} {r.description}" for r in results))
-            return EXIT_OK if all(r.ok for r in results) else EXIT_ERROR
-    except LabError as exc:
-        raise MiredoctlError(str(exc))
-    return EXIT_OK
+    """The demo network, built by the lab package; the default fleet expects its default prefix."""
+    argv = ["lab", args.action]
+    if args.prefix is not None:
+        argv += ["--prefix", args.prefix]
+    if args.json:
+        argv.append("--json")
+    return _run_lab_tool(argv)
 
 
 def cmd_demo(args: argparse.Namespace, ctx: ops.Context) -> int:
-    from miredoctl import demo
-
-    return demo.main()
+    return _run_lab_tool(["demo"])
 
 
 COMMANDS = {

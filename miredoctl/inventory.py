@@ -8,6 +8,12 @@ Layering (last wins): built-in defaults -> `defaults.yaml` `all:` -> `defaults.y
 `roles: {ROLE: ...}` -> the instance file. An explicit `null` in a later layer removes the value.
 Fields from `all:` that do not apply to a role are skipped for that role; the same field in a role
 section or an instance file is an error (miredo would call it "superfluous").
+
+Fleet-level settings sit at the top of `defaults.yaml`, beside `all:` and `roles:`. The only one,
+`allow_documentation_addresses` (default false), lets a server bind a documentation address
+(RFC 5737: 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) as if it were public. A test or demo
+network uses those ranges precisely because they never route on the internet; a production fleet
+that names one has a typo, so it is refused unless the fleet says it is a lab.
 """
 
 from __future__ import annotations
@@ -197,11 +203,23 @@ ROLE_BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "server": {},
 }
 DISCOVERY_FIELDS = ("local_discovery", "discovery_interfaces", "discovery_netmask")
+# The UDP port every Teredo server listens on (IANA-assigned to Teredo, RFC 4380). The manager's
+# one definition: it must not import the engine's internals, which have their own.
 TEREDO_SERVER_PORT = 3544
+ALLOW_DOCUMENTATION = "allow_documentation_addresses"
+DEFAULTS_KEYS = ("all", "roles", ALLOW_DOCUMENTATION)
+DOCUMENTATION_NETWORKS = tuple(ipaddress.IPv4Network(n) for n in
+                               ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
+
+
+def secondary_server_address(primary: str) -> str:
+    """A Teredo server's second address when none is given: the next one up, as miredo-server
+    defaults `ServerBindAddress2` (teredo-engine follows it)."""
+    return str(ipaddress.IPv4Address(primary) + 1)
 
 
 @dataclass(frozen=True)
-class Origin:
+class SourceLocation:
     """Where a final value came from: a file and line, or a built-in default."""
 
     file: str | None
@@ -211,7 +229,7 @@ class Origin:
         return f"{self.file}:{self.line}" if self.file else "built-in default"
 
 
-BUILTIN = Origin(None)
+BUILTIN = SourceLocation(None)
 
 
 @dataclass
@@ -221,7 +239,7 @@ class Instance:
     name: str
     file: Path
     values: dict[str, Any]
-    origins: dict[str, Origin]
+    origins: dict[str, SourceLocation]
     sources: list[Path] = field(default_factory=list)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -262,6 +280,7 @@ class Fleet:
     root: Path
     instances: dict[str, Instance]
     defaults_file: Path | None
+    allow_documentation_addresses: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -381,6 +400,7 @@ class _Defaults:
     all: _Layer | None
     roles: dict[str, _Layer]
     path: Path | None
+    allow_documentation_addresses: bool = False
 
 
 def _load_defaults(path: Path | None, problems: list[Problem]) -> _Defaults:
@@ -390,7 +410,15 @@ def _load_defaults(path: Path | None, problems: list[Problem]) -> _Defaults:
     node = reader.compose()
     all_layer: _Layer | None = None
     roles: dict[str, _Layer] = {}
+    allow_doc = False
     for key, line, vnode in reader.mapping(node, "defaults file"):
+        if key == ALLOW_DOCUMENTATION:
+            value = reader.value(vnode)
+            try:
+                allow_doc = _bool(value)
+            except FieldError as exc:
+                reader.problem(vnode.start_mark.line + 1, f"{key} {exc}")
+            continue
         if key == "all":
             all_layer = _read_fields(reader, vnode, "all", None)
             if "role" in all_layer.values:
@@ -407,9 +435,10 @@ def _load_defaults(path: Path | None, problems: list[Problem]) -> _Defaults:
                     reader.problem(layer.values.pop("role")[1], "role cannot be a default")
                 roles[role] = layer
         else:
-            reader.problem(line, f"unknown key '{key}'{did_you_mean(key, ['all', 'roles'])}; "
-                                 "a defaults file has 'all:' and 'roles:'")
-    return _Defaults(all_layer, roles, path)
+            reader.problem(line, f"unknown key '{key}'{did_you_mean(key, DEFAULTS_KEYS)}; "
+                                 "a defaults file has 'all:', 'roles:' and "
+                                 f"'{ALLOW_DOCUMENTATION}:'")
+    return _Defaults(all_layer, roles, path, allow_doc)
 
 
 def _merge(name: str, path: Path, own: _Layer, defaults: _Defaults,
@@ -424,7 +453,7 @@ def _merge(name: str, path: Path, own: _Layer, defaults: _Defaults,
         return None
     role = role_entry[0]
     values: dict[str, Any] = {}
-    origins: dict[str, Origin] = {}
+    origins: dict[str, SourceLocation] = {}
     sources = [path]
 
     def apply(layer_values: dict[str, tuple[Any, int]], origin_file: str | None,
@@ -437,7 +466,7 @@ def _merge(name: str, path: Path, own: _Layer, defaults: _Defaults,
                 origins.pop(key, None)
             else:
                 values[key] = value
-                origins[key] = Origin(origin_file, line) if origin_file else BUILTIN
+                origins[key] = SourceLocation(origin_file, line) if origin_file else BUILTIN
 
     apply({k: (v, 0) for k, v in BUILTIN_DEFAULTS.items()}, None, False)
     apply({k: (v, 0) for k, v in ROLE_BUILTIN_DEFAULTS[role].items()}, None, False)
@@ -455,11 +484,12 @@ def _merge(name: str, path: Path, own: _Layer, defaults: _Defaults,
     apply({k: v for k, v in own.values.items() if role in FIELDS[k].roles},
           reader.shown, False)
     inst = Instance(name, path, values, origins, sources)
-    _check_role(inst, reader, problems)
+    _check_role(inst, reader, problems, defaults.allow_documentation_addresses)
     return inst
 
 
-def _check_role(inst: Instance, reader: _Reader, problems: list[Problem]) -> None:
+def _check_role(inst: Instance, reader: _Reader, problems: list[Problem],
+                allow_documentation: bool) -> None:
     """Role requirements and engine limits that need the merged values."""
     def at(key: str) -> tuple[str, int]:
         origin = inst.origins.get(key)
@@ -474,7 +504,13 @@ def _check_role(inst: Instance, reader: _Reader, problems: list[Problem]) -> Non
                                 "a server needs 'server_bind_address' (its primary public IPv4)"))
     if inst.role == "server" and "server_bind_address" in inst.values:
         primary = ipaddress.IPv4Address(inst.values["server_bind_address"])
-        if not primary.is_global and not _is_doc(primary):
+        if _is_documentation(primary):
+            if not allow_documentation:
+                problems.append(Problem(
+                    *at("server_bind_address"),
+                    f"server_bind_address {primary} is a documentation address (RFC 5737); a "
+                    f"lab fleet allows those with '{ALLOW_DOCUMENTATION}: true' in defaults.yaml"))
+        elif not primary.is_global:
             problems.append(Problem(*at("server_bind_address"),
                                     "server_bind_address must be a global IPv4 address"))
     port = inst.values.get("bind_port")
@@ -489,10 +525,10 @@ def _check_role(inst: Instance, reader: _Reader, problems: list[Problem]) -> Non
                                                   "1.2.6 (engine: miredo)"))
 
 
-def _is_doc(addr: ipaddress.IPv4Address) -> bool:
-    """Documentation ranges stand in for public addresses in the lab (miredo accepts them)."""
-    return any(addr in ipaddress.IPv4Network(n)
-               for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
+def _is_documentation(addr: ipaddress.IPv4Address) -> bool:
+    """In a documentation range: never public, but a lab's stand-in for a public address (the
+    engines accept them, so only the fleet setting decides)."""
+    return any(addr in net for net in DOCUMENTATION_NETWORKS)
 
 
 def _endpoints(inst: Instance) -> list[tuple[str, int, str]]:
@@ -501,8 +537,8 @@ def _endpoints(inst: Instance) -> list[tuple[str, int, str]]:
         primary = inst.values.get("server_bind_address")
         if primary is None:
             return []
-        secondary = inst.values.get("server_bind_address2") or str(
-            ipaddress.IPv4Address(primary) + 1)
+        secondary = (inst.values.get("server_bind_address2")
+                     or secondary_server_address(primary))
         key2 = "server_bind_address2" if "server_bind_address2" in inst.values \
             else "server_bind_address"
         return [(primary, TEREDO_SERVER_PORT, "server_bind_address"),
@@ -600,4 +636,4 @@ def load_fleet(root: Path) -> Fleet:
         problems.append(Problem(display_path(root), 0, "no instance files (*.yaml) in the fleet"))
     if problems:
         raise InventoryError(problems)
-    return Fleet(root, instances, defaults_path)
+    return Fleet(root, instances, defaults_path, defaults.allow_documentation_addresses)

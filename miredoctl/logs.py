@@ -1,9 +1,9 @@
 """`miredoctl logs`: the instances' logs interleaved by time, prefixed with the instance name.
 
 The engines log to stderr, which supervisord captures; the `_logstamp` listener writes the same
-lines with a time on each to `logs/timed/NAME.log` (see `miredoctl.timedlog`). Reading those
-files directly (rather than over XML-RPC) keeps logs readable after the fleet's supervisord has
-stopped, which is exactly when someone wants to know why. `-n` and `--since` apply to the merged
+lines with a time on each to `logs/timed/NAME.log` (see `miredoctl.listeners.timedlog`). Reading
+those files directly (rather than over XML-RPC) keeps logs readable after the fleet's supervisord
+has stopped, which is exactly when someone wants to know why. `-n` and `--since` apply to the merged
 stream, as `journalctl` does, not to each instance.
 """
 
@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from miredoctl.state import StatePaths
 from miredoctl.listeners.timedlog import LogLine, display_time, merge, parse_line, read_instance
+from miredoctl.state import StatePaths
 
 
 def collect(paths: StatePaths, names: list[str], since: float | None = None,

@@ -1,7 +1,9 @@
 """Turn validated instances into engine configs, command lines and supervisord program sections.
 
-Rendering is pure: nothing here writes files or talks to supervisord, so `config`, `diff` and a
-failing `up` can render everything without touching the running fleet.
+Rendering leaves the running fleet alone: nothing here writes the state folder or talks to
+supervisord (it does read git, for the header, and `checkconf_problems` writes scratch copies for
+miredo-checkconf into a folder the caller provides), so `config`, `diff` and a failing `up` can
+render everything without touching what runs. `ops` writes the results.
 
 Change detection compares *bodies* (the template output), not whole files: the `# miredoctl:`
 header names the inventory commit, and a new commit that leaves an instance's body alone must not
@@ -25,6 +27,7 @@ import jinja2
 
 from miredoctl.errors import InventoryError, Problem
 from miredoctl.inventory import FIELDS, Fleet, Instance, display_path
+from miredoctl.listeners import logstamp
 from miredoctl.procs import exec_argv
 from miredoctl.state import StatePaths
 
@@ -38,9 +41,10 @@ REAPER = "_reaper"  # instance names start with a letter or digit, so these neve
 LOGSTAMP = "_logstamp"
 PRIORITY = {"server": 10, "relay": 20, "client": 30}
 
-# Process settings for a daemon that may fork and drops privileges (manager-notes 1.5):
-# stop/kill the whole process group (miredo has a root parent, a worker and a privproc helper),
-# restart on any exit, and give it a few seconds to prove it started.
+# Process settings for a daemon that may fork and drops privileges: stop/kill the whole process
+# group (miredo has a root parent, a worker and a privileged helper, and a stop that reaches only
+# the parent leaves the worker holding the TUN device), restart on any exit, and give it a few
+# seconds to prove it started.
 PROGRAM_SETTINGS = {
     "autostart": "true",
     "autorestart": "true",
@@ -270,8 +274,10 @@ def checkconf_problems(rendered: dict[str, Rendered], scratch: Path) -> list[Pro
 
 def supervisord_conf(paths: StatePaths, identifier: str) -> str:
     """The fleet's own supervisord: owner-only socket, pid and log in the state folder."""
-    reaper_cmd = [sys.executable, "-m", "miredoctl.reaper", "--history", str(paths.histories)]
-    logstamp_cmd = [sys.executable, "-m", "miredoctl.logstamp", "--logs", str(paths.timed_logs)]
+    reaper_cmd = [sys.executable, "-m", "miredoctl.listeners.reaper",
+                  "--history", str(paths.histories)]
+    logstamp_cmd = [sys.executable, "-m", "miredoctl.listeners.logstamp",
+                    "--logs", str(paths.timed_logs)]
     return "\n".join([
         "; miredoctl: generated, do not edit",
         "[unix_http_server]",
@@ -294,7 +300,7 @@ def supervisord_conf(paths: StatePaths, identifier: str) -> str:
         f"serverurl=unix://{_ini(str(paths.socket))}",
         "",
         "; kills what an engine leaves behind when its main process dies, and records every",
-        "; state change in history/NAME.jsonl for restart counts (miredoctl.reaper)",
+        "; state change in history/NAME.jsonl for restart counts (miredoctl.listeners.reaper)",
         f"[eventlistener:{REAPER}]",
         f"command={_ini(shlex.join(reaper_cmd))}",
         "events=PROCESS_STATE",
@@ -306,11 +312,11 @@ def supervisord_conf(paths: StatePaths, identifier: str) -> str:
         "stderr_logfile_maxbytes=1MB",
         "stderr_logfile_backups=1",
         "",
-        "; writes engine output with a time on each line to logs/timed/ (miredoctl.logstamp)",
+        "; writes engine output with a time on each line to logs/timed/",
+        "; (miredoctl.listeners.logstamp)",
         f"[eventlistener:{LOGSTAMP}]",
         f"command={_ini(shlex.join(logstamp_cmd))}",
-        "events=PROCESS_LOG,PROCESS_STATE_EXITED,PROCESS_STATE_STOPPED,PROCESS_STATE_FATAL,"
-        "PROCESS_STATE_BACKOFF",
+        "events=" + ",".join(logstamp.EVENTS),
         "buffer_size=1000",
         "autorestart=true",
         "priority=1",

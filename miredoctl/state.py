@@ -53,12 +53,12 @@ class StatePaths:
 
     @property
     def timed_logs(self) -> Path:
-        """Engine output with a time on every line (written by `miredoctl.logstamp`)."""
+        """Engine output with a time on every line (written by `miredoctl.listeners.logstamp`)."""
         return self.logs / "timed"
 
     @property
     def histories(self) -> Path:
-        """Process state changes per instance (written by `miredoctl.reaper`)."""
+        """Process state changes per instance (written by `miredoctl.listeners.reaper`)."""
         return self.root / "history"
 
     @property

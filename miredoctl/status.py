@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miredoctl.listeners import history
 from miredoctl.inventory import Fleet, Instance
+from miredoctl.listeners import history
+from miredoctl.listeners.timedlog import LogLine, display_time
 from miredoctl.procs import alive, exec_argv
 from miredoctl.state import StatePaths
-from miredoctl.listeners.timedlog import LogLine, display_time
+from miredoctl.supervisord import ACTIVE_STATES, RUNNING_NAME, STOPPED_NAME, state_of
 
 TEREDO_NET = ipaddress.IPv6Network("2001::/32")
 SOCKET_TIMEOUT = 2.0
@@ -41,7 +42,8 @@ class InstanceStatus:
     netns: str | None
     enabled: bool
     # supervisord's process state, or DISABLED / NOT ADDED / ORPHAN, or FLAPPING (a RUNNING,
-    # STARTING or BACKOFF process that supervisord restarted too often lately, see history.py)
+    # STARTING or BACKOFF process that supervisord restarted too often lately, see
+    # listeners/history.py)
     state: str
     pid: int | None = None
     process_state: str | None = None  # supervisord's own word, also when `state` is FLAPPING
@@ -74,7 +76,7 @@ class InstanceStatus:
 
     @property
     def up(self) -> bool:
-        return self.state == "RUNNING"
+        return self.state == RUNNING_NAME
 
     @property
     def ready(self) -> bool:
@@ -270,7 +272,7 @@ def collect(fleet: Fleet, paths: StatePaths, names: list[str],
             st = InstanceStatus(name, None, None, None, False, "ORPHAN")
         else:
             st = InstanceStatus(name, inst.role, inst.engine, inst.netns, inst.enabled,
-                                "STOPPED", interface=inst.get("interface"))
+                                STOPPED_NAME, interface=inst.get("interface"))
             if not inst.enabled:
                 st.state = "DISABLED"
             elif procs is not None and info is None:
@@ -288,7 +290,7 @@ def collect(fleet: Fleet, paths: StatePaths, names: list[str],
         st.restarts, st.recent_restarts = summary.restarts, summary.recent_restarts
         st.flapping = summary.flapping
         st.last_change, st.last_exit = summary.last_change, summary.last_exit
-        if st.flapping and st.state in ("RUNNING", "STARTING", "BACKOFF"):
+        if st.flapping and state_of(info) in ACTIVE_STATES:
             st.state = "FLAPPING"
         if inst is not None and st.pid:
             _fill_tunnel(inst, paths, st)

@@ -4,7 +4,7 @@ Checks that can fail cheaply come first and print one line (not root, no /dev/ne
 user, bad chroot); then, without ``-f``, the double fork: the launching process waits on a
 pipe for one status byte from the daemon and exits with it, so ``teredo-engine`` returns 1
 when the daemon could not bind its port, exactly like miredo.  The daemon itself (or the
-foreground process) becomes the privileged parent of `supervisor.Supervisor`.
+foreground process) becomes the privileged parent, `parent.Parent`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.runtime.logsetup import detach_stderr, get_logger, setup_logging
+from engine.runtime.parent import Parent, StartupError
 from engine.runtime.privsep import Account, PrivsepError, check_chroot_dir, resolve_user
-from engine.runtime.supervisor import StartupError, Supervisor
 
 log = get_logger()
 
@@ -35,18 +35,18 @@ def preflight(config: Any, opts: Any) -> Account:
 
 
 def _started(config: Any, opts: Any, account: Account,
-             on_ready: Callable[[int], None] | None = None) -> Supervisor | None:
-    """A started supervisor, or None (logged, cleaned up) when its start failed."""
-    sup = Supervisor(config, opts, account)
-    sup.on_ready = on_ready
+             on_ready: Callable[[int], None] | None = None) -> Parent | None:
+    """A started parent, or None (logged, cleaned up) when its start failed."""
+    parent = Parent(config, opts, account)
+    parent.on_ready = on_ready
     try:
-        sup.start()
+        parent.start()
     except StartupError as e:
         log.error("%s", e)
-        sup.exit_code = 1
-        sup.cleanup()
+        parent.exit_code = 1
+        parent.cleanup()
         return None
-    return sup
+    return parent
 
 
 def run(config: Any, opts: Any) -> int:
@@ -62,8 +62,8 @@ def run(config: Any, opts: Any) -> int:
         return 1
     if not opts.foreground:
         return _daemonize(config, opts, account)
-    sup = _started(config, opts, account)
-    return 1 if sup is None else sup.run()
+    parent = _started(config, opts, account)
+    return 1 if parent is None else parent.run()
 
 
 def _daemonize(config: Any, opts: Any, account: Account) -> int:
@@ -111,11 +111,11 @@ def _daemon_main(config: Any, opts: Any, account: Account, status_fd: int) -> in
         if code == 0:
             _detach_stdio()
 
-    sup = _started(config, opts, account, on_ready=report)
-    if sup is None:
+    parent = _started(config, opts, account, on_ready=report)
+    if parent is None:
         report(1)
         return 1
-    code = sup.run()
+    code = parent.run()
     report(code)
     return code
 

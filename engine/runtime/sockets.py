@@ -1,5 +1,8 @@
 """The engine's sockets, opened by the privileged parent and inherited by the worker.
 
+`open_generation` opens the set one worker lives with (a *generation*: the sockets of one
+config); the parent keeps none of them once the worker is forked.
+
 Options follow miredo where they matter on the wire: DF is never set
 (``IP_MTU_DISCOVER = IP_PMTUDISC_DONT``, RFC 4380 says SHOULD NOT), multicast TTL 1,
 close-on-exec.  Buffers are large because a relay absorbs bursts of hundreds of megabits per
@@ -10,7 +13,17 @@ variants.  Sockets are non-blocking: the loop drains them in bounded batches.
 from __future__ import annotations
 
 import errno
+import re
 import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from engine.proto.addr import TEREDO_PORT, secondary_server_address
+from engine.runtime.discovery_select import DiscoveryInterface
+from engine.runtime.logsetup import get_logger
+
+if TYPE_CHECKING:
+    from engine.config import EngineConfig
 
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DONT = getattr(socket, "IP_PMTUDISC_DONT", 0)
@@ -18,7 +31,8 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 BUFFER_BYTES = 4 * 1024 * 1024
 DISCOVERY_GROUP = "224.0.0.253"
-TEREDO_PORT = 3544
+
+log = get_logger()
 
 
 class BindError(Exception):
@@ -106,3 +120,75 @@ def open_raw6() -> socket.socket:
 def local_port(sock: socket.socket) -> str:
     ip, port = sock.getsockname()[:2]
     return f"{ip}:{port}"
+
+
+def server_addresses(config: EngineConfig) -> tuple[str, str]:
+    """A server's primary and secondary bind addresses (the secondary defaults to primary + 1,
+    as the config loader has already checked)."""
+    primary = config.server_bind_address
+    if primary is None:
+        raise BindError("a server needs ServerBindAddress")
+    secondary = config.server_bind_address2 or secondary_server_address(primary)
+    if secondary is None:
+        raise BindError(f"no secondary address after {primary}")
+    return primary, secondary
+
+
+class Generation:
+    """The sockets (and bound-address text) of one worker's life."""
+
+    def __init__(self) -> None:
+        self.udp: list[socket.socket | None] = []
+        self.raw6: socket.socket | None = None
+        self.bound: list[str] = []
+        self.discovery: list[DiscoveryInterface] = []
+        self.discovery_pending = False
+        """Discovery is on but its interfaces are not listed yet (the parent lists them after
+        the fork, once pyroute2 is imported, and sends them as a host fact)."""
+
+    def close(self) -> None:
+        for s in self.udp:
+            if s is not None:
+                s.close()
+        if self.raw6 is not None:
+            self.raw6.close()
+        self.udp, self.raw6 = [], None
+
+
+ListDiscovery = Callable[[re.Pattern[str] | None], list[DiscoveryInterface]]
+
+
+def open_generation(config: EngineConfig, list_discovery: ListDiscovery | None) -> Generation:
+    """Open the UDP (and raw) sockets `config` needs; `BindError` names the address.
+
+    The index of each socket in `Generation.udp` is the role's socket index (contracts §1):
+    a server's primary and secondary; a client's or relay's main socket, and a client's
+    discovery socket at index 2.  `list_discovery` lists local discovery's interfaces; None
+    leaves them for later (`Generation.discovery_pending`): the discovery socket is bound now,
+    and the worker joins the multicast group on each interface when the list arrives.
+    """
+    gen = Generation()
+    try:
+        if config.role == "server":
+            primary, secondary = server_addresses(config)
+            gen.udp = [open_udp(primary, TEREDO_PORT), open_udp(secondary, TEREDO_PORT)]
+            gen.raw6 = open_raw6()
+        else:
+            gen.udp = [open_udp(config.bind_address or "0.0.0.0", config.bind_port or 0)]
+            gen.udp[0].setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            if config.role == "client" and config.discovery_enabled:
+                if list_discovery is not None:
+                    gen.discovery = list_discovery(config.discovery_interfaces)
+                try:
+                    dsock = open_discovery([(n, ip) for n, ip, _m in gen.discovery])
+                except BindError as e:  # e.g. a Teredo server on this host holds 3544
+                    log.warning("local discovery off: %s", e)
+                    gen.discovery = []
+                else:
+                    gen.udp += [None, dsock]
+                    gen.discovery_pending = list_discovery is None
+        gen.bound = [local_port(s) for s in gen.udp if s is not None]
+    except BaseException:
+        gen.close()
+        raise
+    return gen

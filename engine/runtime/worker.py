@@ -35,6 +35,8 @@ from engine.proto.role import PEERS_LISTED, DiscoveryInterface, Role
 from engine.runtime import channel, hostfacts
 from engine.runtime.logsetup import get_logger, set_facility
 from engine.runtime.loop import Loop
+from engine.runtime.privsep import Account, PrivsepError, drop_privileges
+from engine.runtime.signals import set_parent_death_signal
 from engine.runtime.status_server import StatusServer
 
 MONOTONIC_STATUS_KEYS = ("last_qualified", "last_change", "server_last_seen")
@@ -615,3 +617,26 @@ class WorkerSignals:
         if self.pipe.drain():
             self.worker.loop.stop()
 
+
+def run_worker(config: Any, res: WorkerResources, account: Account, chrootdir: str | None) -> int:
+    """The forked worker's whole life: build the role, drop root, run the loop; the exit code.
+
+    The parent has already let go of what is its alone (signal pipe, pid-file lock, rtnetlink
+    sockets).  The role and the worker are built before `drop_privileges`: their imports must
+    happen while the interpreter can still read the stdlib (a chroot, or nobody, may not).
+    """
+    worker = Worker(config, build_role(config, time.monotonic()), res)
+    if res.discovery:
+        worker.set_discovery(res.discovery)
+    WorkerSignals(worker)
+    try:
+        drop_privileges(account, chrootdir)
+    except (OSError, PrivsepError) as e:
+        log.error("cannot drop privileges: %s", e)
+        return 1
+    set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before the death signal was armed
+        return 0
+    worker.run()
+    worker.close()
+    return 0

@@ -1,9 +1,9 @@
 """supervisord event listener that writes each instance's output with a time on every line.
 
-Run by the fleet's supervisord as `python -m miredoctl.logstamp --logs DIR` (program
+Run by the fleet's supervisord as `python -m miredoctl.listeners.logstamp --logs DIR` (program
 `_logstamp`); the engines' programs set `stdout_events_enabled=true` (stderr is redirected into
 stdout), so supervisord sends this listener a PROCESS_LOG_STDOUT event with every chunk it reads.
-See `miredoctl.timedlog` for why and for the file format. stdout is the listener protocol
+See `miredoctl.listeners.timedlog` for why and for the file format. stdout is the listener protocol
 channel; problems go to stderr (supervisord's `logs/logstamp.log`).
 """
 
@@ -15,11 +15,18 @@ import time
 from pathlib import Path
 
 from supervisor import childutils
+from supervisor.states import ProcessStates, getProcessStateDescription
 
+from miredoctl.listeners.history import EVENT_PREFIX
 from miredoctl.listeners.timedlog import TimedWriter
 
-FLUSH_ON = {"PROCESS_STATE_EXITED", "PROCESS_STATE_STOPPED", "PROCESS_STATE_FATAL",
-            "PROCESS_STATE_BACKOFF"}
+# The states that end a process's output: its unfinished last line is written out then. The
+# order is the one the rendered supervisord.conf subscribes in (render.supervisord_conf).
+FLUSH_ON: tuple[str, ...] = tuple(
+    EVENT_PREFIX + getProcessStateDescription(code)
+    for code in (ProcessStates.EXITED, ProcessStates.STOPPED, ProcessStates.FATAL,
+                 ProcessStates.BACKOFF))
+EVENTS: tuple[str, ...] = ("PROCESS_LOG", *FLUSH_ON)
 
 
 def handle(writer: TimedWriter, event: str, payload: str, now: float) -> None:
@@ -36,7 +43,7 @@ def handle(writer: TimedWriter, event: str, payload: str, now: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="miredoctl.logstamp")
+    parser = argparse.ArgumentParser(prog="miredoctl.listeners.logstamp")
     parser.add_argument("--logs", required=True, type=Path, help="folder for NAME.log files")
     args = parser.parse_args(argv)
     writer = TimedWriter(args.logs)

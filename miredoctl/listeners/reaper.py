@@ -7,9 +7,10 @@ forked worker running; the worker keeps the TUN interface, so every restart then
 own process group (pgid = the program's pid), so on PROCESS_STATE_EXITED we SIGKILL that group.
 
 The same listener records every process state change of the instances in the state folder
-(`history/NAME.jsonl`, see `miredoctl.history`): it already sees each change as it happens, so
-restart counts need no polling. Run by supervisord as `python -m miredoctl.reaper --history DIR`
-(subscribed to PROCESS_STATE); stdout is the listener protocol channel.
+(`history/NAME.jsonl`, see `miredoctl.listeners.history`): it already sees each change as it
+happens, so restart counts need no polling. Run by supervisord as
+`python -m miredoctl.listeners.reaper --history DIR` (program `_reaper`, subscribed to
+PROCESS_STATE); stdout is the listener protocol channel.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import time
 from pathlib import Path
 
 from supervisor import childutils
+from supervisor.states import ProcessStates, getProcessStateDescription
 
 from miredoctl.listeners import history
+
+EXITED_EVENT = history.EVENT_PREFIX + getProcessStateDescription(ProcessStates.EXITED)
 
 
 def reap(payload: str) -> str:
@@ -51,13 +55,13 @@ def note(folder: Path, event: str, payload: str, now: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="miredoctl.reaper")
+    parser = argparse.ArgumentParser(prog="miredoctl.listeners.reaper")
     parser.add_argument("--history", type=Path, help="folder for NAME.jsonl state histories")
     args = parser.parse_args(argv)
     while True:
         headers, payload = childutils.listener.wait(sys.stdin, sys.stdout)
         event = headers.get("eventname", "")
-        if event == "PROCESS_STATE_EXITED":
+        if event == EXITED_EVENT:
             print(reap(payload), file=sys.stderr, flush=True)
         if args.history is not None:
             try:

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from miredoctl import netns
-from miredoctl.lab import Lab, LabSpec
+from teredolab import netns
+from teredolab.topology import LabSpec, NetnsLab
 from tests.kernel.harness import debian_miredo_missing
 
-LabFactory = Callable[..., Lab]
+LabFactory = Callable[..., NetnsLab]
 
 
 def _missing_tools() -> str | None:
@@ -49,11 +49,11 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[LabFactory]:
     reason = _missing_tools()
     if reason:
         pytest.skip(reason)
-    labs: list[Lab] = []
+    labs: list[NetnsLab] = []
 
-    def make(check: bool = True, **spec_fields: Any) -> Lab:
+    def make(check: bool = True, **spec_fields: Any) -> NetnsLab:
         spec_fields.setdefault("prefix", unique_prefix())
-        lab = Lab(LabSpec(**spec_fields))
+        lab = NetnsLab(LabSpec(**spec_fields))
         labs.append(lab)  # before up(): teardown covers a half-built lab too
         lab.up(check=check)
         return lab
@@ -73,7 +73,7 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[LabFactory]:
 
 
 @pytest.fixture
-def lab(lab_factory: LabFactory) -> Lab:
+def lab(lab_factory: LabFactory) -> NetnsLab:
     """The default lab (reference address plan, two restricted NATs)."""
     return lab_factory()
 

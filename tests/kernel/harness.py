@@ -21,13 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from miredoctl.lab import Lab, LabSpec
+from engine.proto.addr import TEREDO_PORT
+from teredolab.topology import LabSpec, NetnsLab
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBIAN_MIREDO = "/usr/sbin/miredo"
 DEBIAN_MIREDO_SERVER = "/usr/sbin/miredo-server"
 KINDS = ("server", "relay", "client")
-TEREDO_PORT = 3544
 
 
 class HarnessError(RuntimeError):
@@ -162,7 +162,7 @@ def write_client_conf(path: Path, spec: LabSpec, bind_port: int | None = None) -
 class Daemon:
     """One daemon in one lab namespace, owned by PID, with its own pid and log file."""
 
-    def __init__(self, lab: Lab, role: str, kind: str, conf: Path, run_dir: Path,
+    def __init__(self, lab: NetnsLab, role: str, kind: str, conf: Path, run_dir: Path,
                  impl: Implementation = DEBIAN, name: str | None = None) -> None:
         if kind not in KINDS:
             raise HarnessError(f"daemon kind {kind!r}: not one of {', '.join(KINDS)}")
@@ -251,12 +251,12 @@ def wait_for(pred, what: str, timeout: float = 15.0):
         time.sleep(0.05)
 
 
-def udp_listening(lab: Lab, role: str, addr: str, port: int) -> bool:
+def udp_listening(lab: NetnsLab, role: str, addr: str, port: int) -> bool:
     cp = lab.exec(role, ["ss", "-Hlun", f"src {addr}:{port}"])
     return cp.returncode == 0 and bool(cp.stdout.strip())
 
 
-def wait_udp_listen(lab: Lab, role: str, addr: str, port: int, timeout: float = 5.0,
+def wait_udp_listen(lab: NetnsLab, role: str, addr: str, port: int, timeout: float = 5.0,
                     daemon: Daemon | None = None) -> None:
     def ok() -> bool:
         if daemon is not None:
@@ -267,12 +267,12 @@ def wait_udp_listen(lab: Lab, role: str, addr: str, port: int, timeout: float = 
                            f"{timeout:g}s" + (f" (log: {daemon.log_tail()})" if daemon else ""))
 
 
-def link_exists(lab: Lab, role: str, ifname: str) -> bool:
+def link_exists(lab: NetnsLab, role: str, ifname: str) -> bool:
     return subprocess.run(["ip", "-n", lab.ns(role), "link", "show", "dev", ifname],
                           capture_output=True).returncode == 0
 
 
-def wait_link(lab: Lab, role: str, ifname: str, timeout: float = 5.0,
+def wait_link(lab: NetnsLab, role: str, ifname: str, timeout: float = 5.0,
               daemon: Daemon | None = None) -> None:
     def ok() -> bool:
         if daemon is not None:
@@ -283,7 +283,7 @@ def wait_link(lab: Lab, role: str, ifname: str, timeout: float = 5.0,
                            f"{timeout:g}s" + (f" (log: {daemon.log_tail()})" if daemon else ""))
 
 
-def teredo_address(lab: Lab, role: str, ifname: str) -> str | None:
+def teredo_address(lab: NetnsLab, role: str, ifname: str) -> str | None:
     """The global IPv6 address on `ifname` in the role's namespace, or None."""
     cp = subprocess.run(["ip", "-n", lab.ns(role), "-6", "-o", "addr", "show", "dev", ifname,
                          "scope", "global"], capture_output=True, text=True)
@@ -294,7 +294,7 @@ def teredo_address(lab: Lab, role: str, ifname: str) -> str | None:
     return None
 
 
-def wait_for_teredo_address(lab: Lab, role: str, ifname: str, timeout: float,
+def wait_for_teredo_address(lab: NetnsLab, role: str, ifname: str, timeout: float,
                             since: float | None = None,
                             daemon: Daemon | None = None) -> tuple[str, float]:
     """Poll `ip -6 addr` every 5 ms until a global address is on `ifname`.
@@ -358,7 +358,7 @@ def parse_ping(output: str, count: int = 0) -> PingResult:
     return PingResult(int(tx.group(1)), int(tx.group(2)), mn, av, mx, output)
 
 
-def ping(lab: Lab, role: str, dst: str, count: int = 5, size: int = 56,
+def ping(lab: NetnsLab, role: str, dst: str, count: int = 5, size: int = 56,
          interval: float = 0.2, wait: float = 3.0) -> PingResult:
     """Ping from a role's namespace; IPv6 when `dst` has a colon."""
     argv = ["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", f"{wait:g}",
@@ -381,7 +381,7 @@ class Client:
 class Stack:
     """Server, relay and clients running in one lab; `stop()` ends them in reverse order."""
 
-    lab: Lab
+    lab: NetnsLab
     run_dir: Path
     daemons: list[Daemon] = field(default_factory=list)
     clients: dict[str, Client] = field(default_factory=dict)
@@ -432,7 +432,7 @@ def start_client(stack: Stack, role: str, impl: Implementation = DEBIAN,
     return client
 
 
-def start_stack(lab: Lab, run_dir: Path, impl: Implementation = DEBIAN,
+def start_stack(lab: NetnsLab, run_dir: Path, impl: Implementation = DEBIAN,
                 overrides: Mapping[str, Implementation] | None = None) -> Stack:
     """Server, relay and every client of the lab, each role by `impl` unless overridden
     (keys: "server", "relay", "cli", "cli2").  On failure what was started is stopped."""

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from miredoctl.lab import Lab
+from teredolab.topology import NetnsLab
 from tests.kernel.harness import (
     DEBIAN,
     OURS,
@@ -108,7 +108,7 @@ class ComboRun:
     problems: list[str] = field(default_factory=list)
 
 
-def _address_problems(lab: Lab, stack: Stack) -> list[str]:
+def _address_problems(lab: NetnsLab, stack: Stack) -> list[str]:
     """Every client's address is a Teredo address naming the lab server and its own NAT."""
     wan = {"cli": lab.spec.nat_wan, "cli2": lab.spec.nat2_wan}
     out = []
@@ -124,7 +124,7 @@ def _address_problems(lab: Lab, stack: Stack) -> list[str]:
     return out
 
 
-def run_combo(lab: Lab, run_dir: Path, combo: Combo) -> ComboRun:
+def run_combo(lab: NetnsLab, run_dir: Path, combo: Combo) -> ComboRun:
     """Start the combination's four daemons, ping every path in order, stop them with TERM.
 
     Never raises for a failed path: the caller judges `ComboRun` (so the table gets every

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from miredoctl.lab import Lab
+from teredolab.topology import NetnsLab
 from tests.kernel.harness import HarnessError, PingResult, ping
 
 NATIVE = "v6"  # destination role meaning "the native IPv6 host"; others are Teredo clients
@@ -58,7 +58,7 @@ class PathResult:
         return self.result.verdict
 
 
-def destination(lab: Lab, path: PingPath, addresses: Mapping[str, str]) -> str:
+def destination(lab: NetnsLab, path: PingPath, addresses: Mapping[str, str]) -> str:
     if path.dst == NATIVE:
         return lab.spec.v6_host
     if path.dst not in addresses:
@@ -66,7 +66,7 @@ def destination(lab: Lab, path: PingPath, addresses: Mapping[str, str]) -> str:
     return addresses[path.dst]
 
 
-def run_path_list(lab: Lab, paths: Iterable[PingPath], addresses: Mapping[str, str],
+def run_path_list(lab: NetnsLab, paths: Iterable[PingPath], addresses: Mapping[str, str],
                   count: int = 5, interval: float = 0.2, wait: float = 3.0) -> list[PathResult]:
     """Ping `paths` in the given order (order makes cold/warm); one row per path.
 
@@ -84,7 +84,7 @@ def run_path_list(lab: Lab, paths: Iterable[PingPath], addresses: Mapping[str, s
     return rows
 
 
-def run_paths(lab: Lab, addresses: Mapping[str, str], count: int = 5,
+def run_paths(lab: NetnsLab, addresses: Mapping[str, str], count: int = 5,
               interval: float = 0.2, wait: float = 3.0) -> list[PathResult]:
     """Ping every path of PATHS this lab can carry, in order; returns one row per path.
 

@@ -12,7 +12,7 @@ import pytest
 
 from bench import __main__ as bench_main
 from bench import runner
-from miredoctl import netns
+from teredolab import netns
 from tests.kernel import harness as h
 from tests.kernel.conftest import unique_prefix
 

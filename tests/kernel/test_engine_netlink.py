@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from engine.runtime.status_server import query
-from miredoctl import netns
+from teredolab import netns
 from tests.kernel.conftest import unique_prefix
 from tests.kernel.harness import wait_for
 

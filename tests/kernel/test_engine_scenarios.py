@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from miredoctl.lab import Lab
+from teredolab.topology import NetnsLab
 from tests.kernel import matrix
 from tests.kernel.harness import (
     DEBIAN,
@@ -99,7 +99,7 @@ def _fmt(x: float | None, digits: int) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def _client_swap(lab: Lab, run_dir: Path, infra: Implementation, title: str, capsys) -> None:
+def _client_swap(lab: NetnsLab, run_dir: Path, infra: Implementation, title: str, capsys) -> None:
     stack = Stack(lab, run_dir)
     try:
         start_server(stack, infra)
@@ -179,7 +179,7 @@ def _wait(pred, what: str, timeout: float = 20.0):
     return value
 
 
-def _ifindex(lab: Lab, role: str, ifname: str) -> int:
+def _ifindex(lab: NetnsLab, role: str, ifname: str) -> int:
     cp = lab.exec(role, ["ip", "-j", "link", "show", "dev", ifname], check=True)
     return int(json.loads(cp.stdout)[0]["ifindex"])
 
@@ -215,7 +215,7 @@ def _hup(d: Daemon) -> None:
           f"{d.name} to reload in place")
 
 
-def _routes6(lab: Lab, role: str) -> str:
+def _routes6(lab: NetnsLab, role: str) -> str:
     return lab.exec(role, ["ip", "-6", "route", "show", "table", "all"]).stdout
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from miredoctl.lab import LabSpec
+from teredolab.topology import LabSpec
 from tests.kernel.harness import (
     DEBIAN,
     OURS,

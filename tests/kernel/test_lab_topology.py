@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from miredoctl import netns
-from miredoctl.lab import ROLES, Lab, LabError, LabSpec, check_lab_address, nat_ruleset
+from teredolab import netns
+from teredolab.topology import ROLES, LabError, LabSpec, NetnsLab, check_lab_address, nat_ruleset
 
 
 def _ns_with_prefix(prefix: str) -> list[str]:
@@ -33,7 +33,7 @@ socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", (sys.argv[1], int(
 """
 
 
-def _udp_source_seen(lab: Lab, src_role: str, dst_role: str, dst_ip: str) -> str:
+def _udp_source_seen(lab: NetnsLab, src_role: str, dst_role: str, dst_ip: str) -> str:
     """Send one UDP datagram between two lab hosts; return the source IP the receiver saw."""
     rx = lab.spawn(dst_role, [sys.executable, "-c", _RECV_ONE, dst_ip],
                    stdout=subprocess.PIPE, text=True)
@@ -77,7 +77,7 @@ def test_lab_revalidates_a_spec_that_bypassed_its_checks():
     spec = LabSpec(prefix="g-")
     object.__setattr__(spec, "rly_ip4", "1.1.1.1")  # frozen dataclass, forced on purpose
     with pytest.raises(LabError, match="rly_ip4"):
-        Lab(spec)
+        NetnsLab(spec)
     assert not _ns_with_prefix("g-")
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from miredoctl import netns
-from miredoctl.lab import Lab, LabSpec
+from teredolab import netns
+from teredolab.topology import DEFAULT_PREFIX, LabSpec, NetnsLab
 from tests.kernel.conftest import _missing_tools, unique_prefix
 
 pytestmark = pytest.mark.kernel
@@ -30,11 +30,11 @@ ENGINE_ROLES = ("srv", "rly", "cli", "cli2")
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+def lab() -> Iterator[NetnsLab]:
     reason = _missing_tools()
     if reason:
         pytest.skip(reason)
-    lab = Lab(LabSpec(prefix=unique_prefix()))
+    lab = NetnsLab(LabSpec(prefix=unique_prefix()))
     try:
         lab.up()
         yield lab
@@ -45,7 +45,7 @@ def lab() -> Iterator[Lab]:
 class Ctl:
     """Runs `miredoctl` against one test's fleet and state folders."""
 
-    def __init__(self, lab: Lab, fleet: Path, state: Path) -> None:
+    def __init__(self, lab: NetnsLab, fleet: Path, state: Path) -> None:
         self.lab, self.fleet, self.state = lab, fleet, state
 
     def run(self, *args: str, expect: int | None = 0, timeout: float = 120
@@ -84,12 +84,12 @@ class Ctl:
         raise AssertionError(f"timed out waiting for {what}; status: {self.status()}")
 
 
-def make_fleet(lab: Lab, dest: Path, engine: str = "teredo-engine",
+def make_fleet(lab: NetnsLab, dest: Path, engine: str = "teredo-engine",
                overrides: dict[str, str] | None = None) -> Path:
     """The shipped default fleet, moved to this lab's namespaces."""
     dest.mkdir()
     for src in (ROOT / "instances").glob("*.yaml"):
-        text = src.read_text().replace("mdl-", lab.spec.prefix)
+        text = src.read_text().replace(DEFAULT_PREFIX, lab.spec.prefix)
         if src.name == "defaults.yaml":
             text = text.replace("engine: teredo-engine", f"engine: {engine}")
         (dest / src.name).write_text(text)
@@ -99,12 +99,12 @@ def make_fleet(lab: Lab, dest: Path, engine: str = "teredo-engine",
     return dest
 
 
-def _leftovers(lab: Lab) -> dict[str, list[int]]:
+def _leftovers(lab: NetnsLab) -> dict[str, list[int]]:
     return {r: netns.pids(lab.ns(r)) for r in ENGINE_ROLES if netns.pids(lab.ns(r))}
 
 
 @pytest.fixture
-def ctl_factory(lab: Lab, tmp_path: Path) -> Iterator:
+def ctl_factory(lab: NetnsLab, tmp_path: Path) -> Iterator:
     made: list[Ctl] = []
 
     def make(engine: str = "teredo-engine", overrides: dict[str, str] | None = None) -> Ctl:
@@ -129,7 +129,7 @@ def ctl_factory(lab: Lab, tmp_path: Path) -> Iterator:
     assert not left, f"processes left in lab namespaces after down: {left}"
 
 
-def test_fleet_lifecycle_with_teredo_engine(lab: Lab, ctl_factory) -> None:
+def test_fleet_lifecycle_with_teredo_engine(lab: NetnsLab, ctl_factory) -> None:
     ctl = ctl_factory()
     ctl.run("validate")
     up = ctl.json("up", "--all")["results"]
@@ -180,7 +180,7 @@ def test_fleet_lifecycle_with_teredo_engine(lab: Lab, ctl_factory) -> None:
     ctl.run("status")
 
 
-def test_up_after_inventory_change_restarts_only_that_instance(lab: Lab, ctl_factory) -> None:
+def test_up_after_inventory_change_restarts_only_that_instance(lab: NetnsLab, ctl_factory) -> None:
     ctl = ctl_factory()
     ctl.run("up")
     ctl.run("wait")
@@ -207,7 +207,7 @@ def test_up_after_inventory_change_restarts_only_that_instance(lab: Lab, ctl_fac
     assert ctl.pids() == after
 
 
-def test_killed_engine_is_restarted_and_status_shows_it(lab: Lab, ctl_factory) -> None:
+def test_killed_engine_is_restarted_and_status_shows_it(lab: NetnsLab, ctl_factory) -> None:
     ctl = ctl_factory()
     ctl.run("up")
     ctl.run("wait")
@@ -233,7 +233,7 @@ def _restart_by_kill(ctl: Ctl, name: str) -> int:
     return row["pid"]
 
 
-def test_flapping_engine_shows_and_exits_3_until_restarted(lab: Lab, ctl_factory) -> None:
+def test_flapping_engine_shows_and_exits_3_until_restarted(lab: NetnsLab, ctl_factory) -> None:
     ctl = ctl_factory()
     ctl.run("up")
     ctl.run("wait")
@@ -258,7 +258,7 @@ def test_flapping_engine_shows_and_exits_3_until_restarted(lab: Lab, ctl_factory
     ctl.run("status")
 
 
-def test_wait_needs_the_engine_itself_to_answer(lab: Lab, ctl_factory) -> None:
+def test_wait_needs_the_engine_itself_to_answer(lab: NetnsLab, ctl_factory) -> None:
     ctl = ctl_factory()
     ctl.run("up")
     ctl.run("wait")
@@ -279,7 +279,7 @@ def test_wait_needs_the_engine_itself_to_answer(lab: Lab, ctl_factory) -> None:
     ctl.run("wait", "client1")
 
 
-def test_logs_are_stamped_merged_and_cut_across_instances(lab: Lab, ctl_factory) -> None:
+def test_logs_are_stamped_merged_and_cut_across_instances(lab: NetnsLab, ctl_factory) -> None:
     ctl = ctl_factory()
     ctl.run("up")
     ctl.run("wait")
@@ -314,7 +314,8 @@ def test_logs_are_stamped_merged_and_cut_across_instances(lab: Lab, ctl_factory)
     ctl.run("logs", "--since", "last tuesday", expect=2)
 
 
-def test_bad_inventories_give_file_line_errors_and_touch_nothing(lab: Lab, ctl_factory) -> None:
+def test_bad_inventories_give_file_line_errors_and_touch_nothing(lab: NetnsLab,
+                                                                  ctl_factory) -> None:
     ctl = ctl_factory()
     ctl.run("up")
     ctl.run("wait")
@@ -346,7 +347,7 @@ def test_bad_inventories_give_file_line_errors_and_touch_nothing(lab: Lab, ctl_f
     assert {p: p.read_bytes() for p in (ctl.state / "configs").iterdir()} == files
 
 
-def test_failed_up_leaves_the_running_fleet_as_it_was(lab: Lab, ctl_factory) -> None:
+def test_failed_up_leaves_the_running_fleet_as_it_was(lab: NetnsLab, ctl_factory) -> None:
     ctl = ctl_factory()
     ctl.run("up")
     ctl.run("wait")
@@ -364,7 +365,7 @@ def test_failed_up_leaves_the_running_fleet_as_it_was(lab: Lab, ctl_factory) -> 
     assert ctl.status("client1")["client1"]["state"] == "RUNNING"
 
 
-def test_debian_miredo_as_engine(lab: Lab, ctl_factory) -> None:
+def test_debian_miredo_as_engine(lab: NetnsLab, ctl_factory) -> None:
     if not (os.access("/usr/sbin/miredo", os.X_OK) and os.access("/usr/sbin/miredo-server",
                                                                   os.X_OK)):
         pytest.skip("Debian's miredo / miredo-server are not installed")
@@ -391,7 +392,7 @@ def test_debian_miredo_as_engine(lab: Lab, ctl_factory) -> None:
     assert not _leftovers(lab)
 
 
-def test_cli_errors_and_exit_codes(lab: Lab, ctl_factory) -> None:
+def test_cli_errors_and_exit_codes(lab: NetnsLab, ctl_factory) -> None:
     ctl = ctl_factory()
     proc = ctl.run("status", expect=4)
     assert f"looked for unix://{ctl.state}/supervisor.sock" in proc.stderr
@@ -406,7 +407,7 @@ def test_cli_errors_and_exit_codes(lab: Lab, ctl_factory) -> None:
     assert "fleet folder not found" in proc.stderr
 
 
-def test_up_recovers_engines_orphaned_by_a_killed_supervisord(lab: Lab, ctl_factory) -> None:
+def test_up_recovers_engines_orphaned_by_a_killed_supervisord(lab: NetnsLab, ctl_factory) -> None:
     ctl = ctl_factory()
     ctl.run("up")
     ctl.run("wait")

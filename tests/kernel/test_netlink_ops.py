@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from miredoctl import netns
+from teredolab import netns
 from tests.kernel.conftest import unique_prefix
 
 pytestmark = pytest.mark.kernel

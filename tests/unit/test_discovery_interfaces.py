@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from engine.runtime.netlink import Address, Link
 from engine.runtime.discovery_select import IFF_MULTICAST, select_discovery
+from engine.runtime.netlink import Address, Link
 
 UP = 0x1 | 0x40
 

@@ -145,8 +145,42 @@ def test_defaults_file_errors(tmp_path: Path) -> None:
         "defaults.yaml:5: unknown role 'clinet' (did you mean 'client'?); roles are client, "
         "relay, server",
         "defaults.yaml:7: server does not apply to a relay (only to client)",
-        "defaults.yaml:8: unknown key 'extra'; a defaults file has 'all:' and 'roles:'",
+        "defaults.yaml:8: unknown key 'extra'; a defaults file has 'all:', 'roles:' and "
+        "'allow_documentation_addresses:'",
     ]
+
+
+def _sub(tmp_path: Path, name: str) -> Path:
+    (tmp_path / name).mkdir()
+    return tmp_path / name
+
+
+def test_documentation_addresses_need_the_fleet_setting(tmp_path: Path) -> None:
+    server = "role: server\nserver_bind_address: 203.0.113.10\n"
+    assert problems(_sub(tmp_path, "prod"), {"s1.yaml": server}) == [
+        "s1.yaml:2: server_bind_address 203.0.113.10 is a documentation address (RFC 5737); a "
+        "lab fleet allows those with 'allow_documentation_addresses: true' in defaults.yaml"]
+    assert problems(_sub(tmp_path, "off"), {
+        "defaults.yaml": "allow_documentation_addresses: false\n", "s1.yaml": server}) == [
+        "s1.yaml:2: server_bind_address 203.0.113.10 is a documentation address (RFC 5737); a "
+        "lab fleet allows those with 'allow_documentation_addresses: true' in defaults.yaml"]
+    assert problems(_sub(tmp_path, "typo"), {
+        "defaults.yaml": "all: {}\nallow_documentation_addresses: yes please\n",
+        "s1.yaml": "role: server\nserver_bind_address: 192.0.2.1\n"}) == [
+        "defaults.yaml:2: allow_documentation_addresses must be true or false, got string "
+        "'yes please'",
+        "s1.yaml:2: server_bind_address 192.0.2.1 is a documentation address (RFC 5737); a "
+        "lab fleet allows those with 'allow_documentation_addresses: true' in defaults.yaml"]
+    lab = fleet_dir(_sub(tmp_path, "lab"), {
+        "defaults.yaml": "allow_documentation_addresses: true\n", "s1.yaml": server})
+    fleet = load_fleet(lab)
+    assert fleet.allow_documentation_addresses
+    assert fleet.instances["s1"].values["server_bind_address"] == "203.0.113.10"
+    # the setting is about documentation ranges only: a private address stays an error
+    assert problems(_sub(tmp_path, "private"), {
+        "defaults.yaml": "allow_documentation_addresses: true\n",
+        "s1.yaml": "role: server\nserver_bind_address: 10.0.0.1\n"}) == [
+        "s1.yaml:2: server_bind_address must be a global IPv4 address"]
 
 
 def test_engine_limits(tmp_path: Path) -> None:
@@ -157,7 +191,8 @@ def test_engine_limits(tmp_path: Path) -> None:
 
 def test_fleet_conflicts(tmp_path: Path) -> None:
     got = problems(tmp_path, {
-        "defaults.yaml": "roles:\n  client:\n    server: 203.0.113.10\n    netns: ns1\n",
+        "defaults.yaml": "roles:\n  client:\n    server: 203.0.113.10\n    netns: ns1\n"
+                         "allow_documentation_addresses: true\n",
         "a.yaml": "role: client\nbind_port: 4000\n",
         "b.yaml": "role: client\nbind_port: 4000\nbind_address: 198.18.0.2\n",
         "c.yaml": "role: client\nnetns: ns2\nbind_port: 4000\n",  # other namespace: fine

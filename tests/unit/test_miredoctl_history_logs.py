@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from miredoctl import history, logs, logstamp
+from miredoctl import logs
 from miredoctl.errors import UsageError
-from miredoctl.history import Transition, summarize
-from miredoctl.state import StatePaths
-from miredoctl.timedlog import (
+from miredoctl.listeners import history, logstamp
+from miredoctl.listeners.history import Transition, summarize
+from miredoctl.listeners.timedlog import (
     TimedWriter,
     format_line,
     merge,
@@ -19,6 +19,7 @@ from miredoctl.timedlog import (
     parse_since,
     read_instance,
 )
+from miredoctl.state import StatePaths
 
 T0 = 1_764_130_000.0  # a fixed Unix time: no test reads the clock
 

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from supervisor.states import ProcessStates
 
-from miredoctl import history
 from miredoctl.inventory import load_fleet
+from miredoctl.listeners import history
 from miredoctl.state import StatePaths
 from miredoctl.status import collect, table
 
@@ -76,7 +77,8 @@ def engine(fleet_paths) -> Iterator:
 
 
 def running(pid: int) -> dict:
-    return {"c1": {"statename": "RUNNING", "pid": pid, "start": T0, "now": T0 + 60}}
+    return {"c1": {"state": ProcessStates.RUNNING, "statename": "RUNNING", "pid": pid,
+                   "start": T0, "now": T0 + 60}}
 
 
 def test_ready_needs_the_socket_to_answer_with_supervisords_pid(fleet_paths, engine) -> None:

@@ -21,7 +21,7 @@ from miredoctl.render import (
     supervisord_conf,
 )
 from miredoctl.state import StatePaths, write_atomic
-from miredoctl.supervisor import identifier_for
+from miredoctl.supervisord import identifier_for
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_checkconf = pytest.mark.skipif(not os.access(MIREDO_CHECKCONF, os.X_OK),
@@ -110,6 +110,7 @@ def test_program_section_and_commands(tmp_path: Path) -> None:
     paths = state(tmp_path)
     d = tmp_path / "fleet"
     d.mkdir()
+    (d / "defaults.yaml").write_text("allow_documentation_addresses: true\n")
     (d / "srv.yaml").write_text("role: server\nengine: miredo\nnetns: ns-srv\n"
                                 "server_bind_address: 203.0.113.10\n")
     (d / "cli.yaml").write_text("role: client\nserver: 203.0.113.10\nuser: nobody\n")

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from miredoctl import logs
-from miredoctl.reaper import reap
+from miredoctl.listeners.reaper import reap
+from miredoctl.listeners.timedlog import LogLine, TimedWriter, display_time
 from miredoctl.state import StatePaths
 from miredoctl.status import (
     InstanceStatus,
@@ -22,7 +23,6 @@ from miredoctl.status import (
     human_duration,
     table,
 )
-from miredoctl.timedlog import LogLine, TimedWriter, display_time
 
 
 def test_decode_teredo_address() -> None:

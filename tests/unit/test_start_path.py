@@ -3,7 +3,7 @@ import before the worker is forked).
 
 pyroute2 is the engine's netlink library, and importing it takes 0.15-0.3 s, longer than a
 whole qualification in a LAN.  So only `engine.runtime.netlink` imports it, and the run path
-up to the fork (CLI, daemon, supervisor, worker, roles) must not: the parent imports it after
+up to the fork (CLI, daemon, parent, worker, roles) must not: the parent imports it after
 forking a client's worker, in parallel with the worker's qualification."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 
 from engine.proto.client import ClientRole
 
-RUN_PATH = ("engine.cli", "engine.runtime.daemon", "engine.runtime.supervisor",
+RUN_PATH = ("engine.cli", "engine.runtime.daemon", "engine.runtime.parent",
             "engine.runtime.worker", "engine.runtime.hostfacts", "engine.proto.client",
             "engine.proto.relay", "engine.proto.server")
 HEAVY = ("pyroute2", "asyncio", "ssl")

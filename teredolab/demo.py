@@ -3,7 +3,7 @@
 Every step runs the same `miredoctl` command an operator would type (shown before it runs) and
 then says what it proved. The fleet is left running so the user can look around; the last lines
 say how to take everything down. Run from the repository root (the fleet is ./instances):
-`python -m miredoctl.demo` or `miredoctl demo`.
+`miredoctl demo` (or `python -m teredolab demo`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-from miredoctl import netns
+from teredolab import netns
+from teredolab.topology import DEFAULT_PREFIX, LabSpec
 
-LAB_PREFIX = "mdl-"
-V6_HOST = "2001:db8:1::100"
+LAB_PREFIX = DEFAULT_PREFIX  # the prefix the default fleet in instances/ names
+V6_HOST = LabSpec().v6_host
 
 
 class DemoFailed(RuntimeError):
-    pass
+    """A demo step failed; the message names the command, and main() says how to clean up."""
 
 
 def _say(text: str) -> None:
@@ -62,7 +63,8 @@ def run() -> int:
         _say("miredoctl demo: run it from the repository root (the fleet is ./instances)")
         return 1
     _say("== 1. The lab: a Teredo server, a relay, an IPv6-only host and two clients behind two "
-         "NATs, each in its own network namespace (mdl-*). Nothing touches the host's network.")
+         f"NATs, each in its own network namespace ({LAB_PREFIX}*). Nothing touches the host's "
+         "network.")
     _miredoctl("down", capture=True, check=False)  # an earlier demo's fleet, if any
     _miredoctl("lab", "up", "--prefix", LAB_PREFIX)
     _say("   -> namespaces, links, NATs built; plain IPv4/IPv6 reachability checked.")
@@ -103,7 +105,7 @@ def run() -> int:
         ("miredoctl logs -f", "all engine logs, merged"),
         ("miredoctl config --origin relay", "which file and line set each value"),
         ("miredoctl reload relay", "re-render and SIGHUP one engine"),
-        ("ip netns exec mdl-cli ping 2001:db8:1::100", "use the tunnel yourself"),
+        (f"ip netns exec {LAB_PREFIX}cli ping {V6_HOST}", "use the tunnel yourself"),
     ):
         _say(f"  {cmd:45} # {what}")
     _say("\n== Take it all down")

@@ -2,12 +2,14 @@
 
 Why: supervisord keeps no restart count, and an engine that dies *after* `startsecs` is
 RUNNING -> EXITED -> STARTING -> RUNNING forever without ever reaching FATAL, so `status` would
-show a healthy RUNNING crash loop. The fleet's event listener (`miredoctl.reaper`) appends every
+show a healthy RUNNING crash loop. The fleet's event listener (`listeners.reaper`) appends every
 process state change supervisord announces to `history/NAME.jsonl` in the state folder; `status`
 reads it back. The folder is the fleet's own, so the counts survive miredoctl invocations and a
 restart of supervisord (not a reboot: the default state folder is under /run).
 
-Counting rules (supervisord's state machine, manager-notes §1.3):
+Counting rules (supervisord's process state machine: a process that exits is EXITED, then
+STARTING again if autorestart; a start that fails before `startsecs` is BACKOFF, then STARTING
+again, until `startretries` make it FATAL; only an operator leaves STOPPED or FATAL):
 * STARTING entered from EXITED or BACKOFF is an *automatic* restart by supervisord;
 * STARTING entered from STOPPED or FATAL is an operator start (`up`, `restart`, a rollback,
   supervisord starting; supervisord itself never leaves FATAL): it resets the count, so
@@ -23,13 +25,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from supervisor.states import ProcessStates, getProcessStateDescription
+
 from miredoctl.state import write_atomic
 
 FLAP_WINDOW = 300.0
 FLAP_RESTARTS = 3
 KEEP = 500  # records kept per instance when the file is trimmed
-AUTOMATIC_FROM = {"EXITED", "BACKOFF"}
-OPERATOR_FROM = {"STOPPED", "FATAL"}
+# supervisord names an event after the state entered: PROCESS_STATE_<statename>
+EVENT_PREFIX = "PROCESS_STATE_"
+# Transitions keep supervisord's state *names*: that is what its events carry and what the
+# history files hold, so the names are taken from supervisor's own table.
+STARTING = getProcessStateDescription(ProcessStates.STARTING)
+EXITED = getProcessStateDescription(ProcessStates.EXITED)
+AUTOMATIC_FROM = frozenset(getProcessStateDescription(c)
+                           for c in (ProcessStates.EXITED, ProcessStates.BACKOFF))
+OPERATOR_FROM = frozenset(getProcessStateDescription(c)
+                          for c in (ProcessStates.STOPPED, ProcessStates.FATAL))
 
 
 @dataclass(frozen=True)
@@ -45,12 +57,11 @@ class Transition:
 
 def transition_from_event(event: str, headers: dict[str, str], now: float) -> Transition | None:
     """PROCESS_STATE_<STATE> event headers -> Transition (None for other events)."""
-    prefix = "PROCESS_STATE_"
-    if not event.startswith(prefix):
+    if not event.startswith(EVENT_PREFIX):
         return None
     pid = headers.get("pid")
     expected = headers.get("expected")
-    return Transition(now, event[len(prefix):], headers.get("from_state", ""),
+    return Transition(now, event[len(EVENT_PREFIX):], headers.get("from_state", ""),
                       int(pid) if pid and pid.isdigit() else None,
                       None if expected is None else expected == "1")
 
@@ -100,12 +111,12 @@ def summarize(transitions: list[Transition], now: float, window: float = FLAP_WI
     times: list[float] = []
     for tr in transitions:
         s.last_change = tr.time
-        if tr.state == "STARTING":
+        if tr.state == STARTING:
             if tr.from_state in AUTOMATIC_FROM:
                 times.append(tr.time)
             elif tr.from_state in OPERATOR_FROM:
                 times = []
-        elif tr.state == "EXITED":
+        elif tr.state == EXITED:
             s.last_exit, s.last_exit_expected = tr.time, tr.expected
     s.restarts = len(times)
     s.recent_restarts = sum(1 for t in times if now - window <= t <= now + 1)

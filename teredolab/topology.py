@@ -1,5 +1,5 @@
-"""The demo/test network: a Teredo server, relay, native IPv6 host, NATs and clients, each in
-its own network namespace.
+"""The lab network: a Teredo server, relay, native IPv6 host, NATs and clients, each in its own
+network namespace; used by `miredoctl lab`/`demo`, the kernel tests and the benchmark.
 
 Topology (namespace names are `<prefix><role>`):
 
@@ -31,9 +31,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from miredoctl import netns
-from miredoctl.netns import NetnsError
+from teredolab import netns
+from teredolab.netns import NetnsError
 
+# The one default prefix: `miredoctl lab` and the demo use it, and the default fleet in
+# instances/ names its namespaces (mdl-srv, mdl-cli, ...). Tests and the benchmark always pass
+# their own, so they never touch a demo's lab.
+DEFAULT_PREFIX = "mdl-"
 ROLES: tuple[str, ...] = ("inet", "srv", "rly", "nat", "nat2", "cli", "cli2", "v6")
 NAT_TYPES: tuple[str, ...] = ("restricted", "restricted-nofw", "symmetric", "fullcone")
 
@@ -55,7 +59,7 @@ class LabError(RuntimeError):
 class LabSpec:
     """Everything that shapes one lab.  Defaults are the reference lab's address plan."""
 
-    prefix: str = "t-"
+    prefix: str = DEFAULT_PREFIX
     nat_type: str = "restricted"
     nat2_type: str = "restricted"
     with_client2: bool = True
@@ -145,14 +149,15 @@ class LabSpec:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One plain reachability probe of `Lab.check()`."""
+    """One plain reachability probe of `NetnsLab.check()`."""
 
     description: str
     ok: bool
 
 
-class Lab:
-    """One lab instance: build it with `up()`, remove it with `down()` (or use `with`)."""
+class NetnsLab:
+    """One lab of real namespaces, veths and NATs (tests/sim simulates a network instead):
+    build it with `up()`, remove it with `down()` (or use `with`)."""
 
     def __init__(self, spec: LabSpec | None = None) -> None:
         self.spec = spec if spec is not None else LabSpec()
@@ -189,7 +194,7 @@ class Lab:
         return subprocess.Popen(netns.exec_argv(self.ns(role), argv), **kw)
 
     # ------------------------------------------------------------- lifecycle
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> NetnsLab:
         self.up()
         return self
 

@@ -3,7 +3,7 @@
 Why a second log per instance: neither the engines (ours nor Debian's miredo) nor supervisord put
 a time on the lines they write to `logs/NAME.log`, so those files cannot be interleaved or cut at
 `--since`. supervisord can hand every chunk it reads from an engine to an event listener
-(`stdout_events_enabled`); the listener (`miredoctl.logstamp`) stamps each line with the time it
+(`stdout_events_enabled`); the listener (`listeners.logstamp`) stamps each line with the time it
 received it and appends it to `logs/timed/NAME.log`, one line per line:
 
     2026-11-26T04:39:43.123456Z <the engine's line>

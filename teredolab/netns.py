@@ -1,11 +1,13 @@
-"""Thin wrappers around `ip netns`, `ip -n` and `sysctl` for the demo/test lab.
+"""Thin wrappers around `ip netns`, `ip -n` and `sysctl` that build and remove the lab.
 
 The lab drives iproute2 and nftables through subprocess on purpose: these are the tools a
 person debugging the lab by hand uses, so every step the code takes can be replayed in a
 shell.  (The engine itself uses pyroute2; the lab is not on its hot path.)
 
 Nothing here ever touches the root network namespace: every helper takes a namespace name
-and runs `ip -n NS ...` or `ip netns exec NS ...`.
+and runs `ip -n NS ...` or `ip netns exec NS ...`.  The two helpers the manager needs in
+production (`exec_argv`, `alive`) live in `miredoctl.procs` and are re-exported here, so the lab
+and the manager build the same command lines.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
+
+from miredoctl.procs import alive, exec_argv
+
+__all__ = ["NetnsError", "add", "alive", "delete", "exec_argv", "exists", "list_namespaces",
+           "pids", "run", "stop_pids", "sysctl"]
 
 
 class NetnsError(RuntimeError):
@@ -44,11 +51,6 @@ def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,
     return cp
 
 
-def exec_argv(ns: str, argv: Sequence[str], ip: str = "ip") -> list[str]:
-    """The command line that runs `argv` inside `ns` (`ip netns exec` execs it, no shell)."""
-    return [ip, "netns", "exec", ns, *argv]
-
-
 def list_namespaces() -> list[str]:
     """Names of all named network namespaces (the files in /run/netns)."""
     try:
@@ -72,22 +74,6 @@ def pids(ns: str) -> list[int]:
         return []
     cp = run(["ip", "netns", "pids", ns], check=False)
     return [int(tok) for tok in cp.stdout.split() if tok.isdigit()]
-
-
-def alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie counts as gone: its parent reaps it)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); treat it as gone, its parent reaps it.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def stop_pids(pid_list: Sequence[int], grace: float = 3.0) -> list[int]:

@@ -1,0 +1,55 @@
+"""Which host interfaces a client runs local discovery on (miredo's rule, spec §9).
+
+The rule itself (`select_discovery`) is pure, so it is tested without a kernel; listing the
+host's links and addresses is rtnetlink work, done by the privileged parent through
+`engine.runtime.netlink`, which is imported only when a list is asked for (it imports pyroute2,
+and a client's parent forks its worker before paying for that).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for the annotations: importing it at run time imports pyroute2
+    from engine.runtime.netlink import Address, Link
+
+IFF_MULTICAST = 0x1000
+
+DiscoveryInterface = tuple[str, str, str]
+"""``(ifname, ipv4, netmask)``: what the worker joins 224.0.0.253 on and announces from."""
+
+
+def prefixlen_netmask(prefixlen: int) -> str:
+    """Dotted IPv4 netmask of a prefix length: the role compares peers against it."""
+    return str(ipaddress.IPv4Network(f"0.0.0.0/{prefixlen}").netmask)
+
+
+def select_discovery(links: Iterable[Link], addresses: Iterable[Address],
+                     pattern: re.Pattern[str] | None) -> list[DiscoveryInterface]:
+    """miredo's rule: every IPv4 address of a multicast-capable interface whose name matches
+    `DiscoveryInterfaces` (unanchored); loopback excluded.  Whether global addresses count is
+    the role's business (`LocalDiscovery forced`), not this list's."""
+    by_index = {link.index: link for link in links}
+    out: list[DiscoveryInterface] = []
+    for addr in addresses:
+        link = by_index.get(addr.index)
+        if link is None or not link.flags & IFF_MULTICAST or addr.address.startswith("127."):
+            continue
+        if pattern is not None and not pattern.search(link.name):
+            continue
+        out.append((link.name, addr.address, prefixlen_netmask(addr.prefixlen)))
+    return out
+
+
+def list_discovery_interfaces(pattern: re.Pattern[str] | None) -> list[DiscoveryInterface]:
+    """The host's discovery interfaces now; `OSError` when rtnetlink cannot be read.
+
+    The first call imports pyroute2 (through `engine.runtime.netlink`).
+    """
+    from engine.runtime import netlink
+
+    links, addresses = netlink.host_links_and_ipv4()
+    return select_discovery(links, addresses, pattern)

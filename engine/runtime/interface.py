@@ -1,0 +1,93 @@
+"""The instance's own tunnel interface, as the privileged parent holds it across workers.
+
+The TUN descriptor outlives the workers (a worker restart keeps the interface, its name and
+its index; only a reload that changes the role or `InterfaceName` makes a new one); the
+rtnetlink handle (`netlink.TunnelInterface`) is made on first use, because making it imports
+pyroute2, which a client's parent does only after forking its worker.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING
+
+from engine.config.values import prefix_text
+from engine.runtime.logsetup import get_logger
+from engine.runtime.sysctl import prepare_interface
+from engine.runtime.tun import Tun, open_tun
+
+if TYPE_CHECKING:
+    from engine.config import EngineConfig
+    from engine.runtime.netlink import TunnelInterface
+
+log = get_logger()
+
+
+class Interface:
+    """The TUN device (client, relay; a server has none) and its configuration."""
+
+    def __init__(self) -> None:
+        self.tun: Tun | None = None
+        self._netlink: TunnelInterface | None = None
+
+    def open(self, config: EngineConfig) -> None:
+        """Create the TUN for `config`'s role if there is none yet; a relay's is configured
+        once, here, as root (a client's follows its worker's qualification)."""
+        if config.role == "server":
+            return
+        if self.tun is None:
+            self.tun = open_tun(config.interface_name)
+            prepare_interface(self.tun.name)
+        if config.role == "relay":
+            self.netlink().relay_setup(config.interface_mtu, config.prefix)
+            log.info(
+                "interface %s up: MTU %d, route %s/32",
+                self.tun.name,
+                config.interface_mtu,
+                prefix_text(config.prefix),
+            )
+
+    def netlink(self) -> TunnelInterface:
+        """Our interface's pyroute2 handle (the first call imports pyroute2)."""
+        assert self.tun is not None
+        if self._netlink is None:
+            from engine.runtime.netlink import TunnelInterface
+
+            self._netlink = TunnelInterface(self.tun.index, self.tun.name)
+        return self._netlink
+
+    def client_up(self, address: bytes, mtu: int) -> None:
+        """A client's worker qualified: its address and MTU on the link (errors logged)."""
+        iface = self.netlink()
+        if (iface.address, iface.mtu) == (address, mtu):
+            return  # already so: no flush, no blip for open connections
+        try:
+            iface.client_up(address, mtu)
+        except OSError as e:  # netlink.NetlinkConfigError
+            log.error("%s", e)
+            return
+        log.info(
+            "interface %s up: address %s, MTU %d",
+            iface.name,
+            socket.inet_ntop(socket.AF_INET6, address),
+            mtu,
+        )
+
+    def client_down(self) -> None:
+        """A client's address dies with its worker or its qualification (errors logged)."""
+        if self._netlink is None or not self._netlink.address:
+            return
+        try:
+            self._netlink.client_down()
+            log.info("interface %s down", self._netlink.name)
+        except OSError as e:  # netlink.NetlinkConfigError
+            log.error("%s", e)
+
+    def close(self) -> None:
+        """Unconfigure and close the device: the kernel removes a non-persistent TUN."""
+        if self._netlink is not None:
+            self._netlink.teardown()
+            self._netlink = None
+        if self.tun is not None:
+            self.tun.close()
+            self.tun = None
