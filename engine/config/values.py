@@ -13,8 +13,6 @@ import string
 import warnings
 from collections.abc import Callable
 
-from engine.proto.addr import secondary_server_address
-
 Resolver = Callable[[str], str]
 """host name -> dotted IPv4; raises OSError (e.g. socket.gaierror) when it cannot resolve."""
 
@@ -185,10 +183,6 @@ def parse_netmask(text: str) -> str:
     if literal is None:
         raise BadValue(f"expected a dotted IPv4 netmask such as 255.255.255.0, got {text!r}")
     return literal
-
-
-ipv4_plus_one = secondary_server_address
-"""Kept for `engine.runtime.sockets` until it imports the rule from `engine.proto.addr`."""
 
 
 # --- IPv6 prefix ---------------------------------------------------------------------------
