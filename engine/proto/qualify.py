@@ -1,7 +1,7 @@
 """The Teredo client's qualification and maintenance state machine (RFC 4380 §5.2.1, §5.2.7).
 
 It sends Router Solicitations to the Teredo server, validates the Router Advertisements
-(teredo-protocol §3.3), derives the Teredo address from the PIO and the origin indication, and
+(docs/protocol.md §3.3), derives the Teredo address from the PIO and the origin indication, and
 keeps the NAT mapping alive with periodic refreshes. It is composed into the client role
 (`engine.proto.client`), which hands it qualification candidates (`is_candidate` /
 `handle_ra`); it can also stand alone as a role-shaped object (`receive_datagram`,
@@ -17,7 +17,7 @@ Same timers as miredo (RS every 4 s, 3 tries, 100 s back-off), with these improv
 * a fresh 8-byte nonce per RS from the injected `token_bytes` (miredo: a keyed time hash), and
   only the RA carrying the outstanding nonce, from the address we asked, is accepted;
 * the 30 s refresh is jittered uniformly over 75-100 % as RFC 4380 §5.2.7 asks (miredo sends a
-  fixed 30 s beat, which synchronises RS bursts, teredo-protocol §12.2 #9);
+  fixed 30 s beat, which synchronises RS bursts, docs/protocol.md §12.2 #9);
 * `ServerAddress2` is a fallback: after each failed streak of 3 RSes the other server is tried
   at once, and the 100 s back-off starts only when both have failed in a row (miredo ignores
   the second address, §12.2 #1). The RA of the fallback must name that server in its PIO (rule

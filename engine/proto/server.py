@@ -3,7 +3,7 @@
 A Teredo server is stateless: it answers Router Solicitations (qualification), relays
 indirect bubbles and small ICMPv6 to its own clients with an origin indication, and sends its
 clients' direct IPv6 connectivity tests (ping tests) to native IPv6. The input checks S1-S7
-and the actions A1-A6 follow miredo's `server.c` order (teredo-protocol §7.2) so that we accept
+and the actions A1-A6 follow miredo's `server.c` order (docs/protocol.md §7.2) so that we accept
 and drop exactly what miredo does, with the deliberate differences below, all because a server
 on the internet must be neither a reflector nor an open relay:
 

@@ -1,6 +1,6 @@
 """Teredo wire formats: the UDP payload (auth, origin, IPv6), bubbles, RS/RA, echo, ICMPv6 errors.
 
-`parse_datagram` follows miredo's receive parser exactly (docs: teredo-protocol §2.3) so that we
+`parse_datagram` follows miredo's receive parser exactly (docs/protocol.md §2.3) so that we
 accept and reject the same datagrams as a miredo peer; every parser here raises `ParseError`
 (naming the packet field) and nothing else, whatever bytes it is given.
 
