@@ -1,4 +1,4 @@
-"""The Teredo client's qualification and maintenance state machine (RFC 4380 §5.2.1, §5.2.7).
+"""The Teredo client's qualification and maintenance state machine (RFC 4380 §5.2.1, §5.2.5).
 
 It sends Router Solicitations to the Teredo server, validates the Router Advertisements
 (docs/protocol.md §3.3), derives the Teredo address from the PIO and the origin indication, and
@@ -16,7 +16,7 @@ Same timers as miredo (RS every 4 s, 3 tries, 100 s back-off), with these improv
 
 * a fresh 8-byte nonce per RS from the injected `token_bytes` (miredo: a keyed time hash), and
   only the RA carrying the outstanding nonce, from the address we asked, is accepted;
-* the 30 s refresh is jittered uniformly over 75-100 % as RFC 4380 §5.2.7 asks (miredo sends a
+* the 30 s refresh is jittered uniformly over 75-100 % as RFC 4380 §5.2.5 asks (miredo sends a
   fixed 30 s beat, which synchronises RS bursts, docs/protocol.md §12.2 #9);
 * `ServerAddress2` is a fallback: after each failed streak of 3 RSes the other server is tried
   at once, and the 100 s back-off starts only when both have failed in a row (miredo ignores
