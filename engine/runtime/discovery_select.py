@@ -13,13 +13,12 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from engine.proto.role import DiscoveryInterface
+
 if TYPE_CHECKING:  # only for the annotations: importing it at run time imports pyroute2
     from engine.runtime.netlink import Address, Link
 
 IFF_MULTICAST = 0x1000
-
-DiscoveryInterface = tuple[str, str, str]
-"""``(ifname, ipv4, netmask)``: what the worker joins 224.0.0.253 on and announces from."""
 
 
 def prefixlen_netmask(prefixlen: int) -> str:

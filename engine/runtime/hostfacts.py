@@ -12,15 +12,18 @@ imports); facts about the host that the role needs arrive here, one JSON line ea
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine.runtime import channel
 from engine.runtime.logsetup import get_logger
 
+if TYPE_CHECKING:  # the worker imports this module
+    from engine.runtime.worker import Worker
+
 log = get_logger()
 
 
-def handle(worker: Any, line: bytes) -> None:
+def handle(worker: Worker, line: bytes) -> None:
     """One host-fact line from the control socket: checked, then applied to `worker`'s role;
     a refused fact is logged and skipped."""
     try:
@@ -28,23 +31,12 @@ def handle(worker: Any, line: bytes) -> None:
     except channel.RequestError as e:
         log.error("host facts: %s", e)
         return
-    role = worker.role
     if isinstance(fact, channel.IcmpSources):
-        setter = getattr(role, "set_icmp_sources", None)
-        if setter is not None:
-            setter(list(fact.addresses))
+        worker.role.set_icmp_sources(list(fact.addresses))
     elif isinstance(fact, channel.DiscoveryInterfaces):
         had = bool(worker.res.discovery)
-        worker.set_discovery([tuple(x) for x in fact.interfaces])
+        worker.set_discovery(list(fact.interfaces))
         if not had and fact.interfaces:
-            announce_now(role, worker.clock())
-
-
-def announce_now(role: Any, now: float) -> None:
-    """A client announces itself on the LAN when it qualifies (miredo: at once, then every
-    200-299 s).  Its first interface list can arrive after that (the parent was still
-    importing pyroute2), and that announcement then found no interface; restart the round so
-    it goes out now instead of minutes later.  A role without discovery is left alone."""
-    discovery = getattr(role, "discovery", None)
-    if discovery is not None and getattr(role, "up", False) and hasattr(discovery, "start"):
-        discovery.start(now)
+            # the first list: the announcement made when the client qualified found no
+            # interface, so the round restarts now rather than in 200-299 s
+            worker.role.restart_discovery(worker.clock())

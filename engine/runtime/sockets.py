@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from engine.proto.addr import TEREDO_PORT, secondary_server_address
-from engine.runtime.discovery_select import DiscoveryInterface
+from engine.proto.role import DiscoveryInterface
 from engine.runtime.logsetup import get_logger
 
 if TYPE_CHECKING:

@@ -618,7 +618,9 @@ class WorkerSignals:
             self.worker.loop.stop()
 
 
-def run_worker(config: Any, res: WorkerResources, account: Account, chrootdir: str | None) -> int:
+def run_worker(
+    config: EngineConfig, res: WorkerResources, account: Account, chrootdir: str | None
+) -> int:
     """The forked worker's whole life: build the role, drop root, run the loop; the exit code.
 
     The parent has already let go of what is its alone (signal pipe, pid-file lock, rtnetlink
