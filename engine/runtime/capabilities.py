@@ -9,6 +9,7 @@ only what re-creating a worker and configuring the tunnel take:
     CAP_SETUID/GID   the forked worker becomes its unprivileged account
     CAP_SYS_CHROOT   the forked worker chroots
     CAP_KILL         signalling the worker, which runs under another uid
+    CAP_NET_BIND_SERVICE  a reload that moves `BindPort` below 1024
 
 Everything else (CAP_SYS_ADMIN, CAP_DAC_OVERRIDE, CAP_SYS_MODULE, CAP_SYS_PTRACE...) leaves
 the effective, permitted and inheritable sets, and the bounding set, so not even an exec of a
@@ -38,7 +39,7 @@ CAP = {
 """Capability numbers of linux/capability.h (stable kernel ABI)."""
 
 PARENT_CAPABILITIES: tuple[str, ...] = (
-    "net_admin", "net_raw", "setuid", "setgid", "sys_chroot", "kill",
+    "net_admin", "net_raw", "net_bind_service", "setuid", "setgid", "sys_chroot", "kill",
 )
 """What the privileged parent keeps after start-up (see the module docstring for why)."""
 
@@ -83,8 +84,12 @@ def mask(names: Iterable[str]) -> int:
 def keep_only(names: Iterable[str]) -> int:
     """Reduce this process to `names`: bounding set first (needs CAP_SETPCAP, which is then
     dropped with the rest), then effective = permitted = the kept set, inheritable empty.
+    A capability the process does not hold is not asked for (an engine started with fewer
+    capabilities, e.g. by a hardened service unit, keeps what it has of `names`).
     Returns the kept mask.  Raises CapabilityError when the kernel refuses."""
-    keep = mask(names)
+    with open("/proc/self/status") as f:
+        held = current(f.read()).get("CapPrm", 0)
+    keep = mask(names) & held
     for cap in range(last_cap() + 1):
         if keep & (1 << cap):
             continue

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import engine
 from engine.config import ConfigError, load_config
 from engine.config.values import prefix_text
-from engine.runtime import channel
+from engine.runtime import capabilities, channel
 from engine.runtime.discovery_select import list_discovery_interfaces
 from engine.runtime.hostwatch import HostWatch
 from engine.runtime.interface import Interface
@@ -150,6 +150,16 @@ class Parent:
         self._fork_worker(gen)
         if self.config.role == "client":
             self._netlink_after_fork(gen)
+        self._keep_needed_capabilities()
+
+    def _keep_needed_capabilities(self) -> None:
+        """Start-up is over: from here on the parent only re-creates workers and configures
+        the tunnel, so everything else root could do goes, bounding set included."""
+        try:
+            kept = capabilities.keep_only(capabilities.PARENT_CAPABILITIES)
+        except OSError as e:
+            raise StartupError(f"cannot drop capabilities: {e}")
+        log.debug("parent keeps %s", ", ".join(capabilities.names_of(kept)) or "nothing")
 
     def _netlink_after_fork(self, gen: Generation) -> None:
         """A client's rtnetlink set-up, once its worker is on its way to the first RS.
