@@ -290,7 +290,9 @@ class ClientRole(TeredoTunnel):
         if origin is None and is_bub and s6[0:4] == self.prefix4:
             origin = mapping_of(s6)  # some servers omit the origin indication
         if origin is not None and origin != NO_MAPPING:
-            if is_global_unicast_ipv4(origin[0]):
+            if origin[1] == 0:
+                self._drop("mapped_port_zero")  # the kernel would refuse to send there
+            elif is_global_unicast_ipv4(origin[0]):
                 self._udp(0, bubble(pkt[24:40], s6), origin)
             else:
                 self._drop("bubble_dst_not_global")

@@ -36,6 +36,7 @@ Every drop is counted in `counters.drops` under a reason named after the rule:
 | `s1_malformed` | not a Teredo datagram / IPv6 sanity check failed (§2.3) |
 | `s2_not_bubble_or_icmpv6` | only bubbles and ICMPv6 are served |
 | `s3_source_not_global` | UDP source is not a global unicast IPv4 (spoofed / private) |
+| `s3_source_port_zero` | UDP source port 0: no answer can be sent there |
 | `s5_mapping_mismatch` | Teredo source whose embedded ip:port is not the UDP source |
 | `s7_not_for_us` | native/link-local source to something that is not one of our clients |
 | `a1_loop` | the packet comes from one of our own server sockets |
@@ -44,6 +45,7 @@ Every drop is counted in `counters.drops` under a reason named after the rule:
 | `a4_icmpv6_too_big` | ICMPv6 with more than 88 payload bytes |
 | `a5_not_echo_request` | to native IPv6 but not an ICMPv6 Echo Request (no ND injection) |
 | `a6_mapped_not_global` | destination's embedded IPv4 is not global |
+| `a6_mapped_port_zero` | destination's embedded port is 0 (no NAT maps it; unsendable) |
 | `a6_not_our_client` | Teredo destination of another server (we are no open relay) |
 | `a6_trailer_too_long` | more than `MAX_RELAYED_TRAILER` bytes after the IPv6 packet |
 | `rs_rate_limited` | RS answers over the per-source or global budget |
@@ -282,6 +284,10 @@ class ServerRole(RoleBase):
         if not global_src:
             c.drop("s3_source_not_global")
             return
+        if src[1] == 0:
+            # an RA or an origin indication for port 0 could not be sent: the kernel refuses
+            c.drop("s3_source_port_zero")
+            return
         ip_src = pkt[8:24]
         ip_dst = pkt[24:40]
         prefix = self.prefix
@@ -351,6 +357,9 @@ class ServerRole(RoleBase):
         # the embedded client IPv4, de-obfuscated, tested as an int (no text round trip)
         if not is_global_unicast_ipv4_int(mapped_ipv4_int(ip_dst)):
             c.drop("a6_mapped_not_global")
+            return
+        if ip_dst[10] == 0xFF and ip_dst[11] == 0xFF:  # obfuscated port 0
+            c.drop("a6_mapped_port_zero")
             return
         if dgram.trailer_len > MAX_RELAYED_TRAILER:
             c.drop("a6_trailer_too_long")

@@ -20,9 +20,11 @@ Drop reasons (``counters.drops`` keys)
 --------------------------------------
 TX: ``tun_runt`` (T0), ``tun_dst_multicast`` (T1), ``tun_not_qualified`` (T2),
 ``tun_src_not_teredo`` (T3 client), ``tun_dst_not_teredo`` (T3 relay),
-``tun_dst_server_not_global`` (T3), ``peer_table_full`` (T4), ``queue_full`` (queue budget),
+``tun_dst_server_not_global`` (T3), ``mapped_port_zero`` (T3: the destination's embedded port
+is 0), ``peer_table_full`` (T4), ``queue_full`` (queue budget),
 ``bubble_limit`` / ``ping_limit`` (a limiter said NEVER).
-RX: ``udp_runt``, ``parse_error``, ``rx_src_not_teredo`` (R3'), ``rx_dst_multicast`` (R6),
+RX: ``udp_runt``, ``parse_error``, ``mapped_port_zero`` (UDP source port 0: no answer could
+ever reach it), ``rx_src_not_teredo`` (R3'), ``rx_dst_multicast`` (R6),
 ``rx_unknown_peer`` (R9: relay, peer never sent to), ``rx_mapping_mismatch`` (R9 failed),
 ``rx_native_src`` (R11, relay), ``queued_from_other_mapping`` (flush of incoming entries).
 """
@@ -251,6 +253,12 @@ class TeredoTunnel(RoleBase):
             if not is_global_unicast_ipv4_int(int.from_bytes(dst6[4:8], "big")):
                 self._drop("tun_dst_server_not_global")
                 return
+            # The embedded port, obfuscated (0xFFFF is port 0).  No NAT maps port 0 and the
+            # kernel refuses to send there, so neither a peer entry nor a bubble can help:
+            # drop here, where it is counted under its own reason, not as a send error.
+            if dst6[10] == 0xFF and dst6[11] == 0xFF:
+                self._drop("mapped_port_zero")
+                return
         p = peers.get(dst6)  # T4
         if p is None:
             p = peers.create(dst6, mapping_of(dst6) if teredo_dst else NO_MAPPING, t)
@@ -368,6 +376,11 @@ class TeredoTunnel(RoleBase):
     def _rx_packet(self, pkt: bytes, src: Endpoint, sock: int, now: float) -> None:
         """R3' .. R11 on the IPv6 packet (exactly 40+plen bytes) of a parsed datagram."""
         self._last_now = now
+        if src[1] == 0:
+            # A peer's mapping is the UDP source; with port 0 nothing sent back could leave
+            # (the kernel refuses port 0), so the source can become neither peer nor mapping.
+            self._drop("mapped_port_zero")
+            return
         peers = self.peers
         t = peers.tick(now)
         s6 = pkt[8:24]
