@@ -29,6 +29,7 @@ from miredoctl.errors import (
     MiredoctlError,
     SupervisorUnreachable,
     UsageError,
+    one_line,
 )
 from miredoctl.inventory import FIELDS, Fleet
 from miredoctl.listeners import timedlog
@@ -376,10 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"miredoctl: {len(exc.problems)} problem(s); nothing was changed", file=sys.stderr)
         return exc.code
     except MiredoctlError as exc:
-        print(f"miredoctl: {exc}", file=sys.stderr)
+        print(f"miredoctl: {one_line(str(exc))}", file=sys.stderr)
         return exc.code
     except xmlrpc.client.Fault as exc:
-        print(f"miredoctl: supervisord refused: {exc.faultString}", file=sys.stderr)
+        print(f"miredoctl: supervisord refused: {one_line(exc.faultString)}", file=sys.stderr)
         return EXIT_ERROR
     except (ConnectionError, TimeoutError) as exc:
         print(f"miredoctl: supervisord connection failed: {exc}", file=sys.stderr)
@@ -387,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the promise is "never a traceback"; say it is our bug
-        print(f"miredoctl: internal error ({type(exc).__name__}: {exc}); please report it",
-              file=sys.stderr)
+        print(f"miredoctl: internal error ({type(exc).__name__}: {one_line(str(exc))}); please "
+              "report it", file=sys.stderr)
         if os.environ.get("MIREDOCTL_DEBUG"):
             raise
         return EXIT_ERROR

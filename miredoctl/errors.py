@@ -6,6 +6,7 @@ The exit codes follow the LSB/supervisorctl convention so scripts can tell "some
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 EXIT_OK = 0
@@ -38,6 +39,37 @@ class SupervisorUnreachable(MiredoctlError):
     code = EXIT_UNKNOWN
 
 
+# Characters that can end a line somewhere: C0/C1 controls (newline, CR, NUL, ESC, DEL, NEL) for
+# INI and miredo.conf readers, and the Unicode line/paragraph separators for str.splitlines().
+_LINE_BREAKING = ("Cc", "Zl", "Zp")
+
+
+def bad_character(text: str) -> str | None:
+    """The first character that must never reach a rendered file or a one-line message, named
+    for the operator (`newline (U+000A)`), or None."""
+    for char in text:
+        if unicodedata.category(char) in _LINE_BREAKING:
+            name = {"\n": "newline", "\r": "carriage return", "\t": "tab", "\0": "NUL",
+                    "\x1b": "ESC", "\x7f": "DEL"}.get(char) or unicodedata.name(char, "control")
+            return f"{name} (U+{ord(char):04X})"
+    return None
+
+
+def printable(text: str) -> str:
+    """`text` with every line-breaking or control character escaped, so a hostile file name or
+    key cannot split one message into several lines (or move the terminal's cursor)."""
+    if bad_character(text) is None:
+        return text
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _LINE_BREAKING else c
+                   for c in text)
+
+
+def one_line(text: str) -> str:
+    """A message from elsewhere (supervisord's two-line CANT_REREAD fault) as the one line every
+    miredoctl error is: its lines joined with ' | ', anything else unprintable escaped."""
+    return printable(" | ".join(line.strip() for line in text.splitlines() if line.strip()))
+
+
 @dataclass(frozen=True, order=True)
 class Problem:
     """One validation problem, printed as `file:line: message` (line 0 = the file as a whole)."""
@@ -48,8 +80,8 @@ class Problem:
 
     def __str__(self) -> str:
         if self.line:
-            return f"{self.file}:{self.line}: {self.message}"
-        return f"{self.file}: {self.message}"
+            return printable(f"{self.file}:{self.line}: {self.message}")
+        return printable(f"{self.file}: {self.message}")
 
 
 class InventoryError(MiredoctlError):

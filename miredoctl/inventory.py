@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
+import pwd
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from miredoctl.errors import InventoryError, Problem
+from miredoctl.errors import InventoryError, Problem, bad_character
 
 ROLES = ("client", "relay", "server")
 ENGINES = ("teredo-engine", "miredo")
@@ -39,11 +41,16 @@ SYSLOG_FACILITIES = (
     "auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news", "syslog",
     "user", "uucp", *(f"local{i}" for i in range(8)),
 )
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Every pattern is used with fullmatch (and ends in \Z where it looks ahead): `$` also matches
+# before a trailing newline, which let a file named "c3\n.yaml" become the instance "c3\n".
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+NETNS_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-HOST_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
-IFNAME_RE = re.compile(r"^[^\s/:]{1,15}$")
+HOST_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
+IFNAME_RE = re.compile(r"[^\s/:#][^\s/:]{0,14}")
+# miredo.conf has no quoting: a value is one whitespace-free token on its line
+TOKEN_RE = re.compile(r"[^\s#][^\s]*")
+MAX_TOKEN = 1023  # miredo reads a value with sscanf("%1023s")
 
 
 class FieldError(ValueError):
@@ -57,8 +64,14 @@ def _describe(value: Any) -> str:
 
 
 def _str(value: Any) -> str:
+    """Every string of the inventory passes here: a control character (newline, NUL, ESC, DEL,
+    a Unicode line separator) could end a line of a rendered file and start a new directive,
+    section or option there, so none is accepted anywhere."""
     if not isinstance(value, str) or not value:
         raise FieldError(f"must be a non-empty string, got {_describe(value)}")
+    bad = bad_character(value)
+    if bad:
+        raise FieldError(f"must not contain control characters, got {bad} in {_describe(value)}")
     return value
 
 
@@ -99,13 +112,15 @@ def _host(value: Any) -> str:
         return str(ipaddress.IPv4Address(text))
     except ipaddress.AddressValueError:
         pass
-    if re.fullmatch(r"[0-9.]+", text) or not HOST_RE.match(text):
+    if re.fullmatch(r"[0-9.]+", text) or not HOST_RE.fullmatch(text):
         raise FieldError(f"must be an IPv4 address or a host name, got {_describe(value)}")
     return text
 
 
 def _prefix(value: Any) -> str:
     text = _str(value)
+    if "%" in text:  # ipaddress accepts a scope id (any text after '%'); a prefix has none
+        raise FieldError(f"must be an IPv6 prefix such as 2001:0::, got {_describe(value)}")
     try:
         addr = ipaddress.IPv6Address(text.split("/")[0])
     except ipaddress.AddressValueError:
@@ -119,16 +134,51 @@ def _prefix(value: Any) -> str:
 
 def _ifname(value: Any) -> str:
     text = _str(value)
-    if not IFNAME_RE.match(text):
+    if not re.fullmatch(r"[^\s/:]{1,15}", text) or len(text.encode()) > 15:
         raise FieldError(f"must be an interface name of 1-15 characters without spaces, '/' "
                          f"or ':', got {_describe(value)}")
+    if not IFNAME_RE.fullmatch(text) or text in (".", ".."):
+        # miredo.conf reads a value starting with '#' as a missing value; the kernel refuses
+        # '.' and '..'
+        raise FieldError(f"must not start with '#' or be '.' or '..', got {_describe(value)}")
     return text
 
 
 def _netns(value: Any) -> str:
+    """A name `ip netns` accepts (no '/', not '.' or '..', which would name /run/netns itself
+    or its parent) and that cannot pass for an option of `ip netns exec` (no leading '-')."""
     text = _str(value)
-    if not NETNS_RE.match(text):
-        raise FieldError(f"must be a network namespace name ([A-Za-z0-9_.-]), "
+    if not NETNS_RE.fullmatch(text) or text in (".", ".."):
+        raise FieldError(f"must be a network namespace name of 1-64 characters [A-Za-z0-9_.-], "
+                         f"not starting with '-' and not '.' or '..', got {_describe(value)}")
+    return text
+
+
+def _token(value: Any) -> str:
+    """A free-form value that goes into miredo.conf (DiscoveryInterfaces): one token, because
+    the format has no quoting and cuts a value at its first whitespace."""
+    text = _str(value)
+    if not TOKEN_RE.fullmatch(text):
+        raise FieldError(f"must be one word without spaces, not starting with '#' (miredo.conf "
+                         f"cannot quote), got {_describe(value)}")
+    if len(text.encode()) > MAX_TOKEN:
+        raise FieldError(f"must be at most {MAX_TOKEN} bytes (what miredo reads of a value), "
+                         f"got {len(text.encode())}")
+    return text
+
+
+def _user(value: Any) -> str:
+    """The account the engine drops to: it must exist here (the engine would fail at start
+    otherwise) and must not be root, which would silently keep every privilege."""
+    text = _str(value)
+    if text.startswith("-"):
+        raise FieldError(f"must be a user name, got {_describe(value)}")
+    try:
+        entry = pwd.getpwnam(text)
+    except (KeyError, ValueError):
+        raise FieldError(f"names no user on this machine, got {_describe(value)}")
+    if entry.pw_uid == 0:
+        raise FieldError(f"must not be root (uid 0): the engine drops privileges to this user, "
                          f"got {_describe(value)}")
     return text
 
@@ -140,9 +190,21 @@ def _abspath(value: Any) -> str:
     return text
 
 
+def _chroot(value: Any) -> str:
+    """A chroot of '/' confines nothing, and a missing directory fails only at start."""
+    text = _abspath(value)
+    if os.path.realpath(text) == "/":
+        raise FieldError(f"must not be the root directory, got {_describe(value)}")
+    if not os.path.isdir(text):
+        raise FieldError(f"must be an existing directory, got {_describe(value)}")
+    return text
+
+
 def _tags(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
         raise FieldError(f"must be a list of strings, got {_describe(value)}")
+    for tag in value:
+        _str(tag)
     return list(value)
 
 
@@ -182,14 +244,14 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
           "InterfaceMTU"),
     Field("local_discovery", _choice("enabled", "forced", "disabled"), frozenset({"client"}),
           "local client discovery (not in Debian's miredo 1.2.6)", "LocalDiscovery"),
-    Field("discovery_interfaces", _str, frozenset({"client"}), "regex of interface names",
+    Field("discovery_interfaces", _token, frozenset({"client"}), "regex of interface names",
           "DiscoveryInterfaces"),
     Field("discovery_netmask", _ipv4, frozenset({"client"}), "discovery netmask",
           "DiscoveryNetmask"),
     Field("syslog_facility", _choice(*SYSLOG_FACILITIES), ALL, "syslog facility",
           "SyslogFacility"),
-    Field("user", _str, ALL, "unprivileged user the engine drops to (-u)"),
-    Field("chroot", _abspath, ALL, "chroot directory (-t)"),
+    Field("user", _user, ALL, "unprivileged user the engine drops to (-u)"),
+    Field("chroot", _chroot, ALL, "chroot directory (-t)"),
     Field("server_bind_address", _ipv4, frozenset({"server"}),
           "primary public IPv4 of a server (required for servers)", "ServerBindAddress"),
     Field("server_bind_address2", _ipv4, frozenset({"server"}),
@@ -613,7 +675,7 @@ def load_fleet(root: Path) -> Fleet:
     for path in files:
         name = path.stem
         reader = _Reader(path, problems)
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             reader.problem(0, "instance file names must be lower-case letters, digits, '-' or "
                               "'_' (at most 32, starting with a letter or digit)")
             continue

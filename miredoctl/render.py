@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ from typing import Any
 
 import jinja2
 
-from miredoctl.errors import InventoryError, Problem
+from miredoctl.errors import InventoryError, MiredoctlError, Problem, bad_character, printable
 from miredoctl.inventory import FIELDS, Fleet, Instance, display_path
 from miredoctl.listeners import logstamp
 from miredoctl.procs import exec_argv
@@ -183,22 +184,57 @@ def engine_argv0() -> list[str]:
 
 
 def _ini(value: str) -> str:
-    """supervisord expands %(name)s in values: a literal % must be doubled."""
+    """One INI value for supervisord: %(name)s is expanded there, so a literal % is doubled;
+    a line break would start a new option or section, so none may pass (validation refuses
+    them in the inventory; this holds for state-folder paths from the command line too)."""
+    bad = bad_character(value)
+    if bad:
+        raise MiredoctlError(f"refusing to write {bad} into supervisord's configuration: "
+                             f"{printable(value)}")
     return value.replace("%", "%%")
+
+
+# supervisord's parser cuts a value at ';' or '#' that follows whitespace (an inline comment)
+_INLINE_COMMENT = re.compile(r"(\s)([;#])")
+
+
+def _ini_command(argv: list[str]) -> str:
+    """A command line as supervisord reads it back: its INI parser, then shlex.split.
+
+    shlex.join quotes each argument, but a quoted ' ;' would still end the value as an inline
+    comment. Closing and reopening the quote between the space and the ';' ('a '';b' is the
+    same word to shlex) leaves no whitespace right before it.
+    """
+    # shlex.quote puts any argument with whitespace or '(' in single quotes, so each '' lands
+    # inside them. supervisord replaces the text '%(here)s' even in '%%(here)s' (expand_here
+    # runs before %-expansion), so a '%' is also kept apart from a following '('.
+    return _ini(" ".join(_INLINE_COMMENT.sub(r"\1''\2", shlex.quote(arg)).replace("%(", "%''(")
+                         for arg in argv))
 
 
 def program_section(inst: Instance, command: list[str], paths: StatePaths) -> str:
     lines = [
         "; miredoctl: generated, do not edit",
         f"[program:{inst.name}]",
-        f"command={_ini(shlex.join(command))}",
+        f"command={_ini_command(command)}",
         f"directory={_ini(str(paths.root))}",
         f"priority={PRIORITY[inst.role]}",
         *(f"{k}={v}" for k, v in PROGRAM_SETTINGS.items()),
         f"stdout_logfile={_ini(str(paths.log(inst.name)))}",
-        f'environment=MIREDOCTL_INSTANCE="{inst.name}"',
+        f'environment=MIREDOCTL_INSTANCE="{_ini(inst.name)}"',
     ]
     return "\n".join(lines) + "\n"
+
+
+def _one_line_value(value: Any) -> Any:
+    """Every `{{ }}` of the template passes here: miredo.conf has no quoting, so a value with a
+    line break would add a directive of its own. Validation already refuses such values; this
+    also covers a fleet's own template and values it computes."""
+    bad = bad_character(str(value)) if value is not None else None
+    if bad:
+        raise jinja2.TemplateRuntimeError(f"a value with {bad} cannot be written into "
+                                          f"miredo.conf: {printable(str(value))}")
+    return value
 
 
 def render_fleet(fleet: Fleet, paths: StatePaths, names: list[str] | None = None
@@ -207,7 +243,7 @@ def render_fleet(fleet: Fleet, paths: StatePaths, names: list[str] | None = None
     tpath = template_path(fleet)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(tpath.parent)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False)
+                             autoescape=False, finalize=_one_line_value)
     shown = display_path(tpath)
     try:
         template = env.get_template(tpath.name)
@@ -233,7 +269,7 @@ def render_fleet(fleet: Fleet, paths: StatePaths, names: list[str] | None = None
         sources = " + ".join(f"{display_path(p)} ({git.describe(p.resolve())})"
                              for p in inst.sources)
         digest = hashlib.sha256(body.encode()).hexdigest()
-        header = "".join(HEADER_PREFIX + line + "\n" for line in (
+        header = "".join(HEADER_PREFIX + printable(line) + "\n" for line in (
             "generated file, do not edit: change the inventory and run `miredoctl up`",
             f"instance {name} (role {inst.role}, engine {inst.engine})",
             f"from {sources}",
