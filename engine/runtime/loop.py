@@ -48,6 +48,16 @@ class Loop:
         self._readers[fd] = callback
         self._ep.register(fd, select.EPOLLIN)
 
+    def add_writer(self, fd: int, callback: Callback) -> None:
+        """Call `callback` while `fd` can take more bytes (EPOLLOUT).
+
+        For the rare writer that must not block the loop (a status client that reads its
+        answer slowly); `remove_reader` removes it.  One callback per descriptor: a reader of
+        the same `fd` must be removed first.
+        """
+        self._readers[fd] = callback
+        self._ep.register(fd, select.EPOLLOUT)
+
     def remove_reader(self, fd: int) -> None:
         if self._readers.pop(fd, None) is not None:
             try:

@@ -2,10 +2,19 @@
 
 The privileged parent creates and binds it (root-owned, mode 0660, so only root and the
 socket's group may read an instance's state), and every worker generation inherits the
-listening descriptor; the path therefore survives worker restarts and SIGHUP.  Requests are
-one short line; a slow or silent client is dropped after a few seconds and never blocks the
-packet path (the reply is written with a short blocking timeout, the request read
-non-blocking).
+listening descriptor; the path therefore survives worker restarts and SIGHUP.
+
+Whoever may connect must not be able to starve it, nor to slow the packet path that shares
+the worker's loop (issue 9 flaw 8: sixteen idle connections used to lock every later client
+out for five seconds, and an answer nobody read blocked the loop for a second):
+
+* a client has `REQUEST_TIMEOUT` seconds from its connect to send a whole request line,
+  however it trickles the bytes (slow-loris), and `REPLY_TIMEOUT` seconds to read the answer;
+* at most `MAX_CLIENTS` connections are kept; a new one always gets a slot, taken from the
+  oldest connection that has not sent its request yet (else the oldest of all), so a client
+  that connects and asks at once is answered however many idle ones are open;
+* nothing here ever blocks: the request is read and the answer written non-blocking, the part
+  of an answer the socket cannot take yet waits for EPOLLOUT.
 """
 
 from __future__ import annotations
@@ -20,8 +29,15 @@ from collections.abc import Callable
 from engine.runtime.loop import Loop, Timer
 
 MAX_REQUEST = 256
-MAX_CLIENTS = 16
-CLIENT_TIMEOUT = 5.0
+MAX_CLIENTS = 32
+"""Connections kept at once (each is a descriptor and a timer; the worker has 1024 fds)."""
+REQUEST_TIMEOUT = 2.0
+"""Seconds from connect to a complete request line (a local client needs microseconds)."""
+REPLY_TIMEOUT = 5.0
+"""Seconds for a client to read its answer (`peers` can be a few hundred KB)."""
+ACCEPT_BATCH = 64
+"""Connections accepted per wake-up: a connect flood is served in bounded slices."""
+LISTEN_BACKLOG = 64
 
 
 class StatusSocketError(Exception):
@@ -60,7 +76,7 @@ def create_listener(path: str) -> socket.socket:
         finally:
             os.umask(old)
         os.chmod(path, 0o660)
-        sock.listen(16)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError as e:
         sock.close()
@@ -74,11 +90,13 @@ def remove_socket(path: str) -> None:
 
 
 class _Client:
-    __slots__ = ("buf", "sock", "timer")
+    __slots__ = ("out", "reading", "sock", "timer")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.buf = b""
+        self.out = b""
+        """The request read so far, then the part of the answer not written yet."""
+        self.reading = True
         self.timer: Timer | None = None
 
 
@@ -95,10 +113,13 @@ class StatusServer:
         self.listener = listener
         self.provider = provider
         self.clients: dict[int, _Client] = {}
+        """By descriptor, in connect order (the oldest first: the eviction order)."""
+        self.stats = {"answered": 0, "timeouts": 0, "evicted": 0}
+        """What the abuse guards did, for the status answer (``status_socket``)."""
         loop.add_reader(listener.fileno(), self._on_accept)
 
     def _on_accept(self) -> None:
-        for _ in range(MAX_CLIENTS):
+        for _ in range(ACCEPT_BATCH):
             try:
                 conn, _addr = self.listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -106,14 +127,30 @@ class StatusServer:
             except OSError:
                 return
             if len(self.clients) >= MAX_CLIENTS:
-                conn.close()
-                continue
+                self._evict()
             conn.setblocking(False)
             client = _Client(conn)
             fd = conn.fileno()
             self.clients[fd] = client
-            client.timer = self.loop.call_later(CLIENT_TIMEOUT, lambda fd=fd: self._close(fd))
+            client.timer = self.loop.call_later(REQUEST_TIMEOUT, lambda fd=fd: self._expire(fd))
             self.loop.add_reader(fd, lambda fd=fd: self._on_readable(fd))
+
+    def _evict(self) -> None:
+        """Make room for a new client: the oldest that has not asked yet, else the oldest.
+
+        A new connection is the one most likely to be a real client about to ask; the idle
+        ones that filled the table are what a starving attack is made of.
+        """
+        victim = next((fd for fd, c in self.clients.items() if c.reading), None)
+        if victim is None:
+            victim = next(iter(self.clients))
+        self.stats["evicted"] += 1
+        self._close(victim)
+
+    def _expire(self, fd: int) -> None:
+        if fd in self.clients:
+            self.stats["timeouts"] += 1
+            self._close(fd)
 
     def _on_readable(self, fd: int) -> None:
         client = self.clients.get(fd)
@@ -129,12 +166,12 @@ class StatusServer:
         if not data:
             self._close(fd)
             return
-        client.buf += data
-        if b"\n" not in client.buf:
-            if len(client.buf) >= MAX_REQUEST:
+        client.out += data
+        if b"\n" not in client.out:
+            if len(client.out) >= MAX_REQUEST:
                 self._reply(fd, {"error": "request too long"})
             return
-        command = client.buf.split(b"\n", 1)[0].strip().decode("ascii", "replace")
+        command = client.out.split(b"\n", 1)[0].strip().decode("ascii", "replace")
         try:
             answer = self.provider(command)
         except Exception as e:  # a status bug must not kill the worker
@@ -144,16 +181,40 @@ class StatusServer:
         self._reply(fd, answer)
 
     def _reply(self, fd: int, answer: dict) -> None:
+        """Write what the socket takes now; the rest when it can take more, within
+        `REPLY_TIMEOUT`."""
         client = self.clients.get(fd)
         if client is None:
             return
-        data = json.dumps(answer, separators=(",", ":"), default=str).encode() + b"\n"
+        self.stats["answered"] += 1
+        client.reading = False
+        client.out = json.dumps(answer, separators=(",", ":"), default=str).encode() + b"\n"
+        self.loop.remove_reader(fd)  # one request per connection: the rest is not read
+        if client.timer is not None:
+            client.timer.cancel()
+        if self._write(fd, client):
+            client.timer = self.loop.call_later(REPLY_TIMEOUT, lambda: self._expire(fd))
+            self.loop.add_writer(fd, lambda: self._on_writable(fd))
+
+    def _write(self, fd: int, client: _Client) -> bool:
+        """Send without blocking; True while part of the answer is left."""
         try:
-            client.sock.settimeout(1.0)
-            client.sock.sendall(data)
+            sent = client.sock.send(client.out)
+        except (BlockingIOError, InterruptedError):
+            return True
         except OSError:
-            pass
+            self._close(fd)
+            return False
+        client.out = client.out[sent:]
+        if client.out:
+            return True
         self._close(fd)
+        return False
+
+    def _on_writable(self, fd: int) -> None:
+        client = self.clients.get(fd)
+        if client is not None:
+            self._write(fd, client)
 
     def _close(self, fd: int) -> None:
         client = self.clients.pop(fd, None)

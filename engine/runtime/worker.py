@@ -566,6 +566,10 @@ class Worker:
             drops[reason] = drops.get(reason, 0) + n
         cdict["drops"] = drops
         out["counters"] = cdict
+        if self.status_server is not None:
+            out["status_socket"] = {
+                "clients": len(self.status_server.clients), **self.status_server.stats
+            }
         return out
 
     # -- life cycle ---------------------------------------------------------------------

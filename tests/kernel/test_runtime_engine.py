@@ -353,3 +353,49 @@ def test_client_qualifies_configures_tun_survives_hup_and_cleans_up(ns, tmp_path
     assert not cli.pidfile.exists() and not os.path.exists(cli.sock)
     assert srv.stop() == 0
     assert ns_pids(ns) == []
+
+
+def test_status_socket_survives_idle_and_slow_loris_clients(ns, tmp_path):
+    """Issue 9 flaw 8: 32 idle connections and 8 slow-loris ones (a byte every 0.3 s, never
+    a newline) used to lock every later client out; a fresh `status` must be answered."""
+    e = Engine(ns, tmp_path, "rly", RELAY_CONF)
+    e.ready()
+    held: list[socket.socket] = []
+    stop = False
+
+    def connect() -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(e.sock)
+        held.append(s)
+        return s
+
+    slow = [connect() for _ in range(8)]
+
+    def trickle() -> None:
+        while not stop:
+            for s in slow:
+                try:
+                    s.send(b"s")
+                except OSError:
+                    pass
+            time.sleep(0.3)
+
+    import threading
+
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    try:
+        for _ in range(32):
+            connect()
+        for _ in range(3):  # answered at once, again and again, while the abuse goes on
+            st = query(e.sock, timeout=5)
+            assert st["worker_pid"] and st["status_socket"]["evicted"] >= 1
+        # the idle and slow ones are cut after the request timeout (2 s)
+        wait_for(lambda: e.status()["status_socket"]["timeouts"] >= 1, "idle clients cut")
+    finally:
+        stop = True
+        t.join(5)
+        for s in held:
+            s.close()
+    assert e.stop() == 0
