@@ -24,8 +24,10 @@ from miredoctl.errors import InventoryError, MiredoctlError, Problem, UsageError
 from miredoctl.inventory import Fleet, display_path, load_fleet
 from miredoctl.procs import alive
 from miredoctl.render import (
+    LOGSTAMP,
     MIREDO,
     MIREDO_SERVER,
+    REAPER,
     Rendered,
     body_of,
     checkconf_problems,
@@ -41,6 +43,7 @@ from miredoctl.supervisord import (
     SupervisordClient,
     identifier_for,
     last_lines,
+    parsed_groups,
     read_file,
     state_of,
 )
@@ -166,10 +169,57 @@ def plan_up(ctx: Context, rendered: dict[str, Rendered], names: list[str],
     return plans
 
 
-def _write_instance(ctx: Context, r: Rendered) -> None:
-    """Config first, program section last, so supervisord never sees a program without config."""
-    write_atomic(ctx.paths.config(r.name), r.text)
-    write_atomic(ctx.paths.program(r.name), r.program)
+class _Journal:
+    """Every file one `up` writes or removes, with what was there before.
+
+    Until supervisord has taken the new configuration, a failure (supervisord's parser refuses
+    it, the re-read fails, the daemon does not start, Ctrl-C) must leave the state folder as it
+    was: a config left behind would make the next good `up` restart that instance for nothing,
+    and a broken program section would make every later `up` fail the same way.
+    """
+
+    def __init__(self) -> None:
+        self.saved: dict[Path, tuple[bytes, int] | None] = {}
+
+    def _remember(self, path: Path) -> None:
+        if path in self.saved:
+            return
+        try:
+            self.saved[path] = (path.read_bytes(), path.stat().st_mode & 0o7777)
+        except FileNotFoundError:
+            self.saved[path] = None
+
+    def write(self, path: Path, text: str) -> None:
+        self._remember(path)
+        write_atomic(path, text)
+
+    def unlink(self, path: Path) -> None:
+        self._remember(path)
+        path.unlink(missing_ok=True)
+
+    def restore(self) -> list[str]:
+        """Put every file back, newest change first; the paths that could not be restored."""
+        failed = []
+        for path, before in reversed(list(self.saved.items())):
+            try:
+                if before is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    write_atomic(path, before[0].decode(), mode=before[1])
+            except OSError as exc:
+                failed.append(f"{path} ({exc.strerror or exc})")
+        return failed
+
+
+def _check_supervisord_config(paths: StatePaths) -> None:
+    """supervisord's own parser must accept the new files and find exactly our programs: one
+    per program file plus miredoctl's listeners, nothing a value could have smuggled in."""
+    groups = parsed_groups(paths.supervisord_conf)
+    expected = {REAPER, LOGSTAMP, *(p.stem for p in paths.programs.glob("*.conf"))}
+    unexpected = sorted(set(groups) - expected)
+    if unexpected:
+        raise MiredoctlError(f"supervisord's parser finds programs miredoctl did not write: "
+                             f"{', '.join(unexpected)}")
 
 
 def _restore(path: Path, text: str | None) -> None:
@@ -194,30 +244,44 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
         return plans, []
     check_start_prerequisites(fleet, [p.name for p in plans if p.action != "unchanged"])
     with fleet_lock(ctx.paths):
-        write_atomic(ctx.paths.supervisord_conf, supervisord_conf(ctx.paths,
-                                                                  identifier_for(ctx.paths)))
+        journal = _Journal()
         stale_results: list[ApplyResult] = []
-        if not running:
-            # Nothing runs: program files left from an earlier run describe nothing, and
-            # supervisord would autostart them all. Only the selected instances get a program.
-            for stale in ctx.paths.programs.glob("*.conf"):
-                stale.unlink()
-            stale_results = stop_stale_engines(ctx.paths)
-        saved = {p.name: (read_file(ctx.paths.config(p.name)), read_file(ctx.paths.program(p.name)))
-                 for p in plans}
-        for plan in plans:
-            r = rendered[plan.name]
-            if plan.action == "unchanged":
-                write_atomic(ctx.paths.config(plan.name), r.text)  # header-only changes
+        try:
+            journal.write(ctx.paths.supervisord_conf,
+                          supervisord_conf(ctx.paths, identifier_for(ctx.paths)))
+            if not running:
+                # Nothing runs: program files left from an earlier run describe nothing, and
+                # supervisord would autostart them all. Only the selected instances get a program.
+                for stale in ctx.paths.programs.glob("*.conf"):
+                    journal.unlink(stale)
+            saved = {p.name: (read_file(ctx.paths.config(p.name)),
+                              read_file(ctx.paths.program(p.name))) for p in plans}
+            for plan in plans:
+                r = rendered[plan.name]
+                if plan.action == "unchanged":
+                    journal.write(ctx.paths.config(plan.name), r.text)  # header-only changes
+                else:
+                    # config first, program section last: supervisord never sees a program
+                    # without its config
+                    journal.write(ctx.paths.config(plan.name), r.text)
+                    journal.write(ctx.paths.program(plan.name), r.program)
+            for orphan in orphans:
+                journal.unlink(ctx.paths.program(orphan))
+            _check_supervisord_config(ctx.paths)
+            if not running:
+                stale_results = stop_stale_engines(ctx.paths)
+                sup.start_daemon()  # autostarts every program file just written
             else:
-                _write_instance(ctx, r)
-        for orphan in orphans:
-            ctx.paths.program(orphan).unlink(missing_ok=True)
+                added, changed, removed = sup.reread()
+        except BaseException as exc:
+            not_restored = journal.restore()
+            if not isinstance(exc, MiredoctlError):
+                raise
+            where = (f"could not restore {', '.join(not_restored)}" if not_restored
+                     else "every file this `up` wrote was restored")
+            raise MiredoctlError(f"{exc}; {where}", exc.code) from exc
         results: list[ApplyResult] = list(stale_results)
-        if not running:
-            sup.start_daemon()  # autostarts every program file just written
-        else:
-            added, changed, removed = sup.reread()
+        if running:
             # miredoctl's own event listeners ('_' names): a newer miredoctl may have changed
             # them (e.g. added `_logstamp`); bring them in line, they carry no tunnel state
             for helper in [n for n in (*added, *changed) if n.startswith("_")]:

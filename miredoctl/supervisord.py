@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from supervisor.options import ServerOptions
 from supervisor.states import RUNNING_STATES, ProcessStates, getProcessStateDescription
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
-from miredoctl.errors import MiredoctlError, SupervisorUnreachable
+from miredoctl.errors import MiredoctlError, SupervisorUnreachable, one_line
 from miredoctl.procs import alive
 from miredoctl.state import StatePaths
 
@@ -235,6 +236,24 @@ class SupervisordClient:
             return text
         except (xmlrpc.client.Fault, OSError):
             return ""
+
+
+def parsed_groups(conf: Path) -> list[str]:
+    """The process groups supervisord would run from `conf` and the files it includes, read by
+    supervisord's own parser (the code `reloadConfig` and a fresh start run).
+
+    `up` calls this before supervisord re-reads anything, so a configuration supervisord would
+    refuse (a CANT_REREAD) is found while every file can still be put back. Raises
+    MiredoctlError with supervisord's reason in one line.
+    """
+    options = ServerOptions()
+    options.configfile = str(conf)
+    try:
+        options.process_config_file(do_usage=False)
+    except (ValueError, OSError) as exc:
+        raise MiredoctlError(f"supervisord's parser rejects the new configuration: "
+                             f"{one_line(str(exc))}")
+    return [group.name for group in options.configroot.supervisord.process_group_configs]
 
 
 def last_lines(text: str, n: int = 3) -> str:
