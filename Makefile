@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := miredo miredo-server iproute2 nftables iputils-ping tcpdump iperf3 procps
 
-.PHONY: demo test lint bench deps venv clean
+.PHONY: demo test lint bench fuzz deps venv clean
 
 deps:
 	@bash scripts/install-deps.sh $(APT_PACKAGES)
@@ -31,6 +31,12 @@ lint: venv
 
 bench: deps venv
 	$(PY) -m bench
+
+# Coverage-guided fuzzing of the parsers and roles (fuzz/), FUZZ_SECONDS per target; new
+# inputs are kept in fuzz/corpus/, findings land in fuzz/crashes/. CI runs 6 s per target.
+FUZZ_SECONDS ?= 600
+fuzz: venv
+	$(PY) -m fuzz all --seconds $(FUZZ_SECONDS) --keep --report bench/results/fuzz-latest.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info
