@@ -10,10 +10,12 @@ second instance fails on it) and its own log file (miredo logs to stderr as well
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -225,6 +227,19 @@ class Daemon:
             rc = self.proc.returncode if self.proc else None
             raise HarnessError(f"{self.name} ({self.impl.name} {self.kind}) exited with status "
                                f"{rc}: {self.log_tail() or 'no output'} (log {self.logfile})")
+
+
+def engine_status(sock: Path) -> dict:
+    """docs/contracts.md §4: one line `status`, one JSON object back.  Spoken here rather
+    than through engine code, so a test does not lean on the part it checks."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(sock))
+        s.sendall(b"status\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return json.loads(data)
 
 
 # --------------------------------------------------------------------------- waiting

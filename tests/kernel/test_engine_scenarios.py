@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import statistics
 import subprocess
 import time
@@ -33,6 +32,7 @@ from tests.kernel.harness import (
     Daemon,
     Implementation,
     Stack,
+    engine_status,
     link_exists,
     parse_ping,
     ping,
@@ -157,19 +157,6 @@ def test_scenario3_our_client_vs_miredo_client_with_our_server_and_relay(
 
 
 # --------------------------------------------------------------------------- scenario 4
-def _status(sock: Path) -> dict:
-    """contracts §4: one line `status`, one JSON object back (no engine code imported, so
-    this test does not lean on the part it checks)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(str(sock))
-        s.sendall(b"status\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return json.loads(data)
-
-
 def _wait(pred, what: str, timeout: float = 20.0):
     deadline = time.monotonic() + timeout
     while not (value := pred()):
@@ -198,7 +185,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _tunnel_counter(d: Daemon) -> int:
-    c = _status(d.status_socket)["counters"]
+    c = engine_status(d.status_socket)["counters"]
     return int(c["tun_in_packets"]) + int(c["tun_out_packets"])
 
 
@@ -232,14 +219,14 @@ def test_scenario4_hup_under_running_pings(debian_miredo, lab_factory, run_dir, 
 
         # Each engine's worker is the parent's child, unprivileged.
         for d in stack.daemons:
-            st = _status(d.status_socket)
+            st = engine_status(d.status_socket)
             kids = _children(d.pid)
             assert kids == [st["worker_pid"]], (d.name, kids, st.get("worker_pid"))
             w = _proc_status(kids[0])
             assert "0" not in w["Uid"].split(), (d.name, w["Uid"])
             assert int(w["CapEff"], 16) == 0 and int(w["CapPrm"], 16) == 0, (d.name, w)
             assert _proc_status(d.pid)["Uid"].split()[0] == "0"  # the parent keeps root
-        workers = {d.name: _status(d.status_socket)["worker_pid"] for d in stack.daemons}
+        workers = {d.name: engine_status(d.status_socket)["worker_pid"] for d in stack.daemons}
 
         # Warm both directions first: the cold path's queued first echo is not what is
         # measured here.
@@ -272,8 +259,8 @@ def test_scenario4_hup_under_running_pings(debian_miredo, lab_factory, run_dir, 
             assert res.received >= 0.9 * res.sent, (name, res.summary(), stack.logs())
         assert {r: _ifindex(lab, r, spec.teredo_if) for r in ("cli", "rly")} == before
         assert teredo_address(lab, "cli", spec.teredo_if) == addr
-        assert _status(cli.status_socket)["address"] == addr
-        assert {d.name: _status(d.status_socket)["worker_pid"]
+        assert engine_status(cli.status_socket)["address"] == addr
+        assert {d.name: engine_status(d.status_socket)["worker_pid"]
                 for d in stack.daemons} == workers, "a HUP with the same file restarted a worker"
     finally:
         for p in pings:

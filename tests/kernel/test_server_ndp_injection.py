@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
 from pathlib import Path
 
 import pytest
 
-from tests.kernel.harness import DEBIAN, OURS, Implementation, Stack, start_server, wait_for
+from tests.kernel.harness import (
+    DEBIAN,
+    OURS,
+    Implementation,
+    Stack,
+    engine_status,
+    start_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -65,18 +72,6 @@ def _send_udp(lab, role: str, src_ip: str, src_port: int, dst: tuple[str, int], 
     lab.exec(role, ["python3", "-c", code], check=True)
 
 
-def _drops(sock: Path) -> dict[str, int]:
-    """Our engine's drop counters from its status socket (docs/contracts.md §4)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(str(sock))
-        s.sendall(b"status\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return json.loads(data)["counters"]["drops"]
-
-
 @pytest.mark.parametrize("impl", [OURS, DEBIAN], ids=["ours", "debian-control"])
 def test_spoofed_na_through_the_server_leaves_the_routers_neighbour_entry(
         impl: Implementation, debian_miredo, lab, run_dir: Path):
@@ -99,7 +94,7 @@ def test_spoofed_na_through_the_server_leaves_the_routers_neighbour_entry(
                      "miredo-server to forward the NA (the control)")
         else:
             # all three datagrams reached the server and were refused for the right reason
-            wait_for(lambda: _drops(stack.daemons[0].status_socket)
+            wait_for(lambda: engine_status(stack.daemons[0].status_socket)["counters"]["drops"]
                      .get("a5_not_echo_request", 0) >= 3, "the server to drop the NA")
             after = _lladdr(lab, "v6", spec.srv_ip6)
             assert after == real, f"neighbour entry of {spec.srv_ip6} became {after}"
