@@ -142,8 +142,11 @@ def tree_cpu_ticks(root: int) -> int:
 
 
 def tree_memory_kib(root: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) in KiB summed over the tree (shared pages count per process)."""
-    rss = hwm = 0
+    """Memory of the process tree in KiB: RSS and peak RSS (VmRSS, VmHWM: shared pages count
+    once per process, so a forked tree looks bigger than it is), PSS (each shared page split
+    among its sharers: what the tree really costs the machine) and USS (pages no other process
+    maps: what stopping the tree would give back)."""
+    out = {"rss_kib": 0, "hwm_kib": 0, "pss_kib": 0, "uss_kib": 0}
     for pid in process_tree(root):
         try:
             status = Path(f"/proc/{pid}/status").read_text()
@@ -151,10 +154,29 @@ def tree_memory_kib(root: int) -> dict[str, int]:
             continue
         for line in status.splitlines():
             if line.startswith("VmRSS:"):
-                rss += int(line.split()[1])
+                out["rss_kib"] += int(line.split()[1])
             elif line.startswith("VmHWM:"):
-                hwm += int(line.split()[1])
-    return {"rss_kib": rss, "hwm_kib": hwm}
+                out["hwm_kib"] += int(line.split()[1])
+        pss, uss = smaps_rollup_kib(pid)
+        out["pss_kib"] += pss
+        out["uss_kib"] += uss
+    return out
+
+
+def smaps_rollup_kib(pid: int) -> tuple[int, int]:
+    """(PSS, USS) of one process from /proc/PID/smaps_rollup; (0, 0) if it is gone."""
+    pss = uss = 0
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0, 0
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key == "Pss":
+            pss = int(rest.split()[0])
+        elif key in ("Private_Clean", "Private_Dirty"):
+            uss += int(rest.split()[0])
+    return pss, uss
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.005) -> float | None:

@@ -86,6 +86,10 @@ MEASURES = (
             _qual, 3),
     Measure("rss_idle", "relay RSS idle (process tree)", "KiB", "lower",
             lambda r: _mem(r, "relay_idle", "rss_kib"), 0),
+    Measure("pss_idle", "relay PSS idle (process tree, shared pages split)", "KiB", "lower",
+            lambda r: _mem(r, "relay_idle", "pss_kib"), 0),
+    Measure("uss_idle", "relay USS idle (process tree, private pages only)", "KiB", "lower",
+            lambda r: _mem(r, "relay_idle", "uss_kib"), 0),
     Measure("rss_peak", "relay peak RSS after the tests (VmHWM, process tree)", "KiB", "lower",
             lambda r: _mem(r, "relay_after", "hwm_kib"), 0),
 )
@@ -214,7 +218,8 @@ def _detail(impl: str, res: dict) -> list[str]:
     mem = res.get("memory", {})
     if mem:
         out.append("Memory (KiB, summed over the relay's process tree): " + "; ".join(
-            f"{k}: RSS {v.get('rss_kib')} / peak {v.get('hwm_kib')}" for k, v in mem.items()))
+            f"{k}: RSS {v.get('rss_kib')} / peak {v.get('hwm_kib')} / PSS {v.get('pss_kib')} / "
+            f"USS {v.get('uss_kib')}" for k, v in mem.items()))
         out.append("")
     return out
 
