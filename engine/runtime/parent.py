@@ -20,6 +20,7 @@ needs new sockets restarts the worker while the interface and the socket path st
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import os
 import select
@@ -242,6 +243,11 @@ class Parent:
             info=self._status_info(gen),
             discovery=gen.discovery,
         )
+        # Share the heap with the worker: after the fork, a collection in either process would
+        # write the GC header of every inherited object and so copy nearly every page of it.
+        # Frozen objects are never scanned again, in the parent or in the worker.
+        gc.collect()
+        gc.freeze()
         pid = os.fork()
         if pid == 0:  # worker
             code = 1
