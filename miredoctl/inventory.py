@@ -274,10 +274,13 @@ DOCUMENTATION_NETWORKS = tuple(ipaddress.IPv4Network(n) for n in
                                ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
 
 
-def secondary_server_address(primary: str) -> str:
+def secondary_server_address(primary: str) -> str | None:
     """A Teredo server's second address when none is given: the next one up, as miredo-server
-    defaults `ServerBindAddress2` (teredo-engine follows it)."""
-    return str(ipaddress.IPv4Address(primary) + 1)
+    defaults `ServerBindAddress2` (teredo-engine follows it); None after 255.255.255.255."""
+    try:
+        return str(ipaddress.IPv4Address(primary) + 1)
+    except ipaddress.AddressValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -357,6 +360,13 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+MAX_DEPTH = 64  # YAML nesting; an instance file needs 3
+_OPENING = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
+            yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
+_CLOSING = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+BAD_VALUE = object()  # a value PyYAML could not build; the problem is already reported
+
+
 class _Reader:
     """Composes one YAML file into nodes and collects problems with their line numbers."""
 
@@ -374,23 +384,59 @@ class _Reader:
         except (OSError, UnicodeDecodeError) as exc:
             self.problem(0, f"cannot read: {exc}")
             return None
-        loader = yaml.SafeLoader(text)
         try:
+            if not self._shallow_enough(text):
+                return None
+            loader = yaml.SafeLoader(text)
             node = loader.get_single_node()
             self._loader = loader
             return node
+        except yaml.reader.ReaderError as exc:
+            # not a MarkedYAMLError: it knows the offset, not the line
+            line = text.count("\n", 0, max(exc.position, 0)) + 1
+            char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+            self.problem(line, f"YAML syntax error: character {bad_character(char) or repr(char)} "
+                               "is not allowed in a YAML file")
+            return None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else 0
             self.problem(line, f"YAML syntax error: {exc.problem or exc.context}")
             return None
+        except yaml.YAMLError as exc:
+            self.problem(0, f"YAML syntax error: {str(exc).splitlines()[0] if str(exc) else exc}")
+            return None
+        except RecursionError:
+            self.problem(0, f"YAML nesting deeper than {MAX_DEPTH} levels")
+            return None
+
+    def _shallow_enough(self, text: str) -> bool:
+        """PyYAML composes nodes recursively: a few thousand nested lists exhaust Python's
+        stack. The scanner is iterative, so nesting is measured on its tokens first."""
+        depth = 0
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, _OPENING):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    self.problem(token.start_mark.line + 1,
+                                 f"YAML nesting deeper than {MAX_DEPTH} levels")
+                    return False
+            elif isinstance(token, _CLOSING):
+                depth -= 1
+        return True
 
     def value(self, node: yaml.Node) -> Any:
+        """The Python value of a node, or BAD_VALUE (already reported) when PyYAML cannot build
+        one: a `!!python/...` tag, an impossible date, an integer too long to convert."""
         try:
             return self._loader.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            self.problem(node.start_mark.line + 1, f"bad YAML value: {exc}")
-            return None
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or node.start_mark
+            self.problem(mark.line + 1, f"bad YAML value: {exc.problem or exc.context}")
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.problem(node.start_mark.line + 1, f"bad YAML value: {text}")
+        return BAD_VALUE
 
     def mapping(self, node: yaml.Node | None, what: str) -> list[tuple[str, int, yaml.Node]]:
         """(key, line, value node) for a mapping node; problems for non-mappings and duplicates."""
@@ -441,6 +487,8 @@ def _read_fields(reader: _Reader, node: yaml.Node | None, what: str,
             continue
         value = reader.value(vnode)
         vline = vnode.start_mark.line + 1
+        if value is BAD_VALUE:
+            continue
         if value is None:
             layer.values[key] = (None, vline)  # explicit null: remove an inherited value
             continue
@@ -476,6 +524,8 @@ def _load_defaults(path: Path | None, problems: list[Problem]) -> _Defaults:
     for key, line, vnode in reader.mapping(node, "defaults file"):
         if key == ALLOW_DOCUMENTATION:
             value = reader.value(vnode)
+            if value is BAD_VALUE:
+                continue
             try:
                 allow_doc = _bool(value)
             except FieldError as exc:
@@ -523,7 +573,11 @@ def _merge(name: str, path: Path, own: _Layer, defaults: _Defaults,
         for key, (value, line) in layer_values.items():
             if skip_foreign and role not in FIELDS[key].roles:
                 continue
-            if value is None:
+            if value is None and key in BUILTIN_DEFAULTS:
+                # `engine`, `enabled`, `tags` have no "unset": null means the built-in default
+                values[key] = BUILTIN_DEFAULTS[key]
+                origins[key] = BUILTIN
+            elif value is None:
                 values.pop(key, None)
                 origins.pop(key, None)
             else:
@@ -575,6 +629,11 @@ def _check_role(inst: Instance, reader: _Reader, problems: list[Problem],
         elif not primary.is_global:
             problems.append(Problem(*at("server_bind_address"),
                                     "server_bind_address must be a global IPv4 address"))
+        if "server_bind_address2" not in inst.values and \
+                secondary_server_address(str(primary)) is None:
+            problems.append(Problem(*at("server_bind_address"),
+                                    f"server_bind_address {primary} has no next address for "
+                                    "the secondary; set server_bind_address2"))
     port = inst.values.get("bind_port")
     if port is not None and 0 < port < 1024:
         problems.append(Problem(*at("bind_port"),
@@ -601,6 +660,8 @@ def _endpoints(inst: Instance) -> list[tuple[str, int, str]]:
             return []
         secondary = (inst.values.get("server_bind_address2")
                      or secondary_server_address(primary))
+        if secondary is None:  # reported by _check_role
+            return [(primary, TEREDO_SERVER_PORT, "server_bind_address")]
         key2 = "server_bind_address2" if "server_bind_address2" in inst.values \
             else "server_bind_address"
         return [(primary, TEREDO_SERVER_PORT, "server_bind_address"),
