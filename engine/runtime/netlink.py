@@ -7,10 +7,11 @@ process is spawned.  The same parent watches the host through pyroute2: its IPv4
 and links (a client re-qualifies when they change) and its global IPv6 addresses (a relay's
 ICMPv6 errors come from one of them); the worker only receives the results.
 
-Importing this module imports pyroute2, and that costs 0.15-0.3 s (its package imports every
-netlink family it knows, asyncio and ssl).  So the privileged parent (`engine.runtime.parent`)
-imports it lazily: a client's parent forks its worker first and imports pyroute2 while the
-worker sends its first Router Solicitation on the other core (see `Parent.start`).
+Importing this module imports pyroute2's rtnetlink parts (`engine.runtime.pyroute2_lean` skips
+the package ``__init__``, which imports every netlink family it knows), still 0.1-0.2 s.  So
+the privileged parent (`engine.runtime.parent`) imports it lazily: a client's parent forks its
+worker first and imports pyroute2 while the worker sends its first Router Solicitation on the
+other core (see `Parent.start`).
 
 Every configuration change opens a short-lived `IPRoute`: changes are rare (qualification,
 reload, exit), and a closed socket carries no state into a later worker fork.
@@ -27,12 +28,19 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
-
 from engine.config.values import prefix_text
+from engine.runtime import pyroute2_lean
 from engine.runtime.sysctl import write_sysctl
+
+pyroute2_lean.install()  # before the first pyroute2 import: its package __init__ is not needed
+
+from pyroute2.iproute.linux import IPRoute  # noqa: E402
+from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
+from pyroute2.netlink.rtnl import (  # noqa: E402
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_LINK,
+)
 
 LL_CLIENT_TEXT = "fe80::ffff:ffff:ffff"
 CLIENT_ROUTE_METRIC = 1029  # loses against the kernel's 1024: Teredo is the last resort
