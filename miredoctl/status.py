@@ -30,6 +30,10 @@ from miredoctl.supervisord import ACTIVE_STATES, RUNNING_NAME, STOPPED_NAME, sta
 
 TEREDO_NET = ipaddress.IPv6Network("2001::/32")
 SOCKET_TIMEOUT = 2.0
+# A RUNNING engine whose status socket does not answer within SOCKET_TIMEOUT, or whose parent
+# answers for a worker that does not (contract §4: `worker` other than "running"): the process
+# exists, so supervisord says RUNNING, but it forwards nothing. `status` exits 3 for it.
+UNRESPONSIVE = "UNRESPONSIVE"
 
 
 @dataclass
@@ -43,7 +47,7 @@ class InstanceStatus:
     enabled: bool
     # supervisord's process state, or DISABLED / NOT ADDED / ORPHAN, or FLAPPING (a RUNNING,
     # STARTING or BACKOFF process that supervisord restarted too often lately, see
-    # listeners/history.py)
+    # listeners/history.py), or UNRESPONSIVE (RUNNING, but the engine does not answer)
     state: str
     pid: int | None = None
     process_state: str | None = None  # supervisord's own word, also when `state` is FLAPPING
@@ -308,10 +312,20 @@ def _fill_tunnel(inst: Instance, paths: StatePaths, st: InstanceStatus) -> None:
             if st.engine_pid == st.pid:
                 engine_view(payload, st)
                 st.source = f"status socket {sock}"
+                worker = payload.get("worker")
+                if worker is not None and worker != "running":
+                    _unresponsive(st, f"the engine's worker (pid {payload.get('worker_pid')}) is "
+                                      f"{worker}: silent for {payload.get('worker_silent')} s",
+                                  f"worker {worker}")
                 return
             # someone else's engine (a leftover) answers on our socket: show none of its data
             st.note_error(f"status socket {sock} is answered by pid {pid}, but supervisord "
                           f"runs pid {st.pid}")
+            return
+        except TimeoutError:
+            # a frozen engine: the kernel still shows its address, which would look qualified
+            _unresponsive(st, f"status socket {sock} did not answer within "
+                              f"{SOCKET_TIMEOUT:g} s", "unresponsive")
             return
         except (OSError, ValueError) as exc:
             st.note_error(f"status socket {sock}: {exc}")
@@ -324,6 +338,14 @@ def _fill_tunnel(inst: Instance, paths: StatePaths, st: InstanceStatus) -> None:
             st.bound = bound_udp(inst.netns, st.pid)
         except (OSError, subprocess.TimeoutExpired):
             pass
+
+
+def _unresponsive(st: InstanceStatus, why: str, tunnel: str) -> None:
+    """Mark a RUNNING engine that does not answer; FLAPPING (also exit 3) keeps precedence."""
+    if st.state == RUNNING_NAME:
+        st.state = UNRESPONSIVE
+    st.tunnel_state = tunnel
+    st.note_error(why)
 
 
 def _pidfile_pid(path: Path) -> int | None:

@@ -6,7 +6,9 @@ is wrapped before `main()` (see `_run_injected`), so the production code has no 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from miredoctl.status import query_engine
 from tests.kernel.test_miredoctl_fleet import Ctl, ctl_factory, lab  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.kernel
@@ -90,3 +93,39 @@ def test_failed_up_restores_every_file_and_the_next_up_touches_nothing(
     got = _actions(ctl)
     assert got == {"client1": "unchanged", "client2": "unchanged", "relay": "restarted",
                    "server": "unchanged"}
+
+
+def _worker_of(ctl: Ctl, name: str, pid: int) -> int:
+    """The engine's worker: the status answer names it (contract §4), else the only child."""
+    answer = query_engine(ctl.state / "run" / f"{name}.sock")
+    if isinstance(answer.get("worker_pid"), int):
+        return answer["worker_pid"]
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def test_a_frozen_engine_is_unresponsive_and_status_exits_3(ctl_factory) -> None:  # noqa: F811
+    ctl = ctl_factory()
+    ctl.run("up")
+    ctl.run("wait", "--timeout", "60")
+    pid = ctl.status("client1")["client1"]["pid"]
+    worker = _worker_of(ctl, "client1", pid)
+    assert worker != pid and Path(f"/proc/{worker}/status").read_text().count(f"PPid:\t{pid}")
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        row = ctl.wait(lambda: (lambda r: r if r["state"] == "UNRESPONSIVE" else None)(
+            ctl.status("client1")["client1"]), "client1 UNRESPONSIVE", 8)
+        assert row["process_state"] == "RUNNING" and row["pid"] == pid
+        assert row["tunnel_state"] != "qualified"
+        proc = ctl.run("status", expect=3)
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("client1 "))
+        assert "UNRESPONSIVE" in line and "qualified" not in line
+        others = ctl.status()
+        assert all(others[n]["state"] == "RUNNING" for n in ("client2", "relay", "server"))
+        ctl.run("wait", "client1", "--timeout", "1", expect=3)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGCONT)
+    ctl.run("wait", "--timeout", "60")
+    ctl.run("status")
