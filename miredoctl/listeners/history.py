@@ -19,8 +19,10 @@ again, until `startretries` make it FATAL; only an operator leaves STOPPED or FA
 
 from __future__ import annotations
 
-import contextlib
 import json
+import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,12 @@ from miredoctl.state import write_atomic
 FLAP_WINDOW = 300.0
 FLAP_RESTARTS = 3
 KEEP = 500  # records kept per instance when the file is trimmed
+# A record is about 80 bytes; a longer line is not one (and json.loads on a few thousand nested
+# brackets raises RecursionError). The reader looks at the last MAX_READ bytes only: a trimmed
+# file holds 2 * KEEP records.
+MAX_LINE = 1024
+MAX_READ = 1 << 20
+RECORD_START = '{"t":'
 # supervisord names an event after the state entered: PROCESS_STATE_<statename>
 EVENT_PREFIX = "PROCESS_STATE_"
 # Transitions keep supervisord's state *names*: that is what its events carry and what the
@@ -67,29 +75,86 @@ def transition_from_event(event: str, headers: dict[str, str], now: float) -> Tr
 
 
 def record(path: Path, tr: Transition) -> None:
-    """Append one JSON line; trim to the last KEEP records once the file holds twice that."""
+    """Append one JSON line; trim to the last KEEP records once the file holds twice that.
+
+    Only a regular file is appended to: opening a FIFO put there would block the listener, and
+    with it every event supervisord sends. A last line without its newline (a writer that died
+    mid-line, a full disk) is ended first, so it cannot swallow this record.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"t": tr.time, "state": tr.state, "from": tr.from_state, "pid": tr.pid,
                        "expected": tr.expected}, separators=(",", ":")) + "\n"
-    with path.open("a") as fh:
-        fh.write(line)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW
+                 | os.O_CLOEXEC, 0o644)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path}: not a regular file")
+        if info.st_size and os.pread(fd, 1, info.st_size - 1) != b"\n":
+            line = "\n" + line
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
     if path.stat().st_size > KEEP * 2 * 50:  # a record is 50+ bytes: cheap check first
         lines = path.read_text().splitlines(keepends=True)
         if len(lines) > KEEP * 2:
             write_atomic(path, "".join(lines[-KEEP:]))
 
 
+def read_tail(path: Path, limit: int = MAX_READ) -> str:
+    """The last `limit` bytes of a regular file ("" if missing or not a regular file).
+
+    Bounded and non-blocking, because a history file is read by every status command: a FIFO
+    or device in its place must not hang them, a directory must not crash them, a huge file
+    must not fill memory.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return ""
+        start = max(0, info.st_size - limit)
+        data = os.pread(fd, limit, start)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    if start:  # the first line is cut: drop it
+        data = data.partition(b"\n")[2]
+    return data.decode(errors="replace")
+
+
+def _parse(line: str) -> Transition | None:
+    if len(line) > MAX_LINE:
+        return None
+    try:
+        d: Any = json.loads(line)
+        t = float(d["t"])
+        if not math.isfinite(t) or t < 0:
+            return None
+        pid = d.get("pid")
+        expected = d.get("expected")
+        return Transition(t, str(d["state"]), str(d.get("from", "")),
+                          pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+                          expected if isinstance(expected, bool) else None)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError):
+        return None
+
+
 def load(path: Path) -> list[Transition]:
-    """Records in file order; a torn last line (writer busy) or garbage is skipped."""
+    """Records in file order; garbage, impossible times (-inf, NaN) and a torn last line (writer
+    busy) are skipped. A line holding a torn record followed by a whole one (written before
+    `record` ended torn lines) gives the whole one."""
     out = []
-    with contextlib.suppress(FileNotFoundError):
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                d: dict[str, Any] = json.loads(line)
-                out.append(Transition(float(d["t"]), str(d["state"]), str(d.get("from", "")),
-                                      d.get("pid"), d.get("expected")))
-            except (ValueError, KeyError, TypeError):
-                continue
+    for line in read_tail(path).splitlines():
+        tr = _parse(line)
+        if tr is None and RECORD_START in line[1:]:
+            tr = _parse(line[line.rindex(RECORD_START):])
+        if tr is not None:
+            out.append(tr)
     return out
 
 
