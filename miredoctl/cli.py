@@ -31,7 +31,7 @@ from miredoctl.errors import (
     UsageError,
     one_line,
 )
-from miredoctl.inventory import FIELDS, Fleet
+from miredoctl.inventory import DEFAULT_EXPORTER_LISTEN, FIELDS, Fleet
 from miredoctl.listeners import timedlog
 from miredoctl.selection import Selection, resolve
 from miredoctl.state import StatePaths, default_state_dir
@@ -103,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="WHEN",
                    help="only lines from then on: 10m, 2h, 1d, 14:05, 2026-11-26 14:05:00, "
                         "2026-11-26T13:05:00Z (local time unless a zone is given)")
+    p = cmd("metrics", "the whole fleet in the Prometheus text format (docs/metrics.md)",
+            selection=False)
+    p.add_argument("--textfile", metavar="DIR",
+                   help="write DIR/miredoctl.prom atomically (for node_exporter's textfile "
+                        "collector) instead of printing")
+    p = cmd("exporter", "serve the fleet's metrics over HTTP (/metrics) until stopped",
+            selection=False)
+    p.add_argument("--listen", default=DEFAULT_EXPORTER_LISTEN, metavar="ADDR:PORT",
+                   help=f"address to serve on (default {DEFAULT_EXPORTER_LISTEN}; IPv6 as "
+                        "[::1]:9531)")
     cmd("demo", "build the lab, run the default fleet, ping through it (from the repo root)",
         selection=False)
     p = cmd("lab", "build, remove or inspect the demo network in namespaces", selection=False)
@@ -329,6 +339,31 @@ def cmd_logs(args: argparse.Namespace, ctx: ops.Context) -> int:
     return EXIT_OK
 
 
+def _collector(ctx: ops.Context) -> Any:
+    # imported here: prometheus-client is only needed by these two commands
+    from miredoctl.metrics import FleetCollector
+    return FleetCollector(ctx.fleet_dir, ctx.paths)
+
+
+def cmd_metrics(args: argparse.Namespace, ctx: ops.Context) -> int:
+    """One scrape, printed or written for node_exporter; a fleet that is down is still a
+    valid answer (teredo_supervisord_up 0), so the exit code is 0 unless writing failed."""
+    from miredoctl.metrics import exposition, write_textfile
+    data = exposition(_collector(ctx))
+    if args.textfile:
+        write_textfile(Path(args.textfile), data)
+    else:
+        sys.stdout.write(data.decode())
+    return EXIT_OK
+
+
+def cmd_exporter(args: argparse.Namespace, ctx: ops.Context) -> int:
+    from miredoctl.exporter import listen_address, serve
+    listen_address(args.listen)  # a usage error before anything is gathered
+    serve(_collector(ctx), args.listen)
+    return EXIT_OK
+
+
 def _run_lab_tool(argv: list[str]) -> int:
     """Hand `lab` and `demo` to the lab package, a separate program (`python -m teredolab`).
 
@@ -364,6 +399,7 @@ COMMANDS = {
     "validate": cmd_validate, "config": cmd_config, "diff": cmd_diff, "up": cmd_up,
     "down": cmd_down, "restart": cmd_restart, "reload": cmd_reload, "status": cmd_status,
     "show": cmd_show, "wait": cmd_wait, "logs": cmd_logs, "demo": cmd_demo, "lab": cmd_lab,
+    "metrics": cmd_metrics, "exporter": cmd_exporter,
 }
 
 

@@ -9,11 +9,13 @@ Layering (last wins): built-in defaults -> `defaults.yaml` `all:` -> `defaults.y
 Fields from `all:` that do not apply to a role are skipped for that role; the same field in a role
 section or an instance file is an error (miredo would call it "superfluous").
 
-Fleet-level settings sit at the top of `defaults.yaml`, beside `all:` and `roles:`. The only one,
-`allow_documentation_addresses` (default false), lets a server bind a documentation address
+Fleet-level settings sit at the top of `defaults.yaml`, beside `all:` and `roles:`.
+`allow_documentation_addresses` (default false) lets a server bind a documentation address
 (RFC 5737: 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) as if it were public. A test or demo
 network uses those ranges precisely because they never route on the internet; a production fleet
 that names one has a typo, so it is refused unless the fleet says it is a lab.
+`exporter: {listen: "ADDR:PORT"}` (default: none) makes the fleet's supervisord run the metrics
+exporter (`miredoctl exporter`, docs/metrics.md) as one of its programs.
 """
 
 from __future__ import annotations
@@ -269,7 +271,10 @@ DISCOVERY_FIELDS = ("local_discovery", "discovery_interfaces", "discovery_netmas
 # one definition: it must not import the engine's internals, which have their own.
 TEREDO_SERVER_PORT = 3544
 ALLOW_DOCUMENTATION = "allow_documentation_addresses"
-DEFAULTS_KEYS = ("all", "roles", ALLOW_DOCUMENTATION)
+EXPORTER = "exporter"
+EXPORTER_KEYS = ("listen",)
+DEFAULT_EXPORTER_LISTEN = "127.0.0.1:9531"
+DEFAULTS_KEYS = ("all", "roles", ALLOW_DOCUMENTATION, EXPORTER)
 DOCUMENTATION_NETWORKS = tuple(ipaddress.IPv4Network(n) for n in
                                ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
 
@@ -346,6 +351,7 @@ class Fleet:
     instances: dict[str, Instance]
     defaults_file: Path | None
     allow_documentation_addresses: bool = False
+    exporter_listen: str | None = None  # `exporter: {listen: ...}`: supervisord runs it
 
     @property
     def names(self) -> list[str]:
@@ -511,6 +517,57 @@ class _Defaults:
     roles: dict[str, _Layer]
     path: Path | None
     allow_documentation_addresses: bool = False
+    exporter_listen: str | None = None
+
+
+def parse_listen(text: Any) -> tuple[str, int]:
+    """`ADDR:PORT` or `[IPv6]:PORT` with an IP literal (no name: validation must not need DNS,
+    and the exporter must bind what the operator read)."""
+    if not isinstance(text, str) or ":" not in text:
+        raise FieldError(f"must be \"ADDR:PORT\" (e.g. {DEFAULT_EXPORTER_LISTEN!r} or "
+                         f"\"[::1]:9531\"), got {_describe(text)}")
+    host, _, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ok = ":" in host
+    else:
+        ok = ":" not in host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise FieldError(f"must name an IP address (IPv6 in brackets), got {_describe(text)}")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise FieldError(f"must end in a port 1-65535, got {_describe(text)}")
+    return host, int(port_text)
+
+
+def _exporter_setting(reader: _Reader, vnode: yaml.Node) -> str | None:
+    """`exporter: {listen: "ADDR:PORT"}`; `exporter: null` (or no key) runs none."""
+    value = reader.value(vnode)
+    if value is None or value is BAD_VALUE:
+        return None
+    line = vnode.start_mark.line + 1
+    if not isinstance(value, dict):
+        reader.problem(line, f"{EXPORTER} must be a mapping like {{listen: "
+                             f"\"{DEFAULT_EXPORTER_LISTEN}\"}} or null, got {_describe(value)}")
+        return None
+    listen: Any = DEFAULT_EXPORTER_LISTEN
+    for key, kline, knode in reader.mapping(vnode, EXPORTER):
+        if key not in EXPORTER_KEYS:
+            reader.problem(kline, f"unknown key '{key}' in {EXPORTER}"
+                                  f"{did_you_mean(key, EXPORTER_KEYS)}; it has 'listen:'")
+            continue
+        listen = reader.value(knode)
+        if listen is BAD_VALUE:
+            return None
+        try:
+            parse_listen(_str(listen))
+        except FieldError as exc:
+            reader.problem(knode.start_mark.line + 1, f"{EXPORTER}.listen {exc}")
+            return None
+    return listen
 
 
 def _load_defaults(path: Path | None, problems: list[Problem]) -> _Defaults:
@@ -521,7 +578,11 @@ def _load_defaults(path: Path | None, problems: list[Problem]) -> _Defaults:
     all_layer: _Layer | None = None
     roles: dict[str, _Layer] = {}
     allow_doc = False
+    exporter: str | None = None
     for key, line, vnode in reader.mapping(node, "defaults file"):
+        if key == EXPORTER:
+            exporter = _exporter_setting(reader, vnode)
+            continue
         if key == ALLOW_DOCUMENTATION:
             value = reader.value(vnode)
             if value is BAD_VALUE:
@@ -548,9 +609,9 @@ def _load_defaults(path: Path | None, problems: list[Problem]) -> _Defaults:
                 roles[role] = layer
         else:
             reader.problem(line, f"unknown key '{key}'{did_you_mean(key, DEFAULTS_KEYS)}; "
-                                 "a defaults file has 'all:', 'roles:' and "
-                                 f"'{ALLOW_DOCUMENTATION}:'")
-    return _Defaults(all_layer, roles, path, allow_doc)
+                                 "a defaults file has 'all:', 'roles:', "
+                                 f"'{ALLOW_DOCUMENTATION}:' and '{EXPORTER}:'")
+    return _Defaults(all_layer, roles, path, allow_doc, exporter)
 
 
 def _merge(name: str, path: Path, own: _Layer, defaults: _Defaults,
@@ -759,4 +820,5 @@ def load_fleet(root: Path) -> Fleet:
         problems.append(Problem(display_path(root), 0, "no instance files (*.yaml) in the fleet"))
     if problems:
         raise InventoryError(problems)
-    return Fleet(root, instances, defaults_path, defaults.allow_documentation_addresses)
+    return Fleet(root, instances, defaults_path, defaults.allow_documentation_addresses,
+                 defaults.exporter_listen)

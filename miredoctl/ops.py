@@ -24,6 +24,7 @@ from miredoctl.errors import InventoryError, MiredoctlError, Problem, UsageError
 from miredoctl.inventory import Fleet, display_path, load_fleet
 from miredoctl.procs import alive
 from miredoctl.render import (
+    EXPORTER,
     LOGSTAMP,
     MIREDO,
     MIREDO_SERVER,
@@ -215,7 +216,7 @@ def _check_supervisord_config(paths: StatePaths) -> None:
     """supervisord's own parser must accept the new files and find exactly our programs: one
     per program file plus miredoctl's listeners, nothing a value could have smuggled in."""
     groups = parsed_groups(paths.supervisord_conf)
-    expected = {REAPER, LOGSTAMP, *(p.stem for p in paths.programs.glob("*.conf"))}
+    expected = {REAPER, LOGSTAMP, EXPORTER, *(p.stem for p in paths.programs.glob("*.conf"))}
     unexpected = sorted(set(groups) - expected)
     if unexpected:
         raise MiredoctlError(f"supervisord's parser finds programs miredoctl did not write: "
@@ -248,7 +249,8 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
         stale_results: list[ApplyResult] = []
         try:
             journal.write(ctx.paths.supervisord_conf,
-                          supervisord_conf(ctx.paths, identifier_for(ctx.paths)))
+                          supervisord_conf(ctx.paths, identifier_for(ctx.paths),
+                                           fleet.exporter_listen, fleet.root))
             if not running:
                 # Nothing runs: program files left from an earlier run describe nothing, and
                 # supervisord would autostart them all. Only the selected instances get a program.
@@ -282,13 +284,19 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
             raise MiredoctlError(f"{exc}; {where}", exc.code) from exc
         results: list[ApplyResult] = list(stale_results)
         if running:
-            # miredoctl's own event listeners ('_' names): a newer miredoctl may have changed
-            # them (e.g. added `_logstamp`); bring them in line, they carry no tunnel state
-            for helper in [n for n in (*added, *changed) if n.startswith("_")]:
-                if helper in changed:
+            # miredoctl's own programs ('_' names): a newer miredoctl may have changed its
+            # event listeners (e.g. added `_logstamp`), the inventory may have switched the
+            # exporter on, off or moved it; bring them in line, they carry no tunnel state
+            for helper in [n for n in (*added, *changed, *removed) if n.startswith("_")]:
+                what = "metrics exporter" if helper == EXPORTER else "miredoctl event listener"
+                if helper in (*changed, *removed):
                     sup.remove(helper)
+                if helper in removed:
+                    results.append(ApplyResult(helper, "removed", True, what))
+                    continue
                 sup.add(helper)
-                results.append(ApplyResult(helper, "updated", True, "miredoctl event listener"))
+                results.append(ApplyResult(helper, "added" if helper in added else "updated",
+                                           True, what))
             for orphan in removed:
                 if orphan in orphans:
                     sup.remove(orphan)

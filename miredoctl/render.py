@@ -40,6 +40,7 @@ MIREDO_CHECKCONF = "/usr/sbin/miredo-checkconf"
 MIREDO_USERS = {"client": "miredo", "relay": "miredo", "server": "miredo-server"}
 REAPER = "_reaper"  # instance names start with a letter or digit, so these never clash
 LOGSTAMP = "_logstamp"
+EXPORTER = "_exporter"  # `miredoctl exporter`, when the inventory asks for it (docs/metrics.md)
 PRIORITY = {"server": 10, "relay": 20, "client": 30}
 
 # Process settings for a daemon that may fork and drops privileges: stop/kill the whole process
@@ -308,8 +309,36 @@ def checkconf_problems(rendered: dict[str, Rendered], scratch: Path) -> list[Pro
     return problems
 
 
-def supervisord_conf(paths: StatePaths, identifier: str) -> str:
-    """The fleet's own supervisord: owner-only socket, pid and log in the state folder."""
+def exporter_program(paths: StatePaths, listen: str, fleet_dir: Path) -> list[str]:
+    """The metrics exporter as a program of the fleet's supervisord, so it is up whenever the
+    fleet is and stops with it. It reads what `status` reads (supervisord's socket, the engines'
+    status sockets, `ip` in namespaces), hence runs as supervisord's user (root); it binds
+    only the address the inventory names, loopback by default."""
+    cmd = [sys.executable, "-m", "miredoctl.cli", "exporter", "--listen", listen,
+           "--fleet", str(fleet_dir.resolve()), "--state-dir", str(paths.root)]
+    return [
+        "; serves /metrics for Prometheus (miredoctl exporter; inventory: exporter.listen)",
+        f"[program:{EXPORTER}]",
+        f"command={_ini_command(cmd)}",
+        f"directory={_ini(str(paths.root))}",
+        "autostart=true",
+        "autorestart=true",
+        "startsecs=1",
+        "priority=5",
+        "stopsignal=TERM",
+        "stopwaitsecs=5",
+        "redirect_stderr=true",
+        f"stdout_logfile={_ini(str(paths.logs / 'exporter.log'))}",
+        "stdout_logfile_maxbytes=1MB",
+        "stdout_logfile_backups=1",
+        "",
+    ]
+
+
+def supervisord_conf(paths: StatePaths, identifier: str, exporter: str | None = None,
+                     fleet_dir: Path | None = None) -> str:
+    """The fleet's own supervisord: owner-only socket, pid and log in the state folder; with
+    `exporter` (the inventory's `exporter.listen`) also the metrics exporter for `fleet_dir`."""
     reaper_cmd = [sys.executable, "-m", "miredoctl.listeners.reaper",
                   "--history", str(paths.histories)]
     logstamp_cmd = [sys.executable, "-m", "miredoctl.listeners.logstamp",
@@ -361,6 +390,8 @@ def supervisord_conf(paths: StatePaths, identifier: str) -> str:
         "stderr_logfile_maxbytes=1MB",
         "stderr_logfile_backups=1",
         "",
+        *(exporter_program(paths, exporter, fleet_dir)
+          if exporter is not None and fleet_dir is not None else []),
         "[include]",
         f"files={_ini(str(paths.programs))}/*.conf",
         "",

@@ -77,6 +77,9 @@ class InstanceStatus:
     error: str | None = None
     config: str | None = None
     log: str | None = None
+    # the engine's whole answer (contract §4) when it is the process supervisord runs: what
+    # the columns above leave out (drops by reason, rate limits, worker), for `metrics`
+    engine_status: dict[str, Any] | None = None
 
     @property
     def up(self) -> bool:
@@ -261,6 +264,7 @@ def engine_view(payload: dict[str, Any], st: InstanceStatus) -> None:
         st.last_qualified = float(qualified)
     st.worker_restarts = payload.get("worker_restarts")
     st.last_error = payload.get("last_error")
+    st.engine_status = payload
 
 
 def collect(fleet: Fleet, paths: StatePaths, names: list[str],

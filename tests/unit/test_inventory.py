@@ -145,8 +145,8 @@ def test_defaults_file_errors(tmp_path: Path) -> None:
         "defaults.yaml:5: unknown role 'clinet' (did you mean 'client'?); roles are client, "
         "relay, server",
         "defaults.yaml:7: server does not apply to a relay (only to client)",
-        "defaults.yaml:8: unknown key 'extra'; a defaults file has 'all:', 'roles:' and "
-        "'allow_documentation_addresses:'",
+        "defaults.yaml:8: unknown key 'extra'; a defaults file has 'all:', 'roles:', "
+        "'allow_documentation_addresses:' and 'exporter:'",
     ]
 
 
