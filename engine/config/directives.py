@@ -57,6 +57,8 @@ DIRECTIVES: dict[str, Directive] = {
         _d("ServerBindAddress", (SERVER,), "the server's primary global IPv4 address"),
         _d("ServerBindAddress2", (SERVER,), "the server's secondary global IPv4 address"),
         _d("StatusSocket", ALL, "the absolute path of the status socket"),
+        _d("WorkerWatchdog", ALL,
+           "seconds without a heartbeat before the worker is restarted (2-3600), or off"),
         # teredo-engine's server rate limits (miredo-server has none, §12.2 #20)
         _d("ServerRateLimit", (SERVER,), "on, or off for no rate limits (as miredo-server)"),
         _d("ServerRSRate", (SERVER,), RATE_EXPECTS),
@@ -67,6 +69,9 @@ DIRECTIVES: dict[str, Directive] = {
         _d("ServerNativeRate", (SERVER,), RATE_EXPECTS),
         _d("ServerNativeRateTotal", (SERVER,), RATE_EXPECTS),
         _d("ServerRateSources", (SERVER,), "how many source addresses to track, 1-16777216"),
+        # teredo-engine's peer table budget (miredo bounds it by count only)
+        _d("PeerMemoryLimit", (CLIENT, RELAY),
+           "a size in bytes with an optional K, M or G suffix, e.g. 64M"),
     )
 }
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.proto.addr import is_global_unicast_ipv4 as _is_global_unicast_ipv4
 from engine.proto.addr import secondary_server_address
+from engine.proto.peers import MAX_MEMORY_LIMIT, MIN_MEMORY_LIMIT
 
 from . import values as v
 from .directives import (
@@ -209,6 +210,9 @@ def parse_config(
     status_socket = reader.parse("StatusSocket", v.parse_socket_path)
     if status_socket is not None:
         fields["status_socket"] = status_socket
+    watchdog = reader.parse("WorkerWatchdog", _parse_watchdog)
+    if watchdog is not None:
+        fields["worker_watchdog"] = watchdog
     _relay_and_server_values(reader, fields)
     _client_and_relay_values(reader, fields)
     _client_values(reader, fields, role, server_name)
@@ -247,6 +251,9 @@ def _client_and_relay_values(reader: _Reader, fields: dict[str, Any]) -> None:
     name = reader.parse("InterfaceName", v.parse_ifname)
     if name is not None:
         fields["interface_name"] = name
+    budget = reader.parse("PeerMemoryLimit", v.parse_size, MIN_MEMORY_LIMIT, MAX_MEMORY_LIMIT)
+    if budget is not None:
+        fields["peer_memory_limit"] = budget
     bind = reader.parse("BindAddress", v.parse_ipv4_host, reader.resolver)
     if bind is not None:
         fields["bind_address"] = bind
@@ -372,6 +379,17 @@ def _server_rate_values(reader: _Reader, fields: dict[str, Any]) -> None:
     sources = reader.parse("ServerRateSources", v.parse_count, 1, MAX_RATE_SOURCES)
     if sources is not None:
         fields["server_rate_sources"] = sources
+
+
+def _parse_watchdog(text: str) -> int:
+    """`WorkerWatchdog`: whole seconds, 2-3600 (the heartbeat is once a second, so one late
+    beat must not restart a healthy worker), or `off`/`0` to report a frozen worker only."""
+    if text.lower() in ("off", "0"):
+        return 0
+    try:
+        return v.parse_count(text, 2, 3600)
+    except v.BadValue:
+        raise v.BadValue(f"expected seconds from 2 to 3600, or off, got {text!r}") from None
 
 
 def _by_line(problems: list[str], path: str) -> list[str]:

@@ -82,9 +82,16 @@ class EngineConfig:
     """(`ServerLimits` field, rate or None for off, burst) for each rate directive given;
     the ones not given keep the role's defaults."""
     server_rate_sources: int | None = None
+    # client and relay (teredo-engine's)
+    peer_memory_limit: int | None = None
+    """`PeerMemoryLimit` in bytes: the peer table's byte budget; None keeps the role's
+    default (relay 128M, client 4M; `engine.proto.peers`)."""
     # all
     syslog_facility: str = DEFAULT_FACILITY
     status_socket: str | None = None
+    worker_watchdog: int = 10
+    """`WorkerWatchdog`: seconds the worker may leave its heartbeat unanswered before the
+    parent restarts it; 0 (`off`) only reports (`engine.runtime.heartbeat`)."""
     lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     """Canonical directive name -> line of its (single) occurrence in `path`."""
     warnings: tuple[str, ...] = ()

@@ -126,6 +126,34 @@ def parse_count(text: str, low: int, high: int) -> int:
     return value
 
 
+_SIZE = re.compile(r"([0-9]+)([kmg]?)", re.IGNORECASE)
+_SIZE_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30}
+
+
+def size_text(n: int) -> str:
+    """`64M` for 64 MiB: the largest binary suffix that divides the value exactly."""
+    for suffix, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n and n % (1 << shift) == 0:
+            return f"{n >> shift}{suffix}"
+    return str(n)
+
+
+def parse_size(text: str, low: int, high: int) -> int:
+    """A byte count with an optional binary suffix (`K`, `M`, `G`: 1024-based), within
+    [low, high]; our directive, so plain decimal digits (no strtoul quirks)."""
+    m = _SIZE.fullmatch(text)
+    if m is None:
+        raise BadValue(
+            f"expected a size in bytes with an optional K, M or G suffix (e.g. 64M), got {text!r}"
+        )
+    value = int(m.group(1)) << _SIZE_SHIFT[m.group(2).lower()]
+    if not low <= value <= high:
+        raise BadValue(
+            f"{text} is out of range (expected {size_text(low)}-{size_text(high)})"
+        )
+    return value
+
+
 # --- IPv4 addresses and host names ---------------------------------------------------------
 
 _HOSTNAME = re.compile(

@@ -27,7 +27,15 @@ from .addr import (
 from .discovery import DISCOVERY_DEST, DISCOVERY_SOCK, LocalDiscovery
 from .events import InterfaceDown, InterfaceUp
 from .icmp_limit import IcmpErrorLimiter
-from .peers import CLIENT_GENERATION, DEFAULT_CAPACITY, NO_MAPPING, SEND, Peer
+from .peers import (
+    CLIENT_GENERATION,
+    CLIENT_MEMORY_LIMIT,
+    CLIENT_PENDING_LIFETIME,
+    DEFAULT_CAPACITY,
+    NO_MAPPING,
+    SEND,
+    Peer,
+)
 from .pingtest import PingTest
 from .qualify import Qualifier
 from .role import DiscoveryInterface, Endpoint
@@ -57,6 +65,8 @@ class ClientRole(TeredoTunnel):
         ping_ident: int = 0,
         capacity: int = DEFAULT_CAPACITY,
         generation: int = CLIENT_GENERATION,
+        memory_limit: int = CLIENT_MEMORY_LIMIT,
+        pending_lifetime: int | None = CLIENT_PENDING_LIFETIME,
         icmp_limiter: IcmpErrorLimiter | None = None,
         now: float = 0.0,
     ) -> None:
@@ -66,6 +76,8 @@ class ClientRole(TeredoTunnel):
             token_bytes=token_bytes,
             capacity=capacity,
             generation=generation,
+            memory_limit=memory_limit,
+            pending_lifetime=pending_lifetime,
             icmp_limiter=icmp_limiter,
             icmp_source=LL_CLIENT,
         )
@@ -99,10 +111,13 @@ class ClientRole(TeredoTunnel):
 
     @classmethod
     def from_config(cls, cfg: EngineConfig, **kw: Any) -> ClientRole:
-        """Build from a client's config (ServerAddress[2], LocalDiscovery, DiscoveryNetmask);
-        keyword arguments (``token_bytes``, ``ping_ident``, ``now``...) pass through."""
+        """Build from a client's config (ServerAddress[2], LocalDiscovery, DiscoveryNetmask,
+        PeerMemoryLimit); keyword arguments (``token_bytes``, ``ping_ident``, ``now``...)
+        pass through."""
         if cfg.server_address is None:
             raise ValueError("client: the config has no ServerAddress")
+        if cfg.peer_memory_limit is not None:
+            kw.setdefault("memory_limit", cfg.peer_memory_limit)
         return cls(
             server=cfg.server_address,
             server2=cfg.server_address2,
@@ -181,17 +196,14 @@ class ClientRole(TeredoTunnel):
         return True  # native sources go on to R10 (ping tests)
 
     def _rx_new_peer(self, s6: bytes, src: Endpoint, t: int) -> Peer | None:
-        p = self.peers.create(s6, src, t)
-        if p is None:
-            self._drop("peer_table_full")
-        return p
+        # R9 passed: the caller trusts the entry at once, so it is not a pending one
+        return self._create(s6, src, t, pending=False)
 
     def _rx_native(self, pkt: bytes, src: Endpoint, p: Peer | None, t: int) -> None:
         """R10: a native host, or a relay we have not verified yet: queue, and ping-test it."""
         if p is None:
-            p = self.peers.create(pkt[8:24], NO_MAPPING, t)
+            p = self._create(pkt[8:24], NO_MAPPING, t)
             if p is None:
-                self._drop("peer_table_full")
                 return
         self._queue(p, pkt, src)
         p.last_rx = t
@@ -244,9 +256,8 @@ class ClientRole(TeredoTunnel):
             self._drop("discovery_not_local")
             return True
         if p is None:
-            p = self.peers.create(s6, src, t)
+            p = self._create(s6, src, t, pending=False)  # local: never evicted
             if p is None:
-                self._drop("peer_table_full")
                 return True
         if not p.local:
             p.bubbles = 0
@@ -337,6 +348,7 @@ class ClientRole(TeredoTunnel):
                 ),
                 "last_qualified": self.last_qualified,
                 "peers": self.peer_counts(),
+                "peer_memory": self.peer_memory(),
                 "discovery": {
                     "enabled": self.discovery.enabled,
                     "interfaces": [n for n, _, _ in self.discovery.interfaces],

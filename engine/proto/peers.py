@@ -13,7 +13,24 @@ Why it looks the way it does:
   the old generation is released *incrementally*: at a generation swap the old dict is put on a
   "dying" list and freed ``gc_slice`` entries per :meth:`PeerTable.gc_step` call, so a relay
   with a million idle peers never stalls forwarding for a full sweep.
-* The per-peer queue is FIFO (miredo's is LIFO, which reorders packets; spec §12.2 #8).
+* The per-peer queue is FIFO (miredo's is LIFO, which reorders packets; spec §12.2 #8).  It
+  is a plain ``list`` created on the first packet: a ``collections.deque`` costs about 770
+  bytes even holding one packet, a list about 100 (issue 9, flaw 2).
+* The table is bounded by a **byte budget** as well as by count (docs/security.md): every
+  entry is charged an estimate of what it holds in memory (:func:`peer_cost`: a fixed
+  ``ENTRY_COST``, plus the queue and its packets), dying generations stay charged until they
+  are freed, and the total never exceeds ``memory_limit``.  A new entry that does not fit
+  first frees dying entries, then evicts *pending* entries (never trusted, not local: the
+  ones anybody can create by sending to or from a new address), oldest first; trusted and
+  local peers are never evicted to make room (they expire through the generations as
+  before).  When nothing can be evicted the new entry is refused.  The estimates are upper
+  bounds measured with tracemalloc (``tests/unit/test_peer_budget.py``).
+* Pending entries are kept in creation order in a FIFO of ``(key, peer, created)`` records
+  (charged ``RECORD_COST`` each; a record whose peer became trusted or left the table is
+  skipped and trimmed lazily), which makes "the oldest pending entry" an O(1) question.  The
+  same FIFO gives pending entries an optional maximum age (``pending_lifetime``): the
+  client's never-confirmed entries (e.g. one per native source that spoofs its server) go
+  after 60 s instead of living 600-1200 s.
 
 Nothing here reads a clock: every method takes the caller's ``now`` (float seconds on a
 monotonic clock) and applies miredo's whole-second rules to ``int(now)``.
@@ -22,7 +39,7 @@ monotonic clock) and applies miredo's whole-second rules to ``int(now)``.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Literal
 
 from .addr import ipv6_text
 
@@ -42,6 +59,32 @@ VALID_SECONDS_LOCAL = 600
 #: Entries freed per gc_step call (bounded work; see module docstring).
 DEFAULT_GC_SLICE = 4096
 
+#: Byte budgets (`PeerMemoryLimit`): a relay serves many clients; a client talks to a few
+#: peers, and its table is what a spoofer of its server fills, so its budget is far smaller.
+RELAY_MEMORY_LIMIT = 128 << 20
+CLIENT_MEMORY_LIMIT = 4 << 20
+#: Bounds of `PeerMemoryLimit` (also checked here for direct callers).
+MIN_MEMORY_LIMIT = 64 << 10
+MAX_MEMORY_LIMIT = 64 << 30
+#: A never-confirmed client entry is dropped after this many seconds (the relay's keep the
+#: generations' 30-60 s): long enough for four ping tests or bubbles 2 s apart and their
+#: answers, short of the 600-1200 s a client generation would keep a spoofer's entry.
+CLIENT_PENDING_LIFETIME = 60
+
+# Memory estimates, in bytes, of what each part of an entry costs on CPython 3.11 (64-bit),
+# upper bounds of what tracemalloc measures (tests/unit/test_peer_budget.py checks them):
+#: one entry: the Peer record, its 16-byte key, its (ip, port) mapping with its own address
+#: string and port int, and its share of the two generation dicts.
+ENTRY_COST = 400
+#: one pending-FIFO record: three deque slots.
+RECORD_COST = 32
+#: a queue: the list object and its first slots.
+QUEUE_COST = 128
+#: one queued packet beyond its length: the (packet, source) tuple, the bytes header, a slot.
+PACKET_COST = 112
+#: the UDP source kept with an incoming queued packet: tuple, address string, port int.
+SOURCE_COST = 176
+
 # Results of the rate limiters (spec §5.4).
 SEND = 0
 LATER = 1
@@ -58,7 +101,7 @@ RETRY_SPACING = 2
 
 class Peer:
     """One peer (§5.1).  ``mapping`` is the UDP endpoint, ``(ip, port)``; ``queue`` is ``None``
-    until something is queued, then a ``deque`` of ``(packet, udp_source_or_None)`` -- the UDP
+    until something is queued, then a ``list`` of ``(packet, udp_source_or_None)`` -- the UDP
     source is kept for incoming packets so the flush can deliver only those that came from the
     mapping finally trusted."""
 
@@ -85,7 +128,7 @@ class Peer:
         self.last_rx = t
         self.last_tx = t
         self.last_ping = t
-        self.queue: deque[tuple[bytes, tuple[str, int] | None]] | None = None
+        self.queue: list[tuple[bytes, tuple[str, int] | None]] | None = None
         self.queue_left = MAXQUEUE
 
     def valid(self, t: int) -> bool:
@@ -129,7 +172,7 @@ class Peer:
         self.queue_left -= n
         q = self.queue
         if q is None:
-            q = self.queue = deque()
+            q = self.queue = []
         q.append((pkt, src))
         return True
 
@@ -152,7 +195,7 @@ class Peer:
             "pings": self.pings,
         }
 
-    def take_queue(self, t: int) -> deque[tuple[bytes, tuple[str, int] | None]] | None:
+    def take_queue(self, t: int) -> list[tuple[bytes, tuple[str, int] | None]] | None:
         """miredo's "predecap": the peer is reachable, so reset the limiters, mark it heard from
         and hand back the queued packets in arrival order (the caller sends them)."""
         self.last_rx = t
@@ -165,8 +208,39 @@ class Peer:
         return q
 
 
+def queue_cost(q: list[tuple[bytes, tuple[str, int] | None]] | None) -> int:
+    """Estimated bytes held by a peer's queue (at most a few dozen packets: 1280 bytes)."""
+    if q is None:
+        return 0
+    n = QUEUE_COST
+    for pkt, src in q:
+        n += PACKET_COST + len(pkt)
+        if src is not None:
+            n += SOURCE_COST
+    return n
+
+
+def packet_cost(pkt: bytes, src: tuple[str, int] | None) -> int:
+    """What queueing one more packet adds to an entry's estimate."""
+    return PACKET_COST + len(pkt) + (0 if src is None else SOURCE_COST)
+
+
+def peer_cost(p: Peer) -> int:
+    """Estimated bytes held by one entry, queue included."""
+    q = p.queue
+    return ENTRY_COST if q is None else ENTRY_COST + queue_cost(q)
+
+
+#: Why `PeerTable.create` refused an entry (the tunnel counts it as a drop reason).
+FullReason = Literal["peer_table_full", "peer_budget_full"]
+
+
 class PeerTable:
     """Bounded, two-generation peer table keyed by the 16-byte IPv6 address.
+
+    The roles pass their byte budget (``memory_limit``); the default, the largest
+    `PeerMemoryLimit` accepted, leaves a table built directly (tests, benchmarks) bounded by
+    its count alone.
 
     ``recent`` is exposed so that the hot path can try one ``dict.get`` before calling
     :meth:`get`; an entry found in ``old`` is moved back to ``recent`` (miredo: any lookup
@@ -178,13 +252,21 @@ class PeerTable:
         "capacity",
         "dropped_full",
         "dying",
+        "evicted",
+        "expired_pending",
+        "full_reason",
         "gc_slice",
         "generation",
+        "memory_limit",
         "old",
+        "pending",
+        "pending_lifetime",
         "recent",
+        "refused_budget",
         "second",
         "second_end",
         "second_start",
+        "used",
     )
 
     def __init__(
@@ -193,6 +275,8 @@ class PeerTable:
         capacity: int = DEFAULT_CAPACITY,
         generation: int = RELAY_GENERATION,
         gc_slice: int = DEFAULT_GC_SLICE,
+        memory_limit: int = MAX_MEMORY_LIMIT,
+        pending_lifetime: int | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"peers: capacity must be at least 1, got {capacity}")
@@ -200,9 +284,31 @@ class PeerTable:
             raise ValueError(f"peers: generation must be at least 1 s, got {generation}")
         if gc_slice < 1:
             raise ValueError(f"peers: gc_slice must be at least 1, got {gc_slice}")
+        if not MIN_MEMORY_LIMIT <= memory_limit <= MAX_MEMORY_LIMIT:
+            raise ValueError(
+                f"peers: memory_limit must be within {MIN_MEMORY_LIMIT}-{MAX_MEMORY_LIMIT} "
+                f"bytes, got {memory_limit}"
+            )
+        if pending_lifetime is not None and pending_lifetime < 1:
+            raise ValueError(f"peers: pending_lifetime must be at least 1 s, got "
+                             f"{pending_lifetime}")
         self.capacity = capacity
         self.generation = generation
         self.gc_slice = gc_slice
+        self.memory_limit = memory_limit
+        self.pending_lifetime = pending_lifetime
+        #: estimated bytes held by every entry still in memory (dying ones included) and by
+        #: the pending FIFO; never above memory_limit
+        self.used = 0
+        #: (key, peer, created tick) of entries created pending, oldest first, flattened
+        self.pending: deque[Any] = deque()
+        #: pending entries evicted to make room, expired by pending_lifetime; creations
+        #: refused because the budget was full of entries that may not be evicted
+        self.evicted = 0
+        self.expired_pending = 0
+        self.refused_budget = 0
+        #: why the last refused `create` was refused
+        self.full_reason: FullReason = "peer_table_full"
         self.recent: dict[bytes, Peer] = {}
         self.old: dict[bytes, Peer] = {}
         # Released generations still holding memory; freed gc_slice entries at a time.
@@ -239,23 +345,139 @@ class PeerTable:
                 self.recent[key] = p
         return p
 
-    def create(self, key: bytes, mapping: tuple[str, int], t: int) -> Peer | None:
-        """Create an entry (caller checked it is missing); ``None`` when the table is full."""
+    def create(
+        self, key: bytes, mapping: tuple[str, int], t: int, *, pending: bool = True
+    ) -> Peer | None:
+        """Create an entry (caller checked it is missing); ``None`` when the table is full
+        (``full_reason`` says whether by count or by bytes).
+
+        ``pending=False`` is for an entry trusted at once (the client's R9): it never goes on
+        the pending FIFO, so it is never evicted.  A pending entry may evict older pending
+        ones; a trusted one may too (the budget then holds one more verified peer).
+        """
         if len(self.recent) + len(self.old) >= self.capacity:
             self.dropped_full += 1
+            self.full_reason = "peer_table_full"
+            return None
+        need = ENTRY_COST + RECORD_COST if pending else ENTRY_COST
+        if self.used + need > self.memory_limit and not self._make_room(need, None):
+            self.dropped_full += 1
+            self.refused_budget += 1
+            self.full_reason = "peer_budget_full"
             return None
         p = Peer(mapping, t)
         self.recent[key] = p
+        self.used += need
+        if pending:
+            q = self.pending
+            if q:
+                self._trim()
+            q.append(key)
+            q.append(p)
+            q.append(t)
         return p
+
+    def enqueue(
+        self, p: Peer, pkt: bytes, src: tuple[str, int] | None
+    ) -> Literal["queue_full", "peer_budget_full"] | None:
+        """Queue a packet on ``p`` within both budgets; the drop reason when refused."""
+        if len(pkt) > p.queue_left:
+            return "queue_full"
+        need = packet_cost(pkt, src) + (QUEUE_COST if p.queue is None else 0)
+        if self.used + need > self.memory_limit and not self._make_room(need, p):
+            return "peer_budget_full"
+        p.enqueue(pkt, src)
+        self.used += need
+        return None
+
+    def take_queue(self, p: Peer, t: int) -> list[tuple[bytes, tuple[str, int] | None]] | None:
+        """:meth:`Peer.take_queue`, releasing the queue's share of the budget."""
+        q = p.take_queue(t)
+        if q is not None:
+            self.used -= queue_cost(q)
+        return q
+
+    def _make_room(self, need: int, keep: Peer | None) -> bool:
+        """Bring ``used + need`` within the budget: free dying entries (already dead), then
+        evict the oldest pending entries other than ``keep``.  Bounded work: each dying entry
+        and each FIFO record is handled once in its life."""
+        limit = self.memory_limit - need
+        dying = self.dying
+        while self.used > limit and dying:
+            d = dying[0]
+            self.used -= peer_cost(d.popitem()[1])
+            if not d:
+                dying.popleft()
+        q = self.pending
+        while self.used > limit and q:
+            p = q[1]
+            if p is keep:  # the oldest pending entry is the one asking: it gets no more
+                break
+            key = q.popleft()
+            q.popleft()
+            q.popleft()
+            self.used -= RECORD_COST
+            if not (p.trusted or p.local) and self._remove(key, p):
+                self.evicted += 1
+        return self.used <= limit
+
+    def _trim(self) -> None:
+        """Drop up to two FIFO records of entries no longer pending from the front: done on
+        every creation, so records of verified peers do not pile up behind young ones."""
+        q = self.pending
+        for _ in range(2):
+            if not q:
+                return
+            p = q[1]
+            if not (p.trusted or p.local) and (self.recent.get(q[0]) is p
+                                               or self.old.get(q[0]) is p):
+                return
+            q.popleft()
+            q.popleft()
+            q.popleft()
+            self.used -= RECORD_COST
+
+    def _remove(self, key: bytes, p: Peer) -> bool:
+        """Drop ``p`` from whichever live generation holds it under ``key``."""
+        for d in (self.old, self.recent):
+            if d.get(key) is p:
+                del d[key]
+                self.used -= peer_cost(p)
+                return True
+        return False
+
+    def _expire_pending(self, t: int, budget: int) -> int:
+        """Trim the pending FIFO's front: skip records of entries that were verified or
+        are gone, and drop pending entries older than ``pending_lifetime``.  Stops at the
+        first entry still young and pending (the FIFO is in creation order)."""
+        q = self.pending
+        life = self.pending_lifetime
+        recent, old = self.recent, self.old
+        done = 0
+        while q and done < budget:
+            key, p = q[0], q[1]
+            if not (p.trusted or p.local) and (recent.get(key) is p or old.get(key) is p):
+                if life is None or t - q[2] < life:
+                    break
+                self._remove(key, p)
+                self.expired_pending += 1
+            q.popleft()
+            q.popleft()
+            q.popleft()
+            self.used -= RECORD_COST
+            done += 1
+        return done
 
     def clear(self) -> None:
         """Forget every peer (client: on every InterfaceUp).  The released dicts are freed
-        incrementally like an expired generation."""
+        incrementally like an expired generation (and stay charged until they are)."""
         for d in (self.old, self.recent):
             if d:
                 self.dying.append(d)
         self.recent = {}
         self.old = {}
+        self.used -= RECORD_COST * (len(self.pending) // 3)
+        self.pending.clear()
 
     # -- garbage collection -------------------------------------------------------------------
 
@@ -278,22 +500,32 @@ class PeerTable:
         freed = 0
         budget = self.gc_slice
         dying = self.dying
+        released = 0
         while dying and freed < budget:
             d = dying[0]
             n = min(budget - freed, len(d))
             popitem = d.popitem
             for _ in range(n):
-                popitem()
+                p = popitem()[1]
+                q = p.queue
+                released += ENTRY_COST if q is None else ENTRY_COST + queue_cost(q)
             freed += n
             if not d:
                 dying.popleft()
+        self.used -= released
+        if self.pending:
+            self._expire_pending(self.tick(now), budget)
         return freed
 
     def next_gc(self) -> float | None:
         """When gc_step wants to run next: at once (0.0) while memory is still being released or
-        before the first call has armed the generation clock, else at the next swap."""
+        before the first call has armed the generation clock, else at the next swap (or when
+        the oldest pending entry reaches its maximum age, if that comes first)."""
         if self.dying or self._next_swap is None:
             return 0.0
+        q = self.pending
+        if q and self.pending_lifetime is not None:
+            return min(self._next_swap, float(q[2] + self.pending_lifetime))
         return self._next_swap
 
     def counts(self) -> dict[str, int]:
@@ -303,6 +535,17 @@ class PeerTable:
                 if p.trusted:
                     trusted += 1
         return {"count": len(self), "trusted": trusted}
+
+    def memory(self) -> dict[str, int]:
+        """The byte budget's use, for the status JSON (``peer_memory``, docs/contracts.md §4)."""
+        return {
+            "bytes": self.used,
+            "limit": self.memory_limit,
+            "pending": len(self.pending) // 3,
+            "evicted": self.evicted,
+            "expired_pending": self.expired_pending,
+            "refused": self.refused_budget,
+        }
 
     def listing(self, now: float, limit: int) -> list[dict[str, Any]]:
         """At most `limit` peers, the current generation first, for the `peers` status command.

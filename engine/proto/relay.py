@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .addr import LL_CLIENT, TEREDO_PREFIX, ipv6_text
 from .icmp_limit import IcmpErrorLimiter
-from .peers import DEFAULT_CAPACITY, RELAY_GENERATION
+from .peers import DEFAULT_CAPACITY, RELAY_GENERATION, RELAY_MEMORY_LIMIT
 from .tunnel import TeredoTunnel
 
 if TYPE_CHECKING:  # a type only: engine.proto never imports engine.config at run time
@@ -50,6 +50,7 @@ class RelayRole(TeredoTunnel):
         token_bytes: Callable[[int], bytes] = secrets.token_bytes,
         capacity: int = DEFAULT_CAPACITY,
         generation: int = RELAY_GENERATION,
+        memory_limit: int = RELAY_MEMORY_LIMIT,
         icmp_limiter: IcmpErrorLimiter | None = None,
         icmp_source: bytes = LL_CLIENT,
         now: float = 0.0,
@@ -64,6 +65,7 @@ class RelayRole(TeredoTunnel):
             token_bytes=token_bytes,
             capacity=capacity,
             generation=generation,
+            memory_limit=memory_limit,
             icmp_limiter=icmp_limiter,
             icmp_source=icmp_source,
         )
@@ -76,8 +78,10 @@ class RelayRole(TeredoTunnel):
 
     @classmethod
     def from_config(cls, cfg: EngineConfig, **kw: Any) -> RelayRole:
-        """Build from a relay's config (``RelayType``, ``Prefix``, ``InterfaceMTU``); keyword
-        arguments (``token_bytes``, ``now``...) pass through."""
+        """Build from a relay's config (``RelayType``, ``Prefix``, ``InterfaceMTU``,
+        ``PeerMemoryLimit``); keyword arguments (``token_bytes``, ``now``...) pass through."""
+        if cfg.peer_memory_limit is not None:
+            kw.setdefault("memory_limit", cfg.peer_memory_limit)
         return cls(relay_type=cfg.relay_type, prefix=cfg.prefix, mtu=cfg.interface_mtu, **kw)
 
     def set_icmp_sources(self, sources: list[bytes]) -> None:
@@ -100,6 +104,7 @@ class RelayRole(TeredoTunnel):
             "prefix": f"{ipv6_text(prefix16)}/32",
             "mtu": self.mtu,
             "peers": self.peer_counts(),
+            "peer_memory": self.peer_memory(),
             "icmp_errors_sent": self.icmp_sent,
             "icmp_sources": [ipv6_text(a) for a in self.icmp_sources],
             "counters": self.counters.as_dict(),

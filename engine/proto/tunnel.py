@@ -21,7 +21,9 @@ Drop reasons (``counters.drops`` keys)
 TX: ``tun_runt`` (T0), ``tun_dst_multicast`` (T1), ``tun_not_qualified`` (T2),
 ``tun_src_not_teredo`` (T3 client), ``tun_dst_not_teredo`` (T3 relay),
 ``tun_dst_server_not_global`` (T3), ``mapped_port_zero`` (T3: the destination's embedded port
-is 0), ``peer_table_full`` (T4), ``queue_full`` (queue budget),
+is 0), ``peer_table_full`` (T4: the count cap), ``peer_budget_full`` (T4, or queueing: the
+table's byte budget is full of entries that may not be evicted), ``queue_full`` (the
+peer's 1280-byte queue budget),
 ``bubble_limit`` / ``ping_limit`` (a limiter said NEVER).
 RX: ``udp_runt``, ``parse_error``, ``mapped_port_zero`` (UDP source port 0: no answer could
 ever reach it), ``rx_src_not_teredo`` (R3'), ``rx_dst_multicast`` (R6),
@@ -82,12 +84,15 @@ class TeredoTunnel(RoleBase):
         token_bytes: Callable[[int], bytes],
         capacity: int,
         generation: int,
+        memory_limit: int,
+        pending_lifetime: int | None = None,
         icmp_limiter: IcmpErrorLimiter | None = None,
         icmp_source: bytes = LL_CLIENT,
     ) -> None:
         self.cone = cone
         self.set_prefix(prefix)
-        self.peers = PeerTable(capacity=capacity, generation=generation)
+        self.peers = PeerTable(capacity=capacity, generation=generation,
+                               memory_limit=memory_limit, pending_lifetime=pending_lifetime)
         self.udp_out: list[UdpDatagram] = []
         self.tun_out: list[bytes] = []
         self.raw6_out: list[bytes] = []  # stays empty: only a server writes raw IPv6
@@ -261,9 +266,8 @@ class TeredoTunnel(RoleBase):
                 return
         p = peers.get(dst6)  # T4
         if p is None:
-            p = peers.create(dst6, mapping_of(dst6) if teredo_dst else NO_MAPPING, t)
+            p = self._create(dst6, mapping_of(dst6) if teredo_dst else NO_MAPPING, t)
             if p is None:
-                self._drop("peer_table_full")
                 return
         elif p.trusted and p.valid(t):  # T5
             p.last_tx = t
@@ -304,13 +308,22 @@ class TeredoTunnel(RoleBase):
             self._drop("bubble_limit")
             self.icmp_error(pkt, UNREACH_ADDRESS, t)
 
+    def _create(self, key: bytes, mapping: Endpoint, t: int, *,
+                pending: bool = True) -> Peer | None:
+        """A new peer entry, or None (counted under the table's reason) when it is full."""
+        p = self.peers.create(key, mapping, t, pending=pending)
+        if p is None:
+            self._drop(self.peers.full_reason)
+        return p
+
     def _queue(self, p: Peer, pkt: bytes, src: Endpoint | None) -> None:
-        if not p.enqueue(pkt, src):
-            self._drop("queue_full")
+        reason = self.peers.enqueue(p, pkt, src)
+        if reason is not None:
+            self._drop(reason)
 
     def _flush(self, p: Peer, t: int) -> None:
         """The peer became reachable: send/deliver what waited for it, in arrival order."""
-        q = p.take_queue(t)
+        q = self.peers.take_queue(p, t)
         if q is None:
             return
         mapping = p.mapping
@@ -447,6 +460,10 @@ class TeredoTunnel(RoleBase):
 
     def peer_counts(self) -> dict[str, int]:
         return self.peers.counts()
+
+    def peer_memory(self) -> dict[str, int]:
+        """The status JSON's ``peer_memory`` object: the peer table's byte budget and its use."""
+        return self.peers.memory()
 
     def list_peers(self, now: float, limit: int) -> dict[str, Any]:
         rows = self.peers.listing(now, limit)
