@@ -56,13 +56,19 @@ class Reloaded:
     applied: bool
 
 
-WorkerRequest = Ready | Up | Down | Reloaded
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """The worker's answer to a heartbeat `ping`, sent from its loop: the loop turns."""
+
+
+WorkerRequest = Ready | Up | Down | Reloaded | Pong
 
 _KEYS: dict[str, frozenset[str]] = {
     "ready": frozenset({"op"}),
     "up": frozenset({"op", "address", "mtu"}),
     "down": frozenset({"op"}),
     "reloaded": frozenset({"op", "applied"}),
+    "pong": frozenset({"op"}),
 }
 
 
@@ -104,6 +110,8 @@ def parse_worker_request(line: bytes, prefix32: int) -> WorkerRequest:
         return Ready()
     if op == "down":
         return Down()
+    if op == "pong":
+        return Pong()
     if op == "reloaded":
         applied = msg["applied"]
         if not isinstance(applied, bool):
@@ -168,6 +176,15 @@ def kick_message() -> bytes:
     With local discovery on, a `discovery_message` with the fresh list goes just before it.
     """
     return encode({"op": "kick"})
+
+
+def ping_message() -> bytes:
+    """Parent -> worker: the heartbeat; the worker's loop answers `pong` when it reads it, so
+    a worker that is stopped, stuck in a callback or deadlocked stays silent."""
+    return encode({"op": "ping"})
+
+
+PONG = encode({"op": "pong"})
 
 
 def parse_parent_message(line: bytes) -> tuple[str, object]:

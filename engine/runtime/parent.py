@@ -5,7 +5,16 @@ It stays small on purpose: it is the one process that keeps root.  It opens what
 the child runs `worker.run_worker`), and afterwards only (a) applies validated interface
 requests from the worker to its own interface index, (b) watches the host over rtnetlink
 (`hostwatch`: a client re-qualifies at once, a relay gets its ICMPv6 error sources as host
-facts), (c) turns signals into a clean exit, a reload or a respawn.
+facts), (c) turns signals into a clean exit, a reload or a respawn, (d) watches that the worker's
+loop still turns (`heartbeat`: a ping a second on the control socket) and restarts a worker
+that stopped answering after `WorkerWatchdog` seconds.
+
+A worker that does not answer its heartbeat cannot serve the status socket either, so from the
+moment it is reported unresponsive until a worker answers again, the parent answers the
+status socket itself (a stand-in `StatusServer` on the same inherited listener) with the
+static fields it knows and ``"worker": "unresponsive"`` (docs/contracts.md §4): a manager sees
+the fault instead of a timeout.  The stand-in parses one short line from a root-owned 0660
+socket, the same bounded code the worker runs.
 
 All rtnetlink work is pyroute2's (`engine.runtime.netlink`), and importing pyroute2 takes
 0.15-0.3 s, longer than a whole qualification in a LAN.  So that module is imported lazily:
@@ -34,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import engine
 from engine.config import ConfigError, load_config
 from engine.config.values import prefix_text
-from engine.runtime import capabilities, channel
+from engine.runtime import capabilities, channel, heartbeat
 from engine.runtime.discovery_select import list_discovery_interfaces
 from engine.runtime.hostwatch import HostWatch
 from engine.runtime.interface import Interface
@@ -45,7 +54,12 @@ from engine.runtime.privsep import Account, PrivsepError, cap_eff, status_field
 from engine.runtime.signals import SignalPipe, ignore_user_signals
 from engine.runtime.signals import name as signame
 from engine.runtime.sockets import BindError, Generation, open_generation, server_addresses
-from engine.runtime.status_server import StatusSocketError, create_listener, remove_socket
+from engine.runtime.status_server import (
+    StatusServer,
+    StatusSocketError,
+    create_listener,
+    remove_socket,
+)
 from engine.runtime.tun import TunError
 from engine.runtime.worker import WorkerResources, needs_new_worker, run_worker
 
@@ -117,6 +131,12 @@ class Parent:
         self.on_ready: Callable[[int], None] | None = None
         """Daemon mode: called once with 0 when the first worker is verified unprivileged."""
         self.restarts = 0
+        self.heartbeat = heartbeat.Heartbeat(config.worker_watchdog)
+        self.heartbeat_timer: Timer | None = None
+        self.stand_in: StatusServer | None = None
+        """The parent's own answers on the status socket while the worker cannot give them."""
+        self.worker_info: dict[str, Any] = {}
+        """The static status fields the current worker generation was given."""
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -152,6 +172,7 @@ class Parent:
         if self.config.role == "client":
             self._netlink_after_fork(gen)
         self._keep_needed_capabilities()
+        self.heartbeat_timer = self.loop.call_later(heartbeat.INTERVAL, self._tick)
 
     def _keep_needed_capabilities(self) -> None:
         """Start-up is over: from here on the parent only re-creates workers and configures
@@ -243,6 +264,7 @@ class Parent:
             info=self._status_info(gen),
             discovery=gen.discovery,
         )
+        self.worker_info = res.info
         # Share the heap with the worker: after the fork, a collection in either process would
         # write the GC header of every inherited object and so copy nearly every page of it.
         # Frozen objects are never scanned again, in the parent or in the worker.
@@ -281,6 +303,8 @@ class Parent:
         self.host.close_in_child()  # not close(): that would run pyroute2 in the worker
         if self.control is not None:
             self.control.close()
+        if self.stand_in is not None:
+            self.stand_in.close_in_child()
         self.loop.close()
 
     def _send_fact(self, line: bytes) -> None:
@@ -321,6 +345,7 @@ class Parent:
             self.control = None
         self.worker_pid = None
         self.worker_ready = False
+        self.heartbeat.disarm()
 
     def _interface_down(self) -> None:
         """A client's address dies with its worker: the next one qualifies again."""
@@ -428,6 +453,11 @@ class Parent:
                 log.error("rejected request from worker: up: only a client changes its address")
                 return
             self.interface.client_up(req.address, req.mtu)
+        elif isinstance(req, channel.Pong):
+            silent = self.heartbeat.beat(time.monotonic())
+            if silent is not None:
+                log.warning("worker %s answers again after %.1f s", self.worker_pid, silent)
+                self._stop_stand_in()
         elif isinstance(req, channel.Down):
             self._interface_down()
         elif isinstance(req, channel.Reloaded):
@@ -454,10 +484,71 @@ class Parent:
             self.loop.stop()
             return
         self.worker_ready = True
+        self.heartbeat.arm(time.monotonic())
+        self._stop_stand_in()
         log.info("worker %d running as %s (uid %d)", pid, self.account.name, uid)
         if self.on_ready is not None:
             cb, self.on_ready = self.on_ready, None
             cb(0)
+
+    # -- heartbeat ----------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        """Once per `heartbeat.INTERVAL`: judge the silence so far, then ping again."""
+        self.heartbeat_timer = self.loop.call_later(heartbeat.INTERVAL, self._tick)
+        pid = self.worker_pid
+        if pid is None or not self.worker_ready or self.control is None:
+            return
+        hb = self.heartbeat
+        hb.watchdog = self.config.worker_watchdog  # a reload may change it
+        now = time.monotonic()
+        verdict = hb.check(now)
+        if verdict == heartbeat.UNRESPONSIVE:
+            after = (f"; restarting it after {hb.watchdog:g} s" if hb.watchdog
+                     else " (WorkerWatchdog off: not restarted)")
+            log.error("worker %d unresponsive: no heartbeat for %.1f s%s",
+                      pid, hb.silence(now), after)
+            self._start_stand_in()
+        elif verdict == heartbeat.KILL:
+            log.error("worker %d unresponsive for %.1f s (WorkerWatchdog %g); killing it",
+                      pid, hb.silence(now), hb.watchdog)
+            self._start_stand_in()
+            hb.disarm()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # SIGCHLD then takes the respawn path
+            return
+        with contextlib.suppress(OSError):  # a full buffer is a silent worker: judged above
+            self.control.sendall(channel.ping_message())
+            hb.ping(now)
+
+    def _start_stand_in(self) -> None:
+        if self.stand_in is None and self.status_listener is not None:
+            self.stand_in = StatusServer(self.loop, self.status_listener, self._stand_in_answer)
+
+    def _stop_stand_in(self) -> None:
+        if self.stand_in is not None:
+            self.stand_in.close()
+            self.stand_in = None
+
+    def _stand_in_answer(self, command: str) -> dict[str, Any] | None:
+        """What the parent can say while its worker cannot (docs/contracts.md §4)."""
+        worker = "unresponsive" if self.worker_pid is not None else "restarting"
+        if command == "peers":
+            return {"error": f"worker {worker}: the peer list is not available",
+                    "worker": worker}
+        if command != "status":
+            return None
+        out = dict(self.worker_info)
+        out.update(
+            worker=worker,
+            worker_pid=self.worker_pid,
+            worker_silent=round(self.heartbeat.silence(time.monotonic()), 1)
+            if self.worker_pid is not None else None,
+            worker_watchdog=self.config.worker_watchdog,
+            worker_restarts=self.restarts,
+            state=None,
+        )
+        return out
 
     def _on_host_change(self, reason: str) -> None:
         """The host's IPv4 view changed: a client's worker gets fresh discovery interfaces
@@ -535,6 +626,9 @@ class Parent:
         """Worker, interface, status socket, pid file: all gone, in that order."""
         if self.respawn_timer is not None:
             self.respawn_timer.cancel()
+        if self.heartbeat_timer is not None:
+            self.heartbeat_timer.cancel()
+        self._stop_stand_in()
         self._stop_worker()
         self.interface.close()
         self.host.close()

@@ -62,6 +62,11 @@ def format_status(st: dict[str, Any], now: float | None = None) -> str:
     rt = st.get("relay_type")
     add("role", f"{role} ({rt})" if rt and rt != role else role)
     add("state", st.get("state"))
+    worker = st.get("worker")
+    if worker not in (None, "running"):  # the parent answers for a frozen worker (§4)
+        silent = st.get("worker_silent")
+        add("worker", f"{worker}" + (f" (no heartbeat for {silent:g} s)"
+                                     if isinstance(silent, (int, float)) else ""))
     add("pid", st.get("pid"))
     add("started", _ago(st.get("started"), now))
     add("address", st.get("address"))

@@ -225,6 +225,13 @@ class StatusServer:
         self.loop.remove_reader(fd)
         client.sock.close()
 
+    def close_in_child(self) -> None:
+        """In a forked child: close the connections without touching the epoll set, which
+        the child shares with the process that forked it."""
+        for client in self.clients.values():
+            client.sock.close()
+        self.clients.clear()
+
     def close(self) -> None:
         for fd in list(self.clients):
             self._close(fd)

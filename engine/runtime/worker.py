@@ -112,7 +112,7 @@ def needs_new_worker(old: EngineConfig, new: EngineConfig) -> list[str]:
 
 def role_fields_changed(old: EngineConfig, new: EngineConfig) -> bool:
     """True when something besides logging/bookkeeping differs (the role must reconfigure)."""
-    ignore = {"syslog_facility", "lines", "warnings", "path", "status_socket"}
+    ignore = {"syslog_facility", "lines", "warnings", "path", "status_socket", "worker_watchdog"}
     if not (dataclasses.is_dataclass(old) and dataclasses.is_dataclass(new)):
         return old != new
     for f in dataclasses.fields(old):
@@ -300,7 +300,9 @@ class Worker:
             return
         for line in self._control_buf.feed(data):
             op, payload = channel.parse_parent_message(line)
-            if op == "kick":
+            if op == "ping":
+                self.send(channel.PONG)
+            elif op == "kick":
                 self._kick()
             elif op == "reload":
                 self._reload(payload)
@@ -546,6 +548,7 @@ class Worker:
     def status(self) -> dict:
         out: dict[str, Any] = dict(self.res.info)
         out["worker_pid"] = os.getpid()
+        out["worker"] = "running"  # the parent answers "unresponsive" when this one is frozen
         out["state"] = self.state
         if self.address is not None:
             out["address"] = str(ipaddress.IPv6Address(self.address))

@@ -9,6 +9,7 @@ the TUN link with its addresses, routes and MTU (read back with pyroute2), the w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -399,3 +400,39 @@ def test_status_socket_survives_idle_and_slow_loris_clients(ns, tmp_path):
         for s in held:
             s.close()
     assert e.stop() == 0
+
+
+def test_frozen_worker_is_reported_then_restarted_by_the_watchdog(ns, tmp_path):
+    """Issue 9 flaw 7: a SIGSTOPped worker used to look healthy forever (the status socket
+    timed out, the parent saw nothing).  Now the parent answers the status socket with
+    ``"worker": "unresponsive"`` and restarts the worker after `WorkerWatchdog` seconds."""
+    e = Engine(ns, tmp_path, "rly", RELAY_CONF + "WorkerWatchdog 5\n")
+    st = e.ready()
+    old = st["worker_pid"]
+    assert st["worker"] == "running"
+    os.kill(old, signal.SIGSTOP)
+    try:
+        frozen = wait_for(
+            lambda: (s := e.try_status()) and s.get("worker") == "unresponsive" and s,
+            "the parent reports the frozen worker", timeout=30,
+        )
+        assert frozen["worker_pid"] == old and frozen["pid"] == e.proc.pid
+        assert frozen["role"] == "relay" and frozen["worker_watchdog"] == 5
+        assert frozen["state"] is None and frozen["worker_silent"] >= 3
+        assert "error" in query(e.sock, "peers")
+        new = wait_for(
+            lambda: (s := e.try_status()) and s.get("worker") == "running"
+            and s["worker_pid"] != old and s,
+            "a new worker after the watchdog", timeout=30,
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old, signal.SIGCONT)
+    assert new["worker_restarts"] == st["worker_restarts"] + 1
+    assert not os.path.exists(f"/proc/{old}")  # killed and reaped
+    text = e.text()
+    assert f"worker {old} unresponsive: no heartbeat for" in text
+    assert f"worker {old} unresponsive for" in text and "(WorkerWatchdog 5); killing it" in text
+    assert _link(ns, "h6relay")["index"] is not None
+    assert e.stop() == 0
+

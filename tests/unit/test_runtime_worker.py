@@ -6,6 +6,7 @@ import ipaddress
 import json
 import socket
 import threading
+import time
 
 import pytest
 
@@ -121,6 +122,12 @@ def test_echo_batch_and_counters(rig):
     got = {rig.peer.recvfrom(100)[0] for _ in range(200)}
     assert got == {b"ping%d" % i for i in range(200)}
     assert rig.role.counters.udp_in_packets == 200
+    # the worker clears the list just after its last sendto, which may be after our last
+    # recvfrom: give it a moment instead of racing it
+    for _ in range(500):
+        if not rig.role.udp_out:
+            break
+        time.sleep(0.01)
     assert rig.role.udp_out == []
 
 
@@ -236,3 +243,16 @@ def test_jsonable():
     v4 = socket.inet_aton("192.0.2.1")
     out = jsonable({"a": (ADDR, v4, b"\x01\x02"), "s": {3, 1}})
     assert out == {"a": [str(ipaddress.IPv6Address(ADDR)), "192.0.2.1", "0102"], "s": [1, 3]}
+
+
+def test_heartbeat_ping_is_answered_from_the_loop(rig):
+    """Issue 9 flaw 7: the parent's ping gets a pong while the loop turns."""
+    rig.parent.sendall(channel.ping_message())
+    assert channel.parse_worker_request(rig.read_line(), 0x20010000) == channel.Pong()
+    assert query(rig.sock_path)["worker"] == "running"
+
+
+def test_watchdog_change_alone_does_not_reconfigure_the_role(rig):
+    from dataclasses import replace
+
+    assert not role_fields_changed(rig.config, replace(rig.config, worker_watchdog=30))
