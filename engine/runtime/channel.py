@@ -187,12 +187,24 @@ def ping_message() -> bytes:
 PONG = encode({"op": "pong"})
 
 
+def discovery_socket_message(open_: bool) -> bytes:
+    """Parent -> worker: take the discovery socket that travels with this line (SCM_RIGHTS),
+    or (`open_` False) close yours: no interface qualifies for local discovery any more.
+
+    The parent opens it, not the worker: 3544 is a privileged port and the worker is
+    unprivileged and chrooted.
+    """
+    return encode({"op": "discovery_socket", "open": open_})
+
+
 def parse_parent_message(line: bytes) -> tuple[str, object]:
     """Decode a trusted parent line into (op, payload)."""
     msg = json.loads(line)
     op = msg.get("op")
     if op == "reload":
         return op, pickle.loads(base64.b64decode(msg["config"]))
+    if op == "discovery_socket":
+        return op, msg.get("open") is True
     return str(op), None
 
 

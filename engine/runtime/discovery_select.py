@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from engine.proto.addr import is_global_unicast_ipv4
 from engine.proto.role import DiscoveryInterface
 
 if TYPE_CHECKING:  # only for the annotations: importing it at run time imports pyroute2
@@ -41,6 +42,16 @@ def select_discovery(links: Iterable[Link], addresses: Iterable[Address],
             continue
         out.append((link.name, addr.address, prefixlen_netmask(addr.prefixlen)))
     return out
+
+
+def qualifying(ifaces: Iterable[DiscoveryInterface],
+               include_global: bool) -> list[DiscoveryInterface]:
+    """The interfaces the client role will announce on: its own rule
+    (`engine.proto.discovery`: a global IPv4 address counts only with `LocalDiscovery
+    forced`).  The runtime opens UDP 3544 only when this is not empty: a discovery socket
+    with no interface to serve would expose the whole receive path for nothing (issue 9
+    flaw 4)."""
+    return [i for i in ifaces if include_global or not is_global_unicast_ipv4(i[1])]
 
 
 def list_discovery_interfaces(pattern: re.Pattern[str] | None) -> list[DiscoveryInterface]:

@@ -44,7 +44,7 @@ import engine
 from engine.config import ConfigError, load_config
 from engine.config.values import prefix_text
 from engine.runtime import capabilities, channel, heartbeat
-from engine.runtime.discovery_select import list_discovery_interfaces
+from engine.runtime.discovery_select import list_discovery_interfaces, qualifying
 from engine.runtime.hostwatch import HostWatch
 from engine.runtime.interface import Interface
 from engine.runtime.logsetup import get_logger, set_facility
@@ -53,7 +53,13 @@ from engine.runtime.pidfile import PidFile
 from engine.runtime.privsep import Account, PrivsepError, cap_eff, status_field
 from engine.runtime.signals import SignalPipe, ignore_user_signals
 from engine.runtime.signals import name as signame
-from engine.runtime.sockets import BindError, Generation, open_generation, server_addresses
+from engine.runtime.sockets import (
+    BindError,
+    Generation,
+    open_discovery_or_warn,
+    open_generation,
+    server_addresses,
+)
 from engine.runtime.status_server import (
     StatusServer,
     StatusSocketError,
@@ -137,6 +143,9 @@ class Parent:
         """The parent's own answers on the status socket while the worker cannot give them."""
         self.worker_info: dict[str, Any] = {}
         """The static status fields the current worker generation was given."""
+        self.discovery_open = False
+        """Whether the current worker holds a discovery socket (UDP 3544)."""
+        self.discovery_idle_logged = False
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -265,6 +274,8 @@ class Parent:
             discovery=gen.discovery,
         )
         self.worker_info = res.info
+        self.discovery_open = len(gen.udp) > 2 and gen.udp[2] is not None
+        self.discovery_idle_logged = False
         # Share the heap with the worker: after the fork, a collection in either process would
         # write the GC header of every inherited object and so copy nearly every page of it.
         # Frozen objects are never scanned again, in the parent or in the worker.
@@ -316,12 +327,43 @@ class Parent:
             log.warning("cannot send host facts to the worker: %s", e)
 
     def _send_discovery(self) -> None:
+        """Fresh discovery interfaces for the worker, and UDP 3544 opened or closed to match:
+        a client listens there only while an interface qualifies (issue 9 flaw 4)."""
         try:
             discovery = list_discovery_interfaces(self.config.discovery_interfaces)
         except OSError as e:
             log.warning("cannot list discovery interfaces: %s", e)
+            return
+        usable = qualifying(discovery, self.config.discovery_includes_global)
+        if usable and not self.discovery_open:
+            self._hand_discovery_socket(usable)
+        elif not usable and self.discovery_open:
+            self._send_fact(channel.discovery_socket_message(False))
+            self.discovery_open = False
+            log.info("local discovery: no interface qualifies any more; UDP 3544 closed")
+        elif not usable and not self.discovery_idle_logged:
+            log.info("local discovery: no interface qualifies; UDP 3544 stays closed")
+        self.discovery_idle_logged = not usable
+        self._send_fact(channel.discovery_message(discovery))
+
+    def _hand_discovery_socket(self, usable: list[tuple[str, str, str]]) -> None:
+        """Open UDP 3544 (a privileged port: the parent's job) and pass it to the worker."""
+        if self.control is None:
+            return
+        dsock = open_discovery_or_warn(usable)
+        if dsock is None:
+            return
+        try:
+            socket.send_fds(self.control, [channel.discovery_socket_message(True)],
+                            [dsock.fileno()])
+        except OSError as e:
+            log.warning("cannot pass the discovery socket to the worker: %s", e)
         else:
-            self._send_fact(channel.discovery_message(discovery))
+            self.discovery_open = True
+            log.info("local discovery on %s: UDP 3544 opened",
+                     ", ".join(sorted({n for n, _ip, _m in usable})))
+        finally:
+            dsock.close()
 
     def _stop_worker(self) -> None:
         """TERM the worker and wait for it (bounded), then forget its control socket."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from engine.proto.addr import TEREDO_PORT, secondary_server_address
 from engine.proto.role import DiscoveryInterface
+from engine.runtime.discovery_select import qualifying
 from engine.runtime.logsetup import get_logger
 
 if TYPE_CHECKING:
@@ -103,6 +104,18 @@ def open_discovery(interfaces: list[tuple[str, str]]) -> socket.socket:
     return sock
 
 
+def open_discovery_or_warn(usable: list[DiscoveryInterface]) -> socket.socket | None:
+    """The discovery socket for the qualifying interfaces `usable`; None when there is none
+    (nothing to serve: no socket), or with a warning when 3544 cannot be bound."""
+    if not usable:
+        return None
+    try:
+        return open_discovery([(n, ip) for n, ip, _m in usable])
+    except BindError as e:  # e.g. a Teredo server on this host holds 3544
+        log.warning("local discovery off: %s", e)
+        return None
+
+
 def open_raw6() -> socket.socket:
     """The server's raw IPv6 socket (``IPPROTO_RAW``: we supply whole IPv6 packets)."""
     try:
@@ -164,8 +177,10 @@ def open_generation(config: EngineConfig, list_discovery: ListDiscovery | None) 
     The index of each socket in `Generation.udp` is the role's socket index (contracts §1):
     a server's primary and secondary; a client's or relay's main socket, and a client's
     discovery socket at index 2.  `list_discovery` lists local discovery's interfaces; None
-    leaves them for later (`Generation.discovery_pending`): the discovery socket is bound now,
-    and the worker joins the multicast group on each interface when the list arrives.
+    leaves them for later (`Generation.discovery_pending`).  The discovery socket is opened
+    only when an interface qualifies (`discovery_select.qualifying`); otherwise, and while the
+    list is pending, the parent opens it later, when one does, and hands it to the worker on
+    the control socket (`channel.discovery_socket_message`).
     """
     gen = Generation()
     try:
@@ -177,16 +192,16 @@ def open_generation(config: EngineConfig, list_discovery: ListDiscovery | None) 
             gen.udp = [open_udp(config.bind_address or "0.0.0.0", config.bind_port or 0)]
             gen.udp[0].setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             if config.role == "client" and config.discovery_enabled:
-                if list_discovery is not None:
-                    gen.discovery = list_discovery(config.discovery_interfaces)
-                try:
-                    dsock = open_discovery([(n, ip) for n, ip, _m in gen.discovery])
-                except BindError as e:  # e.g. a Teredo server on this host holds 3544
-                    log.warning("local discovery off: %s", e)
-                    gen.discovery = []
+                if list_discovery is None:
+                    gen.discovery_pending = True
                 else:
-                    gen.udp += [None, dsock]
-                    gen.discovery_pending = list_discovery is None
+                    gen.discovery = list_discovery(config.discovery_interfaces)
+                    usable = qualifying(gen.discovery, config.discovery_includes_global)
+                    dsock = open_discovery_or_warn(usable)
+                    if dsock is not None:
+                        gen.udp += [None, dsock]
+                    elif usable:  # 3544 is taken: discovery off, as miredo
+                        gen.discovery = []
         gen.bound = [local_port(s) for s in gen.udp if s is not None]
     except BaseException:
         gen.close()

@@ -175,6 +175,9 @@ class Worker:
         self.mtu: int | None = None
         self.state: str | None = None
         self._control_buf = channel.LineBuffer(limit=8 * 1024 * 1024)
+        self._control_fds: list[int] = []
+        """Descriptors received on the control socket, claimed in order by the lines that
+        announce them (`discovery_socket`)."""
         self._udp = res.udp
         # The role's output lists never change identity: bind them once for the hot path.
         self._udp_out = role.udp_out
@@ -289,11 +292,12 @@ class Worker:
 
     def _on_control(self) -> None:
         try:
-            data = self.res.control.recv(65536)
+            data, fds, _flags, _addr = socket.recv_fds(self.res.control, 65536, 4)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
+            data, fds = b"", []
+        self._control_fds += fds
         if not data:  # the privileged parent is gone: nothing left to serve
             log.warning("privileged parent went away; worker exiting")
             self.loop.stop()
@@ -308,6 +312,12 @@ class Worker:
                 self._reload(payload)
             elif op == "stop":
                 self.loop.stop()
+            elif op == "discovery_socket":
+                if payload:
+                    self.take_discovery_socket(
+                        self._control_fds.pop(0) if self._control_fds else None)
+                else:
+                    self.drop_discovery_socket()
             elif op in channel.FACT_OPS:
                 hostfacts.handle(self, line)
 
@@ -484,6 +494,49 @@ class Worker:
                 except OSError:
                     pass
 
+    def take_discovery_socket(self, fd: int | None) -> None:
+        """The parent opened UDP 3544 once an interface qualified for local discovery (it is
+        never open without one: issue 9 flaw 4); serve it like the other UDP sockets."""
+        if fd is None:
+            log.error("discovery socket announced without a descriptor")
+            return
+        self.drop_discovery_socket()
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        udp = self._udp
+        while len(udp) <= DISCOVERY_SOCK:
+            udp.append(None)
+        udp[DISCOVERY_SOCK] = sock
+        self.loop.add_reader(sock.fileno(), self._udp_reader(DISCOVERY_SOCK, sock))
+        for _n, ip, _m in self.res.discovery:
+            mreq = socket.inet_aton(DISCOVERY_GROUP) + socket.inet_aton(ip)
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            except OSError:
+                pass  # already joined by the parent
+        self._update_bound()
+
+    def drop_discovery_socket(self) -> None:
+        """No interface qualifies any more: UDP 3544 has nothing to serve, so it goes."""
+        udp = self._udp
+        if len(udp) > DISCOVERY_SOCK and udp[DISCOVERY_SOCK] is not None:
+            sock = udp[DISCOVERY_SOCK]
+            assert sock is not None
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+            udp[DISCOVERY_SOCK] = None
+            self._update_bound()
+
+    def _update_bound(self) -> None:
+        """`bound` in the status follows the discovery socket as it comes and goes."""
+        if "bound" in self.res.info:
+            bound = []
+            for s in self._udp:
+                if s is not None:
+                    ip, port = s.getsockname()[:2]
+                    bound.append(f"{ip}:{port}")
+            self.res.info["bound"] = bound
+
     def _send_raw6(self, packets: list[bytes]) -> None:
         sock = self.res.raw6
         for pkt in packets:
@@ -591,6 +644,9 @@ class Worker:
     def close(self) -> None:
         if self.status_server is not None:
             self.status_server.close()
+        for fd in self._control_fds:
+            os.close(fd)
+        self._control_fds.clear()
         self.loop.close()
 
 

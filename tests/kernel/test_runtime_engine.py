@@ -436,3 +436,39 @@ def test_frozen_worker_is_reported_then_restarted_by_the_watchdog(ns, tmp_path):
     assert _link(ns, "h6relay")["index"] is not None
     assert e.stop() == 0
 
+
+def _udp3544(ns: str) -> list[str]:
+    return [x for x in sh("ip", "netns", "exec", ns, "ss", "-ulnpH").splitlines()
+            if ":3544 " in x]
+
+
+def test_client_opens_udp_3544_only_while_an_interface_qualifies_for_discovery(ns, tmp_path):
+    """Issue 9 flaw 4: with local discovery on and no interface that qualifies (here only the
+    documentation addresses of v0, which count as global under `LocalDiscovery enabled`), the
+    client used to listen on UDP 3544 anyway.  Now 3544 opens when a private address
+    appears on a multicast link and closes when it goes."""
+    conf = (f"RelayType client\nServerAddress {PRIMARY}\nInterfaceName h6dsc\n"
+            "LocalDiscovery enabled\n")
+    e = Engine(ns, tmp_path, "cli", conf)
+    st = e.ready()
+    wait_for(lambda: "no interface qualifies; UDP 3544 stays closed" in e.text(),
+             "the first discovery listing")
+    assert _udp3544(ns) == []
+    assert all(not b.endswith(":3544") for b in e.status()["bound"])
+
+    sh("ip", "netns", "exec", ns, "ip", "addr", "add", "10.44.0.1/24", "dev", "v1")
+    wait_for(lambda: "local discovery on v1: UDP 3544 opened" in e.text(), "3544 opened")
+    lines = wait_for(lambda: _udp3544(ns), "3544 listening")
+    assert len(lines) == 1 and f"pid={st['worker_pid']}," in lines[0]  # the worker's alone
+    assert f"pid={e.proc.pid}," not in lines[0]
+    st2 = wait_for(lambda: (s := e.status()) and "0.0.0.0:3544" in s["bound"] and s,
+                   "bound lists 3544")
+    assert st2["worker_pid"] == st["worker_pid"]  # no restart needed
+    assert st2["discovery"]["interfaces"] == ["v1"]
+
+    sh("ip", "netns", "exec", ns, "ip", "addr", "del", "10.44.0.1/24", "dev", "v1")
+    wait_for(lambda: "no interface qualifies any more; UDP 3544 closed" in e.text(),
+             "3544 closed")
+    wait_for(lambda: _udp3544(ns) == [], "3544 gone")
+    assert e.status()["worker_pid"] == st["worker_pid"]
+    assert e.stop() == 0
