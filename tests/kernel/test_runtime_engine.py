@@ -472,3 +472,28 @@ def test_client_opens_udp_3544_only_while_an_interface_qualifies_for_discovery(n
     wait_for(lambda: _udp3544(ns) == [], "3544 gone")
     assert e.status()["worker_pid"] == st["worker_pid"]
     assert e.stop() == 0
+
+
+def test_watchdog_off_reports_a_frozen_worker_and_takes_it_back_when_it_thaws(ns, tmp_path):
+    """`WorkerWatchdog off`: the parent reports the frozen worker but never kills it; once it
+    runs again it answers the status socket itself (same worker, no restart)."""
+    e = Engine(ns, tmp_path, "rly", RELAY_CONF + "WorkerWatchdog off\n")
+    st = e.ready()
+    pid = st["worker_pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        frozen = wait_for(
+            lambda: (s := e.try_status()) and s.get("worker") == "unresponsive" and s,
+            "the parent reports the frozen worker", timeout=30,
+        )
+        assert frozen["worker_watchdog"] == 0 and frozen["worker_pid"] == pid
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    back = wait_for(lambda: (s := e.try_status()) and s.get("worker") == "running" and s,
+                    "the thawed worker answers again", timeout=30)
+    assert back["worker_pid"] == pid and back["worker_restarts"] == st["worker_restarts"]
+    assert f"worker {pid} unresponsive: no heartbeat for" in e.text()
+    assert "(WorkerWatchdog off: not restarted)" in e.text()
+    wait_for(lambda: f"worker {pid} answers again after" in e.text(), "thaw logged")
+    assert "killing it" not in e.text()
+    assert e.stop() == 0
