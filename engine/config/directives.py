@@ -66,6 +66,7 @@ DIRECTIVES: dict[str, Directive] = {
         _d("ServerForwardRate", (SERVER,), RATE_EXPECTS),
         _d("ServerForwardRateTotal", (SERVER,), RATE_EXPECTS),
         _d("ServerForwardDestinationRate", (SERVER,), RATE_EXPECTS),
+        _d("ServerBareRSLimit", (SERVER,), RATE_EXPECTS),
         _d("ServerNativeRate", (SERVER,), RATE_EXPECTS),
         _d("ServerNativeRateTotal", (SERVER,), RATE_EXPECTS),
         _d("ServerRateSources", (SERVER,), "how many source addresses to track, 1-16777216"),
@@ -82,6 +83,7 @@ SERVER_RATE_DIRECTIVES = {
     "ServerForwardRate": "forward_per_source",
     "ServerForwardRateTotal": "forward_total",
     "ServerForwardDestinationRate": "forward_per_destination",
+    "ServerBareRSLimit": "bare_rs_per_prefix",
     "ServerNativeRate": "raw6_per_source",
     "ServerNativeRateTotal": "raw6_total",
 }

@@ -24,10 +24,18 @@ on the internet must be neither a reflector nor an open relay:
   "trailer" would make the server an open UDP relay towards any ip:port written in a Teredo
   address, which is what A4 means to prevent.  RFC 6081 trailers are a few dozen bytes.
 
+* an RS without an authentication header (a "bare" RS: neither miredo's client nor ours
+  sends one, and a miredo client accepts no RA without the header) is answered only within a
+  small budget per source /24 (`ServerBareRSLimit`), unless it is at least as long as its
+  answer (padded with ND options, which RFC 4861 receivers skip): a spoofed bare RS would
+  otherwise get 2.17 times its UDP payload back (miredo: 2.44).
+
 What stays open by design (RFC 4380): anyone may have the server send a bubble or a small
 ICMPv6 to any ip:port written in a Teredo address of this server (that is how relays and peers
-reach a client behind its NAT), and a spoofed RS gets an RA (about twice its size) sent to the
-spoofed source.  Both are per-source and globally rate-limited; neither amplifies more.
+reach a client behind its NAT), and a spoofed RS with an authentication header gets the RA
+the RFC requires (117 bytes for 61: 1.92 times the UDP payload, 1.63 times the IP bytes)
+sent to the spoofed source.  Both are per-source and globally rate-limited; the factors of
+every request type are in docs/security.md (`tests/sim/test_server_amplification.py`).
 
 Every drop is counted in `counters.drops` under a reason named after the rule:
 
@@ -49,6 +57,7 @@ Every drop is counted in `counters.drops` under a reason named after the rule:
 | `a6_not_our_client` | Teredo destination of another server (we are no open relay) |
 | `a6_trailer_too_long` | more than `MAX_RELAYED_TRAILER` bytes after the IPv6 packet |
 | `rs_rate_limited` | RS answers over the per-source or global budget |
+| `rs_bare_rate_limited` | a short RS without authentication header over its per-/24 budget |
 | `forward_rate_limited` | forwarding to clients over the per-source or global budget |
 | `forward_destination_rate_limited` | forwarding to one client IPv4 over its budget |
 | `raw6_rate_limited` | native IPv6 forwarding over the per-source or global budget |
@@ -124,7 +133,7 @@ class ServerLimits:
     The totals cap what spoofed sources spread over many addresses can get out of us.
     Config directives (server mode): `ServerRSRate`, `ServerRSRateTotal`,
     `ServerForwardRate`, `ServerForwardRateTotal`, `ServerForwardDestinationRate`,
-    `ServerNativeRate`,
+    `ServerBareRSLimit`, `ServerNativeRate`,
     `ServerNativeRateTotal` (each `RATE[/BURST]` or `off`), `ServerRateSources`, and
     `ServerRateLimit off` for none at all.
     """
@@ -139,13 +148,17 @@ class ServerLimits:
     # per destination IPv4 (all ports): the per-source buckets are keyed by a spoofable
     # address, so without this one victim port takes everything rotating sources can send
     forward_per_destination: Rate = field(default_factory=lambda: Rate(200, 400))
+    # per source /24, for an RS without authentication header shorter than its RA: no known
+    # client sends one, and its answer is 2.17 times its size; a /24 rather than the source
+    # address, because a reflection victim is a network and its addresses are all spoofable
+    bare_rs_per_prefix: Rate = field(default_factory=lambda: Rate(1, 4))
 
     @classmethod
     def unlimited(cls) -> ServerLimits:
         """miredo's behaviour: no limits at all (benchmarks, interop comparisons)."""
         none = Rate(None)
         return cls(none, none, none, none, none, forward_total=none,
-                   forward_per_destination=none)
+                   forward_per_destination=none, bare_rs_per_prefix=none)
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> ServerLimits:
@@ -203,6 +216,10 @@ class ServerRole(RoleBase):
         self.link_local = server_link_local(self.primary)
         self._primary_packed = ipv4_pack(self.primary)
         self._own = {(self.primary, TEREDO_PORT), (self.secondary, TEREDO_PORT)}
+        # what a bare RS gets back: an RA without authentication header (fixed for our MTU)
+        self._bare_ra_len = len(router_advertisement(
+            None, Origin(self.primary, TEREDO_PORT), prefix, self.primary, mtu, ALL_ROUTERS
+        )) - AUTH_MIN_LEN
         self.set_limits(limits or ServerLimits(), now)
         self.udp_out: list[UdpDatagram] = []
         self.tun_out: list[bytes] = []  # stays empty: a server has no TUN device
@@ -221,6 +238,7 @@ class ServerRole(RoleBase):
         self.forward_limiter = KeyedLimiter(lim.forward_per_source, lim.max_sources)
         self.forward_total = GlobalLimiter(lim.forward_total, now)
         self.forward_dest_limiter = KeyedLimiter(lim.forward_per_destination, lim.max_sources)
+        self.bare_rs_limiter = KeyedLimiter(lim.bare_rs_per_prefix, lim.max_sources)
         self.raw6_limiter = KeyedLimiter(lim.raw6_per_source, lim.max_sources)
         self.raw6_total = GlobalLimiter(lim.raw6_total, now)
 
@@ -316,7 +334,8 @@ class ServerRole(RoleBase):
         # A2: router discovery
         if ip_dst == ALL_ROUTERS or ip_dst == self.link_local:
             if nh == NH_ICMPV6 and plen >= 8 and pkt[40] == ND_ROUTER_SOLICIT:
-                self._answer_rs(dgram.auth.nonce if dgram.auth else None, ip_src, src, sock, now)
+                self._answer_rs(dgram.auth.nonce if dgram.auth else None, ip_src, src, sock, now,
+                                len(data))
             else:
                 c.drop("a2_not_rs")
             return
@@ -384,8 +403,19 @@ class ServerRole(RoleBase):
         src: Endpoint,
         sock: int,
         now: float,
+        size: int,
     ) -> None:
+        """The RA for an accepted RS of ``size`` bytes (UDP payload)."""
         c = self.counters
+        # A bare RS would get more bytes back than it sent, towards a spoofable source:
+        # answered only within a small budget per source /24 (issue 9, amplification).
+        if (
+            nonce is None
+            and size < self._bare_ra_len
+            and not self.bare_rs_limiter.allow(src[0].rpartition(".")[0], now)
+        ):
+            c.drop("rs_bare_rate_limited")
+            return
         if not (self.rs_limiter.allow(src[0], now) and self.rs_total.allow(now)):
             c.drop("rs_rate_limited")
             return
@@ -410,7 +440,7 @@ class ServerRole(RoleBase):
         if now < self._next_housekeeping:
             return
         for lim in (self.rs_limiter, self.forward_limiter, self.forward_dest_limiter,
-                    self.raw6_limiter):
+                    self.raw6_limiter, self.bare_rs_limiter):
             lim.expire(now, max_scan=1024)
         self._next_housekeeping = now + HOUSEKEEPING_PERIOD
 
@@ -432,6 +462,7 @@ class ServerRole(RoleBase):
                 "forward_per_source": self.forward_limiter.stats(),
                 "forward_total_denied": self.forward_total.denied,
                 "forward_per_destination": self.forward_dest_limiter.stats(),
+                "bare_rs_per_prefix": self.bare_rs_limiter.stats(),
                 "raw6_per_source": self.raw6_limiter.stats(),
                 "raw6_total_denied": self.raw6_total.denied,
             },
