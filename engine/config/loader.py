@@ -11,7 +11,6 @@ files must work unchanged.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from engine.proto.addr import is_global_unicast_ipv4 as _is_global_unicast_ipv4
@@ -32,6 +31,7 @@ from .directives import (
     suggestion,
 )
 from .model import ConfigError, EngineConfig
+from .source import read_config_bytes
 from .syntax import Entry, split_lines
 
 
@@ -413,16 +413,13 @@ def load_config(
     the engine runs as a client of that server with every other value at its default.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_config_bytes(path)  # regular files only, at most 1 MiB (source.py)
     except OSError as e:
         if server_name and isinstance(e, FileNotFoundError):
             config = parse_config(b"", path, server_name=server_name, resolver=resolver)
             note = f"{path}: warning: no such file; using the defaults"
             return _with_warning(config, note)
         raise ConfigError([f"{path}: cannot read the config file: {e.strerror or e}"]) from None
-    if os.path.isdir(path):  # pragma: no cover - open() already fails on directories
-        raise ConfigError([f"{path}: is a directory, not a config file"])
     return parse_config(data, path, server_name=server_name, resolver=resolver)
 
 
@@ -440,8 +437,7 @@ def peek_role_and_status_socket(path: str) -> tuple[str, str | None]:
     ("client", None), the role the engine would run as by default.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_config_bytes(path)
     except OSError:
         return CLIENT, None
     reader = _Reader(path, None)

@@ -7,10 +7,13 @@ ran out. engine/config/source.py reads regular files of at most 1 MiB, without b
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from engine.config import ConfigError, load_config, peek_role_and_status_socket
 from engine.config.source import MAX_CONFIG_BYTES, NotAConfigFile, read_config_bytes
 
 CONF = b"RelayType client\nServerAddress 203.0.113.10\n"
@@ -45,3 +48,38 @@ def test_devices_are_refused_without_reading() -> None:
 def test_missing_files_still_raise_what_open_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_config_bytes(str(tmp_path / "nope.conf"))
+
+
+def _check(path: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", "--check", "-c", path],
+                          capture_output=True, text=True, timeout=10)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "huge", "directory"])
+def test_check_answers_in_one_line(tmp_path: Path, kind: str) -> None:
+    """The issue's commands: each answers at once (timeout 10 s) with one `path: message`."""
+    path = str(tmp_path / "c.conf")
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "zero":
+        path = "/dev/zero"
+    elif kind == "huge":
+        Path(path).write_bytes(b"#" * (MAX_CONFIG_BYTES + 1))
+    else:
+        os.mkdir(path)
+    proc = _check(path)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: cannot read the config file: is "), \
+        lines
+
+
+def test_load_config_and_peek_use_the_bounded_reader(tmp_path: Path) -> None:
+    fifo = tmp_path / "c.conf"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(fifo))
+    assert exc.value.problems == [f"{fifo}: cannot read the config file: is a FIFO, not a "
+                                  "regular file"]
+    assert peek_role_and_status_socket(str(fifo)) == ("client", None)
+    assert peek_role_and_status_socket("/dev/zero") == ("client", None)
