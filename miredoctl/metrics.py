@@ -18,6 +18,7 @@ Every name, type and label is documented in docs/metrics.md.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -320,9 +321,11 @@ def _kernel(f: _Families, lab: list[str], row: InstanceStatus) -> None:
 class FleetCollector(Collector):
     """Gathers the fleet on every `collect()` (every scrape); keeps only the last good inventory.
 
-    The inventory is re-read on each scrape, so instances added by `up` appear without
-    restarting the exporter; while the folder has a problem (an edit in progress), the last
-    inventory that loaded is used and `teredo_inventory_ok` is 0.
+    The inventory is re-read when a file in the fleet folder changed (name, size or mtime), so
+    instances added by `up` appear without restarting the exporter, and an unchanged inventory
+    costs no YAML parsing (a third of a 50-instance scrape otherwise); while the folder has a
+    problem (an edit in progress), the last inventory that loaded is used and
+    `teredo_inventory_ok` is 0.
     """
 
     def __init__(self, fleet_dir: Path, paths: StatePaths, *,
@@ -334,9 +337,21 @@ class FleetCollector(Collector):
         self.warn = warn or (lambda msg: print(f"miredoctl: {msg}", file=sys.stderr))
         self._last_fleet: Fleet | None = None
         self._last_problem: str | None = None
+        self._signature: tuple[Any, ...] | None = None
         self.last: Snapshot | None = None
 
+    def _files_signature(self) -> tuple[Any, ...] | None:
+        try:
+            entries = sorted(os.scandir(self.fleet_dir), key=lambda e: e.name)
+            return tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries
+                         if e.name.endswith((".yaml", ".yml")) or e.name == "templates")
+        except OSError:
+            return None
+
     def _fleet(self) -> tuple[Fleet, bool]:
+        signature = self._files_signature()
+        if signature is not None and signature == self._signature and self._last_fleet:
+            return self._last_fleet, True
         try:
             fleet = load_fleet(self.fleet_dir)
         except InventoryError as exc:
@@ -347,7 +362,7 @@ class FleetCollector(Collector):
             self._last_problem = problem
             return self._last_fleet or Fleet(self.fleet_dir, {}, None), False
         self._last_problem = None
-        self._last_fleet = fleet
+        self._last_fleet, self._signature = fleet, signature
         return fleet, True
 
     def describe(self) -> Iterable[Any]:
