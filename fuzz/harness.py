@@ -14,7 +14,7 @@ input too.  The same encoding (`encode`) seeds the corpus from the captured vect
 
 Each target checks the invariants an attacker must not break, not just "no exception":
 nothing but an ICMPv6 Echo Request (hop limit < 255) leaves a server towards native IPv6,
-and the peer table never outgrows its configured capacity.
+and the peer table never outgrows its configured capacity nor its byte budget.
 """
 
 from __future__ import annotations
@@ -167,6 +167,9 @@ def check_invariants(role) -> None:
     peers = getattr(role, "peers", None)
     if peers is not None and len(peers) > PEER_CAP:
         raise AssertionError(f"peer table holds {len(peers)} > {PEER_CAP} peers")
+    if peers is not None and not 0 <= peers.used <= peers.memory_limit:
+        raise AssertionError(f"peer table accounts {peers.used} bytes, budget "
+                             f"{peers.memory_limit}")
 
 
 # --------------------------------------------------------------------------- parsers
