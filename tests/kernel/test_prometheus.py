@@ -223,6 +223,16 @@ def test_prometheus_scrapes_the_fleet_and_sees_pings_move_counters(
                            for g in prom.api("rules")["groups"] for r in g["rules"]),
                "every rule evaluated without error")
         assert prom.api("alerts")["alerts"] == []
+        # the dashboard's queries run against the real series (and the core ones find some)
+        dash = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+        for panel in dash["panels"]:
+            for target in panel.get("targets", []):
+                expr = (target["expr"].replace("$__rate_interval", "1m")
+                        .replace("$instance", ".*").replace("$role", ".*"))
+                result = prom.api("query", query=expr)["result"]
+                if panel["title"] in ("Instances running", "Clients qualified", "UDP packets/s",
+                                      "TUN packets/s (in: host to tunnel, out: tunnel to host)"):
+                    assert result, (panel["title"], expr)
 
         # switched off in the inventory: `up` removes the program, the engines stay
         pids = ctl.pids()

@@ -46,6 +46,7 @@ CLIENT = {
                  "tun_out_packets": 6, "tun_out_bytes": 600, "raw6_out_packets": 0,
                  "raw6_out_bytes": 0, "drops": {"tun_dst_multicast": 4, "bad_bubble": 1}},
     "status_socket": {"clients": 1, "answered": 9, "timeouts": 0, "evicted": 0},
+    "icmp_errors_sent": 1,
 }
 SERVER_RATELIMIT = {
     "rs_per_source": {"rate": 20, "burst": 50, "keys": 2, "max_keys": 65536, "denied": 7,
