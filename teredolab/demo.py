@@ -105,6 +105,7 @@ def run() -> int:
         ("miredoctl logs -f", "all engine logs, merged"),
         ("miredoctl config --origin relay", "which file and line set each value"),
         ("miredoctl reload relay", "re-render and SIGHUP one engine"),
+        ("miredoctl metrics", "every instance for Prometheus (docs/metrics.md)"),
         (f"ip netns exec {LAB_PREFIX}cli ping {V6_HOST}", "use the tunnel yourself"),
     ):
         _say(f"  {cmd:45} # {what}")
