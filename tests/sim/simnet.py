@@ -37,6 +37,20 @@ NAT behaviour (RFC 4787 vocabulary)
 Mappings expire `timeout` seconds after the last outbound packet (and after inbound ones too when
 `refresh_inbound`). `nat.reset()` forgets every mapping (a NAT reboot); `nat.external_ip` may be
 reassigned with `net.renumber_nat()`.
+
+Port allocation (`port_alloc`) matters for the symmetric kinds, where every new destination
+gets a new external port; RFC 6081 names its extensions after it, and `SYMMETRIC_KINDS` gives
+each flavour a name for `net.add_nat_kind()`:
+
+* `symmetric_sequential` (`symmetric`, `sequential`): the next new mapping gets the NAT's
+  previous port + 1 (one counter for the whole NAT);
+* `symmetric_preserving` (`symmetric`, `preserve`): the inside port when no mapping holds it
+  yet, else a random one;
+* `symmetric_random` (`symmetric`, `random`): a random port.
+
+`hairpin` (default False) says whether a packet from inside to the NAT's own external address
+is turned back in: without it two hosts behind one NAT reach each other only on their inside
+addresses (`fate` "no_hairpin").
 """
 
 from __future__ import annotations
@@ -51,6 +65,13 @@ from typing import Any
 Endpoint = tuple[str, int]
 
 NAT_KINDS = ("full_cone", "restricted", "port_restricted", "symmetric")
+
+#: The symmetric NAT flavours RFC 6081 distinguishes: name -> (kind, port_alloc).
+SYMMETRIC_KINDS: dict[str, tuple[str, str]] = {
+    "symmetric_sequential": ("symmetric", "sequential"),
+    "symmetric_preserving": ("symmetric", "preserve"),
+    "symmetric_random": ("symmetric", "random"),
+}
 
 # event kinds on the heap (small ints compare fast; never compared across kinds anyway)
 _DELIVER = 0
@@ -446,6 +467,17 @@ class SimNet:
         nat = Nat(self, kind, external_ip, realm, **options)
         realm.nats[external_ip] = nat
         return nat
+
+    def add_nat_kind(
+        self, name: str, external_ip: str, *, realm: Realm | Nat | None = None, **options: Any
+    ) -> Nat:
+        """`add_nat` by flavour name: a `NAT_KINDS` kind or a `SYMMETRIC_KINDS` name (so a
+        test can be parametrized over one list of strings)."""
+        if name in SYMMETRIC_KINDS:
+            kind, alloc = SYMMETRIC_KINDS[name]
+            options.setdefault("port_alloc", alloc)
+            return self.add_nat(kind, external_ip, realm=realm, **options)
+        return self.add_nat(name, external_ip, realm=realm, **options)
 
     def renumber_nat(self, nat: Nat, new_ip: str) -> None:
         """Give the NAT a new external address; its mappings are lost (as with a new DHCP lease)."""
