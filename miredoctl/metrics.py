@@ -173,14 +173,14 @@ def families(snap: Snapshot) -> list[GaugeMetricFamily | CounterMetricFamily]:
               "(qualified with its server); clients only")
     f.declare(CounterMetricFamily, "drops", "Packets the engine dropped, by reason", "reason")
     for row in snap.rows:
-        _instance(f, row, snap.time)
+        _instance(f, row)
     duration = GaugeMetricFamily(f"{PREFIX}_scrape_duration_seconds",
                                  "Time this scrape took to ask supervisord and every engine")
     duration.add_metric([], snap.duration)
     return [fleet, inventory, *f.by_name.values(), duration]
 
 
-def _instance(f: _Families, row: InstanceStatus, now: float) -> None:
+def _instance(f: _Families, row: InstanceStatus) -> None:
     lab = _labels(row)
     running = row.process_state == "RUNNING"
     f.gauge("up", "", lab, 1 if running else 0)
@@ -203,8 +203,6 @@ def _instance(f: _Families, row: InstanceStatus, now: float) -> None:
     if row.uptime is not None:
         f.gauge("uptime_seconds", "Seconds since supervisord started the running process",
                 lab, row.uptime)
-        f.gauge("process_start_time_seconds", "Unix time supervisord started the running "
-                "process", lab, now - row.uptime)
     if row.tunnel_state:
         f.gauge("tunnel_state", "The tunnel's state as the engine (or, for miredo, the "
                 "kernel) reports it; 1 for the current one", lab, 1, state=row.tunnel_state)

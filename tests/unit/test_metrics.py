@@ -151,7 +151,6 @@ def test_values_follow_the_sources(text: str) -> None:
     assert _value(text, "teredo_worker_restarts_total", **lab) == 2
     assert _value(text, "teredo_restarts_total", **lab) == 1
     assert _value(text, "teredo_uptime_seconds", **lab) == 60
-    assert _value(text, "teredo_process_start_time_seconds", **lab) == T0
     assert _value(text, "teredo_process_state", state="RUNNING", **lab) == 1
     assert _value(text, "teredo_process_state", state="FATAL", **lab) == 0
     # raw IPv6 is a server's path only
