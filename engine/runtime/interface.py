@@ -4,6 +4,11 @@ The TUN descriptor outlives the workers (a worker restart keeps the interface, i
 its index; only a reload that changes the role or `InterfaceName` makes a new one); the
 rtnetlink handle (`netlink.TunnelInterface`) is made on first use, because making it imports
 pyroute2, which a client's parent does only after forking its worker.
+
+A device this object has just created and never configured needs no flush, so a client's
+first qualified address goes through `rtnl_min`: four requests packed by hand, with nothing to
+import.  That keeps pyroute2's load time (0.1-0.2 s) off launch -> address
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from engine.config.values import prefix_text
+from engine.runtime import rtnl_min
 from engine.runtime.logsetup import get_logger
 from engine.runtime.sysctl import prepare_interface
 from engine.runtime.tun import Tun, open_tun
@@ -22,6 +28,9 @@ if TYPE_CHECKING:
 
 log = get_logger()
 
+LL_CLIENT = socket.inet_pton(socket.AF_INET6, "fe80::ffff:ffff:ffff")
+CLIENT_ROUTE_METRIC = 1029  # engine.runtime.netlink's value: the last-resort default route
+
 
 class Interface:
     """The TUN device (client, relay; a server has none) and its configuration."""
@@ -29,6 +38,10 @@ class Interface:
     def __init__(self) -> None:
         self.tun: Tun | None = None
         self._netlink: TunnelInterface | None = None
+        self._fresh = False
+        """The TUN was created here and nothing configured it yet: nothing to flush."""
+        self._fast: tuple[bytes, int] | None = None
+        """(address, MTU) set through `rtnl_min`, handed to the pyroute2 handle once made."""
 
     def open(self, config: EngineConfig) -> None:
         """Create the TUN for `config`'s role if there is none yet; a relay's is configured
@@ -38,8 +51,10 @@ class Interface:
         if self.tun is None:
             self.tun = open_tun(config.interface_name)
             prepare_interface(self.tun.name)
+            self._fresh = True
         if config.role == "relay":
             self.netlink().relay_setup(config.interface_mtu, config.prefix)
+            self._fresh = False
             log.info(
                 "interface %s up: MTU %d, route %s/32",
                 self.tun.name,
@@ -54,10 +69,16 @@ class Interface:
             from engine.runtime.netlink import TunnelInterface
 
             self._netlink = TunnelInterface(self.tun.index, self.tun.name)
+            if self._fast is not None:
+                self._netlink.address, self._netlink.mtu = self._fast
+                self._fast = None
         return self._netlink
 
     def client_up(self, address: bytes, mtu: int) -> None:
         """A client's worker qualified: its address and MTU on the link (errors logged)."""
+        if self._fresh and self._netlink is None:
+            self._client_up_fresh(address, mtu)
+            return
         iface = self.netlink()
         if (iface.address, iface.mtu) == (address, mtu):
             return  # already so: no flush, no blip for open connections
@@ -73,8 +94,31 @@ class Interface:
             mtu,
         )
 
+    def _client_up_fresh(self, address: bytes, mtu: int) -> None:
+        """The first address of a never-configured device, without pyroute2: the parent may
+        still be loading it, and launch -> address waits for nothing else."""
+        assert self.tun is not None
+        try:
+            rtnl_min.configure_fresh(
+                self.tun.index, self.tun.name, mtu, [(LL_CLIENT, 64), (address, 32)],
+                (bytes(16), 0, CLIENT_ROUTE_METRIC))
+        except OSError as e:
+            log.error("%s", e)
+            self._fresh = False  # maybe half configured: the next "up" flushes first
+            return
+        self._fresh = False
+        self._fast = (address, mtu)
+        log.info(
+            "interface %s up: address %s, MTU %d",
+            self.tun.name,
+            socket.inet_ntop(socket.AF_INET6, address),
+            mtu,
+        )
+
     def client_down(self) -> None:
         """A client's address dies with its worker or its qualification (errors logged)."""
+        if self._fast is not None:
+            self.netlink()  # takes over the address set through rtnl_min
         if self._netlink is None or not self._netlink.address:
             return
         try:
@@ -88,6 +132,8 @@ class Interface:
         if self._netlink is not None:
             self._netlink.teardown()
             self._netlink = None
+        self._fast = None
+        self._fresh = False
         if self.tun is not None:
             self.tun.close()
             self.tun = None

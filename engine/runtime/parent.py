@@ -16,11 +16,15 @@ static fields it knows and ``"worker": "unresponsive"`` (docs/contracts.md §4):
 the fault instead of a timeout.  The stand-in parses one short line from a root-owned 0660
 socket, the same bounded code the worker runs.
 
-All rtnetlink work is pyroute2's (`engine.runtime.netlink`), and importing pyroute2 takes
-0.15-0.3 s, longer than a whole qualification in a LAN.  So that module is imported lazily:
-a client's parent forks its worker first and imports pyroute2 while the worker qualifies
-(the worker's "up" request waits in the control socket meanwhile).  A relay imports it before
-its worker: it must have its route before it serves, and nothing waits on its start-up.
+rtnetlink work is pyroute2's (`engine.runtime.netlink`), except a client's first address on
+its fresh device (`rtnl_min`, four requests packed by hand), and importing pyroute2 takes
+0.1-0.3 s, longer than a whole qualification in a LAN.  A client's parent forks its worker,
+serves the worker's first "up" through `rtnl_min`, and only then (or after `NETLINK_DEFER`
+seconds without one) imports pyroute2 for the host watch and local discovery: nothing between
+launch and address waits for it.  A relay imports it before its worker: it must have its route
+before it serves, nothing waits on its start-up, and a module loaded before the fork (and
+frozen, `_fork_worker`) is shared by both processes, while one loaded after it costs the parent
+its own copy (measured: relay tree PSS 24.9 MiB against 28.3, docs/performance.md).
 
 It holds the TUN descriptor and the status socket across generations: a SIGHUP that only
 needs new sockets restarts the worker while the interface and the socket path stay.
@@ -79,6 +83,11 @@ RESPAWN_DELAY = 1.0
 MAX_RESPAWN_DELAY = 30.0
 STOP_TIMEOUT = 5.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+ROLE_MODULES = {"client": "engine.proto.client", "relay": "engine.proto.relay",
+                "server": "engine.proto.server"}
+NETLINK_DEFER = 0.5
+"""A client's parent imports pyroute2 after its worker's first "up", or after this many
+seconds without one (a slow or absent server must not leave the host unwatched for long)."""
 
 
 class StartupError(Exception):
@@ -146,6 +155,8 @@ class Parent:
         self.discovery_open = False
         """Whether the current worker holds a discovery socket (UDP 3544)."""
         self.discovery_idle_logged = False
+        self.netlink_timer: Timer | None = None
+        """A client's deferred pyroute2 import (`NETLINK_DEFER`), pending."""
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -177,9 +188,12 @@ class Parent:
             engine.__version__,
             os.getpid(),
         )
+        # the role's module before the fork: the worker starts at once, and shares its pages
+        importlib.import_module(ROLE_MODULES[self.config.role])
         self._fork_worker(gen)
         if self.config.role == "client":
-            self._netlink_after_fork(gen)
+            self.netlink_timer = self.loop.call_later(
+                NETLINK_DEFER, lambda: self._netlink_after_fork(gen))
         self._keep_needed_capabilities()
         self.heartbeat_timer = self.loop.call_later(heartbeat.INTERVAL, self._tick)
 
@@ -193,15 +207,17 @@ class Parent:
         log.debug("parent keeps %s", ", ".join(capabilities.names_of(kept)) or "nothing")
 
     def _netlink_after_fork(self, gen: Generation) -> None:
-        """A client's rtnetlink set-up, once its worker is on its way to the first RS.
-
-        The import of pyroute2 runs here, in parallel with the worker's start-up and
-        qualification; the worker's "up" request is served when this returns.
-        """
+        """A client's rtnetlink set-up: pyroute2's import, the host watch, the local-discovery
+        listing; run once the worker's first "up" was served (`_apply`), or `NETLINK_DEFER`
+        seconds after the fork without one."""
+        if self.netlink_timer is not None:
+            self.netlink_timer.cancel()
+            self.netlink_timer = None
         try:
             importlib.import_module("engine.runtime.netlink")
-        except ImportError as e:
-            raise StartupError(f"pyroute2 is needed to configure the interface: {e}") from None
+        except ImportError as e:  # the worker runs: say it, and run on unwatched
+            log.error("pyroute2 is needed to configure the interface: %s", e)
+            return
         # the worker may have qualified during the import: its "up" is what launch-to-address
         # waits for, so it goes before the subscriptions and the discovery listing
         self._on_control()
@@ -495,6 +511,10 @@ class Parent:
                 log.error("rejected request from worker: up: only a client changes its address")
                 return
             self.interface.client_up(req.address, req.mtu)
+            timer = self.netlink_timer
+            if timer is not None:  # the address is on the link: now pyroute2 may load
+                timer.cancel()
+                self.netlink_timer = self.loop.call_later(0.0, timer.callback)
         elif isinstance(req, channel.Pong):
             silent = self.heartbeat.beat(time.monotonic())
             if silent is not None:
@@ -670,6 +690,8 @@ class Parent:
             self.respawn_timer.cancel()
         if self.heartbeat_timer is not None:
             self.heartbeat_timer.cancel()
+        if self.netlink_timer is not None:
+            self.netlink_timer.cancel()
         self._stop_stand_in()
         self._stop_worker()
         self.interface.close()

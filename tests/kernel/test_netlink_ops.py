@@ -139,6 +139,52 @@ print(json.dumps(None))
     assert accept.strip() == "0"
 
 
+def test_rtnl_min_first_up_matches_pyroute2_and_pyroute2_takes_over(ns):
+    """A client's first address goes through `rtnl_min` (hand-packed, no pyroute2 import):
+    the link ends up exactly as `TunnelInterface.client_up` leaves it, pyroute2 is not loaded
+    for it, and a later change through pyroute2 flushes what rtnl_min added."""
+    got = in_ns(ns, """
+import json, socket, sys
+from engine.runtime import rtnl_min
+idx = socket.if_nametoindex("d0")
+a = socket.inet_pton(socket.AF_INET6, "2001:0:cb00:710a:8000:f227:bdf7:ffef")
+ll = socket.inet_pton(socket.AF_INET6, "fe80::ffff:ffff:ffff")
+rtnl_min.configure_fresh(idx, "d0", 1280, [(ll, 64), (a, 32)], (bytes(16), 0, 1029))
+again = None
+try:  # the same requests again: EEXIST is no error, as in the pyroute2 path
+    rtnl_min.configure_fresh(idx, "d0", 1280, [(ll, 64), (a, 32)], (bytes(16), 0, 1029))
+except OSError as e:
+    again = str(e)
+print(json.dumps({"pyroute2": "pyroute2" in sys.modules, "again": again}))
+""")
+    assert got == {"pyroute2": False, "again": None}
+    link = ip_json(ns, "link", "show", "dev", "d0")[0]
+    assert link["mtu"] == 1280 and "UP" in link["flags"]
+    assert addrs_of(ns, "d0") == {("2001:0:cb00:710a:8000:f227:bdf7:ffef", 32),
+                                  ("fe80::ffff:ffff:ffff", 64)}
+    assert routes_of(ns, "d0") == {("default", 1029)}
+    in_ns(ns, PRELUDE + """
+t.address, t.mtu = a6("2001:0:cb00:710a:8000:f227:bdf7:ffef"), 1280
+t.client_up(a6("2001:0:cb00:710a:8000:f227:bdf7:fffe"), 1300)
+print(json.dumps(None))
+""")
+    assert addrs_of(ns, "d0") == {("2001:0:cb00:710a:8000:f227:bdf7:fffe", 32),
+                                  ("fe80::ffff:ffff:ffff", 64)}
+    assert routes_of(ns, "d0") == {("default", 1029)}
+
+
+def test_rtnl_min_errors_name_the_step_and_the_errno(ns):
+    got = in_ns(ns, """
+import json
+from engine.runtime import rtnl_min
+try:
+    rtnl_min.configure_fresh(99999, "nosuch0", 1280, [], (bytes(16), 0, 1029))
+except OSError as e:
+    print(json.dumps(str(e)))
+""")
+    assert got.startswith("set MTU/up on nosuch0:") and f"errno {errno.ENODEV}" in got
+
+
 def test_errors_name_the_change_and_the_errno(ns):
     got = in_ns(ns, PRELUDE + """
 gone = TunnelInterface(99999, "nosuch0")

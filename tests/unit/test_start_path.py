@@ -1,10 +1,11 @@
-"""Nothing slow between launch and the first Router Solicitation (no fixed delay, no heavy
-import before the worker is forked).
+"""Nothing slow between launch and the client's address (no fixed delay, no heavy import
+before the worker is forked or before the first address is on the link).
 
-pyroute2 is the engine's netlink library, and importing it takes 0.15-0.3 s, longer than a
+pyroute2 is the engine's netlink library, and importing it takes 0.1-0.3 s, longer than a
 whole qualification in a LAN.  So only `engine.runtime.netlink` imports it, and the run path
-up to the fork (CLI, daemon, parent, worker, roles) must not: the parent imports it after
-forking a client's worker, in parallel with the worker's qualification."""
+up to the fork (CLI, daemon, parent, worker, roles) and the hand-packed requests that put a
+client's first address on its fresh device (`engine.runtime.rtnl_min`) must not: a client's
+parent imports it after serving its worker's first "up"."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from engine.proto.client import ClientRole
 
 RUN_PATH = ("engine.cli", "engine.runtime.daemon", "engine.runtime.parent",
             "engine.runtime.worker", "engine.runtime.hostfacts", "engine.proto.client",
-            "engine.proto.relay", "engine.proto.server")
+            "engine.proto.relay", "engine.proto.server", "engine.runtime.rtnl_min",
+            "engine.runtime.interface")
 HEAVY = ("pyroute2", "asyncio", "ssl")
 
 
