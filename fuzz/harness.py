@@ -31,6 +31,7 @@ from engine.proto.client import ClientRole
 from engine.proto.errors import ParseError
 from engine.proto.relay import RelayRole
 from engine.proto.server import ServerRole
+from engine.proto.trailers import Trailers, build_trailers, parse_trailers, trailer_bytes
 
 SERVER1 = "203.0.113.10"
 SERVER2 = "203.0.113.11"
@@ -180,6 +181,10 @@ def parse_all(data: bytes) -> None:
     except ParseError:
         t = None
     if t is not None:
+        try:
+            parse_trailers(trailer_bytes(data, t.trailer_len))
+        except ParseError:
+            pass
         for fn in (wire.parse_router_advertisement,):
             try:
                 fn(t)
@@ -194,6 +199,10 @@ def parse_all(data: bytes) -> None:
             fn(data)
         except ParseError:
             pass
+    try:
+        parse_trailers(data)
+    except ParseError:
+        pass
     wire.ipv6_ok(data)
     wire.icmp_error_allowed(data)
 
@@ -246,9 +255,19 @@ def seeds(vectors_file) -> dict[str, list[bytes]]:
     from_tun = encode([Event(1, 0, 0, wire.echo_request(native, teredo, 1, 1, b"x" * 8)),
                        Event(2, 0, 2500, b""), Event(1, 0, 0, wire.bubble(native, teredo))])
     all_frames = b"".join(datagrams)
+    # RFC 6081: bubbles carrying each trailer (engine.proto.trailers), from a peer's mapping
+    other = build_teredo(0x20010000, SERVER1, 0, CLIENT_MAP[1] + 1, CLIENT_MAP[0])
+    with_trailers = [
+        wire.bubble(other, teredo) + build_trailers(tr)
+        for tr in (Trailers(nonce=b"\x01\x02\x03\x04", random_port=40001),
+                   Trailers(alternates=(("10.1.0.2", 41111), ("10.9.0.2", 41112))),
+                   Trailers(nd=0, nonce=b"abcd"), Trailers(nd=1, unknown=((9, b"x"),)))
+    ]
+    ext = [encode([Event(0, source_index(CLIENT_MAP[0]), CLIENT_MAP[1] + 1, d)])
+           for d in with_trailers]
     return {
-        "parsers": [p for _, _, p in frames],
+        "parsers": [p for _, _, p in frames] + with_trailers,
         "server": [*datagrams, all_frames],
         "relay": [*datagrams, from_tun, all_frames],
-        "client": [*datagrams, from_tun, all_frames],
+        "client": [*datagrams, from_tun, all_frames, *ext],
     }

@@ -1,0 +1,166 @@
+"""RFC 6081 trailers: the type-length-value records after the IPv6 packet of a Teredo datagram.
+
+Why they live here and not in `wire.py`: RFC 4380 peers (miredo) ignore everything after
+`40 + plen` (`wire.parse_datagram` counts it in `trailer_len`), so the extensions can ride on
+plain bubbles without changing what such a peer sees.  Only the client's extension code
+(`engine.proto.rfc6081`) reads or writes them; the data path never looks at them.
+
+Layout (docs/protocol.md §13.2, from memory of RFC 6081 §4, see there):
+
+* 0x01 Nonce, length 4: 4 opaque bytes;
+* 0x03 Alternate Address, length 2 + 6n (n >= 1): 2 reserved bytes (0), then n times an IPv4
+  address and a UDP port, in clear;
+* 0x04 Neighbor Discovery Option, length 4: the discovery type (0 solicitation,
+  1 advertisement) and 3 reserved bytes;
+* 0x05 Random Port, length 2: a UDP port.
+
+`parse_trailers` follows the discipline of `wire.py`: any byte string gives a `Trailers` or a
+`ParseError` naming the field, nothing else.  Unknown types are skipped (kept in `unknown`),
+so a later extension does not make a whole trailer set unreadable; a known type with a wrong
+length, a record that overruns the buffer, or a known type seen twice is a `ParseError`
+(an engine choice: a peer that repeats a trailer is broken, and guessing which copy it
+meant would make two implementations disagree silently).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from .errors import ParseError
+
+T_NONCE = 0x01
+T_ALTERNATE_ADDRESS = 0x03
+T_ND_OPTION = 0x04
+T_RANDOM_PORT = 0x05
+
+ND_SOLICITATION = 0
+ND_ADVERTISEMENT = 1
+
+_KNOWN = frozenset((T_NONCE, T_ALTERNATE_ADDRESS, T_ND_OPTION, T_RANDOM_PORT))
+
+NONCE_LEN = 4
+ALT_ENTRY_LEN = 6
+#: The most alternate addresses one trailer can carry (length byte 255: 2 + 6 * 42 = 254).
+MAX_ALTERNATES = 42
+
+Endpoint = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Trailers:
+    """The trailers of one datagram; a field is None when its trailer was absent."""
+
+    nonce: bytes | None = None
+    alternates: tuple[Endpoint, ...] | None = None
+    nd: int | None = None
+    random_port: int | None = None
+    unknown: tuple[tuple[int, bytes], ...] = ()
+
+    def __bool__(self) -> bool:
+        return (self.nonce is not None or self.alternates is not None or self.nd is not None
+                or self.random_port is not None or bool(self.unknown))
+
+    def pack(self) -> bytes:
+        return build_trailers(self)
+
+
+NONE = Trailers()
+
+
+def _ipv4(raw: bytes) -> str:
+    return socket.inet_ntoa(raw)
+
+
+def parse_trailers(data: bytes) -> Trailers:
+    """The records of `data` (the bytes after `40 + plen`); b"" gives the empty `Trailers`."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ParseError("trailer", f"not a byte string: {type(data).__name__}")
+    data = bytes(data)
+    n = len(data)
+    pos = 0
+    nonce: bytes | None = None
+    alternates: tuple[Endpoint, ...] | None = None
+    nd: int | None = None
+    random_port: int | None = None
+    unknown: list[tuple[int, bytes]] = []
+    seen: set[int] = set()
+    while pos < n:
+        if n - pos < 2:
+            raise ParseError("trailer.length", f"{n - pos} byte left, a trailer needs 2")
+        kind = data[pos]
+        length = data[pos + 1]
+        end = pos + 2 + length
+        if end > n:
+            raise ParseError("trailer.length",
+                             f"type {kind:#04x} claims {length} bytes, {n - pos - 2} left")
+        value = data[pos + 2:end]
+        if kind in seen:
+            raise ParseError("trailer.type", f"type {kind:#04x} twice")
+        if kind in _KNOWN:
+            seen.add(kind)
+        if kind == T_NONCE:
+            if length != NONCE_LEN:
+                raise ParseError("trailer.nonce", f"length {length}, expected 4")
+            nonce = value
+        elif kind == T_ALTERNATE_ADDRESS:
+            if length < 2 + ALT_ENTRY_LEN or (length - 2) % ALT_ENTRY_LEN:
+                raise ParseError("trailer.alternate_address",
+                                 f"length {length}, expected 2 + 6n with n >= 1")
+            alternates = tuple(
+                (_ipv4(value[i:i + 4]), int.from_bytes(value[i + 4:i + 6], "big"))
+                for i in range(2, length, ALT_ENTRY_LEN)
+            )
+        elif kind == T_ND_OPTION:
+            if length != 4:
+                raise ParseError("trailer.nd_option", f"length {length}, expected 4")
+            if value[0] not in (ND_SOLICITATION, ND_ADVERTISEMENT):
+                raise ParseError("trailer.nd_option", f"discovery type {value[0]}")
+            nd = value[0]
+        elif kind == T_RANDOM_PORT:
+            if length != 2:
+                raise ParseError("trailer.random_port", f"length {length}, expected 2")
+            random_port = int.from_bytes(value, "big")
+        else:
+            unknown.append((kind, value))
+        pos = end
+    return Trailers(nonce, alternates, nd, random_port, tuple(unknown))
+
+
+def build_trailers(t: Trailers) -> bytes:
+    """The wire form of `t`: nonce, alternate addresses, ND option, random port, then the
+    unknown records in their order (the order is free; parsing accepts any)."""
+    out = bytearray()
+    if t.nonce is not None:
+        if len(t.nonce) != NONCE_LEN:
+            raise ValueError(f"nonce trailer: {len(t.nonce)} bytes, expected 4")
+        out += bytes((T_NONCE, NONCE_LEN)) + t.nonce
+    if t.alternates is not None:
+        if not 1 <= len(t.alternates) <= MAX_ALTERNATES:
+            raise ValueError(f"alternate address trailer: {len(t.alternates)} entries, "
+                             f"expected 1-{MAX_ALTERNATES}")
+        out += bytes((T_ALTERNATE_ADDRESS, 2 + ALT_ENTRY_LEN * len(t.alternates), 0, 0))
+        for ip, port in t.alternates:
+            if not 0 <= port <= 0xFFFF:
+                raise ValueError(f"alternate address port out of range: {port}")
+            out += socket.inet_aton(ip) + port.to_bytes(2, "big")
+    if t.nd is not None:
+        if t.nd not in (ND_SOLICITATION, ND_ADVERTISEMENT):
+            raise ValueError(f"nd option trailer: discovery type {t.nd}")
+        out += bytes((T_ND_OPTION, 4, t.nd, 0, 0, 0))
+    if t.random_port is not None:
+        if not 0 <= t.random_port <= 0xFFFF:
+            raise ValueError(f"random port trailer: port out of range: {t.random_port}")
+        out += bytes((T_RANDOM_PORT, 2)) + t.random_port.to_bytes(2, "big")
+    for kind, value in t.unknown:
+        if kind in _KNOWN:
+            raise ValueError(f"unknown trailer with a known type {kind:#04x}")
+        if not 0 <= kind <= 0xFF or len(value) > 0xFF:
+            raise ValueError("unknown trailer: type or value out of range")
+        out += bytes((kind, len(value))) + value
+    return bytes(out)
+
+
+def trailer_bytes(data: bytes, trailer_len: int) -> bytes:
+    """The trailer part of a datagram whose parse counted `trailer_len` bytes after the packet."""
+    return data[len(data) - trailer_len:] if trailer_len else b""
