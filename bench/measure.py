@@ -45,6 +45,9 @@ IPERF_TESTS = {
     )
 }
 
+LOAD_PATH = "tunnel v6->cli at UDP 100M"
+"""The RTT-at-load ping: v6 host -> client while iperf3 sends 100 Mbit/s of UDP the same way."""
+
 PING_PATHS = (
     ("tunnel v6->cli", "v6", "teredo"),
     ("tunnel cli->v6", "cli", "v6_host"),
@@ -150,6 +153,41 @@ def run_ping(p: TunnelPath, label: str, role_ns: str, target: str, run: int, cou
         row.update(parse_ping(res.stdout))
     except ParseError as e:
         row["error"] = str(e)
+    return row
+
+
+def run_ping_at_load(p: TunnelPath, run: int, count: int, interval: float,
+                     out_dir: Path) -> dict:
+    """The tunnel's RTT while it carries a steady load: ping v6 host -> client while iperf3
+    sends UDP at 100 Mbit/s (the `udp-rate` load) on the same path, in the same direction.
+
+    At rest every ping wakes an idle relay; under load it queues behind the data packets of
+    the same wake-up, which is the latency a user of a busy relay sees.
+    """
+    load_s = count * interval + 3.0
+    argv = ["ip", "netns", "exec", p.v6_ns, "iperf3", "-c", p.address, "-t", f"{load_s:g}",
+            "-J", *IPERF_TESTS["udp-rate"].args]
+    iperf = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        time.sleep(1.0)  # let the flow reach its rate before the first ping
+        row = run_ping(p, LOAD_PATH, p.v6_ns, p.address, run, count, interval, out_dir)
+        try:
+            out, _ = iperf.communicate(timeout=load_s + 30)
+        except subprocess.TimeoutExpired:
+            iperf.kill()
+            out, _ = iperf.communicate()
+    finally:
+        if iperf.poll() is None:
+            iperf.kill()
+            iperf.wait()
+    (out_dir / f"iperf-at-load-{run}.json").write_text(out or "")
+    try:
+        load = parse_iperf(json.loads(out or "{}"))
+        row["load_mbit_s"] = load.get("mbit_s")
+        row["load_loss_pct"] = load.get("loss_pct")
+    except (ParseError, json.JSONDecodeError) as e:
+        row["load_error"] = str(e).splitlines()[0][:200]
     return row
 
 

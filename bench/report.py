@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.measure import LOAD_PATH
 from bench.stats import median, ratio, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +77,8 @@ MEASURES = (
             lambda r: _ping(r, "tunnel cli->v6"), 3),
     Measure("rtt_added", "RTT added by the tunnel (tunnel - plain segments)", "ms", "lower",
             _added_rtt, 3),
+    Measure("rtt_load", "RTT through the tunnel v6 host -> client while UDP 100 Mbit/s flows "
+            "(median)", "ms", "lower", lambda r: _ping(r, LOAD_PATH), 3),
     Measure("cpu_tcp_fwd", "relay CPU during TCP v6 host -> client", "% of a core", "lower",
             lambda r: _iperf(r, "tcp-fwd", "relay_cpu_pct")),
     Measure("cpu_udp_rate", "relay CPU at UDP 100 Mbit/s (same load for both)", "% of a core",
@@ -90,6 +93,8 @@ MEASURES = (
             lambda r: _mem(r, "relay_idle", "pss_kib"), 0),
     Measure("uss_idle", "relay USS idle (process tree, private pages only)", "KiB", "lower",
             lambda r: _mem(r, "relay_idle", "uss_kib"), 0),
+    Measure("fleet_pss", "fleet of idle relays (--fleet, default 20), total PSS of all trees",
+            "KiB", "lower", lambda r: _mem(r, "fleet", "pss_kib"), 0),
     Measure("rss_peak", "relay peak RSS after the tests (VmHWM, process tree)", "KiB", "lower",
             lambda r: _mem(r, "relay_after", "hwm_kib"), 0),
 )

@@ -31,9 +31,11 @@ from bench.measure import (
     ping_target,
     run_iperf,
     run_ping,
+    run_ping_at_load,
     warm_path,
 )
 from bench.procs import Proc, ProcessGroup, tree_memory_kib, wait_until
+from teredolab import netns
 from teredolab.topology import LabSpec, NetnsLab
 from tests.kernel import harness as h
 
@@ -54,6 +56,8 @@ class Settings:
     ping_interval: float = 0.01
     prefix: str = ""
     profile: bool = False
+    fleet: int = 20
+
 
 
 def new_result(impl: str, settings: Settings) -> dict:
@@ -195,6 +199,13 @@ def ping(s: Setup, run: int, settings: Settings) -> None:
                                       run, settings.ping_count, settings.ping_interval, s.dir))
 
 
+def ping_at_load(s: Setup, run: int, settings: Settings) -> None:
+    if not s.live or s.path is None:
+        return
+    s.res["ping"].append(run_ping_at_load(s.path, run, settings.ping_count,
+                                          settings.ping_interval, s.dir))
+
+
 def finish(s: Setup) -> None:
     """Peak memory after the load, then everything down; a setup still live is "ok"."""
     if s.live and s.relay is not None:
@@ -226,12 +237,19 @@ def run_all(settings: Settings, run_dir: Path, blocks: dict[str, dict], log: Log
             for s in setups:
                 ping(s, run, settings)
         log("ping done")
+        for run in range(1, settings.runs + 1):
+            for s in setups:
+                ping_at_load(s, run, settings)
+        log("ping at load done")
         if settings.profile:
             for s in setups:
                 if s.impl == "ours":
                     profile_run(s, settings.duration, log)
         for s in setups:
             finish(s)
+        if settings.fleet > 0:
+            for s in setups:
+                fleet(s.impl, settings, run_dir, s.res, log)
     except KeyboardInterrupt:
         for s in setups:
             if s.res["status"] == "running":
@@ -275,3 +293,60 @@ def iperf_line(row: dict) -> str:
              else f", retrans {row['retransmits']}" if "retransmits" in row else "")
     return (f"{row['mbit_s']:.1f} Mbit/s{extra}, relay CPU {row['relay_cpu_pct']:.1f} %, "
             f"client CPU {row['client_cpu_pct']:.1f} %")
+
+
+FLEET_IP = "203.0.113.20"
+
+
+def fleet(impl: str, settings: Settings, run_dir: Path, res: dict, log: Log) -> None:
+    """`settings.fleet` idle relays of one implementation side by side in one namespace, and
+    the total PSS of all their process trees: what a fleet of relays costs the machine.
+
+    Every relay has its own interface, port, pid file and status socket, the same Teredo
+    prefix (a second route to it is EEXIST, which both implementations accept), as a fleet
+    of instances on one host has. PSS splits the pages the instances share (the interpreter
+    and libraries on disk), so the sum is the fleet's real cost, which RSS would overstate.
+    """
+    n = settings.fleet
+    ns = _prefix(settings, f"f{impl[0]}") + "fleet"
+    fdir = run_dir / f"fleet-{impl}"
+    fdir.mkdir(parents=True, exist_ok=True)
+    group = ProcessGroup(fdir)
+    relay_impl = implementation(impl)
+    out: dict = {"n": n}
+    try:
+        netns.add(ns)
+        for argv in (["link", "add", "f0", "type", "veth", "peer", "name", "f1"],
+                     ["addr", "add", f"{FLEET_IP}/24", "dev", "f0"],
+                     ["link", "set", "f0", "up"], ["link", "set", "f1", "up"]):
+            subprocess.run(["ip", "-n", ns, *argv], check=True, capture_output=True)
+        daemons: list[Proc] = []
+        for i in range(n):
+            conf = fdir / f"relay{i}.conf"
+            conf.write_text(f"RelayType cone\nInterfaceName tfl{i}\nPrefix 2001:0::\n"
+                            f"BindAddress {FLEET_IP}\nBindPort {4000 + i}\n")
+            argv = relay_impl.argv("relay", conf, fdir / f"relay{i}.pid", fdir / f"relay{i}.sock")
+            daemons.append(group.start(f"relay{i}", ns, argv,
+                                       env={**os.environ, **relay_impl.env}))
+        links = lambda: subprocess.run(["ip", "-n", ns, "-o", "link", "show"],  # noqa: E731
+                                       capture_output=True, text=True).stdout.count(": tfl")
+        wait_until(lambda: links() >= n or any(not d.alive() for d in daemons), 60, 0.1)
+        time.sleep(1.5)  # let every instance settle, as for the single relay's idle figure
+        dead = [d for d in daemons if not d.alive()]
+        if dead:
+            out["error"] = f"{len(dead)} of {n} relays exited: {dead[0].tail()}"
+        else:
+            total: dict[str, int] = {}
+            for d in daemons:
+                for k, v in tree_memory_kib(d.pid).items():
+                    total[k] = total.get(k, 0) + v
+            out.update(total)
+        log(f"[{impl}] fleet of {n} relays: "
+            + (out["error"] if "error" in out else f"PSS {out['pss_kib']} KiB"))
+    except (OSError, subprocess.CalledProcessError) as e:
+        out["error"] = str(e)
+        log(f"[{impl}] fleet failed: {e}")
+    finally:
+        group.stop_all()
+        netns.delete(ns)
+    res["memory"]["fleet"] = out

@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--impls", default="miredo,ours")
     ap.add_argument("--prefix", default=f"bs{os.getpid() % 100000}-")
     a = ap.parse_args(argv)
+    from bench.__main__ import compile_engine
+
+    compile_engine()
     impls = [i for i in a.impls.split(",") if i]
     run_dir = Path(tempfile.mkdtemp(prefix="teredo-startup."))
     os.chmod(run_dir, 0o755)

@@ -34,7 +34,8 @@ def test_miredo_measured_and_broken_relay_reported(debian_miredo, tmp_path, monk
     try:
         rc = bench_main.main(["--relay", "ours,miredo", "--runs", "1", "--duration", "1",
                               "--qual-runs", "1", "--tests", "udp-rate,tcp-fwd", "--peers",
-                              "1000", "--prefix", prefix.rstrip("-"), "--out", str(out)])
+                              "1000", "--fleet", "2", "--prefix", prefix.rstrip("-"),
+                              "--out", str(out)])
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
@@ -53,5 +54,7 @@ def test_miredo_measured_and_broken_relay_reported(debian_miredo, tmp_path, monk
     assert rows["udp_rate_loss"]["values"]["miredo"] is not None
     assert rows["qual"]["values"]["miredo"] > 0
     assert rows["rtt_v6_cli"]["values"]["miredo"] > 0
+    assert rows["rtt_load"]["values"]["miredo"] > 0
+    assert rows["fleet_pss"]["values"]["miredo"] > 0
     assert rows["tcp_fwd"]["values"]["ours"] is None
     assert "**ours**: failed" in md.read_text()
