@@ -40,14 +40,23 @@ def _pcts(samples: list[float]) -> str:
             f"  avg {sum(s) / n * 1e6:6.1f} us")
 
 
+def _cpu_ns(pid: int) -> int:
+    """CPU time of `pid` so far, in ns (/proc/PID/schedstat: the scheduler's own account, far
+    finer than the clock ticks of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
 def _driver(tun_end: socket.socket, peer: socket.socket, relay_addr: tuple[str, int],
-            to_client: bytes, from_client: bytes, n: int, window: int, gap: float) -> None:
+            to_client: bytes, from_client: bytes, n: int, window: int, gap: float,
+            worker: int) -> None:
     tun_end.settimeout(5)
     peer.settimeout(5)
     for _ in range(200):  # warm-up
         tun_end.send(to_client)
         peer.recv(2048)
     lat_tx = []
+    cpu0 = _cpu_ns(worker)
     for _ in range(n):
         if gap:
             time.sleep(gap)
@@ -55,7 +64,9 @@ def _driver(tun_end: socket.socket, peer: socket.socket, relay_addr: tuple[str, 
         tun_end.send(to_client)
         peer.recv(2048)
         lat_tx.append(time.perf_counter() - t0)
+    cpu_tx = _cpu_ns(worker) - cpu0
     lat_rx = []
+    cpu0 = _cpu_ns(worker)
     for _ in range(n):
         if gap:
             time.sleep(gap)
@@ -63,10 +74,11 @@ def _driver(tun_end: socket.socket, peer: socket.socket, relay_addr: tuple[str, 
         peer.sendto(from_client, relay_addr)
         tun_end.recv(2048)
         lat_rx.append(time.perf_counter() - t0)
+    cpu_rx = _cpu_ns(worker) - cpu0
     if gap:
         print(f"(packets {gap * 1e3:g} ms apart: the worker sleeps in epoll_wait between them)")
-    print(f"one packet TUN->UDP  {_pcts(lat_tx)}")
-    print(f"one packet UDP->TUN  {_pcts(lat_rx)}")
+    print(f"one packet TUN->UDP  {_pcts(lat_tx)}  worker CPU {cpu_tx / n / 1e3:5.1f} us/packet")
+    print(f"one packet UDP->TUN  {_pcts(lat_rx)}  worker CPU {cpu_rx / n / 1e3:5.1f} us/packet")
     # throughput: keep `window` packets in flight
     for name, send, recv in (
         ("TUN->UDP", lambda: tun_end.send(to_client), lambda: peer.recv(2048)),
@@ -116,7 +128,7 @@ def main(n: int = 3000, window: int = 32, gap: float = 0.0) -> None:
     control.close()
     control_parent.recv(4096)  # "ready"
     try:
-        _driver(tun_end, peer, udp.getsockname(), to_client, from_client, n, window, gap)
+        _driver(tun_end, peer, udp.getsockname(), to_client, from_client, n, window, gap, pid)
     finally:
         control_parent.close()  # EOF: the worker exits
         os.waitpid(pid, 0)

@@ -131,6 +131,26 @@ def test_interleaved_peers_and_sizes_keep_order_per_peer(rig):
         assert [rig.peers[i].recv(65535) for _ in sent[i]] == sent[i]
 
 
+def test_lone_packets_then_a_burst_every_packet_in_order(rig):
+    """After lone packets the readers read one packet per wake-up (no read that finds the
+    queue empty); a burst that then arrives is still delivered whole and in order, both ways."""
+    for n in range(5):  # lone packets, each answered before the next is sent
+        rig.tun_end.send(_to(0, n))
+        assert rig.peers[0].recv(65535) == _to(0, n)
+        back = build_ipv6(_peer_addr(0), NATIVE, 17, n.to_bytes(4, "big"))
+        rig.peers[0].sendto(back, rig.udp.getsockname())
+        assert rig.tun_end.recv(65535) == back
+    burst = [_to(0, n) for n in range(100, 140)]
+    for p in burst:
+        rig.tun_end.send(p)
+    assert [rig.peers[0].recv(65535) for _ in burst] == burst
+    back = [build_ipv6(_peer_addr(0), NATIVE, 17, n.to_bytes(4, "big")) for n in range(40)]
+    for p in back:
+        rig.peers[0].sendto(p, rig.udp.getsockname())
+    assert [rig.tun_end.recv(65535) for _ in back] == back
+    assert not rig.worker.drops
+
+
 def test_gso_trains_are_coalesced_by_the_kernel():
     """A UDP_GRO receiver on loopback gets a GSO send as one buffer: proof that the worker
     sent a train in one call rather than datagram by datagram."""
