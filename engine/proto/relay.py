@@ -1,11 +1,30 @@
 """The Teredo relay role (spec §6): forwards between native IPv6 (the TUN device) and Teredo
 clients (UDP), with no qualification and no Teredo address of its own.
 
-A relay learns a client only by sending to it (T8): the first packet towards a client is queued
+A relay learns a client by sending to it (T8): the first packet towards a client is queued
 and an indirect bubble goes through the client's server (plus a direct one for the deprecated
 ``restricted`` type); the client's answer bubble makes it trusted and flushes the queue.
-Packets from Teredo sources the relay never sent to, or from a mapping that does not match,
-are dropped; non-Teredo sources are dropped.  The hop limit is left to the kernel.
+Packets from a mapping that does not match the Teredo source are dropped; non-Teredo sources
+are dropped.  The hop limit is left to the kernel.
+
+A restarted relay (issue 9 flaw 9)
+----------------------------------
+miredo drops every packet from a Teredo source it never sent to.  After a relay restart that
+is every client: a client keeps sending to the relay its peer entry names until that entry
+expires, 30 s after the last packet it received, so the clients of a restarted relay were cut
+off for 30 s.  Here a data packet from an unknown Teredo source whose UDP source is the
+mapping written in the address (R9a, the anti-spoofing check, unchanged) starts the same
+verification T8 uses instead of being dropped: the packet is queued with its UDP source on a
+new pending entry (mapping ``NO_MAPPING`` until proven) and an indirect bubble goes through
+the client's server, which forwards it to the mapping in the address.  Only the answer, a
+bubble to our keyed token (R9d), proves that the sender receives at that mapping; then the
+entry is trusted and the queue flushed, packets from another UDP source thrown away.  Later
+packets of the same source are queued (1280 bytes), and a mapping match alone never trusts
+such an entry.  A spoofer who cannot receive at the mapping gets what any IPv6 host already
+gets by sending to a Teredo address through us: one pending entry in the byte budget (evicted
+first) and at most four 40-byte bubbles to a port 3544 per 300 s, for a datagram at least as
+large; new verifications are also limited relay-wide (`VERIFY_RATE`).  Nothing it sends is
+forwarded.  A bubble from an unknown source is still dropped: it carries nothing to forward.
 
 The data path itself lives in :mod:`engine.proto.tunnel`; this module fixes its parameters
 and adds the status report.
@@ -24,10 +43,29 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .addr import LL_CLIENT, TEREDO_PREFIX, ipv6_text
+from .addr import (
+    LL_CLIENT,
+    TEREDO_PORT,
+    TEREDO_PREFIX,
+    ipv6_text,
+    is_global_unicast_ipv4_int,
+    mapping_of,
+    server_of,
+)
 from .icmp_limit import IcmpErrorLimiter
-from .peers import DEFAULT_CAPACITY, RELAY_GENERATION, RELAY_MEMORY_LIMIT
+from .peers import (
+    DEFAULT_CAPACITY,
+    NEVER,
+    NO_MAPPING,
+    RELAY_GENERATION,
+    RELAY_MEMORY_LIMIT,
+    SEND,
+    Peer,
+)
+from .ratelimit import GlobalLimiter, Rate
+from .role import Endpoint
 from .tunnel import TeredoTunnel
+from .wire import bubble
 
 if TYPE_CHECKING:  # a type only: engine.proto never imports engine.config at run time
     from engine.config.model import EngineConfig
@@ -36,6 +74,12 @@ CONE_OF_RELAY_TYPE = {"relay": True, "cone": True, "restricted": False}
 """The RelayType words that make a relay, and whether each is a cone relay (indirect bubbles
 only) or a restricted one (direct + indirect, deprecated); the config's list of every
 RelayType word is `engine.config.directives.RELAY_TYPE_WORDS`."""
+
+VERIFY_RATE = Rate(2000, 10000)
+"""New verifications of unknown sources (one bubble each), relay-wide: a restart of a relay
+serving 10,000 active clients is absorbed at once and 2,000 more per second, while a spoofed
+flood costs at most 80 KB/s of bubbles.  A packet over the limit is dropped without an entry
+(``verify_rate_limited``); the client's next packet tries again."""
 
 
 class RelayRole(TeredoTunnel):
@@ -75,6 +119,10 @@ class RelayRole(TeredoTunnel):
         self._last_now = now
         self._link_local_source = icmp_source
         self.icmp_sources: list[bytes] = []
+        self.verify_limit = GlobalLimiter(VERIFY_RATE, now)
+        #: unknown sources whose verification started, and those proven by their answer
+        self.verify_attempts = 0
+        self.verify_proven = 0
 
     @classmethod
     def from_config(cls, cfg: EngineConfig, **kw: Any) -> RelayRole:
@@ -95,6 +143,43 @@ class RelayRole(TeredoTunnel):
             self.icmp_source = closest_source(srcs, bytes(pkt[8:24]))
         super().icmp_error(pkt, code, t)
 
+    def _rx_verify(self, pkt: bytes, s6: bytes, src: Endpoint, is_bub: bool, t: int) -> bool:
+        """An unknown client's data packet from the mapping in its address: verify, don't drop
+        (module docstring).  A bubble is left to `_rx_new_peer`, which drops it."""
+        if is_bub or mapping_of(s6) != src:  # R9a only: the check a spoofer cannot pass blind
+            return False
+        if not is_global_unicast_ipv4_int(int.from_bytes(s6[4:8], "big")):
+            self._drop("rx_unknown_peer")  # no server to send the bubble through
+            return True
+        if not self.verify_limit.allow(self._last_now):
+            self._drop("verify_rate_limited")
+            return True
+        p = self._create(s6, NO_MAPPING, t)
+        if p is not None:
+            self.verify_attempts += 1
+            self._rx_unverified(p, pkt, s6, src, False, t)
+        return True
+
+    def _rx_unverified(self, p: Peer, pkt: bytes, s6: bytes, src: Endpoint, is_bub: bool,
+                       t: int) -> bool:
+        """A packet from a source under verification: the answer to our bubble proves it
+        (False: the tunnel trusts the entry at ``src`` and flushes); a data packet waits in
+        the queue and may repeat the bubble (miredo's bubble limiter); any other bubble is
+        dropped."""
+        if is_bub:
+            if pkt[24:40] == self.token_source(s6):
+                self.verify_proven += 1
+                return False
+            self._drop("rx_unknown_peer")
+            return True
+        self._queue(p, pkt, src)
+        r = p.may_send_bubble(t)
+        if r == SEND:
+            self._udp(0, bubble(self.token_source(s6), s6), (server_of(s6), TEREDO_PORT))
+        elif r == NEVER:
+            self._drop("bubble_limit")
+        return True
+
     def status(self) -> dict[str, Any]:
         prefix16 = self.prefix4 + bytes(12)
         return {
@@ -107,6 +192,8 @@ class RelayRole(TeredoTunnel):
             "peer_memory": self.peer_memory(),
             "icmp_errors_sent": self.icmp_sent,
             "icmp_sources": [ipv6_text(a) for a in self.icmp_sources],
+            "verify": {"attempts": self.verify_attempts, "proven": self.verify_proven,
+                       "rate_limited": self.verify_limit.denied},
             "counters": self.counters.as_dict(),
         }
 

@@ -27,7 +27,8 @@ peer's 1280-byte queue budget),
 ``bubble_limit`` / ``ping_limit`` (a limiter said NEVER).
 RX: ``udp_runt``, ``parse_error``, ``mapped_port_zero`` (UDP source port 0: no answer could
 ever reach it), ``rx_src_not_teredo`` (R3'), ``rx_dst_multicast`` (R6),
-``rx_unknown_peer`` (R9: relay, peer never sent to), ``rx_mapping_mismatch`` (R9 failed),
+``rx_unknown_peer`` (R9: relay, peer never verified, and a bubble or a packet the relay
+would not verify), ``rx_mapping_mismatch`` (R9 failed),
 ``rx_native_src`` (R11, relay), ``queued_from_other_mapping`` (flush of incoming entries).
 """
 
@@ -147,10 +148,23 @@ class TeredoTunnel(RoleBase):
         return False
 
     def _rx_new_peer(self, s6: bytes, src: Endpoint, t: int) -> Peer | None:
-        """R9 for a source with no entry: a relay learns peers only by sending to them (T8),
-        so it drops the packet; the client creates the entry."""
+        """R9 for a source with no entry: a relay trusts only peers it has verified (T8, or
+        :meth:`_rx_verify`), so it drops the packet; the client creates the entry."""
         self._drop("rx_unknown_peer")
         return None
+
+    def _rx_verify(self, pkt: bytes, s6: bytes, src: Endpoint, is_bub: bool, t: int) -> bool:
+        """R9 for an unknown source whose mapping matched: True when the role took the packet
+        to verify the source first (a restarted relay, issue 9 flaw 9); the default lets
+        :meth:`_rx_new_peer` decide, as miredo does."""
+        return False
+
+    def _rx_unverified(self, p: Peer, pkt: bytes, s6: bytes, src: Endpoint, is_bub: bool,
+                       t: int) -> bool:
+        """R9 for an entry :meth:`_rx_verify` made (mapping still ``NO_MAPPING``): True when
+        the packet was taken (queued until the source is proven); False only for the proof,
+        which the path then trusts like any answer to a bubble (a client keeps this default)."""
+        return False
 
     def _rx_native(self, pkt: bytes, src: Endpoint, p: Peer | None, t: int) -> None:
         """R10/R11: a packet from outside the Teredo prefix that R7/R8 did not take.  A relay
@@ -418,6 +432,9 @@ class TeredoTunnel(RoleBase):
             self._flush(p, t)
             return
         if teredo_src:  # R9
+            if p is not None and p.mapping == NO_MAPPING and self._rx_unverified(
+                    p, pkt, s6, src, is_bub, t):
+                return
             local = False
             ok = mapping_of(s6) == src  # (a)
             if not ok:  # (b) and (c): only a client has local peers
@@ -432,6 +449,8 @@ class TeredoTunnel(RoleBase):
                 self._drop("rx_mapping_mismatch")
                 return
             if p is None:
+                if self._rx_verify(pkt, s6, src, is_bub, t):
+                    return
                 p = self._rx_new_peer(s6, src, t)
                 if p is None:
                     return
