@@ -4,7 +4,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := miredo miredo-server iproute2 nftables iputils-ping tcpdump iperf3 procps prometheus
+APT_PACKAGES := miredo miredo-server iproute2 nftables iputils-ping tcpdump iperf3 procps prometheus \
+	openssh-server openssh-client
 
 .PHONY: demo test lint bench fuzz deps venv clean
 
