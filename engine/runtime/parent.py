@@ -215,8 +215,10 @@ class Parent:
             self.netlink_timer = None
         try:
             importlib.import_module("engine.runtime.netlink")
-        except ImportError as e:  # the worker runs: say it, and run on unwatched
+        except ImportError as e:  # fatal, as it was when this ran inside start()
             log.error("pyroute2 is needed to configure the interface: %s", e)
+            self.exit_code = 1
+            self.loop.stop()
             return
         # the worker may have qualified during the import: its "up" is what launch-to-address
         # waits for, so it goes before the subscriptions and the discovery listing
@@ -234,6 +236,9 @@ class Parent:
     def _new_generation(self, config: EngineConfig) -> bool:
         """Open sockets (and interface changes) for `config` and fork; False on failure."""
         old = self.config
+        if self.netlink_timer is not None:  # this generation's set-up below does its work
+            self.netlink_timer.cancel()
+            self.netlink_timer = None
         try:
             if self.interface.tun is not None and (
                 config.role == "server"
