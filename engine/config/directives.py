@@ -73,7 +73,20 @@ DIRECTIVES: dict[str, Directive] = {
         # teredo-engine's peer table budget (miredo bounds it by count only)
         _d("PeerMemoryLimit", (CLIENT, RELAY),
            "a size in bytes with an optional K, M or G suffix, e.g. 64M"),
+        # teredo-engine's RFC 6081 extensions (docs/protocol.md §13), client only
+        *(_d(name, (CLIENT,), "on, or off for plain RFC 4380 behaviour")
+          for name in ("SymmetricNatSupport", "PortPreservingNat", "SequentialPortNat",
+                       "Hairpinning", "ServerLoadReduction")),
     )
+}
+
+#: RFC 6081 directive -> the `EngineConfig` field (and `engine.proto.rfc6081` name) it sets.
+EXTENSION_DIRECTIVES = {
+    "SymmetricNatSupport": "symmetric_nat_support",
+    "PortPreservingNat": "port_preserving_nat",
+    "SequentialPortNat": "sequential_port_nat",
+    "Hairpinning": "hairpinning",
+    "ServerLoadReduction": "server_load_reduction",
 }
 
 #: Rate directive -> the `engine.proto.server.ServerLimits` field it sets.

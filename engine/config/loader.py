@@ -20,6 +20,7 @@ from engine.proto.peers import MAX_MEMORY_LIMIT, MIN_MEMORY_LIMIT
 from . import values as v
 from .directives import (
     CLIENT,
+    EXTENSION_DIRECTIVES,
     LOCAL_DISCOVERY,
     MAX_RATE_SOURCES,
     RELAY_TYPE_WORDS,
@@ -274,6 +275,10 @@ def _client_values(
             "LocalDiscovery forced also announces on interfaces with a global IPv4 address "
             "(miredo treats forced like enabled)",
         )
+    for directive, name in EXTENSION_DIRECTIVES.items():
+        on = reader.parse(directive, v.parse_on_off)
+        if role == CLIENT:
+            fields[name] = True if on is None else on
     pattern = reader.parse("DiscoveryInterfaces", v.parse_regex)
     if pattern is not None:
         fields["discovery_interfaces"] = pattern

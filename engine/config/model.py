@@ -86,6 +86,17 @@ class EngineConfig:
     peer_memory_limit: int | None = None
     """`PeerMemoryLimit` in bytes: the peer table's byte budget; None keeps the role's
     default (relay 128M, client 4M; `engine.proto.peers`)."""
+    # client (teredo-engine's RFC 6081 extensions; None for the other roles, on by default)
+    symmetric_nat_support: bool | None = None
+    """`SymmetricNatSupport` (RFC 6081 §3.1); docs/protocol.md §13."""
+    port_preserving_nat: bool | None = None
+    """`PortPreservingNat` (RFC 6081 §3.3)."""
+    sequential_port_nat: bool | None = None
+    """`SequentialPortNat` (RFC 6081 §3.4)."""
+    hairpinning: bool | None = None
+    """`Hairpinning` (RFC 6081 §3.5)."""
+    server_load_reduction: bool | None = None
+    """`ServerLoadReduction` (RFC 6081 §3.6)."""
     # all
     syslog_facility: str = DEFAULT_FACILITY
     status_socket: str | None = None

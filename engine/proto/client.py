@@ -16,15 +16,20 @@ from typing import TYPE_CHECKING, Any
 from .addr import (
     ALL_NODES,
     LL_CLIENT,
+    LL_PREFIX,
     TEREDO_PORT,
     TEREDO_PREFIX,
+    int_to_ipv4,
     ipv6_text,
     is_global_unicast_ipv4,
     is_link_local6,
+    mapped_ipv4_int,
     mapping_of,
+    secondary_server_address,
     server_of,
 )
 from .discovery import DISCOVERY_DEST, DISCOVERY_SOCK, LocalDiscovery
+from .errors import ParseError
 from .events import InterfaceDown, InterfaceUp
 from .icmp_limit import IcmpErrorLimiter
 from .peers import (
@@ -38,9 +43,22 @@ from .peers import (
 )
 from .pingtest import PingTest
 from .qualify import Qualifier
+from .rfc6081 import ExtensionSet, Rfc6081
 from .role import DiscoveryInterface, Endpoint
+from .trailers import Trailers, parse_trailers, trailer_bytes
 from .tunnel import TeredoTunnel
-from .wire import UNREACH_ADMIN_PROHIBITED, Teredo, bubble
+from .wire import (
+    UNREACH_ADMIN_PROHIBITED,
+    Teredo,
+    accept_router_advertisement,
+    bubble,
+    router_solicitation,
+)
+
+#: RFC 6081 NAT probe: RSes to the secondary server address, this far apart, at most this
+#: many (the qualification timers of RFC 4380, docs/protocol.md §4.1).
+PROBE_DELAY = 4.0
+PROBE_TRIES = 3
 
 if TYPE_CHECKING:  # a type only: engine.proto never imports engine.config at run time
     from engine.config.model import EngineConfig
@@ -68,6 +86,7 @@ class ClientRole(TeredoTunnel):
         memory_limit: int = CLIENT_MEMORY_LIMIT,
         pending_lifetime: int | None = CLIENT_PENDING_LIFETIME,
         icmp_limiter: IcmpErrorLimiter | None = None,
+        extensions: ExtensionSet | None = None,
         now: float = 0.0,
     ) -> None:
         super().__init__(
@@ -107,6 +126,18 @@ class ClientRole(TeredoTunnel):
         self.started = now
         self.last_qualified: float | None = None
         self._last_now = now
+        # RFC 6081 (docs/protocol.md §13).  Constructed directly, a client speaks plain
+        # RFC 4380; from_config switches on what the directives say (on by default).
+        self.ext = Rfc6081(extensions or ExtensionSet.none(), randbits)
+        self.socket_requests: list[tuple[int, int]] = []
+        """RFC 6081 §3.3: (socket index, port) to open (port 0: close) before `udp_out` is
+        sent; the runtime drains it when it opened extra sockets (`enable_extra_sockets`)."""
+        self._token_bytes = token_bytes
+        self._probe_nonce: bytes | None = None
+        self._probe_ep: Endpoint | None = None
+        self._probe_at: float | None = None
+        self._probe_tries = 0
+        self._rx_tr: Trailers | None = None
         self._pump(now)
 
     @classmethod
@@ -118,6 +149,7 @@ class ClientRole(TeredoTunnel):
             raise ValueError("client: the config has no ServerAddress")
         if cfg.peer_memory_limit is not None:
             kw.setdefault("memory_limit", cfg.peer_memory_limit)
+        kw.setdefault("extensions", ExtensionSet.from_config(cfg))
         return cls(
             server=cfg.server_address,
             server2=cfg.server_address2,
@@ -165,10 +197,142 @@ class ClientRole(TeredoTunnel):
         self.last_qualified = now
         self.peers.clear()  # miredo: the peer list is flushed on every UP
         self.discovery.start(now)
+        if self.ext.qualified(self.mapped):
+            self._probe_tries = 0
+            self._send_probe(now)
+
+    # -- RFC 6081: the NAT probe (one RS to the secondary server address) -------------------
+
+    def _send_probe(self, now: float) -> None:
+        """RFC 4380 §5.2.1's second RS, to the server's secondary address: the mapping it
+        sees, next to the primary's, tells a cone, sequential, port-preserving or random
+        symmetric NAT apart (RFC 6081 §3.3, §3.4).  Sent only with those extensions on."""
+        second = self.q.server2 or secondary_server_address(self.server)
+        if second is None or second == self.server or self._probe_tries >= PROBE_TRIES:
+            self._probe_at = None
+            return
+        self._probe_tries += 1
+        self._probe_nonce = bytes(self._token_bytes(8))
+        self._probe_ep = (second, TEREDO_PORT)
+        self._probe_at = now + PROBE_DELAY
+        self._udp(0, router_solicitation(self._probe_nonce), self._probe_ep)
+
+    def _probe_answer(self, dgram: Teredo, src: Endpoint) -> bool:
+        """The RA to our NAT probe (True: consumed).  Its PIO names the primary address."""
+        if self._probe_nonce is None or src != self._probe_ep:
+            return False
+        try:
+            ra = accept_router_advertisement(dgram, self._probe_nonce, self.server)
+        except ParseError:
+            self._drop("probe_ra_invalid")
+            return True
+        self._probe_nonce = None
+        self._probe_at = None
+        if ra.origin is not None:
+            self.ext.probed_secondary((ra.origin.ip, ra.origin.port))
+        return True
+
+    # -- RFC 6081: host facts and extra sockets ---------------------------------------------
+
+    def set_local_endpoint(self, ip: str, port: int) -> None:
+        """The main socket's local address (a host fact): the port-preserving test compares
+        the mapped port with it, and hairpinning tells peers behind our NAT where we are."""
+        self.ext.local_port = port or None
+        if ip and ip != "0.0.0.0":
+            self.ext.local_ips = [ip]
+
+    def enable_extra_sockets(self) -> None:
+        """The runtime opens the sockets of `socket_requests`; §3.3 may use them."""
+        self.ext.extra_sockets = True
+
+    def _remap(self, start: int) -> None:
+        """Send traffic for a peer we reached through an extra socket from that socket."""
+        out = self.udp_out
+        socket_for = self.ext.socket_for
+        for i in range(start, len(out)):
+            sock, payload, dst = out[i]
+            if sock == 0:
+                j = socket_for(dst)
+                if j:
+                    out[i] = (j, payload, dst)
+
+    # -- RFC 6081: hooks of the shared data path --------------------------------------------
+
+    def _bubble_trailers(self, dst6: bytes, t: int) -> bytes:
+        x = self.ext
+        if not x.ext.any or not self.up:
+            return b""
+        random_port = None
+        peer_ip = int_to_ipv4(mapped_ipv4_int(dst6))
+        planned = None if x.same_nat(peer_ip) else x.plan_socket(dst6, mapping_of(dst6))
+        if planned is not None:
+            idx, random_port = planned
+            if (idx, random_port) not in self.socket_requests:
+                self.socket_requests.append((idx, random_port))
+        new_peer = x.is_new(dst6)
+        tr = x.bubble_trailers(dst6, peer_ip, t, random_port=random_port)
+        if new_peer and planned is None:
+            x.opened_mapping()  # the direct bubble opens a new mapping on the main socket
+        return tr.pack()
+
+    def _rx_extension(self, pkt: bytes, s6: bytes, src: Endpoint, is_bub: bool,
+                      t: int) -> int:
+        x = self.ext
+        if not x.ext.any:
+            return 0
+        peer_ip = int_to_ipv4(mapped_ipv4_int(s6))
+        how = x.accept(s6, peer_ip, src, t)
+        if how:
+            return how
+        if (is_bub and not is_global_unicast_ipv4(src[0])
+                and pkt[24:40] == self.token_source(s6)
+                and x.accept_hairpin_answer(s6, peer_ip, t)):
+            return 2
+        return 0
+
+    def _trailers_of(self, data: bytes, dgram: Teredo) -> Trailers | None:
+        """A received datagram's trailers (None: none, extensions off, or malformed)."""
+        if not dgram.trailer_len or not self.ext.ext.any:
+            return None
+        try:
+            return parse_trailers(trailer_bytes(data, dgram.trailer_len))
+        except ParseError:
+            self._drop("trailer_malformed")  # the packet itself goes on as RFC 4380
+            return None
+
+    def _rx(self, data: bytes, src: Endpoint, sock: int, now: float) -> None:
+        """The general receive path, with RFC 6081's look at a bubble's trailers first."""
+        dgram = self._parse(data)  # R0
+        if dgram is None:
+            return
+        pkt = dgram.ipv6
+        tr = self._trailers_of(data, dgram)
+        if tr and pkt[6] == 59 and pkt[4] == 0 and pkt[5] == 0 and self.address:
+            s6 = pkt[8:24]
+            if (s6[0:8] == LL_PREFIX and pkt[24:40] == self.address
+                    and self.ext.on_direct_token_bubble(src, tr, int(now))):
+                # §3.1: the peer behind a symmetric NAT, from its port towards us: answer
+                # there (our NAT now lets that port in), echoing its nonce
+                self._udp(0, bubble(self.address, s6) + Trailers(nonce=tr.nonce).pack(), src)
+                return
+            if tr.nonce is not None and s6[0:4] == self.prefix4:
+                self.ext.confirm(s6, tr.nonce, int(now))
+        self._rx_packet(pkt, src, sock, now)
+
+    def receive_tun_packet(self, pkt: bytes, now: float) -> None:
+        if self.ext.has_sockets:
+            n = len(self.udp_out)
+            TeredoTunnel.receive_tun_packet(self, pkt, now)
+            self._remap(n)
+        else:
+            TeredoTunnel.receive_tun_packet(self, pkt, now)
 
     def set_discovery_interfaces(self, ifaces: list[DiscoveryInterface]) -> None:
-        """The runtime's list of ``(name, ipv4, netmask)`` to run local discovery on."""
+        """The runtime's list of ``(name, ipv4, netmask)`` to run local discovery on; they
+        are also the private addresses hairpinning offers (RFC 6081 §3.5)."""
         self.discovery.set_interfaces(ifaces)
+        if ifaces:
+            self.ext.local_ips = [ip for _, ip, _ in ifaces]
 
     def restart_discovery(self, now: float) -> None:
         """A client announces itself on the LAN when it qualifies (miredo: at once, then
@@ -271,6 +435,14 @@ class ClientRole(TeredoTunnel):
     # -- role API ----------------------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, src: Endpoint, sock: int, now: float) -> None:
+        if self.ext.has_sockets:
+            n = len(self.udp_out)
+            self._receive_datagram(data, src, sock, now)
+            self._remap(n)
+        else:
+            self._receive_datagram(data, src, sock, now)
+
+    def _receive_datagram(self, data: bytes, src: Endpoint, sock: int, now: float) -> None:
         if src[1] != TEREDO_PORT and sock != DISCOVERY_SOCK and self.up:
             # neither qualification (R1) nor our server (R3): the shared path, fast for R7
             TeredoTunnel.receive_datagram(self, data, src, sock, now)
@@ -282,6 +454,8 @@ class ClientRole(TeredoTunnel):
         if dgram is None:
             return
         if Qualifier.is_candidate(dgram, src):  # R1 (the qualifier checks the source IPv4)
+            if self._probe_answer(dgram, src):
+                return
             self.q.handle_ra(dgram, src, now)
             self._pump(now)
             return
@@ -289,6 +463,7 @@ class ClientRole(TeredoTunnel):
             self._drop("rx_not_qualified")
             return
         pkt = dgram.ipv6
+        self._rx_tr = self._trailers_of(data, dgram) if src == self.server_ep else None
         if src == self.server_ep and self._from_server(dgram, pkt):  # R3
             return
         self._rx_packet(pkt, src, sock, now)
@@ -304,7 +479,11 @@ class ClientRole(TeredoTunnel):
             if origin[1] == 0:
                 self._drop("mapped_port_zero")  # the kernel would refuse to send there
             elif is_global_unicast_ipv4(origin[0]):
-                self._udp(0, bubble(pkt[24:40], s6), origin)
+                tr = self._rx_tr
+                if tr and is_bub:
+                    self._answer_trailers(pkt, s6, origin, tr)
+                else:
+                    self._udp(0, bubble(pkt[24:40], s6), origin)
             else:
                 self._drop("bubble_dst_not_global")
             if is_bub:
@@ -318,8 +497,28 @@ class ClientRole(TeredoTunnel):
             return True
         return False
 
+    def _answer_trailers(self, pkt: bytes, s6: bytes, origin: Endpoint, tr: Trailers) -> None:
+        """An indirect bubble from a peer that speaks RFC 6081: the RFC 4380 answer to its
+        origin, then bubbles to the endpoints its trailers name (predicted ports, private
+        addresses behind our NAT), each echoing its nonce so it can tell them from noise."""
+        echo = Trailers(nonce=tr.nonce).pack() if tr.nonce is not None else b""
+        b = bubble(pkt[24:40], s6) + echo
+        self._udp(0, b, origin)
+        for ep, _why in self.ext.on_indirect(origin, tr, int(self._last_now)):
+            self._udp(0, b, ep)
+
     def handle_timer(self, now: float) -> None:
+        if self.ext.has_sockets:
+            n = len(self.udp_out)
+            self._handle_timer(now)
+            self._remap(n)
+        else:
+            self._handle_timer(now)
+
+    def _handle_timer(self, now: float) -> None:
         self._last_now = now
+        if self._probe_at is not None and self._probe_at <= now:
+            self._send_probe(now)
         q = self.q
         nt = q.next_timer()
         if nt is not None and nt <= now:
@@ -330,7 +529,8 @@ class ClientRole(TeredoTunnel):
         self.peers.gc_step(now)
 
     def next_timer(self) -> float | None:
-        times = [self.q.next_timer(), self.discovery.next_timer(), TeredoTunnel.next_timer(self)]
+        times = [self.q.next_timer(), self.discovery.next_timer(), TeredoTunnel.next_timer(self),
+                 self._probe_at]
         due = [when for when in times if when is not None]
         return min(due) if due else None
 
@@ -354,7 +554,25 @@ class ClientRole(TeredoTunnel):
                     "interfaces": [n for n, _, _ in self.discovery.interfaces],
                 },
                 "icmp_errors_sent": self.icmp_sent,
+                "rfc6081": self.ext.status(),
                 "counters": self.counters.as_dict(),
             }
         )
         return st
+
+    def list_peers(self, now: float, limit: int) -> dict[str, Any]:
+        """The shared listing, plus which RFC 6081 extensions each peer's path rests on."""
+        out = TeredoTunnel.list_peers(self, now, limit)
+        if self.ext.ext.any:
+            for row in out["peers"]:
+                key = _addr_bytes(row["address"])
+                p = self.peers.get(key)
+                row["extensions"] = self.ext.peer_extensions(key) if p is not None else []
+        return out
+
+
+def _addr_bytes(text: str) -> bytes:
+    """The 16 bytes of an IPv6 address in the listing (the peer table's key)."""
+    from socket import AF_INET6, inet_pton
+
+    return inet_pton(AF_INET6, text)

@@ -174,6 +174,18 @@ class TeredoTunnel(RoleBase):
     def _send_ping(self, dst6: bytes, t: int) -> None:
         """T6/R10: send a ping test towards the native host ``dst6`` (a relay sends none)."""
 
+    def _rx_extension(self, pkt: bytes, s6: bytes, src: Endpoint, is_bub: bool,
+                      t: int) -> int:
+        """R9(e), RFC 6081: a Teredo source at an endpoint other than its address's mapping
+        that the client's extensions vouch for: 0 no, 1 yes, 2 yes and a local peer (the
+        relay speaks no extension)."""
+        return 0
+
+    def _bubble_trailers(self, dst6: bytes, t: int) -> bytes:
+        """T8: RFC 6081 trailers to append to the bubbles for ``dst6`` (b"": plain RFC 4380,
+        the relay's answer; a client with extensions on adds them)."""
+        return b""
+
     def _local_bubbles(self, p: Peer, dst6: bytes) -> None:
         """T7: the direct bubble to a local peer and a discovery round (only a client has
         local peers)."""
@@ -310,7 +322,7 @@ class TeredoTunnel(RoleBase):
         r = p.may_send_bubble(t)
         if r == SEND:
             tok = self.token_source(dst6)
-            b = bubble(tok, dst6)
+            b = bubble(tok, dst6) + self._bubble_trailers(dst6, t)
             if not self.cone:
                 direct = mapping_of(dst6)
                 if is_global_unicast_ipv4(direct[0]):
@@ -442,6 +454,9 @@ class TeredoTunnel(RoleBase):
                     ok = p.local and p.mapping == src  # (b)
                 else:
                     ok = local = self._looks_local(s6, src)  # (c)
+            if not ok:  # (e) RFC 6081: an endpoint a peer's trailers sent us to (client)
+                how = self._rx_extension(pkt, s6, src, is_bub, t)
+                ok, local = how > 0, how == 2
             if not ok and is_bub:  # (d)
                 d6 = pkt[24:40]
                 ok = d6[0:8] == _FE80 and d6 == self.token_source(s6)
@@ -455,6 +470,8 @@ class TeredoTunnel(RoleBase):
                 if p is None:
                     return
                 p.local = local
+            elif local:
+                p.local = True
             p.mapping = src
             p.trusted = True
             self._flush(p, t)

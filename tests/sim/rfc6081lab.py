@@ -65,6 +65,10 @@ class PairLab:
                            ping_ident=0x100 + i, now=net.now, **(kw_a if i == 0 else kw_b))
             host = net.add_host(f"10.{i + 1}.0.2", realm=nat)
             att = net.attach(c, host, {0: 40000 + 1111 * (i + 1)})
+            # host facts the runtime gives a client: its socket, and that it opens the
+            # extra sockets of `socket_requests` (simnet does)
+            c.set_local_endpoint(*att.address(0))
+            c.enable_extra_sockets()
             self.clients.append(c)
             self.atts.append(att)
         assert net.run_until_true(lambda: all(c.up for c in self.clients), 30)

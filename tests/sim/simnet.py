@@ -519,6 +519,19 @@ class SimNet:
         self._after(att)
         return att
 
+    def _rebind(self, att: Attachment, idx: int, port: int) -> None:
+        """Open (port > 0) or close (0) socket `idx` of `att` on its host's first address,
+        as the runtime does for a role's `socket_requests`."""
+        old = att.sockets.pop(idx, None)
+        if old is not None:
+            att.host.sockets.pop(old, None)
+        if port:
+            ep = (att.host.ip, port)
+            if ep in att.host.sockets:
+                raise SimError(f"{att.name}: socket {idx} on {ep}, which is already bound")
+            att.host.sockets[ep] = (att, idx)
+            att.sockets[idx] = ep
+
     def detach(self, att: Attachment) -> None:
         """Unbind the role (a crashed or stopped daemon): packets to it are then unreachable."""
         for ep in att.sockets.values():
@@ -609,6 +622,11 @@ class SimNet:
     def _after(self, att: Attachment) -> None:
         """Drain what `att.role` emitted and (re)schedule its timer."""
         role = att.role
+        reqs = getattr(role, "socket_requests", None)
+        if reqs:  # RFC 6081 §3.3: sockets opened on request, before what is sent on them
+            for idx, port in reqs:
+                self._rebind(att, idx, port)
+            reqs.clear()
         out = role.udp_out
         if out:
             items = out[:]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 
+from engine.proto.rfc6081 import ExtensionSet
 from tests.sim.rfc6081lab import PairLab
 from tests.sim.simnet import SYMMETRIC_KINDS
 
-PLAIN: dict = {}
+PLAIN = {"extensions": ExtensionSet.none()}
 
 
 @pytest.mark.parametrize("kind", sorted(SYMMETRIC_KINDS))
