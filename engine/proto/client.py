@@ -131,7 +131,7 @@ class ClientRole(TeredoTunnel):
         self.ext = Rfc6081(extensions or ExtensionSet.none(), randbits)
         self.socket_requests: list[tuple[int, int]] = []
         """RFC 6081 §3.3: (socket index, port) to open (port 0: close) before `udp_out` is
-        sent; the runtime drains it when it opened extra sockets (`enable_extra_sockets`)."""
+        sent; the runtime drains it when it said it opens them (`set_local_endpoint`)."""
         self._token_bytes = token_bytes
         self._probe_nonce: bytes | None = None
         self._probe_ep: Endpoint | None = None
@@ -234,16 +234,15 @@ class ClientRole(TeredoTunnel):
 
     # -- RFC 6081: host facts and extra sockets ---------------------------------------------
 
-    def set_local_endpoint(self, ip: str, port: int) -> None:
+    def set_local_endpoint(self, ip: str, port: int, extra_sockets: bool = False) -> None:
         """The main socket's local address (a host fact): the port-preserving test compares
-        the mapped port with it, and hairpinning tells peers behind our NAT where we are."""
+        the mapped port with it, and hairpinning tells peers behind our NAT where we are.
+        `extra_sockets`: the runtime opens the sockets of `socket_requests`, which the
+        port-preserving extension (§3.3) needs; without them it stays idle."""
         self.ext.local_port = port or None
+        self.ext.extra_sockets = extra_sockets
         if ip and ip != "0.0.0.0":
             self.ext.local_ips = [ip]
-
-    def enable_extra_sockets(self) -> None:
-        """The runtime opens the sockets of `socket_requests`; §3.3 may use them."""
-        self.ext.extra_sockets = True
 
     def _remap(self, start: int) -> None:
         """Send traffic for a peer we reached through an extra socket from that socket."""

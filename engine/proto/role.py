@@ -80,6 +80,10 @@ class Role(Protocol):
     def reconfigure(self, config: EngineConfig, now: float) -> bool:
         """SIGHUP with a changed config; False asks the runtime for a new worker."""
 
+    def set_local_endpoint(self, ip: str, port: int, extra_sockets: bool) -> None:
+        """The main socket's local address; `extra_sockets`: the runtime opens the sockets
+        a client asks for in its `socket_requests` list (RFC 6081, docs/contracts.md §1)."""
+
 
 class RoleBase:
     """The `Role` calls a role may have no use for, answered as "nothing to do"."""
@@ -107,6 +111,9 @@ class RoleBase:
         """No field can change in place: the runtime starts a new worker, which is always
         correct, only slower."""
         return False
+
+    def set_local_endpoint(self, ip: str, port: int, extra_sockets: bool) -> None:
+        """Only a client's RFC 6081 extensions need to know where its socket is bound."""
 
 
 __all__ = [

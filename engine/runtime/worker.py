@@ -37,10 +37,13 @@ from engine.runtime.logsetup import get_logger, set_facility
 from engine.runtime.loop import Loop
 from engine.runtime.privsep import Account, PrivsepError, drop_privileges
 from engine.runtime.signals import set_parent_death_signal
+from engine.runtime.sockets import BindError, open_udp
 from engine.runtime.status_server import StatusServer
 
 MONOTONIC_STATUS_KEYS = ("last_qualified", "last_change", "server_last_seen")
 DISCOVERY_SOCK = 2
+EXTRA_SOCKET_BUFFER = 256 * 1024
+"""Socket buffers of a client's RFC 6081 extra sockets: one peer's traffic each."""
 DISCOVERY_GROUP = "224.0.0.253"
 BATCH = 64
 """Datagrams or TUN packets handled per readiness event before looking at other sources."""
@@ -200,6 +203,15 @@ class Worker:
         )
         self.loop.set_deadline_source(role.next_timer, self._on_timer)
         self.loop.after_batch = self.flush
+        # RFC 6081 §3.3: a client may ask for extra UDP sockets (one per peer behind a
+        # port-preserving symmetric NAT); only a client has the list, so it is looked up once
+        # here rather than declared by every role.
+        self._socket_requests: list[tuple[int, int]] | None = getattr(
+            role, "socket_requests", None)
+        main = res.udp[0] if res.udp else None
+        if main is not None:
+            ip, port = main.getsockname()[:2]
+            role.set_local_endpoint(ip, port, self._socket_requests is not None)
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -426,6 +438,8 @@ class Worker:
         packet.  A path that cannot do GSO turns it off for this worker and the train goes
         out one by one.
         """
+        if self._socket_requests:
+            self.open_requested_sockets(self._socket_requests)
         socks = self._udp
         drops = self.drops
         n = len(out)
@@ -567,6 +581,35 @@ class Worker:
             except OSError:
                 pass  # already joined by the parent
         self._update_bound()
+
+    def open_requested_sockets(self, requests: list[tuple[int, int]]) -> None:
+        """Open (port > 0) or close (port 0) the extra sockets a client asked for, before
+        the datagrams that use them are sent.  The worker is unprivileged, so a port below
+        1024 fails like any other bind error: counted, and the datagrams for that socket
+        are then dropped as `udp_no_socket` (the peer stays reachable the RFC 4380 way)."""
+        udp = self._udp
+        for idx, port in requests:
+            if idx <= DISCOVERY_SOCK:
+                self.drops["extra_socket_refused"] += 1
+                continue
+            while len(udp) <= idx:
+                udp.append(None)
+            old = udp[idx]
+            if old is not None:
+                self.loop.remove_reader(old.fileno())
+                old.close()
+                udp[idx] = None
+            if not port:
+                continue
+            try:  # on the main socket's address (BindAddress), so the NAT sees one host
+                ip = udp[0].getsockname()[0] if udp and udp[0] is not None else "0.0.0.0"
+                sock = open_udp(ip, port, buffer_bytes=EXTRA_SOCKET_BUFFER)
+            except (BindError, OSError):
+                self.drops["extra_socket_bind"] += 1
+                continue
+            udp[idx] = sock
+            self.loop.add_reader(sock.fileno(), self._udp_reader(idx, sock))
+        requests.clear()
 
     def drop_discovery_socket(self) -> None:
         """No interface qualifies any more: UDP 3544 has nothing to serve, so it goes."""

@@ -67,8 +67,7 @@ class PairLab:
             att = net.attach(c, host, {0: 40000 + 1111 * (i + 1)})
             # host facts the runtime gives a client: its socket, and that it opens the
             # extra sockets of `socket_requests` (simnet does)
-            c.set_local_endpoint(*att.address(0))
-            c.enable_extra_sockets()
+            c.set_local_endpoint(*att.address(0), extra_sockets=True)
             self.clients.append(c)
             self.atts.append(att)
         assert net.run_until_true(lambda: all(c.up for c in self.clients), 30)
