@@ -58,6 +58,16 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="every instance")
     p.add_argument("--role", action="append", default=[], choices=("client", "relay", "server"))
     p.add_argument("--tag", action="append", default=[], metavar="T")
+    p.add_argument("--host", action="append", default=[], metavar="H",
+                   help="instances on host H of hosts.yaml (globs and group names allowed)")
+
+
+def _add_rolling(p: argparse.ArgumentParser) -> None:
+    """A fleet across hosts: how many hosts at a time, and how many failures stop the roll."""
+    p.add_argument("--serial", metavar="N|P%", default=None,
+                   help="hosts at a time (default 1)")
+    p.add_argument("--max-fail", metavar="P%", default=None,
+                   help="stop when more than P%% of a batch failed (default 0: at the first)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,9 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-code", action="store_true", help="exit 1 when there are changes")
     p = cmd("up", "validate, render and start/restart only what changed (default: all)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    _add_rolling(p)
     cmd("down", "stop instances (default: all, which also stops the fleet's supervisord)")
-    cmd("restart", "stop and start instances with their current rendered config")
+    _add_rolling(cmd("restart", "stop and start instances with their current rendered config"))
     p = cmd("reload", "re-render and send SIGHUP to each selected running engine")
+    _add_rolling(p)
     p.add_argument("--changed", action="store_true",
                    help="only the instances whose rendered config changed")
     p = cmd("status", "one line per instance: process and tunnel state")
@@ -403,10 +415,31 @@ COMMANDS = {
 }
 
 
+def _across_hosts(args: argparse.Namespace, ctx: ops.Context) -> bool:
+    """A fleet folder with hosts.yaml is driven through the hosts' agents (miredoctl/remote),
+    unless this process is such an agent (MIREDOCTL_THIS_HOST) acting on its own share."""
+    if os.environ.get("MIREDOCTL_THIS_HOST") is not None:
+        return False
+    multi = any((ctx.fleet_dir / n).is_file() for n in ("hosts.yaml", "hosts.yml"))
+    if not multi:
+        if getattr(args, "host", None):
+            raise UsageError("--host needs a fleet across hosts (hosts.yaml in the fleet folder)")
+        return False
+    if args.command not in ("status", "show", "up", "down", "restart", "reload", "wait",
+                            "validate"):
+        raise UsageError(f"`{args.command}` does not work across hosts yet; run it on the "
+                         "host (or for the instances without host: here, without hosts.yaml)")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args, _context(args))
+        ctx = _context(args)
+        if _across_hosts(args, ctx):
+            from miredoctl.remote import commands as remote_commands  # only with hosts.yaml
+            return remote_commands.run(args, ctx)
+        return COMMANDS[args.command](args, ctx)
     except InventoryError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -39,6 +39,8 @@ ENGINES = ("teredo-engine", "miredo")
 ALL = frozenset(ROLES)
 CLIENT_RELAY = frozenset({"client", "relay"})
 DEFAULTS_STEMS = ("defaults",)
+# hosts.yaml is the Ansible inventory of a fleet across hosts (miredoctl/remote/hosts.py)
+HOSTS_STEMS = ("hosts",)
 SYSLOG_FACILITIES = (
     "auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news", "syslog",
     "user", "uucp", *(f"local{i}" for i in range(8)),
@@ -156,6 +158,16 @@ def _netns(value: Any) -> str:
     return text
 
 
+def _inventory_host(value: Any) -> str:
+    """An Ansible inventory host name: it reaches `--limit` and file names on the controller,
+    so one word of [A-Za-z0-9_.-] (hosts.yaml must define it: miredoctl/remote/hosts.py)."""
+    text = _str(value)
+    if not NETNS_RE.fullmatch(text) or text in (".", ".."):
+        raise FieldError(f"must be a host name of hosts.yaml, 1-64 characters [A-Za-z0-9_.-], "
+                         f"not starting with '-', got {_describe(value)}")
+    return text
+
+
 def _token(value: Any) -> str:
     """A free-form value that goes into miredo.conf (DiscoveryInterfaces): one token, because
     the format has no quoting and cuts a value at its first whitespace."""
@@ -228,6 +240,7 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
     Field("enabled", _bool, ALL, "false keeps the instance out of supervisord (default true)"),
     Field("tags", _tags, ALL, "free labels for --tag selection"),
     Field("netns", _netns, ALL, "run inside this named network namespace (ip netns exec)"),
+    Field("host", _inventory_host, ALL, "the hosts.yaml host this instance runs on"),
     Field("server", _host, frozenset({"client"}), "Teredo server (required for clients)",
           "ServerAddress"),
     Field("server2", _host, frozenset({"client"}), "secondary server address", "ServerAddress2"),
@@ -326,6 +339,10 @@ class Instance:
     @property
     def netns(self) -> str | None:
         return self.values.get("netns")
+
+    @property
+    def host(self) -> str | None:
+        return self.values.get("host")
 
     @property
     def enabled(self) -> bool:
@@ -750,30 +767,33 @@ def _blame(inst: Instance, key: str, message: str) -> Problem:
 
 def _check_fleet(instances: dict[str, Instance], problems: list[Problem]) -> None:
     """Clashes across the fleet: interface names and UDP endpoints within one namespace."""
-    ifnames: dict[tuple[str | None, str], Instance] = {}
-    endpoints: list[tuple[str | None, str, int, Instance]] = []
+    ifnames: dict[tuple[str | None, str | None, str], Instance] = {}
+    endpoints: list[tuple[tuple[str | None, str | None], str, int, Instance]] = []
     for name in sorted(instances):
         inst = instances[name]
         if not inst.enabled:
             continue
         ns_text = f"netns {inst.netns}" if inst.netns else "the host namespace"
+        if inst.host:  # instances on different hosts cannot clash
+            ns_text += f" of host {inst.host}"
+        where = (inst.host, inst.netns)
         ifname = inst.values.get("interface") if inst.role != "server" else None
         if ifname:
-            other = ifnames.get((inst.netns, ifname))
+            other = ifnames.get((*where, ifname))
             if other is not None:
                 problems.append(_blame(inst, "interface",
                                        f"interface '{ifname}' in {ns_text} is also used by "
                                        f"{other.name} ({display_path(other.file)})"))
             else:
-                ifnames[(inst.netns, ifname)] = inst
+                ifnames[(*where, ifname)] = inst
         for ip, port, key in _endpoints(inst):
             for ons, oip, oport, other in endpoints:
-                if ons == inst.netns and oport == port and (
+                if ons == where and oport == port and (
                         oip == ip or "0.0.0.0" in (oip, ip)):
                     problems.append(_blame(inst, key, f"UDP {ip}:{port} in {ns_text} clashes "
                                                       f"with {other.name} ({oip}:{oport})"))
                     break
-            endpoints.append((inst.netns, ip, port, inst))
+            endpoints.append((where, ip, port, inst))
 
 
 def instance_files(root: Path) -> tuple[list[Path], Path | None]:
@@ -781,7 +801,8 @@ def instance_files(root: Path) -> tuple[list[Path], Path | None]:
     files = sorted(p for p in root.iterdir()
                    if p.suffix in (".yaml", ".yml") and p.is_file() and not p.name.startswith("."))
     defaults = [p for p in files if p.stem in DEFAULTS_STEMS]
-    return [p for p in files if p.stem not in DEFAULTS_STEMS], (defaults[0] if defaults else None)
+    return ([p for p in files if p.stem not in DEFAULTS_STEMS + HOSTS_STEMS],
+            (defaults[0] if defaults else None))
 
 
 def load_fleet(root: Path) -> Fleet:
@@ -816,9 +837,16 @@ def load_fleet(root: Path) -> Fleet:
         if inst is not None:
             instances[name] = inst
     _check_fleet(instances, problems)
+    if any(i.host for i in instances.values()) or any(
+            (root / f"{stem}{ext}").exists() for stem in HOSTS_STEMS for ext in (".yaml", ".yml")):
+        from miredoctl.remote import hosts  # only a fleet across hosts reads hosts.yaml
+        hosts.check_fleet(root, instances, problems)
     if not files and not problems:
         problems.append(Problem(display_path(root), 0, "no instance files (*.yaml) in the fleet"))
     if problems:
         raise InventoryError(problems)
+    this_host = os.environ.get("MIREDOCTL_THIS_HOST")
+    if this_host is not None:  # the per-host agent (miredoctl/remote/agent.py): its share only
+        instances = {n: i for n, i in instances.items() if (i.host or "") == this_host}
     return Fleet(root, instances, defaults_path, defaults.allow_documentation_addresses,
                  defaults.exporter_listen)

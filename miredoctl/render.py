@@ -132,6 +132,9 @@ class _GitInfo:
             self.top = Path(out.stdout.strip())
 
     def describe(self, path: Path) -> str:
+        shipped = os.environ.get("MIREDOCTL_FLEET_COMMIT")
+        if shipped:  # on a host of a fleet across hosts: the commit the controller shipped
+            return f"fleet commit {shipped}"
         if self.top is None:
             return "not in git"
         if path not in self.cache:

@@ -19,10 +19,12 @@ class Selection:
     roles: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     all: bool = False
+    hosts: list[str] = field(default_factory=list)  # --host patterns (a fleet across hosts)
+    host_names: set[str] | None = None  # what they expand to (miredoctl.remote.hosts)
 
     @property
     def empty(self) -> bool:
-        return not (self.names or self.roles or self.tags or self.all)
+        return not (self.names or self.roles or self.tags or self.all or self.hosts)
 
     @property
     def whole_fleet(self) -> bool:
@@ -38,6 +40,13 @@ def resolve(fleet: Fleet, sel: Selection, *, default_all: bool, extra_known: tup
         if not default_all:
             raise UsageError("say which instances: NAME..., --role R, --tag T or --all")
         return known
+    if sel.hosts:  # --host narrows whatever else was chosen (alone: everything on those hosts)
+        if sel.host_names is None:
+            raise UsageError("--host needs a fleet across hosts (hosts.yaml in the fleet folder)")
+        wide = Selection(sel.names, sel.roles, sel.tags, sel.all or not (
+            sel.names or sel.roles or sel.tags))
+        return [n for n in resolve(fleet, wide, default_all=default_all, extra_known=extra_known)
+                if n in fleet.instances and fleet.instances[n].host in sel.host_names]
     if sel.all:
         return known
     chosen: set[str] = set()

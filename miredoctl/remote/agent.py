@@ -1,0 +1,162 @@
+"""The per-host agent: what the controller runs on each host, over SSH, through ansible-core.
+
+`python -m miredoctl.remote.agent --host H --root DIR --state-dir DIR --commit C -- ARGS...`
+reads the fleet bundle (a gzipped tar of one commit of the fleet folder, base64) on stdin,
+unpacks it once per commit under `ROOT/fleets/`, and runs the very same `miredoctl ARGS --json`
+on this host, restricted to the instances whose `host:` is H (`MIREDOCTL_THIS_HOST`). Its
+answer is one JSON envelope on stdout (`schema.SCHEMA`), whatever happened, so the controller
+never has to parse miredoctl's human output.
+
+The inner miredoctl runs as a child with its output in files, not pipes: `up` may start the
+host's supervisord, which must not inherit the SSH channel (the session would never end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from miredoctl.remote import schema
+
+KEEP_FLEETS = 5  # old commits kept on a host (for a look at what ran before)
+
+
+def _unpack(root: Path, commit: str, bundle: bytes) -> Path:
+    """The fleet folder of `commit` on this host; unpacked atomically so a dropped connection
+    leaves either no folder or a whole one."""
+    fleets = root / "fleets"
+    dest = fleets / commit
+    if dest.is_dir():
+        return dest
+    if not bundle:
+        raise RuntimeError(f"fleet {commit} is not on this host and no bundle was sent")
+    fleets.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{commit}-", dir=fleets))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as tar:
+            tar.extractall(tmp, filter="data")
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = sorted((p for p in fleets.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                 key=lambda p: p.stat().st_mtime)
+    for p in old[:-KEEP_FLEETS]:
+        if p != dest:
+            shutil.rmtree(p, ignore_errors=True)
+    return dest
+
+
+def _inner(fleet: Path, state: Path, args: list[str], env: dict[str, str]
+           ) -> tuple[int, Any, str]:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        rc = subprocess.call([sys.executable, "-m", "miredoctl.cli", "--fleet", str(fleet),
+                              "--state-dir", str(state), "--json", *args],
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+        out.seek(0)
+        err.seek(0)
+        text = out.read().decode(errors="replace")
+        errors = err.read().decode(errors="replace").strip()
+    try:
+        result = json.loads(text) if text.strip() else None
+    except ValueError:
+        result = None
+        errors = (errors + "\n" + text).strip()
+    return rc, result, errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="miredoctl-agent")
+    p.add_argument("--host", required=True)
+    p.add_argument("--root", required=True, type=Path)
+    p.add_argument("--state-dir", required=True, type=Path)
+    p.add_argument("--commit", required=True)
+    p.add_argument("--dirty", action="store_true")
+    p.add_argument("--expect", default=None, help="the controller's version+fingerprint")
+    p.add_argument("--install", default=None, help="the controller's install_id")
+    p.add_argument("--settle", type=float, default=0.0,
+                   help="reload: seconds to wait for the engines after the HUP")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    opts = p.parse_args(argv)
+    args = opts.args[1:] if opts.args[:1] == ["--"] else opts.args
+    envelope: dict[str, Any] = {"schema": schema.SCHEMA, "host": opts.host,
+                                "version": schema.version(), "identity": schema.identity(),
+                                "commit": opts.commit, "rc": None, "result": None,
+                                "stderr": "", "rolled_back": []}
+    bundle = base64.b64decode(sys.stdin.read().strip() or b"")
+    same_install = opts.install is not None and opts.install == schema.install_id()
+    if opts.expect and opts.expect != envelope["identity"] and not same_install:
+        envelope.update(rc=schema.EXIT_VERSION, stderr=(
+            f"teredo-fleet {envelope['identity']} here, controller has {opts.expect}"))
+        print(json.dumps(envelope))
+        return schema.EXIT_VERSION
+    try:
+        fleet = _unpack(opts.root, opts.commit, bundle)
+    except (OSError, RuntimeError, tarfile.TarError) as exc:
+        envelope.update(rc=1, stderr=f"cannot unpack the fleet on {opts.host}: {exc}")
+        print(json.dumps(envelope))
+        return 1
+    env = dict(os.environ, MIREDOCTL_THIS_HOST=opts.host, MIREDOCTL_FLEET_COMMIT=(
+        opts.commit + (" (controller tree had uncommitted edits, not shipped)"
+                       if opts.dirty else "")))
+    before = _snapshot(opts.state_dir) if args[:1] == ["reload"] else {}
+    rc, result, errors = _inner(fleet, opts.state_dir, args, env)
+    if args[:1] == ["reload"] and rc in (0, 1):
+        rc, errors = _verify_reload(opts, fleet, env, before, result, rc, errors, envelope)
+    envelope.update(rc=rc, result=result, stderr=errors)
+    print(json.dumps(envelope))
+    return rc
+
+
+def _snapshot(state: Path) -> dict[str, str]:
+    configs = state / "configs"
+    if not configs.is_dir():
+        return {}
+    return {p.stem: p.read_text() for p in configs.glob("*.conf")}
+
+
+def _verify_reload(opts: argparse.Namespace, fleet: Path, env: dict[str, str],
+                   before: dict[str, str], result: Any, rc: int, errors: str,
+                   envelope: dict[str, Any]) -> tuple[int, str]:
+    """A rolling reload must not leave a host broken for the next batch to follow: after the
+    HUPs, the signalled engines must still be up (`wait`); if not, the configs they ran are
+    put back and signalled again, and the host counts as failed."""
+    names = [r["name"] for r in (result or {}).get("results", [])
+             if r.get("action") == "signalled"]
+    if rc == 0 and names:
+        time.sleep(opts.settle)
+        wrc, _wres, werr = _inner(fleet, opts.state_dir, ["wait", "--timeout", "10", *names],
+                                  env)
+        if wrc == 0:
+            return rc, errors
+        errors = (errors + "\n" + (werr or "engines not up after the reload")).strip()
+    elif rc == 0:
+        return rc, errors
+    restored = []
+    for name, text in before.items():
+        path = opts.state_dir / "configs" / f"{name}.conf"
+        try:
+            if path.read_text() != text:
+                path.write_text(text)
+                restored.append(name)
+        except OSError:
+            continue
+    if restored:
+        _inner(fleet, opts.state_dir, ["restart", *restored], env)
+    envelope["rolled_back"] = restored
+    return 1, errors
+
+
+if __name__ == "__main__":
+    sys.exit(main())

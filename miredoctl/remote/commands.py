@@ -1,0 +1,185 @@
+"""miredoctl's commands on a fleet across hosts (a fleet folder with `hosts.yaml`).
+
+The controller validates the whole inventory itself, works out which instances of which host a
+command touches, and runs the same command on each host through the agent (`agent.py`), with
+that host's own instance names. `up`, `reload` and `restart` roll: `--serial` hosts at a time
+(default 1), stopping when more than `--max-fail` percent of a batch failed (default 0: at the
+first failure); every host is reported as done, failed (why) or not attempted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from miredoctl import ops
+from miredoctl import status as status_mod
+from miredoctl.errors import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNKNOWN, UsageError
+from miredoctl.inventory import Fleet
+from miredoctl.remote import hosts as hosts_mod
+from miredoctl.remote.orchestrate import (
+    LOCAL,
+    Controller,
+    HostResult,
+    parse_percent,
+    parse_serial,
+)
+from miredoctl.remote.schema import EXIT_UNREACHABLE
+from miredoctl.selection import Selection, resolve
+
+SUPPORTED = ("status", "show", "up", "down", "restart", "reload", "wait", "validate")
+ROLLING = ("up", "reload", "restart")
+
+
+def _selected(args: argparse.Namespace, fleet: Fleet, hosts: hosts_mod.HostsFile, *,
+              default_all: bool) -> tuple[Selection, dict[str, list[str]]]:
+    sel = Selection(list(args.names), list(args.role), list(args.tag), bool(args.all),
+                    hosts=list(getattr(args, "host", []) or []))
+    if sel.hosts:
+        sel.host_names = set(hosts.expand(sel.hosts))
+    names = resolve(fleet, sel, default_all=default_all)
+    by_host: dict[str, list[str]] = {}
+    for name in names:
+        inst = fleet.instances.get(name)
+        if inst is not None:
+            by_host.setdefault(inst.host or LOCAL, []).append(name)
+    order = [*hosts.hosts, LOCAL]  # hosts.yaml order: the order a rolling command follows
+    return sel, {h: by_host[h] for h in order if h in by_host}
+
+
+def _host_args(sel: Selection, by_host: dict[str, list[str]], command: list[str],
+               whole_default: list[str]) -> dict[str, list[str]]:
+    """The names each host is told: none (its whole share, which lets `up`/`down` remove its
+    orphans) when the selection is the whole fleet or whole hosts, else its own names."""
+    whole = sel.whole_fleet or not (sel.names or sel.roles or sel.tags)
+    return {h: [*command, *(whole_default if whole else names)] for h, names in by_host.items()}
+
+
+def run(args: argparse.Namespace, ctx: ops.Context) -> int:
+    hosts = hosts_mod.load_checked(ctx.fleet_dir)
+    controller = Controller(ctx.fleet_dir, ctx.paths.root, hosts)
+    if args.command == "validate":
+        fleet, rendered = ops.validate(ctx)
+        _emit(args, {"ok": True, "instances": fleet.names, "rendered": sorted(rendered),
+                     "hosts": sorted(hosts.hosts)},
+              f"ok: {len(fleet.names)} instances valid on {len(hosts.hosts)} hosts; "
+              f"{len(rendered)} configs rendered and checked")
+        return EXIT_OK
+    if args.command in ("status", "show"):
+        return _status(args, ctx, controller)
+    return _action(args, ctx, controller)
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    elif text:
+        print(text)
+
+
+# -- status ---------------------------------------------------------------------------------
+def _status(args: argparse.Namespace, ctx: ops.Context, controller: Controller) -> int:
+    fleet = ctx.load()
+    sel, by_host = _selected(args, fleet, controller.hosts, default_all=True)
+    results = controller.run(_host_args(sel, by_host, ["status"], []), ok_codes=(0, 3, 4))
+    rows: list[dict[str, Any]] = []
+    code = EXIT_OK
+    for host, names in by_host.items():
+        res = results.get(host) or HostResult(host, "not attempted")
+        got = (res.result or {}).get("instances") if isinstance(res.result, dict) else None
+        if got is not None and res.outcome == "done":
+            for row in got:
+                rows.append({**row, "host": host})
+            if res.rc in (EXIT_NOT_RUNNING, EXIT_UNKNOWN):  # 4: its supervisord is down
+                code = max(code, res.rc)
+            continue
+        state = "UNREACHABLE" if res.outcome == "unreachable" else "UNKNOWN"
+        code = EXIT_UNREACHABLE if res.outcome == "unreachable" else max(code, EXIT_UNKNOWN)
+        for name in names:
+            inst = fleet.instances[name]
+            rows.append({"name": name, "host": host, "role": inst.role, "engine": inst.engine,
+                         "state": state, "error": res.detail or res.outcome})
+    if any(r["state"] == "UNREACHABLE" for r in rows):
+        code = EXIT_UNREACHABLE
+    _emit(args, {"hosts": [results[h].to_json() for h in results], "instances": rows},
+          _table(rows))
+    return code
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = ("NAME", "HOST", "ROLE", "ENGINE", "STATE", "PID", "UPTIME", "TUNNEL",
+            "ADDRESS / BOUND", "PEERS", "ERROR")
+    lines = [head]
+    for r in rows:
+        where = r.get("address") or ", ".join(r.get("bound") or []) or "-"
+        lines.append((r["name"], r["host"], r.get("role") or "-", r.get("engine") or "-",
+                      r["state"], str(r.get("pid") or "-"),
+                      status_mod.human_duration(r.get("uptime")),
+                      r.get("tunnel_state") or "-", where,
+                      "-" if r.get("peers") is None else str(r["peers"]),
+                      (r.get("error") or "")[:200] if r["state"] in ("UNREACHABLE", "UNKNOWN")
+                      else ""))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in lines)
+
+
+# -- up, down, restart, reload, wait ----------------------------------------------------------
+def _action(args: argparse.Namespace, ctx: ops.Context, controller: Controller) -> int:
+    command = args.command
+    if command in ("up", "reload", "restart"):
+        fleet, _rendered = ops.validate(ctx)  # the whole inventory, before any host is touched
+    else:
+        fleet = ctx.load()
+    default_all = command not in ("reload", "restart")
+    sel, by_host = _selected(args, fleet, controller.hosts, default_all=default_all)
+    argv = [command]
+    if command == "up" and args.dry_run:
+        argv.append("--dry-run")
+    if command == "reload" and args.changed:
+        argv.append("--changed")
+    if command == "wait":
+        argv += ["--timeout", str(args.timeout)]
+    per_host = _host_args(sel, by_host, argv, [] if default_all else ["--all"])
+    rolling = command in ROLLING and not (command == "up" and args.dry_run)
+    ok = (0, 3) if command == "wait" else (0,)
+    serial = parse_serial(getattr(args, "serial", None)) if rolling else "100%"
+    max_fail = parse_percent(getattr(args, "max_fail", None)) if rolling else 100
+    if not rolling and (getattr(args, "serial", None) or getattr(args, "max_fail", None)):
+        raise UsageError(f"--serial/--max-fail apply to {', '.join(ROLLING)}")
+    results = controller.run(per_host, ok_codes=ok, serial=serial, max_fail=max_fail)
+    lines: list[str] = []
+    host_rows = []
+    inst_rows = []
+    code = EXIT_OK
+    for host in per_host:
+        res = results.get(host) or HostResult(host, "not attempted")
+        detail = res.detail
+        if res.rolled_back:
+            detail = (detail + "; " if detail else "") + "rolled back: " + \
+                ", ".join(res.rolled_back)
+        lines.append(f"{host}: {res.outcome}" + (f" ({detail})" if detail and
+                                                res.outcome != "done" else ""))
+        host_rows.append({**res.to_json(), "detail": detail})
+        result = res.result if isinstance(res.result, dict) else {}
+        for r in result.get("results", []) + result.get("plan", []):
+            inst_rows.append({**r, "host": host})
+            lines.append(f"  {r['name']}  {r['action']}"
+                         + (f": {r.get('detail') or r.get('reason')}"
+                            if r.get("detail") or r.get("reason") else ""))
+        for r in result.get("instances", []):  # wait
+            inst_rows.append({**r, "host": host})
+        if res.outcome == "unreachable":
+            code = EXIT_UNREACHABLE
+        elif res.outcome != "done" and code != EXIT_UNREACHABLE:
+            code = EXIT_ERROR
+        elif res.rc == EXIT_NOT_RUNNING and code == EXIT_OK:
+            code = EXIT_NOT_RUNNING
+    if controller._bundle is not None and controller._bundle.dirty:
+        print(f"miredoctl: warning: the fleet folder has uncommitted edits; hosts got commit "
+              f"{controller._bundle.commit}", file=sys.stderr)
+    _emit(args, {"commit": controller._bundle.commit if controller._bundle else None,
+                 "hosts": host_rows, "results": inst_rows}, "\n".join(lines))
+    return code

@@ -1,0 +1,294 @@
+"""The controller of a fleet across hosts: ships one commit of the fleet to each host, runs the
+per-host agent there through ansible-core, and merges the answers.
+
+Why ansible-core as subprocesses (`ansible-playbook` with a generated playbook), not its Python
+API: the API is documented as internal and unstable between releases, it owns process-wide
+state (display, forks, plugin loaders), and keeping it out of miredoctl's process keeps the
+single-host path free of it. The playbook is one task per host, so ansible contributes exactly
+what it is trusted for: SSH with the operator's own settings (agent, ~/.ssh/config, ProxyJump,
+`ansible_*` variables), `become`, parallel runs, `--limit`, and rolling batches (`serial`,
+`max_fail_percentage`). Results come back through ansible-core's `tree` callback: one JSON file
+per host with the agent task's result, or the reason the host was unreachable.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from miredoctl.errors import MiredoctlError, UsageError, one_line
+from miredoctl.remote import schema
+from miredoctl.remote.hosts import KNOWN_HOSTS, HostsFile
+
+DEFAULT_ROOT = "/var/lib/miredoctl"
+# per host name: on one machine (the tests' namespace hosts share /proc) the hosts' engines must
+# not look like strays of each other
+DEFAULT_STATE = "/run/miredoctl/host-"  # + the host's inventory name
+LOCAL = "(local)"  # instances without `host:` run on the controller's machine
+CONTROL_PERSIST = os.environ.get("MIREDOCTL_SSH_PERSIST", "60s")
+
+
+@dataclass
+class Bundle:
+    """One commit of the fleet folder, as the hosts receive it."""
+
+    commit: str
+    dirty: bool
+    data: bytes
+
+    @property
+    def b64(self) -> str:
+        return base64.b64encode(self.data).decode()
+
+
+@dataclass
+class HostResult:
+    host: str
+    outcome: str  # done, failed, unreachable, not attempted
+    rc: int | None = None
+    result: Any = None
+    detail: str = ""
+    rolled_back: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "outcome": self.outcome, "rc": self.rc,
+                "detail": self.detail, "rolled_back": self.rolled_back}
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=30)
+
+
+def make_bundle(fleet_dir: Path) -> Bundle:
+    """HEAD's version of the fleet folder (hosts need no git and no credentials), and whether
+    the working tree differs from it. Outside git: the folder as it is, named by its hash."""
+    fleet_dir = fleet_dir.resolve()
+    top = _git(fleet_dir, "rev-parse", "--show-toplevel")
+    if top.returncode == 0:
+        rel = fleet_dir.relative_to(Path(top.stdout.decode().strip()).resolve()).as_posix()
+        head = _git(fleet_dir, "rev-parse", "--short=12", "HEAD")
+        if head.returncode == 0:
+            tree = f"HEAD:{rel}" if rel != "." else "HEAD"
+            arch = _git(fleet_dir, "archive", "--format=tar.gz", tree)
+            if arch.returncode != 0:
+                raise MiredoctlError(f"{fleet_dir}: not committed yet (git archive {tree}: "
+                                     f"{one_line(arch.stderr.decode())}); commit the fleet "
+                                     "first: hosts receive a commit")
+            dirty = bool(_git(fleet_dir, "status", "--porcelain", "--", ".").stdout.strip())
+            return Bundle(head.stdout.decode().strip(), dirty, arch.stdout)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        for path in sorted(fleet_dir.rglob("*")):
+            if path.is_file() and not any(p.startswith(".") for p in
+                                          path.relative_to(fleet_dir).parts):
+                info = tar.gettarinfo(str(path), path.relative_to(fleet_dir).as_posix())
+                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                with path.open("rb") as f:
+                    tar.addfile(info, f)
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()[:12]
+    return Bundle(f"tree-{digest}", True, buf.getvalue())
+
+
+PLAYBOOK = """\
+- name: miredoctl
+  hosts: all
+  gather_facts: false
+  serial: %(serial)s
+  max_fail_percentage: %(max_fail)d
+  tasks:
+    - name: agent
+      become: "{{ miredoctl_become | default((ansible_user | default('root')) != 'root') }}"
+      ansible.builtin.command:
+        argv: "{{ [miredoctl_python | default(miredoctl_root | default('%(root)s')
+                   ~ '/venv/bin/python'), '-m', 'miredoctl.remote.agent',
+                   '--host', inventory_hostname,
+                   '--root', miredoctl_root | default('%(root)s'),
+                   '--state-dir', miredoctl_state | default('%(state)s' ~ inventory_hostname)]
+                   + miredoctl_args[inventory_hostname] }}"
+        stdin: "{{ miredoctl_bundle }}"
+      register: agent
+      changed_when: false
+      failed_when: agent.rc not in miredoctl_ok
+"""
+
+
+def ansible_playbook() -> str:
+    """The ansible-playbook of the `remote` extra: next to this Python first (a venv)."""
+    here = Path(sys.executable).with_name("ansible-playbook")
+    found = str(here) if here.exists() else shutil.which("ansible-playbook")
+    if not found:
+        raise MiredoctlError("a fleet across hosts needs ansible-core: "
+                             "pip install 'teredo-fleet[remote]'")
+    return found
+
+
+class Controller:
+    """Runs one agent command on a set of hosts and returns one HostResult per host."""
+
+    def __init__(self, fleet_dir: Path, state_dir: Path, hosts: HostsFile) -> None:
+        self.fleet_dir = fleet_dir
+        self.state_dir = state_dir
+        self.hosts = hosts
+        self._bundle: Bundle | None = None
+
+    @property
+    def bundle(self) -> Bundle:
+        if self._bundle is None:
+            self._bundle = make_bundle(self.fleet_dir)
+        return self._bundle
+
+    def _env(self, work: Path) -> dict[str, str]:
+        known = self.fleet_dir.resolve() / KNOWN_HOSTS
+        if not known.is_file():
+            raise MiredoctlError(f"{known}: missing: host keys are pinned, put every host's "
+                                 "key there (ssh-keyscan, checked out of band)")
+        control = self.state_dir / "ssh"
+        control.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cfg = work / "ansible.cfg"
+        cfg.write_text("[defaults]\n")  # no ansible.cfg of the current directory applies
+        ssh_args = " ".join((
+            "-o ControlMaster=auto", f"-o ControlPersist={CONTROL_PERSIST}",
+            f"-o UserKnownHostsFile={known}", "-o GlobalKnownHostsFile=/dev/null",
+            "-o StrictHostKeyChecking=yes", "-o UpdateHostKeys=no", "-o BatchMode=yes",
+            "-o ConnectTimeout=5", "-o ServerAliveInterval=5", "-o ServerAliveCountMax=2"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+        env.update(
+            ANSIBLE_CONFIG=str(cfg), ANSIBLE_SSH_ARGS=ssh_args, ANSIBLE_HOST_KEY_CHECKING="True",
+            ANSIBLE_SSH_CONTROL_PATH_DIR=str(control), ANSIBLE_PIPELINING="True",
+            ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree",
+            ANSIBLE_CALLBACK_TREE_DIR=str(work / "tree"), ANSIBLE_NOCOLOR="1",
+            ANSIBLE_RETRY_FILES_ENABLED="False", ANSIBLE_PYTHON_INTERPRETER="auto_silent",
+            ANSIBLE_DEPRECATION_WARNINGS="False", ANSIBLE_SYSTEM_WARNINGS="False",
+            ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_FORKS=str(max(5, len(self.hosts.hosts))),
+            ANSIBLE_LOCAL_TEMP=str(work / "tmp"), ANSIBLE_TIMEOUT="10")
+        return env
+
+    def run(self, args_by_host: dict[str, list[str]], *, ok_codes: tuple[int, ...] = (0,),
+            serial: str = "100%", max_fail: int = 100) -> dict[str, HostResult]:
+        """`args_by_host`: the miredoctl arguments for each host (its own instance names)."""
+        remote = [h for h in args_by_host if h != LOCAL]
+        out: dict[str, HostResult] = {}
+        if LOCAL in args_by_host:
+            out[LOCAL] = self._run_local(args_by_host[LOCAL], ok_codes)
+        if not remote:
+            return out
+        b = self.bundle
+        common = ["--commit", b.commit, "--expect", schema.identity(),
+                  "--install", schema.install_id(),
+                  *(["--dirty"] if b.dirty else []), "--"]
+        args = {h: [*common, *args_by_host[h]] for h in remote}
+        with tempfile.TemporaryDirectory(prefix="miredoctl-remote-") as tmp:
+            work = Path(tmp)
+            (work / "play.yml").write_text(PLAYBOOK % {
+                "root": DEFAULT_ROOT, "state": DEFAULT_STATE, "serial": json.dumps(serial),
+                "max_fail": max_fail})
+            (work / "vars.json").write_text(json.dumps({
+                "miredoctl_args": args, "miredoctl_ok": list(ok_codes),
+                "miredoctl_bundle": b.b64}))
+            argv = [ansible_playbook(), "-i", str(self.hosts.path), "--limit", ",".join(remote),
+                    "-e", f"@{work / 'vars.json'}", str(work / "play.yml")]
+            proc = subprocess.run(argv, capture_output=True, text=True, env=self._env(work),
+                                  stdin=subprocess.DEVNULL, timeout=1800)
+            for host in remote:
+                out[host] = self._judge(host, work / "tree" / host, ok_codes, proc)
+        return out
+
+    def _judge(self, host: str, path: Path, ok_codes: tuple[int, ...],
+               proc: subprocess.CompletedProcess[str]) -> HostResult:
+        try:
+            res = json.loads(path.read_text())
+        except FileNotFoundError:
+            if proc.returncode not in (0, 2, 4):  # ansible itself failed: say what it said
+                return HostResult(host, "failed", None, None,
+                                  "ansible-playbook: " + _last_error(proc))
+            return HostResult(host, "not attempted")
+        except ValueError:
+            return HostResult(host, "failed", None, None, "unreadable ansible result")
+        if res.get("unreachable"):
+            return HostResult(host, "unreachable", None, None, _ssh_error(res.get("msg", "")))
+        envelope = _envelope(res.get("stdout", ""))
+        if envelope is None:
+            why = res.get("msg") or res.get("stderr") or res.get("module_stderr") or "no answer"
+            return HostResult(host, "failed", res.get("rc"), None,
+                              f"agent did not answer: {one_line(str(why))[:300]}")
+        if envelope.get("schema") != schema.SCHEMA:
+            return HostResult(host, "failed", None, None,
+                              f"agent speaks schema {envelope.get('schema')}, this controller "
+                              f"{schema.SCHEMA}: refused")
+        rc = envelope.get("rc")
+        detail = one_line(envelope.get("stderr") or "")
+        if rc == schema.EXIT_VERSION:
+            return HostResult(host, "failed", rc, None, f"version mismatch: {detail}; refused")
+        outcome = "done" if rc in ok_codes else "failed"
+        return HostResult(host, outcome, rc, envelope.get("result"), detail,
+                          list(envelope.get("rolled_back") or []))
+
+    def _run_local(self, agent_args: list[str], ok_codes: tuple[int, ...]) -> HostResult:
+        """Instances without `host:` run here, from the working tree, as without hosts.yaml."""
+        from miredoctl.remote.agent import _inner
+        env = dict(os.environ, MIREDOCTL_THIS_HOST="")
+        rc, result, errors = _inner(self.fleet_dir, self.state_dir, agent_args, env)
+        return HostResult(LOCAL, "done" if rc in ok_codes else "failed", rc, result,
+                          one_line(errors))
+
+
+def _envelope(stdout: str) -> dict[str, Any] | None:
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+def _ssh_error(msg: str) -> str:
+    """ssh's own complaint, one line: the known_hosts verdict or the connect error."""
+    lines = [ln.strip() for ln in str(msg).splitlines() if ln.strip()]
+    for pattern in ("REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key verification failed",
+                    "No .* host key is known", "Permission denied", "Connection refused",
+                    "timed out", "No route to host"):
+        for ln in lines:
+            if re.search(pattern, ln):
+                if "IDENTIFICATION HAS CHANGED" in ln:
+                    return "host key CHANGED (not the key pinned in known_hosts): refused"
+                if re.search("No .* host key is known|Host key verification failed", ln):
+                    return f"host key not pinned or not matching known_hosts: {ln}"
+                return ln
+    return one_line(str(msg))[:300] or "unreachable"
+
+
+def _last_error(proc: subprocess.CompletedProcess[str]) -> str:
+    text = (proc.stderr or proc.stdout or "").strip().splitlines()
+    errs = [ln for ln in text if "ERROR" in ln] or text[-1:]
+    return one_line(errs[-1] if errs else f"exit {proc.returncode}")[:300]
+
+
+def parse_serial(text: str | None) -> str:
+    if text is None:
+        return "1"
+    if re.fullmatch(r"[1-9][0-9]*|([1-9][0-9]?|100)%", text):
+        return text
+    raise UsageError(f"--serial {text!r}: a number of hosts or a percentage (e.g. 2 or 50%)")
+
+
+def parse_percent(text: str | None) -> int:
+    if text is None:
+        return 0
+    m = re.fullmatch(r"([0-9]{1,2}|100)%?", text)
+    if not m:
+        raise UsageError(f"--max-fail {text!r}: a percentage 0-100 (e.g. 25%)")
+    return int(m.group(1))
