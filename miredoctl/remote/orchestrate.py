@@ -177,7 +177,33 @@ class Controller:
 
     def run(self, args_by_host: dict[str, list[str]], *, ok_codes: tuple[int, ...] = (0,),
             serial: str = "100%", max_fail: int = 100) -> dict[str, HostResult]:
-        """`args_by_host`: the miredoctl arguments for each host (its own instance names)."""
+        """`args_by_host`: the miredoctl arguments for each host (its own instance names).
+
+        With `max_fail` 0 ansible's own rolling does it all in one run (`serial`,
+        `max_fail_percentage: 0`). ansible-playbook ends the play when a whole batch failed,
+        whatever `max_fail_percentage` says, so a tolerance above 0 is applied here, one
+        ansible run per batch."""
+        if max_fail == 0 or serial == "100%":
+            return self._run(args_by_host, ok_codes=ok_codes, serial=serial, max_fail=max_fail)
+        hosts = list(args_by_host)
+        size = (max(1, -(-len(hosts) * int(serial[:-1]) // 100)) if serial.endswith("%")
+                else int(serial))
+        out: dict[str, HostResult] = {}
+        stop = False
+        for i in range(0, len(hosts), size):
+            batch = hosts[i:i + size]
+            if stop:
+                out.update({h: HostResult(h, "not attempted") for h in batch})
+                continue
+            got = self._run({h: args_by_host[h] for h in batch}, ok_codes=ok_codes,
+                            serial="100%", max_fail=100)
+            out.update(got)
+            failed = sum(1 for r in got.values() if r.outcome != "done")
+            stop = failed * 100 > max_fail * len(batch)
+        return out
+
+    def _run(self, args_by_host: dict[str, list[str]], *, ok_codes: tuple[int, ...],
+             serial: str, max_fail: int) -> dict[str, HostResult]:
         remote = [h for h in args_by_host if h != LOCAL]
         out: dict[str, HostResult] = {}
         if LOCAL in args_by_host:

@@ -69,6 +69,7 @@ class Host:
     address: str
     controller_address: str
     root: Path
+    hide_users: frozenset[str] = frozenset()  # accounts this host's /etc/passwd lacks
     sshd: subprocess.Popen[bytes] | None = None
     host_key_pub: str = ""
 
@@ -77,10 +78,17 @@ class Host:
         return f"{self.address} {self.host_key_pub}"
 
     def kill_sshd(self) -> None:
-        """SIGKILL this host's sshd (the listener only; sessions are separate processes)."""
+        """SIGKILL this host's sshd and its session processes (which an SSH master connection
+        would otherwise keep using): the host is gone as far as SSH can tell."""
         if self.sshd is not None and self.sshd.poll() is None:
             self.sshd.send_signal(signal.SIGKILL)
             self.sshd.wait(timeout=10)
+        for pid in _run("ip", "netns", "pids", self.netns, check=False).stdout.split():
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                    os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
 
 
 @dataclass
@@ -99,7 +107,8 @@ class SshHosts:
     def known_hosts(self) -> Path:
         return self.base / "controller" / "known_hosts"
 
-    def make(self, count: int) -> list[Host]:
+    def make(self, count: int, hide_users: dict[int, set[str]] | None = None) -> list[Host]:
+        """`hide_users`: {host index: accounts} missing from that host's /etc/passwd."""
         (self.base / "controller").mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.client_key.exists():
             _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "miredoctl-test",
@@ -113,7 +122,8 @@ class SshHosts:
                         veth=f"rh{self.tag}v{i + 1}",
                         address=str(ipaddress.ip_address(first + 2)),
                         controller_address=str(ipaddress.ip_address(first + 1)),
-                        root=self.base / f"host{len(self.hosts) + 1}")
+                        root=self.base / f"host{len(self.hosts) + 1}",
+                        hide_users=frozenset((hide_users or {}).get(i, ())))
             self.hosts.append(host)  # before building it: close() removes a half-built host
             self._build(host)
         self.known_hosts.write_text("".join(h.known_hosts_line + "\n" for h in self.hosts))
@@ -144,8 +154,15 @@ class SshHosts:
             "MaxSessions 20", "MaxStartups 50", "")))
         # a private /run: sshd's privilege-separation directory /run/sshd, and the host's
         # /run/miredoctl state, belong to this host alone, as on a machine of its own
-        script = ("mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -m 0755 /run/sshd && "
-                  f"exec {SSHD} -D -e -f {conf}")
+        script = "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -m 0755 /run/sshd && "
+        if h.hide_users:  # a host that lacks an account the controller has
+            passwd = h.root / "passwd"
+            passwd.write_text("".join(
+                line for line in Path("/etc/passwd").read_text().splitlines(keepends=True)
+                if line.split(":", 1)[0] not in h.hide_users))
+            passwd.chmod(0o644)
+            script += f"mount --bind {passwd} /etc/passwd && "
+        script += f"exec {SSHD} -D -e -f {conf}"
         with open(h.root / "sshd.log", "ab") as log:
             h.sshd = subprocess.Popen(
                 ["ip", "netns", "exec", h.netns, "unshare", "--mount", "--propagation",

@@ -1,0 +1,209 @@
+"""A fleet across three hosts, end to end: real sshd per namespace host, real ansible-core.
+
+The controller is this process's namespace; each host is a namespace with its own sshd and
+/run (tests/kernel/sshhosts.py). One relay per host. The hosts are built once for the module
+(a few seconds); the tests run in file order and each starts from the fleet it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.kernel.sshhosts import Host, SshHosts, missing
+
+pytestmark = pytest.mark.kernel
+
+HIDDEN_USER = "daemon"  # an account of the controller that host2 lacks
+GIT_ENV = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
+
+
+@dataclass
+class Fleet:
+    root: Path
+    state: Path
+    hosts: list[Host]
+    ssh: SshHosts
+
+    def miredoctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "miredoctl.cli", "--fleet", str(self.root),
+                               "--state-dir", str(self.state), *args],
+                              capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, MIREDOCTL_DEBUG="1"))
+
+    def json(self, *args: str) -> tuple[int, dict[str, Any]]:
+        r = self.miredoctl(*args, "--json")
+        assert "Traceback" not in r.stderr, r.stderr
+        return r.returncode, json.loads(r.stdout)
+
+    def commit(self, files: dict[str, str], message: str) -> None:
+        for name, text in files.items():
+            (self.root / name).write_text(text)
+        subprocess.run(["git", "add", "-A"], cwd=self.root, check=True)
+        subprocess.run(["git", "commit", "-qm", message], cwd=self.root, check=True,
+                       env=dict(os.environ, **GIT_ENV))
+
+
+def relay(host: str, extra: str = "") -> str:
+    return f"role: relay\nhost: {host}\n{extra}"
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[Fleet]:
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    base = Path(tempfile.mkdtemp(prefix="mdr-"))  # short: ssh control socket paths
+    ssh = SshHosts(base / "h")
+    state = base / "st"
+    f: Fleet | None = None
+    try:
+        hosts = ssh.make(3, hide_users={1: {HIDDEN_USER}})
+        root = base / "fleet"
+        root.mkdir()
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+        lines = ["all:", "  vars:", "    ansible_user: root",
+                 f"    ansible_ssh_private_key_file: {ssh.client_key}",
+                 "    ansible_python_interpreter: /usr/bin/python3",
+                 f"    miredoctl_python: {sys.executable}", "  hosts:"]
+        for h in hosts:
+            lines += [f"    {h.name}:", f"      ansible_host: {h.address}",
+                      f"      miredoctl_root: {h.root}/agent"]
+        files = {"defaults.yaml": "allow_documentation_addresses: true\n",
+                 "hosts.yaml": "\n".join(lines) + "\n",
+                 "known_hosts": ssh.known_hosts.read_text()}
+        files.update({f"r{i + 1}.yaml": relay(h.name) for i, h in enumerate(hosts)})
+        f = Fleet(root, state, hosts, ssh)
+        f.commit(files, "three relays on three hosts")
+        yield f
+    finally:
+        if f is not None:
+            f.miredoctl("down")
+        for sock in (state / "ssh").glob("*") if (state / "ssh").is_dir() else ():
+            subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "x"],
+                           capture_output=True, timeout=10)
+        errors = ssh.close()
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+        assert not errors, errors
+
+
+def by_host(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {h["host"]: h for h in doc["hosts"]}
+
+
+def test_three_hosts_up_status_reload_down(fleet: Fleet) -> None:
+    rc, doc = fleet.json("up")
+    assert rc == 0, doc
+    assert {h: v["outcome"] for h, v in by_host(doc).items()} == {
+        "host1": "done", "host2": "done", "host3": "done"}
+    assert sorted((r["host"], r["name"], r["action"]) for r in doc["results"]) == [
+        ("host1", "r1", "started"), ("host2", "r2", "started"), ("host3", "r3", "started")]
+
+    rc, st = fleet.json("status")
+    assert rc == 0, st
+    assert sorted((r["host"], r["name"], r["state"]) for r in st["instances"]) == [
+        ("host1", "r1", "RUNNING"), ("host2", "r2", "RUNNING"), ("host3", "r3", "RUNNING")]
+    text = fleet.miredoctl("status").stdout
+    assert text.splitlines()[0].split()[:2] == ["NAME", "HOST"]
+
+    # the host runs the shipped commit; its rendered header says which
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=fleet.root,
+                          capture_output=True, text=True, check=True).stdout.strip()
+    conf = Path("/proc", str(st["instances"][0]["pid"]), "root")  # the host's own /run
+    rendered = (conf / "run/miredoctl/host-host1/configs/r1.conf").read_text()
+    assert f"fleet commit {head}" in rendered
+
+    # a selection by host touches that host only
+    rc, doc = fleet.json("reload", "--host", "host2")
+    assert rc == 0 and [h["host"] for h in doc["hosts"]] == ["host2"], doc
+
+    rc, doc = fleet.json("reload", "--all")
+    assert rc == 0, doc
+    assert [(r["host"], r["action"]) for r in doc["results"]] == [
+        ("host1", "signalled"), ("host2", "signalled"), ("host3", "signalled")]
+
+    rc, doc = fleet.json("down")
+    assert rc == 0, doc
+    rc, st = fleet.json("status")
+    assert {r["state"] for r in st["instances"]} == {"STOPPED"}, st
+
+
+def test_rolling_reload_stops_at_the_bad_host(fleet: Fleet) -> None:
+    """r2 asks for an account host2 does not have: host2 refuses the config and keeps the
+    one it runs, host3 is not attempted, and the output says so per host."""
+    assert fleet.miredoctl("up").returncode == 0
+    fleet.commit({"r1.yaml": relay("host1", "mtu: 1400\n"),
+                  "r2.yaml": relay("host2", f"user: {HIDDEN_USER}\n"),
+                  "r3.yaml": relay("host3", "mtu: 1400\n")}, "r2 runs as daemon")
+    try:
+        rc, doc = fleet.json("reload", "--all")
+        assert rc == 1, json.dumps(doc, indent=1)
+        hosts = by_host(doc)
+        assert hosts["host1"]["outcome"] == "done"
+        assert hosts["host2"]["outcome"] == "failed"
+        assert HIDDEN_USER in hosts["host2"]["detail"], hosts["host2"]
+        assert hosts["host3"]["outcome"] == "not attempted"
+        text = fleet.miredoctl("reload", "--all").stdout
+        assert "host3: not attempted" in text and "host2: failed (" in text, text
+        # host2 still runs, with the config it had
+        rc, st = fleet.json("status", "--host", "host2")
+        assert [(r["name"], r["state"]) for r in st["instances"]] == [("r2", "RUNNING")], st
+        # --max-fail 100% goes on past the failure
+        rc, doc = fleet.json("reload", "--all", "--max-fail", "100%")
+        assert by_host(doc)["host3"]["outcome"] == "done", doc
+    finally:
+        fleet.commit({f"r{i}.yaml": relay(f"host{i}") for i in (1, 2, 3)}, "back to plain")
+
+
+def test_unknown_or_changed_host_key_is_refused(fleet: Fleet) -> None:
+    pinned = (fleet.root / "known_hosts").read_text()
+    other = SshHosts(fleet.ssh.base / "other")  # only for a key that is not host1's
+    other.base.mkdir()
+    key = other.base / "k"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    wrong = " ".join(Path(f"{key}.pub").read_text().split()[:2])
+    h1 = fleet.hosts[0]
+    unknown = "".join(ln + "\n" for ln in pinned.splitlines()
+                      if not ln.startswith(h1.address + " "))
+    for known, word in ((unknown, "host key"), (pinned.replace(h1.host_key_pub, wrong),
+                                                "host key CHANGED")):
+        fleet.commit({"known_hosts": known}, "known_hosts edited")
+        _close_masters(fleet)  # a live SSH master would not look at known_hosts again
+        try:
+            rc, st = fleet.json("status")
+            assert rc == 5, st
+            rows = {r["name"]: r for r in st["instances"]}
+            assert rows["r1"]["state"] == "UNREACHABLE" and word in rows["r1"]["error"], rows
+            assert rows["r2"]["state"] != "UNREACHABLE" and rows["r3"]["state"] != "UNREACHABLE"
+        finally:
+            fleet.commit({"known_hosts": pinned}, "known_hosts restored")
+
+
+def test_killed_sshd_is_unreachable_and_the_others_are_served(fleet: Fleet) -> None:
+    assert fleet.miredoctl("up").returncode == 0
+    fleet.hosts[2].kill_sshd()
+    r = fleet.miredoctl("status")
+    assert r.returncode == 5, r.stdout + r.stderr
+    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines()[1:]}
+    assert "UNREACHABLE" in lines["r3"] and "RUNNING" in lines["r1"] and "RUNNING" in lines["r2"]
+    assert len(r.stdout.splitlines()) == 4  # one line per instance, the ssh error on it
+    rc, doc = fleet.json("down")
+    hosts = by_host(doc)
+    assert rc == 5 and hosts["host3"]["outcome"] == "unreachable", doc
+    assert hosts["host1"]["outcome"] == "done" and hosts["host2"]["outcome"] == "done"
+
+
+def _close_masters(fleet: Fleet) -> None:
+    for sock in (fleet.state / "ssh").glob("*"):
+        subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "x"],
+                       capture_output=True, timeout=10)
