@@ -19,6 +19,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -61,9 +62,12 @@ def _unpack(root: Path, commit: str, bundle: bytes) -> Path:
 def _inner(fleet: Path, state: Path, args: list[str], env: dict[str, str]
            ) -> tuple[int, Any, str]:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        # its own session: when the SSH connection drops, the hangup must not kill an `up`
+        # half way; the host finishes what it was asked (a second `up` then finds it done)
         rc = subprocess.call([sys.executable, "-m", "miredoctl.cli", "--fleet", str(fleet),
                               "--state-dir", str(state), "--json", *args],
-                             stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                             start_new_session=True)
         out.seek(0)
         err.seek(0)
         text = out.read().decode(errors="replace")
@@ -89,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="reload: seconds to wait for the engines after the HUP")
     p.add_argument("args", nargs=argparse.REMAINDER)
     opts = p.parse_args(argv)
+    started = time.monotonic()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a dropped connection: finish, answer nobody
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     args = opts.args[1:] if opts.args[:1] == ["--"] else opts.args
     envelope: dict[str, Any] = {"schema": schema.SCHEMA, "host": opts.host,
                                 "version": schema.version(), "identity": schema.identity(),
@@ -114,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     rc, result, errors = _inner(fleet, opts.state_dir, args, env)
     if args[:1] == ["reload"] and rc in (0, 1):
         rc, errors = _verify_reload(opts, fleet, env, before, result, rc, errors, envelope)
-    envelope.update(rc=rc, result=result, stderr=errors)
-    print(json.dumps(envelope))
+    envelope.update(rc=rc, result=result, stderr=errors,
+                    elapsed=round(time.monotonic() - started, 3))
+    try:
+        print(json.dumps(envelope), flush=True)
+    except OSError:  # nobody listens any more (the connection dropped)
+        pass
     return rc
 
 

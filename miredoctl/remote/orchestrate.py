@@ -61,10 +61,12 @@ class HostResult:
     result: Any = None
     detail: str = ""
     rolled_back: list[str] = field(default_factory=list)
+    elapsed: float | None = None  # seconds the agent took on the host (the rest is SSH/ansible)
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "outcome": self.outcome, "rc": self.rc,
-                "detail": self.detail, "rolled_back": self.rolled_back}
+                "detail": self.detail, "rolled_back": self.rolled_back,
+                "agent_seconds": self.elapsed}
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -259,7 +261,7 @@ class Controller:
             return HostResult(host, "failed", rc, None, f"version mismatch: {detail}; refused")
         outcome = "done" if rc in ok_codes else "failed"
         return HostResult(host, outcome, rc, envelope.get("result"), detail,
-                          list(envelope.get("rolled_back") or []))
+                          list(envelope.get("rolled_back") or []), envelope.get("elapsed"))
 
     def _run_local(self, agent_args: list[str], ok_codes: tuple[int, ...]) -> HostResult:
         """Instances without `host:` run here, from the working tree, as without hosts.yaml."""
