@@ -130,7 +130,10 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def _action(args: argparse.Namespace, ctx: ops.Context, controller: Controller) -> int:
     command = args.command
     if command in ("up", "reload", "restart"):
-        fleet, _rendered = ops.validate(ctx)  # the whole inventory, before any host is touched
+        # the whole inventory and every template render, before any host is touched; the
+        # config checkers (miredo-checkconf, teredo-engine --check: a process per instance)
+        # run on each host, before that host touches anything, so they are not run twice
+        fleet, _rendered = ops.validate(ctx, checkconf=False)
     else:
         fleet = ctx.load()
     default_all = command not in ("reload", "restart")
