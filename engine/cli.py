@@ -18,6 +18,7 @@ from engine.options import (
     DEFAULT_CONFIG,
     DEFAULT_PIDFILE,
     DEFAULT_USER,
+    FALLBACK_USER,
     RunOptions,
     status_socket_path,
 )
@@ -40,7 +41,8 @@ miredo-server.conf file. SERVER overrides ServerAddress (client) or ServerBindAd
   -f, --foreground           run in the foreground
   -p, --pidfile FILE         pid file (default: {DEFAULT_PIDFILE})
   -u, --user, --username USER
-                             drop privileges to USER (default: {DEFAULT_USER})
+                             drop privileges to USER (default: {DEFAULT_USER}, or
+                             {FALLBACK_USER} with a warning when there is no {DEFAULT_USER})
   -t, --chroot, --chrootdir DIR
                              chroot to DIR after set-up
       --status-socket PATH   status socket path
@@ -128,7 +130,7 @@ def run_options(ns: argparse.Namespace) -> RunOptions:
         config_path=ns.config or DEFAULT_CONFIG,
         foreground=ns.foreground,
         pidfile=ns.pidfile or DEFAULT_PIDFILE,
-        user=ns.user or DEFAULT_USER,
+        user=ns.user,
         chrootdir=ns.chrootdir,
         status_socket=ns.status_socket,
         server_name=ns.args[0] if ns.args and not ns.check else None,

@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 DEFAULT_CONFIG = "/etc/miredo/miredo.conf"
 DEFAULT_PIDFILE = "/run/teredo-engine.pid"
-DEFAULT_USER = "nobody"
+DEFAULT_USER = "teredo"
+"""The worker's account when `-u` is not given: a system user of the engine's own, so that its
+workers share no uid with other daemons (issue 9, least privilege; docs/security.md)."""
+FALLBACK_USER = "nobody"
+"""Used, with a warning, when `DEFAULT_USER` does not exist on the host."""
 STATUS_DIR = "/run/teredo-engine"
 
 
@@ -20,7 +24,8 @@ class RunOptions:
     config_path: str = DEFAULT_CONFIG
     foreground: bool = False
     pidfile: str = DEFAULT_PIDFILE
-    user: str = DEFAULT_USER
+    user: str | None = None
+    """`-u USER`; None: `DEFAULT_USER` if it exists, else `FALLBACK_USER` with a warning."""
     chrootdir: str | None = None
     status_socket: str | None = None
     """The CLI fills this with the final path (see `status_socket_path`) before running."""

@@ -181,10 +181,17 @@ def _token(value: Any) -> str:
     return text
 
 
+AUTO_USER = "auto"
+"""`user: auto`: a system user per instance, created by `up` (miredoctl/users.py)."""
+
+
 def _user(value: Any) -> str:
     """The account the engine drops to: it must exist here (the engine would fail at start
-    otherwise) and must not be root, which would silently keep every privilege."""
+    otherwise) and must not be root, which would silently keep every privilege; `auto` is
+    the per-instance account `up` creates."""
     text = _str(value)
+    if text == AUTO_USER:
+        return text
     if text.startswith("-"):
         raise FieldError(f"must be a user name, got {_describe(value)}")
     try:
@@ -265,7 +272,7 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
           "DiscoveryNetmask"),
     Field("syslog_facility", _choice(*SYSLOG_FACILITIES), ALL, "syslog facility",
           "SyslogFacility"),
-    Field("user", _user, ALL, "unprivileged user the engine drops to (-u)"),
+    Field("user", _user, ALL, "unprivileged user the engine drops to (-u); auto: teredo-NAME"),
     Field("chroot", _chroot, ALL, "chroot directory (-t)"),
     Field("server_bind_address", _ipv4, frozenset({"server"}),
           "primary public IPv4 of a server (required for servers)", "ServerBindAddress"),

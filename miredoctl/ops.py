@@ -48,6 +48,7 @@ from miredoctl.supervisord import (
     read_file,
     state_of,
 )
+from miredoctl.users import ensure_users
 
 
 @dataclass
@@ -244,6 +245,8 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
         plans += [Plan(o, "remove", "no longer an enabled instance") for o in orphans]
         return plans, []
     check_start_prerequisites(fleet, [p.name for p in plans if p.action != "unchanged"])
+    # `user: auto` accounts before anything is written: an engine must find its user
+    users_created = ensure_users(fleet, [p.name for p in plans if p.action != "unchanged"])
     with fleet_lock(ctx.paths):
         journal = _Journal()
         stale_results: list[ApplyResult] = []
@@ -282,7 +285,7 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
             where = (f"could not restore {', '.join(not_restored)}" if not_restored
                      else "every file this `up` wrote was restored")
             raise MiredoctlError(f"{exc}; {where}", exc.code) from exc
-        results: list[ApplyResult] = list(stale_results)
+        results: list[ApplyResult] = [*users_created, *stale_results]
         if running:
             # miredoctl's own programs ('_' names): a newer miredoctl may have changed its
             # event listeners (e.g. added `_logstamp`), the inventory may have switched the

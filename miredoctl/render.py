@@ -31,6 +31,7 @@ from miredoctl.inventory import FIELDS, Fleet, Instance, display_path
 from miredoctl.listeners import logstamp
 from miredoctl.procs import exec_argv
 from miredoctl.state import StatePaths
+from miredoctl.users import worker_user
 
 HEADER_PREFIX = "# miredoctl: "
 TEMPLATE_NAME = "miredo.conf.j2"
@@ -166,12 +167,12 @@ def engine_command(inst: Instance, paths: StatePaths) -> list[str]:
     if inst.engine == "miredo":
         binary = MIREDO_SERVER if inst.role == "server" else MIREDO
         argv = [binary, "-f", "-c", conf, "-p", pid, "-u",
-                inst.get("user") or MIREDO_USERS[inst.role]]
+                worker_user(inst) or MIREDO_USERS[inst.role]]
     else:
         argv = [*engine_argv0(), "-f", "-c", conf, "-p", pid,
                 "--status-socket", str(paths.status_socket(inst.name))]
-        if inst.get("user"):
-            argv += ["-u", inst.get("user")]
+        if worker_user(inst):
+            argv += ["-u", worker_user(inst)]
     if inst.get("chroot"):
         argv += ["-t", inst.get("chroot")]
     if inst.netns:

@@ -15,9 +15,17 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from engine.options import DEFAULT_USER, FALLBACK_USER
 from engine.runtime.logsetup import detach_stderr, get_logger, setup_logging
 from engine.runtime.parent import Parent, StartupError
-from engine.runtime.privsep import Account, PrivsepError, check_chroot_dir, resolve_user
+from engine.runtime.privsep import (
+    Account,
+    PrivsepError,
+    check_chroot_dir,
+    fallback_warning,
+    resolve_default_user,
+    resolve_user,
+)
 
 log = get_logger()
 
@@ -28,7 +36,10 @@ def preflight(config: Any, opts: Any) -> Account:
         raise StartupError(f"root privileges are needed (running as uid {os.geteuid()})")
     if config.role != "server" and not os.path.exists("/dev/net/tun"):
         raise StartupError("/dev/net/tun is missing: the TUN driver is not available")
-    account = resolve_user(opts.user or "nobody")
+    if opts.user:
+        account = resolve_user(opts.user)
+    else:  # the fallback is logged once the start succeeded: a failing one stays one line
+        account, _warning = resolve_default_user(DEFAULT_USER, FALLBACK_USER)
     if opts.chrootdir:
         check_chroot_dir(opts.chrootdir)
     return account
@@ -46,6 +57,8 @@ def _started(config: Any, opts: Any, account: Account,
         parent.exit_code = 1
         parent.cleanup()
         return None
+    if not opts.user and account.name != DEFAULT_USER:
+        log.warning("%s", fallback_warning(DEFAULT_USER, account.name))
     return parent
 
 

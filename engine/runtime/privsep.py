@@ -39,6 +39,30 @@ def resolve_user(name: str) -> Account:
     return Account(pw.pw_name, pw.pw_uid, pw.pw_gid)
 
 
+def resolve_default_user(preferred: str, fallback: str) -> tuple[Account, str | None]:
+    """The account when `-u` was not given: `preferred` (a system user of the engine's own)
+    when the host has it, else `fallback` and the warning to log.  Only a missing account
+    falls back; a `preferred` that is root is refused, as with `-u`."""
+    try:
+        return resolve_user(preferred), None
+    except PrivsepError:
+        try:
+            pwd.getpwnam(preferred)
+        except KeyError:
+            pass
+        else:
+            raise
+    return resolve_user(fallback), fallback_warning(preferred, fallback)
+
+
+def fallback_warning(preferred: str, fallback: str) -> str:
+    """What an engine running as `fallback` instead of `preferred` logs once it has started."""
+    return (f"user {preferred!r} does not exist: the worker runs as {fallback!r}, which other "
+            f"daemons and every other engine on this host share, so they can signal it; "
+            f"create it (useradd --system --no-create-home --shell /usr/sbin/nologin "
+            f"{preferred}) or give each instance its own with -u")
+
+
 def check_chroot_dir(path: str) -> None:
     """Fail early (before any fork) on a bad `-t DIR`."""
     if not os.path.isdir(path):

@@ -35,9 +35,12 @@ from tests.kernel.harness import (
     Daemon,
     Implementation,
     Stack,
+    link_exists,
+    ping,
     start_client,
     start_relay,
     start_server,
+    wait_for,
 )
 
 pytestmark = pytest.mark.kernel
@@ -75,26 +78,28 @@ def _daemon_pids(d: Daemon) -> list[int]:
 
 
 def _crash(d: Daemon) -> None:
-    """SIGKILL every process of the daemon at once, as a crash (or the OOM killer) would."""
-    for pid in _daemon_pids(d):
+    """SIGKILL every process of the daemon at once, as a crash (or the OOM killer) would,
+    and wait until they are all gone (they hold the port and the TUN device)."""
+    pids = _daemon_pids(d)
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     d.proc.wait(timeout=5)
-    # the worker of a killed parent must be gone too before the port can be bound again
-    deadline = time.monotonic() + 5
-    while any(Path(f"/proc/{p}").exists() for p in _daemon_pids(d)[1:]) and \
-            time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in pids[1:]),
+             f"the killed {d.name}'s other processes to exit", timeout=5)
 
 
 def _measure(stack: Stack, impl: Implementation, how: str, run_dir: Path) -> Outage:
     lab = stack.lab
     relay = next(d for d in stack.daemons if d.kind == "relay")
     out = run_dir / f"ping-{impl.name}-{how}.txt"
+    # the client's route may follow its address by a moment: one answered ping first
+    wait_for(lambda: ping(lab, "cli", lab.spec.v6_host, count=1, wait=2).received,
+             "a first echo reply through the relay", timeout=20)
     with open(out, "w") as f:
-        ping = lab.spawn("cli", ["ping", "-6", "-n", "-D", "-i", "0.1", "-W", "1",
+        pinger = lab.spawn("cli", ["ping", "-6", "-n", "-D", "-i", "0.1", "-W", "1",
                                  lab.spec.v6_host], stdout=f, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 15
@@ -107,6 +112,8 @@ def _measure(stack: Stack, impl: Implementation, how: str, run_dir: Path) -> Out
         else:
             assert relay.stop() == 0, relay.log_text()
         stack.daemons.remove(relay)
+        wait_for(lambda: not link_exists(lab, "rly", lab.spec.teredo_if),
+                 "the old relay's interface to go", timeout=5)
         start_relay(stack, impl)
         restart = time.time() - t_kill
         deadline = time.monotonic() + WATCH
@@ -117,8 +124,8 @@ def _measure(stack: Stack, impl: Implementation, how: str, run_dir: Path) -> Out
             time.sleep(0.1)
         after = [t for t in _replies(out) if t > t_kill]
     finally:
-        ping.terminate()
-        ping.wait(timeout=5)
+        pinger.terminate()
+        pinger.wait(timeout=5)
     outage = after[0] - t_kill if after else float("inf")
     return Outage(impl.name, how, restart, outage)
 

@@ -87,7 +87,7 @@ def test_options_are_parsed_into_run_options():
 def test_defaults():
     assert cli.run_options(cli.parse_args([])) == RunOptions(
         config_path="/etc/miredo/miredo.conf", foreground=False,
-        pidfile="/run/teredo-engine.pid", user="nobody", chrootdir=None, status_socket=None,
+        pidfile="/run/teredo-engine.pid", user=None, chrootdir=None, status_socket=None,
         server_name=None)
 
 
