@@ -9,7 +9,9 @@ Topology (namespace names are `<prefix><role>`):
     v6     native IPv6-only host on br6, route to the Teredo prefix via the relay
     nat    NAT #1: wan on br4, lan to `cli`  (nftables masquerade)
     cli    client #1 behind NAT #1
-    nat2   NAT #2 and `cli2` behind it (optional, for client-to-client paths)
+    nat2   NAT #2 and `cli2` behind it (optional, for client-to-client paths); with
+           `nat2_type="shared"` there is no NAT #2: `cli2` sits on a second LAN of NAT #1
+           (`lan2`), so both clients share one NAT that does not hairpin (RFC 6081 §3.5)
 
 All public IPv4 hosts share one L2 segment with an on-link default route, so no router
 namespace is needed and no TTL is lost.  Why the pieces look as they do (server needs IPv6,
@@ -39,7 +41,13 @@ from teredolab.netns import NetnsError
 # their own, so they never touch a demo's lab.
 DEFAULT_PREFIX = "mdl-"
 ROLES: tuple[str, ...] = ("inet", "srv", "rly", "nat", "nat2", "cli", "cli2", "v6")
-NAT_TYPES: tuple[str, ...] = ("restricted", "restricted-nofw", "symmetric", "fullcone")
+NAT_TYPES: tuple[str, ...] = ("restricted", "restricted-nofw", "symmetric", "fullcone",
+                              "symmetric-sequential", "symmetric-preserving", "shared")
+"""`symmetric` allocates random ports; the `symmetric-*` kinds are the other RFC 6081 ones;
+`shared` is for `nat2_type` only (see the module docstring)."""
+SEQUENTIAL_FIRST_PORT = 20000
+SEQUENTIAL_PORTS = 256
+"""The sequential NAT hands out 20000-20255 in turn, then starts again."""
 
 # Where lab addresses may come from.  The machine's own interface and its package proxy may
 # sit in documentation ranges too, which is why the lab never configures the root namespace.
@@ -99,6 +107,8 @@ class LabSpec:
             if getattr(self, field) not in NAT_TYPES:
                 raise LabError(f"LabSpec.{field}={getattr(self, field)!r}: "
                                f"not one of {', '.join(NAT_TYPES)}")
+        if self.nat_type == "shared":
+            raise LabError("LabSpec.nat_type='shared': only NAT 2 can be shared (with NAT 1)")
         for field in ("srv_ip1", "srv_ip2", "rly_ip4", "nat_wan", "nat2_wan",
                       "nat_lan", "cli_ip", "nat2_lan", "cli2_ip"):
             value = getattr(self, field)
@@ -139,9 +149,16 @@ class LabSpec:
 
     def roles(self) -> tuple[str, ...]:
         """Roles this spec builds (nat2/cli2 only with a second client)."""
+        if self.with_client2 and self.nat2_type == "shared":
+            return tuple(r for r in ROLES if r != "nat2")
         if self.with_client2:
             return ROLES
         return tuple(r for r in ROLES if r not in ("nat2", "cli2"))
+
+    @property
+    def cli2_wan(self) -> str:
+        """The public IPv4 `cli2` is seen from: NAT #2's, or NAT #1's when shared."""
+        return self.nat_wan if self.nat2_type == "shared" else self.nat2_wan
 
     def replace(self, **changes: Any) -> LabSpec:
         return dataclasses.replace(self, **changes)
@@ -332,35 +349,46 @@ class NetnsLab:
         self._ip("v6: route to the Teredo prefix", "v6", "-6", "route", "add",
                  str(s.teredo_network), "via", s.rly_ip6, "dev", "inet6")
 
-        self._nat_pair("nat", "cli", "nat4", s.nat_wan, s.nat_lan, s.cli_ip, s.nat_type)
-        if s.with_client2:
+        shared = s.with_client2 and s.nat2_type == "shared"
+        self._nat_pair("nat", "cli", "nat4", s.nat_wan, s.nat_lan, s.cli_ip, s.nat_type,
+                       second=(s.nat2_lan, s.cli2_ip) if shared else None)
+        if s.with_client2 and not shared:
             self._nat_pair("nat2", "cli2", "nat24", s.nat2_wan, s.nat2_lan, s.cli2_ip,
                            s.nat2_type)
 
     def _nat_pair(self, nat: str, cli: str, brport: str, wan: str, lan: str, cip: str,
-                  nat_type: str) -> None:
+                  nat_type: str, second: tuple[str, str] | None = None) -> None:
+        """A NAT router and its client; `second` = (router address, client address) of a
+        second LAN (`lan2`) with `cli2` on it, behind the same NAT."""
         s = self.spec
         self._veth(nat, "wan", "inet", brport)
         self._attach(brport, "br4")
-        self._veth(nat, "lan", cli, "lan")
         # IPv4-only links carry no IPv6 at all (no NDP/MLD noise in captures); the client
         # keeps IPv6 enabled globally for its Teredo interface.
         self._sysctl(f"{nat}: sysctls", nat, "net.ipv6.conf.wan.disable_ipv6=1",
-                     "net.ipv6.conf.lan.disable_ipv6=1", "net.ipv4.ip_forward=1")
-        self._sysctl(f"{cli}: no IPv6 on lan", cli, "net.ipv6.conf.lan.disable_ipv6=1")
+                     "net.ipv4.ip_forward=1")
         self._addr(f"{nat}: wan address", nat, f"{wan}/{s.pub4_plen}", "wan")
         self._ip(f"{nat}: wan up", nat, "link", "set", "wan", "up")
         self._ip(f"{nat}: default route", nat, "route", "add", "default", "dev", "wan")
-        self._addr(f"{nat}: lan address", nat, f"{lan}/{s.lan_plen}", "lan")
-        self._ip(f"{nat}: lan up", nat, "link", "set", "lan", "up")
-        self._addr(f"{cli}: lan address", cli, f"{cip}/{s.lan_plen}", "lan")
-        self._ip(f"{cli}: lan up", cli, "link", "set", "lan", "up")
-        self._ip(f"{cli}: default route", cli, "route", "add", "default", "via", lan,
-                 "dev", "lan")
-        lannet = ipaddress.IPv4Network(f"{lan}/{s.lan_plen}", strict=False)
+        lans = [("lan", cli, lan, cip)]
+        if second is not None:
+            lans.append(("lan2", "cli2", *second))
+        nets = []
+        for ifname, client, router_ip, client_ip in lans:
+            self._veth(nat, ifname, client, "lan")
+            self._sysctl(f"{nat}: no IPv6 on {ifname}", nat,
+                         f"net.ipv6.conf.{ifname}.disable_ipv6=1")
+            self._sysctl(f"{client}: no IPv6 on lan", client, "net.ipv6.conf.lan.disable_ipv6=1")
+            self._addr(f"{nat}: {ifname} address", nat, f"{router_ip}/{s.lan_plen}", ifname)
+            self._ip(f"{nat}: {ifname} up", nat, "link", "set", ifname, "up")
+            self._addr(f"{client}: lan address", client, f"{client_ip}/{s.lan_plen}", "lan")
+            self._ip(f"{client}: lan up", client, "link", "set", "lan", "up")
+            self._ip(f"{client}: default route", client, "route", "add", "default", "via",
+                     router_ip, "dev", "lan")
+            nets.append(str(ipaddress.IPv4Network(f"{router_ip}/{s.lan_plen}", strict=False)))
         self._run(f"{nat}: nftables rules ({nat_type})",
                   netns.exec_argv(self.ns(nat), ["nft", "-f", "-"]),
-                  input=nat_ruleset(nat_type, str(lannet), wan, cip))
+                  input=nat_ruleset(nat_type, nets[0], wan, cip, extra_lans=nets[1:]))
 
     # ----------------------------------------------------------------- check
     def check_plan(self) -> list[tuple[str, str, list[str], bool]]:
@@ -451,24 +479,54 @@ def check_lab_address(cidr: str) -> None:
         raise LabError(f"{cidr}: outside the lab's documentation ranges, refused")
 
 
-def nat_ruleset(nat_type: str, lan_net: str, wan_ip: str, client_ip: str) -> str:
+def nat_ruleset(nat_type: str, lan_net: str, wan_ip: str, client_ip: str,
+                extra_lans: Sequence[str] = ()) -> str:
     """The nftables rule set of one NAT router (an `nft -f` script).
 
     restricted       masquerade: endpoint-independent mapping (source port kept when free),
                      address+port-dependent filtering, unsolicited inbound dropped in INPUT
     restricted-nofw  the same without that INPUT drop
-    symmetric        masquerade fully-random: a new port per destination
+    symmetric        masquerade fully-random: a new random port per destination
+    symmetric-sequential  UDP: every new mapping takes the NAT's next port (20000, 20001...,
+                     20255, then 20000 again; nftables `numgen inc`), whatever the client
+                     and destination
+    symmetric-preserving  UDP: the first mapping of a client source port keeps that port,
+                     every later one (another destination) gets a random port
     fullcone         masquerade persistent + DNAT of every inbound UDP port to the client
+
+    `extra_lans`: more LANs behind the same NAT (the lab's `shared` NAT 2).  The router
+    forwards between its LANs, and does not hairpin: a packet from a LAN to the WAN
+    address is delivered to the router itself, which has nothing listening.
     """
-    if nat_type not in NAT_TYPES:
+    if nat_type not in NAT_TYPES or nat_type == "shared":
         raise LabError(f"unknown NAT type {nat_type!r} (one of {', '.join(NAT_TYPES)})")
     masq = {"restricted": "masquerade", "restricted-nofw": "masquerade",
-            "symmetric": "masquerade fully-random", "fullcone": "masquerade persistent"}[nat_type]
-    lines = [
-        "flush ruleset",
-        "table ip lab_nat {",
-        "  chain postrouting { type nat hook postrouting priority srcnat; policy accept;",
-        f'    oifname "wan" ip saddr {lan_net} {masq}',
+            "symmetric": "masquerade fully-random", "fullcone": "masquerade persistent",
+            "symmetric-sequential": "masquerade fully-random",
+            "symmetric-preserving": "masquerade fully-random"}[nat_type]
+    lans = [lan_net, *extra_lans]
+    src = lans[0] if len(lans) == 1 else "{ " + ", ".join(lans) + " }"
+    lan_ifs = '"lan"' if len(lans) == 1 else "{ " + ", ".join(
+        '"lan"' if i == 0 else f'"lan{i + 1}"' for i in range(len(lans))) + " }"
+    lines = ["flush ruleset", "table ip lab_nat {"]
+    if nat_type == "symmetric-preserving":
+        lines.append("  set seen { type inet_service; flags dynamic,timeout; timeout 5m; }")
+    lines.append("  chain postrouting { type nat hook postrouting priority srcnat; "
+                 "policy accept;")
+    if nat_type == "symmetric-sequential":
+        # NAT rules see only a connection's first packet: one increment per new mapping.
+        # Through a map, because nftables hands a bare `numgen` value to snat in host byte
+        # order (20000, 20001... would leave as 8270, 8526...).
+        ports = ", ".join(f"{i} : {SEQUENTIAL_FIRST_PORT + i}" for i in range(SEQUENTIAL_PORTS))
+        lines.append(f'    oifname "wan" ip saddr {src} meta l4proto udp snat to {wan_ip} : '
+                     f"numgen inc mod {SEQUENTIAL_PORTS} map {{ {ports} }}")
+    elif nat_type == "symmetric-preserving":
+        lines += [f'    oifname "wan" ip saddr {src} udp sport @seen '
+                  f"snat to {wan_ip}:1024-65535 fully-random",
+                  f'    oifname "wan" ip saddr {src} meta l4proto udp '
+                  f"add @seen {{ udp sport }} snat to {wan_ip}"]
+    lines += [
+        f'    oifname "wan" ip saddr {src} {masq}',
         "  }",
         "  chain prerouting { type nat hook prerouting priority dstnat; policy accept;",
     ]
@@ -479,8 +537,10 @@ def nat_ruleset(nat_type: str, lan_net: str, wan_ip: str, client_ip: str) -> str
         "  }",
         "  chain forward { type filter hook forward priority filter; policy drop;",
         "    ct state established,related accept",
-        '    iifname "lan" oifname "wan" accept',
+        f'    iifname {lan_ifs} oifname "wan" accept',
     ]
+    if extra_lans:
+        lines.append(f"    iifname {lan_ifs} oifname {lan_ifs} accept")
     if nat_type == "fullcone":
         lines.append('    iifname "wan" ct status dnat accept')
     lines.append("  }")

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from .addr import (
     ALL_NODES,
     LL_CLIENT,
-    LL_PREFIX,
     TEREDO_PORT,
     TEREDO_PREFIX,
     int_to_ipv4,
@@ -43,7 +42,7 @@ from .peers import (
 )
 from .pingtest import PingTest
 from .qualify import Qualifier
-from .rfc6081 import ExtensionSet, Rfc6081
+from .rfc6081 import NAT_CONE, NAT_UNKNOWN, ExtensionSet, Rfc6081
 from .role import DiscoveryInterface, Endpoint
 from .trailers import Trailers, parse_trailers, trailer_bytes
 from .tunnel import TeredoTunnel
@@ -138,6 +137,7 @@ class ClientRole(TeredoTunnel):
         self._probe_at: float | None = None
         self._probe_tries = 0
         self._rx_tr: Trailers | None = None
+        self._cur_tr: Trailers | None = None
         self._pump(now)
 
     @classmethod
@@ -257,10 +257,12 @@ class ClientRole(TeredoTunnel):
 
     # -- RFC 6081: hooks of the shared data path --------------------------------------------
 
-    def _bubble_trailers(self, dst6: bytes, t: int) -> bytes:
+    def _t8_bubble(self, dst6: bytes, t: int) -> bytes:
+        """T8 with RFC 6081 on: the bubble comes from our Teredo address (RFC 4380 §5.2.6;
+        the peer must know who asks, to answer through our server) and carries trailers."""
         x = self.ext
-        if not x.ext.any or not self.up:
-            return b""
+        if not x.ext.any or not self.up or self.address is None:
+            return TeredoTunnel._t8_bubble(self, dst6, t)
         random_port = None
         peer_ip = int_to_ipv4(mapped_ipv4_int(dst6))
         planned = None if x.same_nat(peer_ip) else x.plan_socket(dst6, mapping_of(dst6))
@@ -272,7 +274,7 @@ class ClientRole(TeredoTunnel):
         tr = x.bubble_trailers(dst6, peer_ip, t, random_port=random_port)
         if new_peer and planned is None:
             x.opened_mapping()  # the direct bubble opens a new mapping on the main socket
-        return tr.pack()
+        return bubble(self.address, dst6) + tr.pack()
 
     def _rx_extension(self, pkt: bytes, s6: bytes, src: Endpoint, is_bub: bool,
                       t: int) -> int:
@@ -281,11 +283,20 @@ class ClientRole(TeredoTunnel):
             return 0
         peer_ip = int_to_ipv4(mapped_ipv4_int(s6))
         how = x.accept(s6, peer_ip, src, t)
-        if how:
+        if how or not is_bub:
             return how
-        if (is_bub and not is_global_unicast_ipv4(src[0])
-                and pkt[24:40] == self.token_source(s6)
-                and x.accept_hairpin_answer(s6, peer_ip, t)):
+        tr = self._cur_tr
+        if src[0] == peer_ip:
+            if not x.accept_other_port(s6, src, tr, t):
+                return 0
+            if tr is not None and tr.nonce is not None and not x.is_our_nonce(s6, tr.nonce, t):
+                # the peer's own bubble from the port its NAT gave it towards us: answer
+                # there, echoing its nonce, so it learns that we took it
+                self._udp(0, bubble(self.address or LL_CLIENT, s6) + Trailers(
+                    nonce=tr.nonce).pack(), src)
+            return 1
+        if (tr is not None and tr.nonce is not None
+                and x.accept_hairpin_answer(s6, peer_ip, tr.nonce, t)):
             return 2
         return 0
 
@@ -306,25 +317,25 @@ class ClientRole(TeredoTunnel):
             return
         pkt = dgram.ipv6
         tr = self._trailers_of(data, dgram)
-        if tr and pkt[6] == 59 and pkt[4] == 0 and pkt[5] == 0 and self.address:
-            s6 = pkt[8:24]
-            if (s6[0:8] == LL_PREFIX and pkt[24:40] == self.address
-                    and self.ext.on_direct_token_bubble(src, tr, int(now))):
-                # §3.1: the peer behind a symmetric NAT, from its port towards us: answer
-                # there (our NAT now lets that port in), echoing its nonce
-                self._udp(0, bubble(self.address, s6) + Trailers(nonce=tr.nonce).pack(), src)
-                return
-            if tr.nonce is not None and s6[0:4] == self.prefix4:
-                self.ext.confirm(s6, tr.nonce, int(now))
+        self._cur_tr = tr
         self._rx_packet(pkt, src, sock, now)
+        self._cur_tr = None
+        if (tr and tr.nonce is not None and pkt[6] == 59 and pkt[4] == 0 and pkt[5] == 0
+                and self.address and pkt[8:12] == self.prefix4):
+            s6 = pkt[8:24]
+            p = self.peers.get(s6)
+            if (self.ext.confirm(s6, tr.nonce, int(now)) and p is not None and p.trusted
+                    and p.mapping == src and self.ext.nat not in (NAT_CONE, NAT_UNKNOWN)):
+                # The peer answered our trailers at a port our NAT chose for it; its own
+                # NAT lets us in only once we have sent from that port after its bubble:
+                # one plain bubble (no nonce, so it is never answered in turn).
+                self._udp(0, bubble(self.address, s6), src)
 
     def receive_tun_packet(self, pkt: bytes, now: float) -> None:
-        if self.ext.has_sockets:
-            n = len(self.udp_out)
-            TeredoTunnel.receive_tun_packet(self, pkt, now)
+        n = len(self.udp_out)
+        TeredoTunnel.receive_tun_packet(self, pkt, now)
+        if self.ext.has_sockets:  # (a call may have planned the first one)
             self._remap(n)
-        else:
-            TeredoTunnel.receive_tun_packet(self, pkt, now)
 
     def set_discovery_interfaces(self, ifaces: list[DiscoveryInterface]) -> None:
         """The runtime's list of ``(name, ipv4, netmask)`` to run local discovery on; they
@@ -434,12 +445,10 @@ class ClientRole(TeredoTunnel):
     # -- role API ----------------------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, src: Endpoint, sock: int, now: float) -> None:
-        if self.ext.has_sockets:
-            n = len(self.udp_out)
-            self._receive_datagram(data, src, sock, now)
+        n = len(self.udp_out)
+        self._receive_datagram(data, src, sock, now)
+        if self.ext.has_sockets:  # (a call may have planned the first one)
             self._remap(n)
-        else:
-            self._receive_datagram(data, src, sock, now)
 
     def _receive_datagram(self, data: bytes, src: Endpoint, sock: int, now: float) -> None:
         if src[1] != TEREDO_PORT and sock != DISCOVERY_SOCK and self.up:
@@ -503,16 +512,38 @@ class ClientRole(TeredoTunnel):
         echo = Trailers(nonce=tr.nonce).pack() if tr.nonce is not None else b""
         b = bubble(pkt[24:40], s6) + echo
         self._udp(0, b, origin)
-        for ep, _why in self.ext.on_indirect(origin, tr, int(self._last_now)):
+        t = self.peers.tick(self._last_now)
+        for ep, _why in self.ext.on_indirect(origin, tr, t):
             self._udp(0, b, ep)
+        if s6[0:4] == self.prefix4 and self.ext.nat not in (NAT_CONE, NAT_UNKNOWN):
+            self._bubble_back(s6, t)
+
+    def _bubble_back(self, s6: bytes, t: int) -> None:
+        """Our NAT is symmetric and a peer speaking RFC 6081 asked for us: our answer to its
+        origin leaves from a port its NAT will not admit, so bubble it as if we had asked
+        (T8): a direct bubble that opens our NAT's mapping towards it, and an indirect one
+        whose trailers tell it which port that mapping has (§3.3, §3.4) or who we are
+        (§3.1).  The peer's bubble limiter bounds how often."""
+        p = self.peers.get(s6)
+        if p is None:
+            p = self._create(s6, mapping_of(s6), t)
+            if p is None:
+                return
+        elif p.trusted and p.valid(t):
+            return
+        if p.may_send_bubble(t) != SEND:
+            return
+        b = self._t8_bubble(s6, t)
+        direct = mapping_of(s6)
+        if is_global_unicast_ipv4(direct[0]):
+            self._udp(0, b, direct)
+        self._udp(0, b, (server_of(s6), TEREDO_PORT))
 
     def handle_timer(self, now: float) -> None:
-        if self.ext.has_sockets:
-            n = len(self.udp_out)
-            self._handle_timer(now)
+        n = len(self.udp_out)
+        self._handle_timer(now)
+        if self.ext.has_sockets:  # (a call may have planned the first one)
             self._remap(n)
-        else:
-            self._handle_timer(now)
 
     def _handle_timer(self, now: float) -> None:
         self._last_now = now

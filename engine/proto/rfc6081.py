@@ -314,18 +314,6 @@ class Rfc6081:
                 out.append((ep, HAIRPINNING))
         return out
 
-    def on_direct_token_bubble(self, src: Endpoint, tr: Trailers, t: int) -> bool:
-        """§3.1: a direct bubble from a bubble-token source (not a Teredo address) that
-        carries the nonce of an indirect bubble the same IPv4 sent through our server: the
-        peer behind a symmetric NAT, from the port its NAT gave it towards us.  True: answer
-        it at `src` (which is then a probed endpoint)."""
-        if not self.ext.symmetric_nat_support or tr.nonce is None:
-            return False
-        if self._seen.get(src[0], t) != tr.nonce:
-            return False
-        self._probed.put(src, Probe(src[0], SYMMETRIC, False), t)
-        return True
-
     def accept(self, peer: bytes, peer_mapped_ip: str, src: Endpoint, t: int) -> int:
         """R9 for a Teredo source `peer` seen at `src`, which is not the mapping in its
         address: 0 refuse, 1 accept, 2 accept as a local peer (behind our own NAT).
@@ -343,13 +331,32 @@ class Rfc6081:
         self._note(peer, why)
         return 2 if probe.local else 1
 
-    def accept_hairpin_answer(self, peer: bytes, peer_mapped_ip: str, t: int) -> bool:
-        """A bubble to our token for `peer` from a private endpoint: the answer to the
-        Alternate Address trailer we sent it.  True: a local peer (we trust it anyway by
-        the token, RFC 4380 R9d; this only marks it local so it is kept 600 s and bubbled
-        on its private address)."""
-        if (self.mapped is None or peer_mapped_ip != self.mapped[0]
-                or not self._alt_sent.get(peer, t)):
+    def accept_other_port(self, peer: bytes, src: Endpoint, tr: Trailers | None,
+                          t: int) -> bool:
+        """§3.1: a bubble from `peer`'s own public IPv4 (`src`) but not the port in its
+        address: a peer behind a symmetric NAT, from the port its NAT gave it towards us.
+        Taken when it carries the nonce that IPv4 sent through our server, or echoes ours,
+        or (a peer without trailers) answers bubbles we sent it in the last 30 s."""
+        if not self.ext.symmetric_nat_support:
+            return False
+        nonce = tr.nonce if tr is not None else None
+        ok = ((nonce is not None and (self._seen.get(src[0], t) == nonce
+                                      or self._nonces.get(peer, t) == nonce))
+              or (nonce is None and self._nonces.get(peer, t) is not None))
+        if ok:
+            self._note(peer, SYMMETRIC)
+        return ok
+
+    def is_our_nonce(self, peer: bytes, nonce: bytes, t: int) -> bool:
+        return self._nonces.get(peer, t) == nonce
+
+    def accept_hairpin_answer(self, peer: bytes, peer_mapped_ip: str, nonce: bytes,
+                              t: int) -> bool:
+        """A bubble from a private endpoint echoing the nonce we sent `peer` with our
+        Alternate Address trailer: a peer behind our own NAT answering on its private
+        address.  True: a local peer (kept 600 s and bubbled on that address)."""
+        if (not self.same_nat(peer_mapped_ip) or not self._alt_sent.get(peer, t)
+                or self._nonces.get(peer, t) != nonce):
             return False
         self._note(peer, HAIRPINNING)
         return True
@@ -364,17 +371,18 @@ class Rfc6081:
             used.add(why)
             self.counts[why] += 1
 
-    def confirm(self, peer: bytes, nonce: bytes, t: int) -> None:
+    def confirm(self, peer: bytes, nonce: bytes, t: int) -> bool:
         """A bubble from `peer` echoed the nonce of our trailers: it acted on them, so the
         extensions our bubbles offered it are in use (§3.1 counts for us only when our own
         NAT is the symmetric side and nothing more specific was offered)."""
         if self._nonces.get(peer, t) != nonce:
-            return
+            return False
         offered = self._offered.get(peer, set()) - {SYMMETRIC}
         if not offered and self.nat not in (NAT_CONE, NAT_UNKNOWN):
             offered = {SYMMETRIC}
         for why in offered:
             self._note(peer, why)
+        return True
 
     def peer_extensions(self, peer: bytes) -> list[str]:
         """The status JSON's per-peer list: extensions the path to this peer rests on."""

@@ -181,10 +181,11 @@ class TeredoTunnel(RoleBase):
         relay speaks no extension)."""
         return 0
 
-    def _bubble_trailers(self, dst6: bytes, t: int) -> bytes:
-        """T8: RFC 6081 trailers to append to the bubbles for ``dst6`` (b"": plain RFC 4380,
-        the relay's answer; a client with extensions on adds them)."""
-        return b""
+    def _t8_bubble(self, dst6: bytes, t: int) -> bytes:
+        """T8: the bubble (direct and indirect) for ``dst6``: from our keyed fe80 token
+        (§5.8), as miredo sends it; a client with RFC 6081 extensions on sends its own
+        address and trailers instead."""
+        return bubble(self.token_source(dst6), dst6)
 
     def _local_bubbles(self, p: Peer, dst6: bytes) -> None:
         """T7: the direct bubble to a local peer and a discovery round (only a client has
@@ -321,8 +322,7 @@ class TeredoTunnel(RoleBase):
         self._queue(p, pkt, None)
         r = p.may_send_bubble(t)
         if r == SEND:
-            tok = self.token_source(dst6)
-            b = bubble(tok, dst6) + self._bubble_trailers(dst6, t)
+            b = self._t8_bubble(dst6, t)
             if not self.cone:
                 direct = mapping_of(dst6)
                 if is_global_unicast_ipv4(direct[0]):

@@ -67,6 +67,19 @@ if TYPE_CHECKING:
 log = get_logger()
 
 
+def route_source(dst: str | None) -> str | None:
+    """The local IPv4 the kernel would send from towards `dst` (a connected UDP socket's
+    address; nothing is sent), or None."""
+    if not dst:
+        return None
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((dst, 3544))
+            return str(s.getsockname()[0])
+    except OSError:
+        return None
+
+
 def build_role(config: EngineConfig, now: float) -> Role:
     """The role object for `config.role`, seeded with the CSPRNG for flags, nonces and keys.
 
@@ -211,6 +224,8 @@ class Worker:
         main = res.udp[0] if res.udp else None
         if main is not None:
             ip, port = main.getsockname()[:2]
+            if ip == "0.0.0.0":  # hairpinning offers the address peers behind our NAT use
+                ip = route_source(getattr(config, "server_address", None)) or ip
             role.set_local_endpoint(ip, port, self._socket_requests is not None)
 
     # -- inputs -------------------------------------------------------------------------

@@ -84,18 +84,21 @@ class PairLab:
     def received(self, i: int, marker: bytes) -> int:
         return sum(1 for _, p in self.atts[i].tun_log if p[6] == 17 and p[40:] == marker)
 
-    def ping_pong(self, seconds: int = 8) -> tuple[int, int]:
-        """A sends to B once a second (like ping), B answers every packet it got; returns
-        (packets B got from A, packets A got from B)."""
-        net, a, b = self.net, self.a, self.b
-        got_b = got_a = 0
+    def ping_pong(self, seconds: int = 8, initiator: int = 0) -> tuple[int, int]:
+        """The initiator (A by default) sends to the other once a second (like ping), the
+        other answers every packet it got; returns (packets B got from A, packets A got
+        from B)."""
+        net = self.net
+        i, j = initiator, 1 - initiator
+        src, dst = self.clients[i], self.clients[j]
+        ask, answer = (b"a->b", b"b->a") if i == 0 else (b"b->a", b"a->b")
+        got_j = 0
         for _ in range(seconds):
-            net.tun_send(self.atts[0], build_ipv6(a.address, b.address, 17, b"a->b"))
+            net.tun_send(self.atts[i], build_ipv6(src.address, dst.address, 17, ask))
             net.run_for(0.5)
-            n = self.received(1, b"a->b")
-            for _ in range(n - got_b):
-                net.tun_send(self.atts[1], build_ipv6(b.address, a.address, 17, b"b->a"))
-            got_b = n
+            n = self.received(j, ask)
+            for _ in range(n - got_j):
+                net.tun_send(self.atts[j], build_ipv6(dst.address, src.address, 17, answer))
+            got_j = n
             net.run_for(0.5)
-            got_a = self.received(0, b"b->a")
-        return got_b, got_a
+        return self.received(1, b"a->b"), self.received(0, b"b->a")

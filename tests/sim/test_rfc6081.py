@@ -52,6 +52,18 @@ def test_client_to_client_behind_a_symmetric_nat(kind, peer, a_uses, b_uses):
     assert lab.b.status()["rfc6081"]["used"] == {b_uses: 1}
 
 
+@pytest.mark.parametrize("kind,peer", [
+    ("symmetric_sequential", "port_restricted"), ("symmetric_sequential", "restricted"),
+    ("symmetric_preserving", "port_restricted"), ("symmetric_random", "restricted"),
+])
+def test_the_peer_outside_the_symmetric_nat_asks_first(kind, peer):
+    """B (behind the cone-type NAT) sends first: A answers its indirect bubble by bubbling
+    B as if A had asked, so B learns A's port (or that A is behind a symmetric NAT)."""
+    lab = PairLab(kind, peer, client_kw=ON)
+    assert lab.ping_pong(8, initiator=1) == (8, 8)
+    assert _used(lab, 1)
+
+
 @pytest.mark.parametrize("kind", ["port_restricted", "restricted", "symmetric_sequential",
                                   "symmetric_preserving", "symmetric_random"])
 def test_two_clients_behind_one_nat_that_does_not_hairpin(kind):
@@ -61,6 +73,7 @@ def test_two_clients_behind_one_nat_that_does_not_hairpin(kind):
     lab = PairLab(kind, shared=True, client_kw=ON)
     assert not lab.a.discovery.enabled
     assert lab.ping_pong(8) == (8, 8)
+    assert PairLab(kind, shared=True, client_kw=ON).ping_pong(8, initiator=1) == (8, 8)
     assert _used(lab, 0) == [HAIRPINNING] and _used(lab, 1) == [HAIRPINNING]
     pb = lab.a.peers.get(lab.b.address)
     assert pb.local and pb.mapping == lab.atts[1].address(0)
@@ -127,17 +140,31 @@ def test_switched_off_is_byte_for_byte_rfc_4380(kind, peer):
                if e.payload[:1] != b"\x00")
 
 
+def _dests(lab: PairLab, i: int) -> set:
+    return {e.dst for e in lab.net.trace if e.sender == lab.atts[i].name}
+
+
+@pytest.mark.parametrize("initiator", [0, 1])
 @pytest.mark.parametrize("kind,peer", KINDS)
-def test_a_peer_without_extensions_sees_rfc_4380(kind, peer):
-    """A has them on, B (miredo, or ours switched off) has none: B sends exactly what it
-    sends to a plain A, and the outcome is today's."""
-    today = _run(kind, peer, OFF, OFF)
-    mixed = _run(kind, peer, ON, OFF)
-    assert mixed.result == today.result
-    assert [e[2:] for e in _trace(mixed, 1)] == [e[2:] for e in _trace(today, 1)]
-    # and the other way round: B with them on, A without
-    rev = _run(kind, peer, OFF, ON)
-    assert rev.result == today.result
+def test_a_peer_without_extensions_sees_rfc_4380(kind, peer, initiator):
+    """A has them on, B (miredo, or ours switched off) has none.  B gets RFC 4380
+    bubbles (from A's Teredo address, as RFC 4380 §5.2.6 has them; trailers it ignores)
+    and nothing else: A sends to no endpoint it would not send to without extensions but
+    the server's secondary address (the NAT probe), and B never sends a trailer.  The
+    outcome is at least today's."""
+    def run(kw_a: dict, kw_b: dict) -> PairLab:
+        shared = peer == "shared"
+        lab = PairLab(kind, "port_restricted" if shared else peer, shared=shared,
+                      client_kw=kw_a, client_kw_b=kw_b)
+        lab.result = lab.ping_pong(6, initiator)
+        return lab
+
+    today = run(OFF, OFF)
+    for mixed, ours, plain in ((run(ON, OFF), 0, 1), (run(OFF, ON), 1, 0)):
+        assert all(m >= t for m, t in zip(mixed.result, today.result, strict=True))
+        assert _dests(mixed, ours) - {("203.0.113.11", 3544)} <= _dests(today, ours)
+        assert all(parse_datagram(e.payload).trailer_len == 0 for e in mixed.net.trace
+                   if e.sender == mixed.atts[plain].name and e.payload[:1] != b"\x00")
 
 
 @pytest.mark.parametrize("off,kind,peer", [

@@ -86,18 +86,22 @@ def test_accept_only_probed_endpoints_of_the_same_nat_and_only_for_a_while():
     assert x.accept(PEER, "198.51.100.2", ("198.51.100.2", 7001), 100) == 0  # expired
 
 
-def test_direct_token_bubble_needs_the_nonce_of_an_indirect_one():
+def test_another_port_of_the_peers_nat_needs_a_nonce_or_our_bubbles():
     x = _ext()
     src = ("198.51.100.2", 6123)
-    assert not x.on_direct_token_bubble(src, Trailers(nonce=b"abcd"), 0)
+    assert not x.accept_other_port(PEER, src, Trailers(nonce=b"abcd"), 0)
+    assert not x.accept_other_port(PEER, src, None, 0)  # we never bubbled it
     x.on_indirect(("198.51.100.2", 5000), Trailers(nonce=b"abcd"), 0)
-    assert not x.on_direct_token_bubble(src, Trailers(nonce=b"zzzz"), 1)
-    assert not x.on_direct_token_bubble(("198.51.100.9", 6123), Trailers(nonce=b"abcd"), 1)
-    assert x.on_direct_token_bubble(src, Trailers(nonce=b"abcd"), 1)
-    assert x.accept(PEER, "198.51.100.2", src, 2) == 1 and x.used[PEER] == {SYMMETRIC}
+    assert not x.accept_other_port(PEER, src, Trailers(nonce=b"zzzz"), 1)
+    assert x.accept_other_port(PEER, src, Trailers(nonce=b"abcd"), 1)  # its indirect's nonce
+    assert x.used[PEER] == {SYMMETRIC}
+    ours = x.bubble_trailers(OTHER, "198.51.100.3", 2).nonce
+    assert x.accept_other_port(OTHER, ("198.51.100.3", 1), Trailers(nonce=ours), 3)
+    assert x.accept_other_port(OTHER, ("198.51.100.3", 1), None, 3)  # a plain answer
+    assert not x.accept_other_port(OTHER, ("198.51.100.3", 1), None, 3 + 31)  # too late
     off = _ext(symmetric_nat_support=False)
     off.on_indirect(("198.51.100.2", 5000), Trailers(nonce=b"abcd"), 0)
-    assert not off.on_direct_token_bubble(src, Trailers(nonce=b"abcd"), 1)
+    assert not off.accept_other_port(PEER, src, Trailers(nonce=b"abcd"), 1)
 
 
 def test_records_are_bounded():
