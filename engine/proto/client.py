@@ -44,7 +44,7 @@ from .pingtest import PingTest
 from .qualify import Qualifier
 from .rfc6081 import NAT_CONE, NAT_UNKNOWN, ExtensionSet, Rfc6081
 from .role import DiscoveryInterface, Endpoint
-from .trailers import Trailers, parse_trailers, trailer_bytes
+from .trailers import ND_SOLICITATION, Trailers, parse_trailers, trailer_bytes
 from .tunnel import TeredoTunnel
 from .wire import (
     UNREACH_ADMIN_PROHIBITED,
@@ -138,6 +138,7 @@ class ClientRole(TeredoTunnel):
         self._probe_tries = 0
         self._rx_tr: Trailers | None = None
         self._cur_tr: Trailers | None = None
+        self._t8_peer = b""
         self._pump(now)
 
     @classmethod
@@ -261,6 +262,7 @@ class ClientRole(TeredoTunnel):
         """T8 with RFC 6081 on: the bubble comes from our Teredo address (RFC 4380 §5.2.6;
         the peer must know who asks, to answer through our server) and carries trailers."""
         x = self.ext
+        self._t8_peer = dst6
         if not x.ext.any or not self.up or self.address is None:
             return TeredoTunnel._t8_bubble(self, dst6, t)
         random_port = None
@@ -300,6 +302,30 @@ class ClientRole(TeredoTunnel):
             return 2
         return 0
 
+    def _rx_nd(self, pkt: bytes, src: Endpoint, tr: Trailers, t: int) -> None:
+        """§3.6: a direct bubble with a Neighbor Discovery Option trailer from a peer we
+        trust at `src`: answer a solicitation there (no server involved), remember an
+        advertisement (that peer can be refreshed directly)."""
+        s6 = pkt[8:24]
+        p = self.peers.get(s6)
+        if p is None or not p.trusted or p.mapping != src:
+            return
+        if tr.nd == ND_SOLICITATION and pkt[6] == 59 and pkt[4] == 0 and pkt[5] == 0:
+            answer = self.ext.answer_nd(tr)
+            if answer.nd is not None:
+                self._udp(0, bubble(self.address or LL_CLIENT, s6) + answer.pack(), src)
+        self.ext.advertised(s6, tr, t)
+
+    def _t8_refresh(self, p: Peer, b: bytes, t: int) -> bool:
+        """§3.6: a trusted peer gone quiet that answered our ND solicitations before gets
+        the first bubble of the round directly, at the mapping it was trusted at, and not
+        through its server; if that goes unanswered the next round is RFC 4380's pair."""
+        if (not p.trusted or p.bubbles != 1 or p.mapping == NO_MAPPING or not self.up
+                or not self.ext.direct_refresh(self._t8_peer, t)):
+            return False
+        self._udp(0, b, p.mapping)
+        return True
+
     def _trailers_of(self, data: bytes, dgram: Teredo) -> Trailers | None:
         """A received datagram's trailers (None: none, extensions off, or malformed)."""
         if not dgram.trailer_len or not self.ext.ext.any:
@@ -320,6 +346,8 @@ class ClientRole(TeredoTunnel):
         self._cur_tr = tr
         self._rx_packet(pkt, src, sock, now)
         self._cur_tr = None
+        if tr and tr.nd is not None and self.address and pkt[8:12] == self.prefix4:
+            self._rx_nd(pkt, src, tr, int(now))
         if (tr and tr.nonce is not None and pkt[6] == 59 and pkt[4] == 0 and pkt[5] == 0
                 and self.address and pkt[8:12] == self.prefix4):
             s6 = pkt[8:24]
@@ -509,7 +537,7 @@ class ClientRole(TeredoTunnel):
         """An indirect bubble from a peer that speaks RFC 6081: the RFC 4380 answer to its
         origin, then bubbles to the endpoints its trailers name (predicted ports, private
         addresses behind our NAT), each echoing its nonce so it can tell them from noise."""
-        echo = Trailers(nonce=tr.nonce).pack() if tr.nonce is not None else b""
+        echo = self.ext.answer_nd(tr).pack()
         b = bubble(pkt[24:40], s6) + echo
         self._udp(0, b, origin)
         t = self.peers.tick(self._last_now)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .trailers import Trailers
+from .trailers import ND_ADVERTISEMENT, ND_SOLICITATION, Trailers
 
 if TYPE_CHECKING:  # a type only: engine.proto never imports engine.config at run time
     from engine.config.model import EngineConfig
@@ -56,6 +56,9 @@ MAX_ALTERNATES = 4
 #: Two mappings whose ports differ by at most this much (and at least 1) mean a NAT that
 #: allocates ports sequentially (engine choice, docs §13.4).
 SEQUENTIAL_MAX_DELTA = 16
+#: How long a peer that answered an ND Option solicitation is trusted to answer the next
+#: (RFC 4380's peer entry lifetime for a client, 600 s).
+SLR_SECONDS = 600
 #: Extra sockets a client keeps open for the port-preserving extension (one per peer).
 MAX_EXTRA_SOCKETS = 8
 FIRST_EXTRA_SOCKET = 3  # 0 main, 1 (server only), 2 discovery
@@ -116,17 +119,18 @@ def classify(primary: Endpoint, secondary: Endpoint, local_port: int | None) -> 
 class _Records:
     """A bounded, expiring map (insertion order = age): the extensions' only memory."""
 
-    __slots__ = ("_d",)
+    __slots__ = ("_d", "_life")
 
-    def __init__(self) -> None:
+    def __init__(self, lifetime: int = RECORD_SECONDS) -> None:
         self._d: dict[Any, tuple[int, Any]] = {}
+        self._life = lifetime
 
     def put(self, key: Any, value: Any, t: int) -> None:
         d = self._d
         d.pop(key, None)
         if len(d) >= MAX_RECORDS:
             del d[next(iter(d))]
-        d[key] = (t + RECORD_SECONDS, value)
+        d[key] = (t + self._life, value)
 
     def get(self, key: Any, t: int) -> Any:
         rec = self._d.get(key)
@@ -172,6 +176,7 @@ class Rfc6081:
         self._probed = _Records()  # endpoint -> Probe
         self._alt_sent = _Records()  # peer address -> True (we sent it our private addresses)
         self._predicted = _Records()  # peer address -> the port our Random Port trailer named
+        self._slr = _Records(SLR_SECONDS)  # peer address -> True: it answers ND solicitations
         self._offered: dict[bytes, set[str]] = {}  # peer -> extensions our bubbles used
         self.used: dict[bytes, set[str]] = {}  # peer -> extensions that made it reachable
         self.counts: dict[str, int] = dict.fromkeys((*NAMES, PORT_PREDICTION), 0)
@@ -265,9 +270,10 @@ class Rfc6081:
             offered.add(SEQUENTIAL)
         if self.ext.symmetric_nat_support:
             offered.add(SYMMETRIC)
+        nd = ND_SOLICITATION if self.ext.server_load_reduction else None
         if len(self._offered) > MAX_RECORDS:
             del self._offered[next(iter(self._offered))]
-        return Trailers(nonce=self._nonce_for(peer, t), alternates=alternates,
+        return Trailers(nonce=self._nonce_for(peer, t), alternates=alternates, nd=nd,
                         random_port=random_port)
 
     def is_new(self, peer: bytes) -> bool:
@@ -383,6 +389,28 @@ class Rfc6081:
         for why in offered:
             self._note(peer, why)
         return True
+
+    # -- §3.6 server load reduction ----------------------------------------------------------
+
+    def answer_nd(self, tr: Trailers | None) -> Trailers:
+        """The trailers of our answer to a bubble carrying `tr`: its nonce echoed, and an
+        ND advertisement when it solicited one and the extension is on."""
+        if tr is None:
+            return Trailers()
+        nd = (ND_ADVERTISEMENT if tr.nd == ND_SOLICITATION and self.ext.server_load_reduction
+              else None)
+        return Trailers(nonce=tr.nonce, nd=nd)
+
+    def advertised(self, peer: bytes, tr: Trailers | None, t: int) -> None:
+        """A bubble from `peer` advertised that it answers ND solicitations directly."""
+        if tr is not None and tr.nd == ND_ADVERTISEMENT and self.ext.server_load_reduction:
+            if not self._slr.get(peer, t):
+                self._note(peer, SERVER_LOAD_REDUCTION)
+            self._slr.put(peer, True, t)
+
+    def direct_refresh(self, peer: bytes, t: int) -> bool:
+        """Refresh `peer` with a direct bubble only (it answered our solicitations)."""
+        return self.ext.server_load_reduction and bool(self._slr.get(peer, t))
 
     def peer_extensions(self, peer: bytes) -> list[str]:
         """The status JSON's per-peer list: extensions the path to this peer rests on."""

@@ -181,6 +181,12 @@ class TeredoTunnel(RoleBase):
         relay speaks no extension)."""
         return 0
 
+    def _t8_refresh(self, p: Peer, b: bytes, t: int) -> bool:
+        """T8 for a peer whose bubble ``b`` the role sends itself: True skips RFC 4380's
+        direct and indirect pair (RFC 6081 server load reduction: a client refreshes a
+        stale peer that supports it with a direct bubble only; the relay never does)."""
+        return False
+
     def _t8_bubble(self, dst6: bytes, t: int) -> bytes:
         """T8: the bubble (direct and indirect) for ``dst6``: from our keyed fe80 token
         (§5.8), as miredo sends it; a client with RFC 6081 extensions on sends its own
@@ -323,6 +329,8 @@ class TeredoTunnel(RoleBase):
         r = p.may_send_bubble(t)
         if r == SEND:
             b = self._t8_bubble(dst6, t)
+            if self._t8_refresh(p, b, t):
+                return
             if not self.cone:
                 direct = mapping_of(dst6)
                 if is_global_unicast_ipv4(direct[0]):

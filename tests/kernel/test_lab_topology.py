@@ -200,3 +200,21 @@ def test_spec_replace_revalidates():
     with pytest.raises(LabError):
         spec.replace(nat2_type="open")
     assert dataclasses.asdict(spec)["srv_ip1"] == "203.0.113.10"
+
+
+def test_rfc6081_nat_kinds_and_the_shared_nat():
+    seq = nat_ruleset("symmetric-sequential", "198.19.0.0/24", "198.51.100.2", "198.19.0.2")
+    assert "numgen inc mod 256 map { 0 : 20000, 1 : 20001," in seq and "255 : 20255 }" in seq
+    pres = nat_ruleset("symmetric-preserving", "198.19.0.0/24", "198.51.100.2", "198.19.0.2")
+    assert "udp sport @seen snat to 198.51.100.2:1024-65535 fully-random" in pres
+    assert "add @seen { udp sport } snat to 198.51.100.2" in pres
+    two = nat_ruleset("restricted", "198.18.0.0/24", "198.51.100.1", "198.18.0.2",
+                      extra_lans=["198.19.0.0/24"])
+    assert 'iifname { "lan", "lan2" } oifname { "lan", "lan2" } accept' in two
+    shared = LabSpec(nat2_type="shared")
+    assert "nat2" not in shared.roles() and "cli2" in shared.roles()
+    assert shared.cli2_wan == shared.nat_wan
+    with pytest.raises(LabError, match="shared"):
+        LabSpec(nat_type="shared")
+    with pytest.raises(LabError, match="NAT type"):
+        nat_ruleset("shared", "198.18.0.0/24", "198.51.100.1", "198.18.0.2")

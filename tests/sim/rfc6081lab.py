@@ -92,7 +92,7 @@ class PairLab:
         i, j = initiator, 1 - initiator
         src, dst = self.clients[i], self.clients[j]
         ask, answer = (b"a->b", b"b->a") if i == 0 else (b"b->a", b"a->b")
-        got_j = 0
+        got_j = self.received(j, ask)
         for _ in range(seconds):
             net.tun_send(self.atts[i], build_ipv6(src.address, dst.address, 17, ask))
             net.run_for(0.5)

@@ -21,6 +21,7 @@ from engine.proto.rfc6081 import (
     PORT_PREDICTION,
     PORT_PRESERVING,
     SEQUENTIAL,
+    SERVER_LOAD_REDUCTION,
     SYMMETRIC,
     ExtensionSet,
 )
@@ -35,7 +36,7 @@ def _used(lab: PairLab, i: int) -> list[str]:
     c = lab.clients[i]
     rows = c.list_peers(lab.net.now, 10)["peers"]
     assert len(rows) == 1, rows
-    return rows[0]["extensions"]
+    return [e for e in rows[0]["extensions"] if e != SERVER_LOAD_REDUCTION]
 
 
 @pytest.mark.parametrize("kind,peer,a_uses,b_uses", [
@@ -49,7 +50,8 @@ def test_client_to_client_behind_a_symmetric_nat(kind, peer, a_uses, b_uses):
     lab = PairLab(kind, peer, client_kw=ON)
     assert lab.ping_pong(8) == (8, 8)
     assert _used(lab, 0) == [a_uses] and _used(lab, 1) == [b_uses]
-    assert lab.b.status()["rfc6081"]["used"] == {b_uses: 1}
+    used = lab.b.status()["rfc6081"]["used"]
+    assert used.pop(b_uses) == 1 and set(used) <= {SERVER_LOAD_REDUCTION}
 
 
 @pytest.mark.parametrize("kind,peer", [
@@ -186,3 +188,22 @@ def test_port_preserving_without_extra_sockets_stays_idle():
     lab.a.ext.extra_sockets = False
     assert lab.ping_pong(4) == (0, 0)
     assert lab.a.status()["rfc6081"]["extra_sockets"] == 0
+
+
+@pytest.mark.parametrize("slr", [True, False])
+def test_server_load_reduction_refreshes_a_quiet_peer_without_the_server(slr):
+    """§3.6: after 40 s of silence (peers stale, NAT mappings still open) the next packet
+    is preceded by one direct bubble with an ND solicitation, answered directly with an
+    advertisement: no indirect bubble goes through the server.  Switched off: RFC 4380's
+    direct + indirect pair."""
+    ext = dataclasses.replace(ExtensionSet(), server_load_reduction=slr)
+    lab = PairLab("port_restricted", "port_restricted", client_kw={"extensions": ext})
+    assert lab.ping_pong(3) == (3, 3)
+    lab.net.run_for(40)
+    start = lab.net.now
+    assert lab.ping_pong(3) == (6, 6)
+    via_server = [e for e in lab.net.trace if e.time >= start and e.dst == ("203.0.113.10", 3544)
+                  and e.payload[6] == 59 and e.sender == lab.atts[0].name]
+    assert (via_server == []) is slr
+    rows = lab.a.list_peers(lab.net.now, 10)["peers"]
+    assert (SERVER_LOAD_REDUCTION in rows[0]["extensions"]) is slr

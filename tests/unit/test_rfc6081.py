@@ -118,3 +118,13 @@ def test_directives_default_on_and_switch_off():
     assert ext == ExtensionSet(hairpinning=False, sequential_port_nat=False)
     relay = parse_config("RelayType relay\nHairpinning on\n", "r.conf", resolver=lambda h: h)
     assert relay.hairpinning is None and any("Hairpinning" in w for w in relay.warnings)
+
+
+def test_nd_solicitation_is_answered_only_with_server_load_reduction_on():
+    sol = Trailers(nonce=b"abcd", nd=0)
+    assert _ext().answer_nd(sol) == Trailers(nonce=b"abcd", nd=1)
+    assert _ext(server_load_reduction=False).answer_nd(sol) == Trailers(nonce=b"abcd")
+    x = _ext()
+    x.advertised(PEER, Trailers(nd=1), 0)
+    assert x.direct_refresh(PEER, 599) and not x.direct_refresh(PEER, 601)
+    assert not x.direct_refresh(OTHER, 0)
