@@ -34,7 +34,7 @@ from miredoctl.errors import (
 from miredoctl.inventory import DEFAULT_EXPORTER_LISTEN, FIELDS, Fleet
 from miredoctl.listeners import timedlog
 from miredoctl.selection import Selection, resolve
-from miredoctl.state import StatePaths, default_state_dir
+from miredoctl.state import StatePaths, default_state_dir, state_error
 from miredoctl.supervisord import ApplyResult, SupervisordClient
 
 LAB_PACKAGE = "teredolab"  # run as a program, never imported: see _run_lab_tool
@@ -456,12 +456,24 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNKNOWN
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # the promise is "never a traceback"; say it is our bug
-        print(f"miredoctl: internal error ({type(exc).__name__}: {one_line(str(exc))}); please "
-              "report it", file=sys.stderr)
-        if os.environ.get("MIREDOCTL_DEBUG"):
-            raise
+    except OSError as exc:
+        if not exc.filename:
+            return _internal_error(exc)
+        # a file the system would not let us read or write (a read-only or full state
+        # folder, a permission): `path: reason`, not a bug of ours
+        print(f"miredoctl: {state_error(exc)}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:
+        return _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> int:
+    """The promise is "never a traceback": a failure nobody foresaw is our bug; say so."""
+    print(f"miredoctl: internal error ({type(exc).__name__}: {one_line(str(exc))}); please "
+          "report it", file=sys.stderr)
+    if os.environ.get("MIREDOCTL_DEBUG"):
+        raise exc
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ class SupervisorUnreachable(MiredoctlError):
     code = EXIT_UNKNOWN
 
 
+class StateFolderError(MiredoctlError):
+    """The state folder refused a write (read-only, full): `path: reason`, exit 1."""
+
+
 # Characters that can end a line somewhere: C0/C1 controls (newline, CR, NUL, ESC, DEL, NEL) for
 # INI and miredo.conf readers, and the Unicode line/paragraph separators for str.splitlines().
 _LINE_BREAKING = ("Cc", "Zl", "Zp")

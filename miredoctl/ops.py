@@ -36,7 +36,7 @@ from miredoctl.render import (
     render_fleet,
     supervisord_conf,
 )
-from miredoctl.state import StatePaths, fleet_lock, write_atomic
+from miredoctl.state import StatePaths, fleet_lock, state_error, write_atomic
 from miredoctl.supervisord import (
     ACTIVE_STATES,
     STOPPED_FOR_GOOD,
@@ -247,6 +247,8 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
     check_start_prerequisites(fleet, [p.name for p in plans if p.action != "unchanged"])
     # `user: auto` accounts before anything is written: an engine must find its user
     users_created = ensure_users(fleet, [p.name for p in plans if p.action != "unchanged"])
+    if not running or any(p.action != "unchanged" for p in plans):
+        check_writable(ctx.paths)
     with fleet_lock(ctx.paths):
         journal = _Journal()
         stale_results: list[ApplyResult] = []
@@ -280,6 +282,8 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
                 added, changed, removed = sup.reread()
         except BaseException as exc:
             not_restored = journal.restore()
+            if isinstance(exc, OSError):  # a read-only or full state folder: `path: reason`
+                exc = state_error(exc)
             if not isinstance(exc, MiredoctlError):
                 raise
             where = (f"could not restore {', '.join(not_restored)}" if not_restored
@@ -369,6 +373,36 @@ def stop_stale_engines(paths: StatePaths, grace: float = 10.0) -> list[ApplyResu
     return results
 
 
+def check_writable(paths: StatePaths) -> None:
+    """Before anything is stopped or started: can an engine and supervisord write here?
+
+    A starting engine writes its pid file into `run/` and supervisord opens its log in
+    `logs/`; on a read-only or full state folder the start fails, and a restart would have
+    stopped a running engine for nothing. One small file in each proves they can.
+    """
+    paths.ensure()
+    for folder in (paths.run, paths.logs):
+        try:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".miredoctl-probe-")
+        except OSError as exc:
+            raise _unwritable(exc, folder) from exc
+        try:
+            os.write(fd, b"\0" * 512)
+            os.fsync(fd)
+        except OSError as exc:
+            raise _unwritable(exc, folder) from exc
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _unwritable(exc: OSError, folder: Path) -> MiredoctlError:
+    err = state_error(exc, folder)
+    return type(err)(f"{err}: an engine started now could not write its pid file and log; "
+                     "nothing was stopped or started")
+
+
 def _rollback(ctx: Context, sup: SupervisordClient, plans: list[Plan],
               saved: dict[str, tuple[str | None, str | None]], procs: dict[str, dict],
               results: list[ApplyResult]) -> None:
@@ -426,6 +460,7 @@ def restart(ctx: Context, names: list[str]) -> list[ApplyResult]:
     """Stop and start with the config on disk (like supervisorctl; `up` applies changes)."""
     sup = SupervisordClient(ctx.paths)
     sup.require()
+    check_writable(ctx.paths)
     results = []
     with fleet_lock(ctx.paths):
         procs = sup.processes()
@@ -473,7 +508,12 @@ def reload(ctx: Context, fleet: Fleet, rendered: dict[str, Rendered], names: lis
                 results.append(ApplyResult(name, "unchanged", True,
                                            "rendered config unchanged: not signalled"))
                 continue
-            write_atomic(ctx.paths.config(name), r.text)
+            try:
+                write_atomic(ctx.paths.config(name), r.text)
+            except OSError as exc:  # read-only or full: the engine keeps its old config
+                results.append(ApplyResult(name, "failed", False,
+                                           f"{state_error(exc)}; not signalled"))
+                continue
             note = []
             if read_file(ctx.paths.program(name)) not in (None, r.program):
                 note.append("command line changed too: `miredoctl up` applies that")

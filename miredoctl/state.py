@@ -8,6 +8,7 @@ fleet folder itself is never written to: it is the operator's git checkout.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from miredoctl.errors import MiredoctlError
+from miredoctl.errors import MiredoctlError, StateFolderError
 
 DEFAULT_STATE_BASE = Path("/run/miredoctl")
 
@@ -103,14 +104,42 @@ class StatePaths:
         return self.histories / f"{name}.jsonl"
 
     def ensure(self) -> None:
-        """Create the folders; owner-only because the socket and configs are control surfaces."""
+        """Create the folders; owner-only because the socket and configs are control surfaces.
+
+        Touches nothing that is already right: on a read-only or full state folder `down`
+        must still get through here (a chmod is refused on a read-only mount even when it
+        would change nothing). Raises StateFolderError naming the folder that failed.
+        """
         for path in (self.root, self.configs, self.programs, self.run, self.logs,
                      self.timed_logs, self.histories):
-            path.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
+            if not path.is_dir():
+                try:
+                    path.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise state_error(exc, path) from exc
         # the engines drop to an unprivileged user but their root parent writes the pid file;
         # the run folder must stay reachable for that parent only.
-        os.chmod(self.run, 0o755)
+        for path, mode in ((self.root, 0o700), (self.run, 0o755)):
+            try:
+                if path.stat().st_mode & 0o7777 != mode:
+                    os.chmod(path, mode)
+            except OSError as exc:
+                raise state_error(exc, path) from exc
+
+
+def state_error(exc: OSError, path: Path | str | None = None) -> StateFolderError:
+    """One line, `path: what happened`, for a state folder the system refuses to write to.
+
+    A read-only or full disk is an operator's problem to fix, not a miredoctl bug: it must
+    never surface as an "internal error", and it names the file so the operator knows which
+    mount to look at.
+    """
+    where = str(path if path is not None else exc.filename or "state folder")
+    reason = exc.strerror or str(exc)
+    hint = {errno.EROFS: "the state folder is read-only",
+            errno.ENOSPC: "the state folder's file system is full",
+            errno.EDQUOT: "the state folder's owner is over quota"}.get(exc.errno or 0)
+    return StateFolderError(f"{where}: {reason}" + (f" ({hint})" if hint else ""))
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
@@ -125,7 +154,10 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
             return False
     except FileNotFoundError:
         pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:  # name the file being written, not the temp file never made
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -133,9 +165,11 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename != str(path):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -145,11 +179,31 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
     return True
 
 
+def _open_lock(paths: StatePaths) -> int:
+    """A descriptor to flock: the `lock` file, read-only if the folder is, else the folder.
+
+    flock needs no write access, so a read-only or full state folder still gets the same lock
+    as everyone else; only when the lock file cannot exist at all (a read-only folder that
+    never had one) is the folder itself the lock, for every command alike.
+    """
+    try:
+        return os.open(paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES):
+            raise state_error(exc, paths.lock) from exc
+    try:
+        return os.open(paths.lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return os.open(paths.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise state_error(exc, paths.lock) from exc
+
+
 @contextlib.contextmanager
 def fleet_lock(paths: StatePaths) -> Iterator[None]:
     """Exclusive lock for commands that change the fleet, so two `up`s never interleave."""
     paths.ensure()
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open_lock(paths)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

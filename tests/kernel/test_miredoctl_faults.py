@@ -7,6 +7,7 @@ is wrapped before `main()` (see `_run_injected`), so the production code has no 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -129,3 +130,121 @@ def test_a_frozen_engine_is_unresponsive_and_status_exits_3(ctl_factory) -> None
             os.kill(worker, signal.SIGCONT)
     ctl.run("wait", "--timeout", "60")
     ctl.run("status")
+
+
+# -- a read-only or full state folder (issue 10, item 6) -------------------------------------
+def _run_read_only(ctl: Ctl, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in a private mount namespace where the state folder is a read-only bind mount
+    of itself: the CLI's writes fail with EROFS, the running fleet (supervisord, engines) is
+    left as it was, and the mount vanishes with the command, whatever happens."""
+    env = {**os.environ, "MIREDOCTL_FLEET": str(ctl.fleet), "MIREDOCTL_STATE": str(ctl.state)}
+    env.pop("MIREDOCTL_DEBUG", None)
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           'mount --bind -o ro "$0" "$0" && exec "$@"', str(ctl.state),
+                           sys.executable, "-m", "miredoctl.cli", *args],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def _one_error_line(proc: subprocess.CompletedProcess, path: Path, reason: str) -> str:
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"miredoctl: {path}: {reason}"), lines
+    return lines[0]
+
+
+def _hups(ctl: Ctl, name: str) -> int:
+    return ctl.log(name).count("SIGHUP")
+
+
+def _state_folder_faults(ctl: Ctl, run, reason: str) -> None:
+    """What an operator does on a broken state folder: `up`, `reload`, `restart` with a changed
+    inventory fail in one `path: reason` line (exit 1) and change nothing; `down NAME` still
+    stops the instance."""
+    pids = ctl.pids()
+    files = _state_files(ctl)
+    relay_hups = _hups(ctl, "relay")
+    (ctl.fleet / "relay.yaml").write_text((ctl.fleet / "relay.yaml").read_text() + "mtu: 1400\n")
+
+    proc = run("up")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    line = _one_error_line(proc, ctl.state / "run", reason)
+    assert line.endswith("nothing was stopped or started"), line
+
+    proc = run("reload", "relay")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    out = proc.stdout.strip()
+    assert out.startswith(f"relay  failed: {ctl.state / 'configs' / 'relay.conf'}: {reason}")
+    assert out.endswith("; not signalled") and len(out.splitlines()) == 1, out
+
+    proc = run("restart", "relay")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    _one_error_line(proc, ctl.state / "run", reason)
+
+    assert ctl.pids() == pids and _state_files(ctl) == files
+    assert _hups(ctl, "relay") == relay_hups
+
+    proc = run("down", "client2")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert proc.stdout.split() == ["client2", "stopped"]
+    row = ctl.status("client2")["client2"]
+    assert row["state"] == "STOPPED" and not Path(f"/proc/{pids['client2']}").exists()
+    assert {n: p for n, p in ctl.pids().items() if n != "client2"} == \
+        {n: p for n, p in pids.items() if n != "client2"}
+
+
+def test_a_read_only_state_folder_gives_one_line_errors_and_down_still_works(
+        ctl_factory) -> None:  # noqa: F811
+    ctl = ctl_factory()
+    ctl.run("up")
+    ctl.run("wait", "--timeout", "60")
+    _state_folder_faults(ctl, lambda *a: _run_read_only(ctl, *a), "Read-only file system")
+    proc = _run_read_only(ctl, "status")  # reading needs no write access
+    assert proc.returncode == 3, proc.stderr
+    # writable again: the change applies, the stopped instance starts
+    got = _actions(ctl)
+    assert got == {"client1": "unchanged", "client2": "started", "relay": "restarted",
+                   "server": "unchanged"}
+
+
+def _fill(folder: Path) -> Path:
+    """Fill the file system of `folder` to the last byte; the filler file, to remove later."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 16, 1):  # big blocks, then the last bytes of a partial page
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_state_folder_gives_one_line_errors_and_down_still_stops(
+        ctl_factory) -> None:  # noqa: F811
+    ctl = ctl_factory()
+    ctl.state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "miredoctl-full",
+                    str(ctl.state)], check=True)
+    try:
+        ctl.run("up")
+        ctl.run("wait", "--timeout", "60")
+        filler = _fill(ctl.state)
+        _state_folder_faults(ctl, lambda *a: ctl.run(*a, expect=None),
+                             "No space left on device")
+        filler.unlink()
+        got = _actions(ctl)
+        assert got == {"client1": "unchanged", "client2": "started", "relay": "restarted",
+                       "server": "unchanged"}
+        ctl.run("wait", "--timeout", "60")
+    finally:
+        ctl.run("down", expect=None)
+        pidfile = ctl.state / "supervisord.pid"
+        with contextlib.suppress(OSError, ValueError):  # down failed: the one this test started
+            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+        if subprocess.run(["umount", str(ctl.state)]).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(ctl.state)], check=True)
