@@ -34,7 +34,7 @@ from miredoctl.errors import (
 from miredoctl.inventory import DEFAULT_EXPORTER_LISTEN, FIELDS, Fleet
 from miredoctl.listeners import timedlog
 from miredoctl.selection import Selection, resolve
-from miredoctl.state import StatePaths, default_state_dir, state_error
+from miredoctl.state import StatePaths, default_state_dir, fleet_lock, state_error
 from miredoctl.supervisord import ApplyResult, SupervisordClient
 
 LAB_PACKAGE = "teredolab"  # run as a program, never imported: see _run_lab_tool
@@ -407,6 +407,11 @@ def cmd_demo(args: argparse.Namespace, ctx: ops.Context) -> int:
     return _run_lab_tool(["demo"])
 
 
+# Commands that change the fleet take the fleet lock before they look at anything (waiting
+# their turn); the read-only ones (status, show, wait, logs, diff, config, metrics, `up
+# --dry-run`) take none, so they answer while a long `up` runs (docs/miredoctl.md).
+CHANGING = ("up", "down", "restart", "reload")
+
 COMMANDS = {
     "validate": cmd_validate, "config": cmd_config, "diff": cmd_diff, "up": cmd_up,
     "down": cmd_down, "restart": cmd_restart, "reload": cmd_reload, "status": cmd_status,
@@ -439,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         if _across_hosts(args, ctx):
             from miredoctl.remote import commands as remote_commands  # only with hosts.yaml
             return remote_commands.run(args, ctx)
+        if args.command in CHANGING and not getattr(args, "dry_run", False):
+            with fleet_lock(ctx.paths, args.command):
+                return COMMANDS[args.command](args, ctx)
         return COMMANDS[args.command](args, ctx)
     except InventoryError as exc:
         for problem in exc.problems:

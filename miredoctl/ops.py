@@ -233,7 +233,17 @@ def _restore(path: Path, text: str | None) -> None:
 
 def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
        dry_run: bool = False) -> tuple[list[Plan], list[ApplyResult]]:
-    """Validate, render, start supervisord if needed, then add/restart/start what needs it."""
+    """Validate, render, start supervisord if needed, then add/restart/start what needs it.
+
+    Under the fleet lock from the start (not for --dry-run, which changes nothing): a
+    concurrent `down` or `up` must see either the fleet before this `up` or after it.
+    """
+    with contextlib.nullcontext() if dry_run else fleet_lock(ctx.paths, "up"):
+        return _up(ctx, names, whole_fleet=whole_fleet, explicit=explicit, dry_run=dry_run)
+
+
+def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
+        dry_run: bool) -> tuple[list[Plan], list[ApplyResult]]:
     fleet, rendered = validate(ctx)
     names = _selected_enabled(fleet, names, explicit)
     sup = SupervisordClient(ctx.paths)
@@ -249,7 +259,7 @@ def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
     users_created = ensure_users(fleet, [p.name for p in plans if p.action != "unchanged"])
     if not running or any(p.action != "unchanged" for p in plans):
         check_writable(ctx.paths)
-    with fleet_lock(ctx.paths):
+    with fleet_lock(ctx.paths, "up"):
         journal = _Journal()
         stale_results: list[ApplyResult] = []
         try:
@@ -435,13 +445,18 @@ def _rollback(ctx: Context, sup: SupervisordClient, plans: list[Plan],
 
 
 def down(ctx: Context, names: list[str], *, whole_fleet: bool) -> list[ApplyResult]:
-    """Stop the selected engines; the whole fleet also stops its supervisord."""
-    sup = SupervisordClient(ctx.paths)
-    if not (sup.running()):
-        return [ApplyResult(n, "not running", True, "supervisord not running") for n in names]
-    results = []
-    with fleet_lock(ctx.paths):
+    """Stop the selected engines; the whole fleet also stops its supervisord.
+
+    Under the fleet lock before it looks at supervisord: a `down` during a starting `up` waits
+    for it and then stops what it started, instead of finding nothing to stop.
+    """
+    with fleet_lock(ctx.paths, "down"):
+        sup = SupervisordClient(ctx.paths)
+        if not sup.running():
+            return [ApplyResult(n, "not running", True, "supervisord not running")
+                    for n in names]
         procs = sup.processes()
+        results = []
         for name in names:
             if name not in procs:
                 results.append(ApplyResult(name, "not running", True, "not in supervisord"))
@@ -458,11 +473,16 @@ def down(ctx: Context, names: list[str], *, whole_fleet: bool) -> list[ApplyResu
 
 def restart(ctx: Context, names: list[str]) -> list[ApplyResult]:
     """Stop and start with the config on disk (like supervisorctl; `up` applies changes)."""
-    sup = SupervisordClient(ctx.paths)
-    sup.require()
-    check_writable(ctx.paths)
+    with fleet_lock(ctx.paths, "restart"):
+        sup = SupervisordClient(ctx.paths)
+        sup.require()
+        check_writable(ctx.paths)
+        return _restart(ctx, sup, names)
+
+
+def _restart(ctx: Context, sup: SupervisordClient, names: list[str]) -> list[ApplyResult]:
     results = []
-    with fleet_lock(ctx.paths):
+    with fleet_lock(ctx.paths, "restart"):
         procs = sup.processes()
         todo = []
         for name in names:
@@ -493,10 +513,10 @@ def reload(ctx: Context, fleet: Fleet, rendered: dict[str, Rendered], names: lis
     `only_changed` leaves instances whose rendered body equals the file on disk alone: a HUP
     to Debian's miredo re-creates the tunnel, so a fleet-wide reload should not HUP them all.
     """
-    sup = SupervisordClient(ctx.paths)
-    sup.require()
     results = []
-    with fleet_lock(ctx.paths):
+    with fleet_lock(ctx.paths, "reload"):
+        sup = SupervisordClient(ctx.paths)
+        sup.require()
         procs = sup.processes()
         for name in names:
             r = rendered.get(name)

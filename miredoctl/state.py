@@ -12,8 +12,10 @@ import errno
 import fcntl
 import hashlib
 import os
+import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +181,21 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
     return True
 
 
+LOCK_TIMEOUT = 300.0  # longer than the slowest `up`: start, wait for every engine, roll back
+LOCK_POLL = 0.1
+_OWNER_WIDTH = 120  # the owner record is rewritten in place: no new block on a full disk
+# the locks this process holds, so an ops function called under the CLI's lock nests
+_held: dict[Path, int] = {}
+
+
+def lock_timeout() -> float:
+    """`MIREDOCTL_LOCK_TIMEOUT` seconds (a script that prefers to fail fast sets 0)."""
+    try:
+        return max(0.0, float(os.environ.get("MIREDOCTL_LOCK_TIMEOUT", LOCK_TIMEOUT)))
+    except ValueError:
+        return LOCK_TIMEOUT
+
+
 def _open_lock(paths: StatePaths) -> int:
     """A descriptor to flock: the `lock` file, read-only if the folder is, else the folder.
 
@@ -199,17 +216,88 @@ def _open_lock(paths: StatePaths) -> int:
         raise state_error(exc, paths.lock) from exc
 
 
+def lock_holder(paths: StatePaths) -> tuple[int | None, str]:
+    """(pid, what it runs) of the command holding the fleet lock, for the waiting message.
+
+    The kernel's /proc/locks names the holder even when it could not write the owner record
+    (read-only folder); the record adds which command it is when its pid matches.
+    """
+    pid = None
+    try:
+        st = paths.lock.stat()
+        key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if "->" not in line and len(fields) > 5 and fields[1] == "FLOCK" \
+                    and fields[5] == key:
+                pid = int(fields[4])
+                break
+    except (OSError, ValueError):
+        pass
+    try:
+        owner = paths.lock.read_text(errors="replace").split(maxsplit=1)
+    except OSError:
+        owner = []
+    if len(owner) == 2 and owner[0].isdigit() and (pid is None or int(owner[0]) == pid):
+        return int(owner[0]), owner[1].strip()
+    return pid, "another miredoctl command"
+
+
+def _note_owner(fd: int, command: str) -> None:
+    """Best effort: who holds the lock, for others' waiting message; never needed to work."""
+    record = f"{os.getpid()} miredoctl {command}"[:_OWNER_WIDTH - 1].ljust(_OWNER_WIDTH - 1)
+    with contextlib.suppress(OSError):
+        os.pwrite(fd, (record + "\n").encode(), 0)
+
+
+def _say(message: str) -> None:
+    print(f"miredoctl: {message}", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
-def fleet_lock(paths: StatePaths) -> Iterator[None]:
-    """Exclusive lock for commands that change the fleet, so two `up`s never interleave."""
+def fleet_lock(paths: StatePaths, command: str = "command", *, timeout: float | None = None,
+               notify: Callable[[str], None] = _say) -> Iterator[None]:
+    """Exclusive lock for commands that change the fleet, so two of them never interleave.
+
+    A command that finds the lock taken waits its turn (saying once whom it waits for) instead
+    of failing: twenty `reload`s from twenty scripts all happen, one after the other. Re-entrant
+    within one process, so the CLI can take it before it looks at anything and the operation it
+    calls can take it again.
+    """
+    key = paths.root.absolute()
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
     paths.ensure()
     fd = _open_lock(paths)
     try:
+        limit = lock_timeout() if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        said = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pid, what = lock_holder(paths)
+                who = f"pid {pid} ({what})" if pid else what
+                if time.monotonic() >= deadline:
+                    raise MiredoctlError(f"{paths.lock}: the fleet lock is still held by {who} "
+                                         f"after {limit:g} s; try again when it has finished "
+                                         "(MIREDOCTL_LOCK_TIMEOUT sets the wait)")
+                if not said:
+                    notify(f"waiting for the fleet lock held by {who}...")
+                    said = True
+                time.sleep(LOCK_POLL)
+        _note_owner(fd, command)
+        _held[key] = 1
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MiredoctlError(f"another miredoctl command holds {paths.lock}; try again when "
-                                 "it has finished")
-        yield
+            yield
+        finally:
+            _held.pop(key, None)
     finally:
         os.close(fd)
