@@ -248,9 +248,11 @@ class Controller:
             return HostResult(host, "unreachable", None, None, _ssh_error(res.get("msg", "")))
         envelope = _envelope(res.get("stdout", ""))
         if envelope is None:
-            why = res.get("msg") or res.get("stderr") or res.get("module_stderr") or "no answer"
+            err = (res.get("stderr") or res.get("module_stderr") or "").strip().splitlines()
+            why = err[-1] if err else res.get("msg") or "no answer"
             return HostResult(host, "failed", res.get("rc"), None,
-                              f"agent did not answer: {one_line(str(why))[:300]}")
+                              f"agent did not answer (exit {res.get('rc')}): "
+                              f"{one_line(str(why))[:300]}")
         if envelope.get("schema") != schema.SCHEMA:
             return HostResult(host, "failed", None, None,
                               f"agent speaks schema {envelope.get('schema')}, this controller "

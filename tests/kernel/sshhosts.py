@@ -77,6 +77,20 @@ class Host:
     def known_hosts_line(self) -> str:
         return f"{self.address} {self.host_key_pub}"
 
+    def drop_sessions(self) -> int:
+        """SIGKILL the sshd processes serving connections, not the listener: every SSH
+        connection to this host drops at once, and new ones are accepted. Returns how many."""
+        killed = 0
+        for pid in _run("ip", "netns", "pids", self.netns, check=False).stdout.split():
+            try:
+                if (int(pid) != (self.sshd.pid if self.sshd else -1)
+                        and Path(f"/proc/{pid}/comm").read_text().strip() == "sshd"):
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed += 1
+            except (OSError, ValueError):
+                pass
+        return killed
+
     def kill_sshd(self) -> None:
         """SIGKILL this host's sshd and its session processes (which an SSH master connection
         would otherwise keep using): the host is gone as far as SSH can tell."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +189,79 @@ def test_unknown_or_changed_host_key_is_refused(fleet: Fleet) -> None:
             assert rows["r2"]["state"] != "UNREACHABLE" and rows["r3"]["state"] != "UNREACHABLE"
         finally:
             fleet.commit({"known_hosts": pinned}, "known_hosts restored")
+
+
+def test_another_teredo_fleet_on_a_host_is_refused(fleet: Fleet) -> None:
+    """host3's miredoctl_python runs a copy of teredo-fleet whose code differs: every command
+    refuses to drive it, with a message, and serves the other hosts."""
+    other = fleet.ssh.base / "other-install"
+    top = Path(__file__).resolve().parents[2]
+    for package in ("miredoctl", "engine"):
+        shutil.copytree(top / package, other / "pkg" / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    with (other / "pkg" / "miredoctl" / "remote" / "schema.py").open("a") as f:
+        f.write("# a different build\n")
+    python = other / "python"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={other / 'pkg'} exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    hosts_yaml = (fleet.root / "hosts.yaml").read_text()
+    h3 = fleet.hosts[2]
+    fleet.commit({"hosts.yaml": hosts_yaml.replace(
+        f"      ansible_host: {h3.address}\n",
+        f"      ansible_host: {h3.address}\n      miredoctl_python: {python}\n")},
+        "host3 runs another teredo-fleet")
+    try:
+        rc, st = fleet.json("status")
+        hosts = by_host(st)
+        assert hosts["host3"]["outcome"] == "failed", st
+        assert "version mismatch" in hosts["host3"]["detail"], st
+        assert "refused" in hosts["host3"]["detail"]
+        assert hosts["host1"]["outcome"] == hosts["host2"]["outcome"] == "done"
+        rc, doc = fleet.json("up")
+        assert rc == 1 and by_host(doc)["host3"]["outcome"] == "failed", doc
+    finally:
+        fleet.commit({"hosts.yaml": hosts_yaml}, "host3 back to this teredo-fleet")
+
+
+def test_ssh_drop_in_the_middle_of_up_then_up_converges(fleet: Fleet) -> None:
+    """The connection to host2 drops while its agent runs `up`: the host finishes (the agent
+    ignores the hangup), the controller says what it knows, and a second `up` converges."""
+    assert fleet.miredoctl("down").returncode == 0
+    h2 = fleet.hosts[1]
+    proc = subprocess.Popen([sys.executable, "-m", "miredoctl.cli", "--fleet", str(fleet.root),
+                             "--state-dir", str(fleet.state), "up", "--serial", "3", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        dropped = 0
+        while not dropped and proc.poll() is None and time.monotonic() < deadline:
+            if _agent_running(h2):
+                dropped = h2.drop_sessions()
+            time.sleep(0.05)
+        out, _err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert dropped, "the agent on host2 was never seen running"
+    doc = json.loads(out)
+    assert by_host(doc)["host2"]["outcome"] in ("unreachable", "failed"), doc
+    # the second `up` finishes the job (or finds it finished); nothing is left half done
+    rc, doc = fleet.json("up")
+    assert rc == 0, doc
+    rc, st = fleet.json("status")
+    assert rc == 0 and {r["state"] for r in st["instances"]} == {"RUNNING"}, st
+
+
+def _agent_running(host: Host) -> bool:
+    for pid in subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True,
+                              text=True).stdout.split():
+        try:
+            if b"miredoctl.cli" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def test_killed_sshd_is_unreachable_and_the_others_are_served(fleet: Fleet) -> None:
