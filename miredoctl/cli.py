@@ -170,6 +170,11 @@ def _procs_or_none(ctx: ops.Context) -> tuple[dict[str, dict] | None, Supervisor
     return None, sup
 
 
+def _known(procs: dict[str, dict] | None, strays: dict[str, Any]) -> tuple[str, ...]:
+    """Names only the running processes know: supervisord's, and engines running without it."""
+    return tuple(sorted(set(procs or ()) | set(strays)))
+
+
 def _fleet_or_running(ctx: ops.Context) -> Fleet:
     """For commands that must work while the inventory is being edited (down, status, logs):
     a broken inventory is a warning, and supervisord's own list of instances is used."""
@@ -252,7 +257,8 @@ def cmd_down(args: argparse.Namespace, ctx: ops.Context) -> int:
     fleet = _fleet_or_running(ctx)
     sel = _selection(args)
     procs, _sup = _procs_or_none(ctx)
-    names = resolve(fleet, sel, default_all=True, extra_known=tuple(procs or ()))
+    strays = status_mod.unsupervised_engines(ctx.paths, procs)
+    names = resolve(fleet, sel, default_all=True, extra_known=_known(procs, strays))
     results = ops.down(ctx, names, whole_fleet=sel.whole_fleet)
     _emit(args, {"results": _results_json(results)}, _results_text(results))
     return EXIT_OK if all(r.ok for r in results) else EXIT_ERROR
@@ -280,8 +286,11 @@ def _status_rows(args: argparse.Namespace, ctx: ops.Context
                  ) -> tuple[Fleet, list[status_mod.InstanceStatus], SupervisordClient, bool]:
     fleet = _fleet_or_running(ctx)
     procs, sup = _procs_or_none(ctx)
-    names = resolve(fleet, _selection(args), default_all=True, extra_known=tuple(procs or ()))
-    return fleet, status_mod.collect(fleet, ctx.paths, names, procs), sup, procs is not None
+    strays = status_mod.unsupervised_engines(ctx.paths, procs)
+    names = resolve(fleet, _selection(args), default_all=True,
+                    extra_known=_known(procs, strays))
+    return (fleet, status_mod.collect(fleet, ctx.paths, names, procs, strays=strays), sup,
+            procs is not None)
 
 
 def _status_code(rows: list[status_mod.InstanceStatus], reachable: bool) -> int:
@@ -302,8 +311,12 @@ def cmd_status(args: argparse.Namespace, ctx: ops.Context) -> int:
     _emit(args, {"supervisord": {"running": reachable, "socket": sup.where()},
                  "instances": [r.to_json() for r in rows]}, text)
     if not reachable:
+        orphaned = [r.name for r in rows if r.state == status_mod.ORPHANED]
         print(f"miredoctl: supervisord for this fleet is not running (looked for "
-              f"{sup.where()})", file=sys.stderr)
+              f"{sup.where()})" + (f"; {len(orphaned)} engine(s) run without it (ORPHANED: "
+                                   f"{', '.join(orphaned)}): `miredoctl up` restarts them "
+                                   "under supervisord, `miredoctl down` stops them"
+                                   if orphaned else ""), file=sys.stderr)
     return _status_code(rows, reachable)
 
 

@@ -36,7 +36,14 @@ from miredoctl.render import (
     render_fleet,
     supervisord_conf,
 )
-from miredoctl.state import StatePaths, fleet_lock, state_error, write_atomic
+from miredoctl.state import (
+    FleetProcess,
+    StatePaths,
+    fleet_lock,
+    fleet_processes,
+    state_error,
+    write_atomic,
+)
 from miredoctl.supervisord import (
     ACTIVE_STATES,
     STOPPED_FOR_GOOD,
@@ -260,6 +267,8 @@ def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
     if not running or any(p.action != "unchanged" for p in plans):
         check_writable(ctx.paths)
     with fleet_lock(ctx.paths, "up"):
+        # engines whose supervisord died: by name, not supervised by the one running now
+        strays = unsupervised(ctx.paths, procs if running else None)
         journal = _Journal()
         stale_results: list[ApplyResult] = []
         try:
@@ -286,7 +295,13 @@ def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
                 journal.unlink(ctx.paths.program(orphan))
             _check_supervisord_config(ctx.paths)
             if not running:
-                stale_results = stop_stale_engines(ctx.paths)
+                # the whole fleet starts afresh, as it always did; a partial `up` replaces
+                # only the engines it starts and leaves every other orphan running (see
+                # `_leave_orphans`): restarting them is not what the operator asked for
+                stop = set(strays) if whole_fleet else {p.name for p in plans} | {
+                    n for n in strays if n.startswith("_")}
+                stale_results = _stop_strays([strays.pop(n) for n in sorted(stop & set(strays))])
+                stale_results += _leave_orphans(strays)
                 sup.start_daemon()  # autostarts every program file just written
             else:
                 added, changed, removed = sup.reread()
@@ -319,7 +334,14 @@ def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
                     sup.remove(orphan)
                     ctx.paths.config(orphan).unlink(missing_ok=True)
                     results.append(ApplyResult(orphan, "removed", True))
+            if whole_fleet:  # engines of instances that left the inventory, left by a dead
+                results += _stop_strays([strays.pop(n) for n in sorted(strays)  # supervisord
+                                         if n not in rendered])
             for plan in plans:
+                if plan.action != "unchanged" and plan.name in strays:
+                    # an engine a dead supervisord left holds the TUN device and the pid file:
+                    # stop it right before its replacement starts, one instance at a time
+                    results += _stop_strays([strays.pop(plan.name)])
                 if plan.action == "add" and plan.name in added:
                     sup.add(plan.name)
                 elif plan.action == "recreate" and plan.name in changed:
@@ -354,33 +376,55 @@ def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
         return plans, results
 
 
-def stop_stale_engines(paths: StatePaths, grace: float = 10.0) -> list[ApplyResult]:
-    """Engines orphaned by a supervisord that died (e.g. SIGKILL) still hold their pid file and
-    TUN device, so new ones would fail. Stop them, but only processes whose command line names
-    this fleet's config file: a pid file alone may point at a recycled pid."""
+def unsupervised(paths: StatePaths, procs: dict[str, dict] | None) -> dict[str, FleetProcess]:
+    """This fleet's engines that the running supervisord does not hold (`procs`: its
+    instances, None when it is gone): what a killed supervisord left behind. miredoctl's own
+    helpers (`_exporter`, ...) count only when supervisord is gone: a running one holds them."""
+    live = {int(i["pid"]) for i in (procs or {}).values() if i.get("pid")}
+    return {name: proc for name, proc in fleet_processes(paths).items()
+            if not ({proc.pid, proc.pgid} & live) and (procs is None or name[:1] != "_")}
+
+
+def stop_fleet_process(proc: FleetProcess, grace: float = 10.0) -> None:
+    """Stop what supervisord's stop would: TERM to the process group, KILL after `grace`.
+
+    The group is signalled only when its leader is one of the engine's own proven processes;
+    otherwise (the engine's main process died, its group leader gone) each proven member is
+    signalled by pid, so nothing outside this fleet's engine can be hit.
+    """
+    def send(sig: int, pids: tuple[int, ...]) -> None:
+        if proc.leads_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pgid, sig)
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    send(signal.SIGTERM, proc.members)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(alive(p) for p in proc.members):
+        time.sleep(0.1)
+    left = tuple(p for p in proc.members if alive(p))
+    if left:  # the worker and helpers too: the group, or each proven member that is left
+        send(signal.SIGKILL, left)
+
+
+def _stop_strays(strays: list[FleetProcess]) -> list[ApplyResult]:
     results = []
-    for pidfile in sorted(paths.run.glob("*.pid")):
-        name = pidfile.stem
-        try:
-            pid = int(pidfile.read_text().strip() or 0)
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if pid <= 1 or str(paths.config(name)).encode() not in cmdline:
-            continue
-        try:
-            pgid = os.getpgid(pid)
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and alive(pid):
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)  # its group: the worker and helpers too
-        results.append(ApplyResult(name, "stale engine stopped", True,
-                                   f"pid {pid} was left by a supervisord that died"))
+    for proc in strays:
+        stop_fleet_process(proc)
+        results.append(ApplyResult(proc.name, "stale engine stopped", True,
+                                   f"pid {proc.pid} was left by a supervisord that died"))
     return results
+
+
+def _leave_orphans(strays: dict[str, FleetProcess]) -> list[ApplyResult]:
+    """Engines a partial `up` leaves running without supervisord: said, not hidden."""
+    return [ApplyResult(name, "orphaned", True,
+                        f"pid {proc.pid} still runs without supervisord (left as it is; "
+                        f"`miredoctl up {name}` or `miredoctl up` restarts it under supervisord)")
+            for name, proc in sorted(strays.items()) if not name.startswith("_")]
 
 
 def check_writable(paths: StatePaths) -> None:
@@ -449,25 +493,42 @@ def down(ctx: Context, names: list[str], *, whole_fleet: bool) -> list[ApplyResu
 
     Under the fleet lock before it looks at supervisord: a `down` during a starting `up` waits
     for it and then stops what it started, instead of finding nothing to stop.
+    Whatever supervisord's state: engines a dead supervisord left running are found by their
+    pid files and command lines (`state.fleet_processes`) and stopped like supervisord would.
+    Nothing here writes to the state folder, so a full or read-only disk cannot keep an
+    operator from stopping an instance.
     """
     with fleet_lock(ctx.paths, "down"):
         sup = SupervisordClient(ctx.paths)
-        if not sup.running():
-            return [ApplyResult(n, "not running", True, "supervisord not running")
-                    for n in names]
-        procs = sup.processes()
+        running = sup.running()
+        procs = sup.processes() if running else None
+        strays = unsupervised(ctx.paths, procs)
         results = []
         for name in names:
-            if name not in procs:
-                results.append(ApplyResult(name, "not running", True, "not in supervisord"))
+            if procs is None:
+                res = ApplyResult(name, "not running", True, "supervisord not running")
+            elif name not in procs:
+                res = ApplyResult(name, "not running", True, "not in supervisord")
             elif sup.stop(name):
-                results.append(ApplyResult(name, "stopped", True))
+                res = ApplyResult(name, "stopped", True)
             else:
-                results.append(ApplyResult(name, "not running", True,
-                                           procs[name]["statename"].lower()))
+                res = ApplyResult(name, "not running", True, procs[name]["statename"].lower())
+            stray = strays.pop(name, None)
+            if stray is not None:
+                stop_fleet_process(stray)
+                res = ApplyResult(name, "stopped", True,
+                                  f"pid {stray.pid}, which ran without supervisord")
+            results.append(res)
         if whole_fleet:
-            sup.shutdown()
-            results.append(ApplyResult("supervisord", "stopped", True, sup.where()))
+            if running:
+                sup.shutdown()
+                results.append(ApplyResult("supervisord", "stopped", True, sup.where()))
+            for name, stray in sorted(strays.items()):  # left the inventory; our helpers
+                stop_fleet_process(stray)
+                if not name.startswith("_"):
+                    results.append(ApplyResult(name, "stopped", True,
+                                               f"pid {stray.pid}, which ran without "
+                                               "supervisord"))
     return results
 
 

@@ -301,3 +301,126 @@ def fleet_lock(paths: StatePaths, command: str = "command", *, timeout: float | 
             _held.pop(key, None)
     finally:
         os.close(fd)
+
+
+# -- the fleet's processes, found without supervisord ----------------------------------------
+@dataclass(frozen=True)
+class FleetProcess:
+    """One engine (or miredoctl helper) of this state folder, as /proc shows it.
+
+    `members` are every process proven to be it (main process, worker, helpers: a forked
+    process keeps its command line); `pid` is the main one, the pid the engine wrote into its
+    pid file when that pid is a member; `pgid` its process group (supervisord starts each
+    program as a group leader, which is what `killasgroup` and the reaper rely on).
+    """
+
+    name: str
+    pid: int
+    pgid: int
+    members: tuple[int, ...]
+    started: float | None = None  # Unix time the main process started
+
+    @property
+    def leads_group(self) -> bool:
+        """The group is this engine's own: killing the group cannot reach anyone else."""
+        return self.pgid in self.members
+
+
+def _args_after(argv: list[str], flag: str) -> list[str]:
+    """Every value given to `flag` (an interpreter's own `-c` may come before the engine's)."""
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: [state, ppid, pgrp, ...]."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2:].split()
+
+
+def _boot_time() -> float | None:
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        line = next(ln for ln in Path("/proc/stat").read_text().splitlines()
+                    if ln.startswith("btime "))
+        return float(line.split()[1])
+    return None
+
+
+def identify(paths: StatePaths, argv: list[str], cwd: str = "/") -> str | None:
+    """The instance (or `_helper`) a command line belongs to, or None if it is not ours.
+
+    An engine is ours only if its argv names *both* this fleet's config (`-c`) and the pid
+    file next to it (`-p`), exactly as render wrote them: a pid in a pid file may have been
+    recycled, an editor with the config open is not an engine.
+    """
+    def resolved(arg: str) -> Path:
+        return Path(os.path.normpath(os.path.join(cwd, arg)))
+
+    def given(flag: str) -> list[Path]:
+        return [resolved(arg) for arg in _args_after(argv, flag) if arg]
+
+    root = Path(os.path.normpath(paths.root.absolute()))
+    for conf in given("-c"):
+        if conf.parent == root / "configs" and conf.suffix == ".conf":
+            name = conf.stem
+            if root / "run" / f"{name}.pid" in given("-p"):
+                return name
+    # miredoctl's own programs, which outlive a killed supervisord too (the exporter keeps
+    # its port, so a new one could not bind): see render.supervisord_conf
+    if "miredoctl.cli" in argv and "exporter" in argv and root in given("--state-dir"):
+        return "_exporter"
+    if "miredoctl.listeners.reaper" in argv and root / "history" in given("--history"):
+        return "_reaper"
+    if "miredoctl.listeners.logstamp" in argv and root / "logs" / "timed" in given("--logs"):
+        return "_logstamp"
+    return None
+
+
+def fleet_processes(paths: StatePaths) -> dict[str, FleetProcess]:
+    """Every live process of this fleet's engines and helpers, by name, from /proc alone.
+
+    This is how miredoctl finds engines when supervisord cannot tell it (killed, OOM): the pid
+    files the engines write name the main process, and the command line proves each process
+    is this fleet's before anyone signals it.
+    """
+    marker = str(paths.root.name).encode()
+    found: dict[str, list[tuple[int, int]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        pid = int(entry)
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if marker not in raw:
+                continue
+            argv = [a.decode(errors="surrogateescape") for a in raw.split(b"\0")[:-1]]
+            cwd = os.readlink(f"/proc/{pid}/cwd") if any(
+                not a.startswith("/") for a in argv[1:] if a.endswith((".conf", ".pid"))) \
+                else "/"
+            name = identify(paths, argv, cwd)
+            if name is None:
+                continue
+            fields = _stat_fields(pid)
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+        if fields[0] in ("Z", "X"):
+            continue
+        found.setdefault(name, []).append((pid, int(fields[2])))
+    boot = _boot_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, procs in found.items():
+        members = tuple(sorted(p for p, _ in procs))
+        groups = dict(procs)
+        main = None
+        if not name.startswith("_"):
+            with contextlib.suppress(OSError, ValueError):
+                written = int(paths.pidfile(name).read_text().split()[0])
+                main = written if written in groups else None
+        if main is None:  # no pid file (yet, or removed): the group leader, else the oldest
+            main = next((p for p in members if groups[p] == p), members[0])
+        started = None
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if boot is not None:
+                started = boot + int(_stat_fields(main)[19]) / ticks
+        out[name] = FleetProcess(name, main, groups[main], members, started)
+    return out

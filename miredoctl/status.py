@@ -25,7 +25,7 @@ from miredoctl.inventory import Fleet, Instance
 from miredoctl.listeners import history
 from miredoctl.listeners.timedlog import LogLine, display_time
 from miredoctl.procs import alive, exec_argv
-from miredoctl.state import StatePaths
+from miredoctl.state import FleetProcess, StatePaths, fleet_processes
 from miredoctl.supervisord import ACTIVE_STATES, RUNNING_NAME, STOPPED_NAME, state_of
 
 TEREDO_NET = ipaddress.IPv6Network("2001::/32")
@@ -34,6 +34,10 @@ SOCKET_TIMEOUT = 2.0
 # answers for a worker that does not (contract §4: `worker` other than "running"): the process
 # exists, so supervisord says RUNNING, but it forwards nothing. `status` exits 3 for it.
 UNRESPONSIVE = "UNRESPONSIVE"
+# An engine of this fleet that runs while no supervisord holds it (its supervisord was killed
+# or died): it forwards, but nobody restarts it, its output goes nowhere, and `down` through
+# supervisord alone would miss it. Found by its pid file and command line (state.py).
+ORPHANED = "ORPHANED"
 
 
 @dataclass
@@ -47,7 +51,8 @@ class InstanceStatus:
     enabled: bool
     # supervisord's process state, or DISABLED / NOT ADDED / ORPHAN, or FLAPPING (a RUNNING,
     # STARTING or BACKOFF process that supervisord restarted too often lately, see
-    # listeners/history.py), or UNRESPONSIVE (RUNNING, but the engine does not answer)
+    # listeners/history.py), or UNRESPONSIVE (RUNNING, but the engine does not answer), or
+    # ORPHANED (the engine runs, but no supervisord holds it)
     state: str
     pid: int | None = None
     process_state: str | None = None  # supervisord's own word, also when `state` is FLAPPING
@@ -267,10 +272,23 @@ def engine_view(payload: dict[str, Any], st: InstanceStatus) -> None:
     st.engine_status = payload
 
 
+def unsupervised_engines(paths: StatePaths, procs: dict[str, dict[str, Any]] | None
+                         ) -> dict[str, FleetProcess]:
+    """This fleet's engines that run but that supervisord does not hold (`procs` None: it is
+    not running at all), by instance name."""
+    live = {int(i["pid"]) for i in (procs or {}).values() if i.get("pid")}
+    return {name: proc for name, proc in fleet_processes(paths).items()
+            if not name.startswith("_") and not ({proc.pid, proc.pgid} & live)}
+
+
 def collect(fleet: Fleet, paths: StatePaths, names: list[str],
-            procs: dict[str, dict[str, Any]] | None, now: float | None = None
-            ) -> list[InstanceStatus]:
-    """Rows for the selected names; `procs` None means supervisord is not running."""
+            procs: dict[str, dict[str, Any]] | None, now: float | None = None,
+            strays: dict[str, FleetProcess] | None = None) -> list[InstanceStatus]:
+    """Rows for the selected names; `procs` None means supervisord is not running.
+
+    `strays` (default: looked up in /proc when some instance is not held by supervisord) are
+    the engines running without supervisord; they show as ORPHANED with their own pid.
+    """
     rows = []
     now = time.time() if now is None else now
     for name in names:
@@ -294,6 +312,16 @@ def collect(fleet: Fleet, paths: StatePaths, names: list[str],
                 st.uptime = max(0.0, float(info.get("now", now)) - float(info["start"]))
             if info.get("spawnerr"):
                 st.error = info["spawnerr"]
+        if state_of(info) not in ACTIVE_STATES:
+            if strays is None:
+                strays = unsupervised_engines(paths, procs)
+            stray = strays.get(name)
+            if stray is not None:
+                st.state, st.pid = ORPHANED, stray.pid
+                st.uptime = None if stray.started is None else max(0.0, now - stray.started)
+                st.note_error(f"pid {stray.pid} runs without supervisord: nobody restarts it "
+                              "and its output is lost; `miredoctl up` restarts it under "
+                              "supervisord, `miredoctl down` stops it")
         summary = history.summarize(history.load(paths.history(name)), now)
         st.restarts, st.recent_restarts = summary.restarts, summary.recent_restarts
         st.flapping = summary.flapping
