@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import json
 import os
@@ -59,8 +60,13 @@ def _unpack(root: Path, commit: str, bundle: bytes) -> Path:
     return dest
 
 
+IN_PROCESS = ("status", "show")  # read-only, start nothing: no second Python needed
+
+
 def _inner(fleet: Path, state: Path, args: list[str], env: dict[str, str]
            ) -> tuple[int, Any, str]:
+    if args[:1] and args[0] in IN_PROCESS:
+        return _in_process(fleet, state, args, env)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         # its own session: when the SSH connection drops, the hangup must not kill an `up`
         # half way; the host finishes what it was asked (a second `up` then finds it done)
@@ -78,6 +84,26 @@ def _inner(fleet: Path, state: Path, args: list[str], env: dict[str, str]
         result = None
         errors = (errors + "\n" + text).strip()
     return rc, result, errors
+
+
+def _in_process(fleet: Path, state: Path, args: list[str], env: dict[str, str]
+                ) -> tuple[int, Any, str]:
+    """`status` in this process: it saves a Python start-up (a third of the agent's time)."""
+    from miredoctl import cli
+    saved = dict(os.environ)
+    os.environ.update(env)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = cli.main(["--fleet", str(fleet), "--state-dir", str(state), "--json", *args])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        result = json.loads(out.getvalue()) if out.getvalue().strip() else None
+    except ValueError:
+        return rc, None, (err.getvalue() + "\n" + out.getvalue()).strip()
+    return rc, result, err.getvalue().strip()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,6 @@ from tests.kernel.sshhosts import Host, SshHosts, missing
 
 pytestmark = pytest.mark.kernel
 
-HIDDEN_USER = "daemon"  # an account of the controller that host2 lacks
 GIT_ENV = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
 
@@ -70,7 +69,7 @@ def fleet() -> Iterator[Fleet]:
     state = base / "st"
     f: Fleet | None = None
     try:
-        hosts = ssh.make(3, hide_users={1: {HIDDEN_USER}})
+        hosts = ssh.make(3)
         root = base / "fleet"
         root.mkdir()
         subprocess.run(["git", "init", "-q", str(root)], check=True)
@@ -141,19 +140,23 @@ def test_three_hosts_up_status_reload_down(fleet: Fleet) -> None:
 
 
 def test_rolling_reload_stops_at_the_bad_host(fleet: Fleet) -> None:
-    """r2 asks for an account host2 does not have: host2 refuses the config and keeps the
-    one it runs, host3 is not attempted, and the output says so per host."""
+    """The fleet's own template gives r2 a directive no engine knows: host2's config checkers
+    refuse it before anything is written (its engine keeps running the config it had), host3
+    is not attempted, and the output says so per host."""
     assert fleet.miredoctl("up").returncode == 0
-    fleet.commit({"r1.yaml": relay("host1", "mtu: 1400\n"),
-                  "r2.yaml": relay("host2", f"user: {HIDDEN_USER}\n"),
-                  "r3.yaml": relay("host3", "mtu: 1400\n")}, "r2 runs as daemon")
+    default = Path(__file__).resolve().parents[2] / "templates" / "miredo.conf.j2"
+    (fleet.root / "templates").mkdir(exist_ok=True)
+    fleet.commit({"templates/miredo.conf.j2": default.read_text()
+                  + '{% if name == "r2" %}NoSuchDirective yes\n{% endif %}',
+                  "r1.yaml": relay("host1", "mtu: 1400\n"),
+                  "r3.yaml": relay("host3", "mtu: 1400\n")}, "a bad config for r2")
     try:
         rc, doc = fleet.json("reload", "--all")
         assert rc == 1, json.dumps(doc, indent=1)
         hosts = by_host(doc)
         assert hosts["host1"]["outcome"] == "done"
         assert hosts["host2"]["outcome"] == "failed"
-        assert HIDDEN_USER in hosts["host2"]["detail"], hosts["host2"]
+        assert "nothing was changed" in hosts["host2"]["detail"], hosts["host2"]
         assert hosts["host3"]["outcome"] == "not attempted"
         text = fleet.miredoctl("reload", "--all").stdout
         assert "host3: not attempted" in text and "host2: failed (" in text, text
@@ -164,6 +167,7 @@ def test_rolling_reload_stops_at_the_bad_host(fleet: Fleet) -> None:
         rc, doc = fleet.json("reload", "--all", "--max-fail", "100%")
         assert by_host(doc)["host3"]["outcome"] == "done", doc
     finally:
+        (fleet.root / "templates" / "miredo.conf.j2").unlink()
         fleet.commit({f"r{i}.yaml": relay(f"host{i}") for i in (1, 2, 3)}, "back to plain")
 
 
