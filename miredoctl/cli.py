@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "[::1]:9531)")
     cmd("demo", "build the lab, run the default fleet, ping through it (from the repo root)",
         selection=False)
+    p = cmd("hosts", "a fleet across hosts: each host's reachability, teredo-fleet version, "
+            "supervisord and instances", selection=False)
+    p.add_argument("--host", action="append", default=[], metavar="H",
+                   help="only these hosts of hosts.yaml (globs and group names allowed)")
     p = cmd("lab", "build, remove or inspect the demo network in namespaces", selection=False)
     p.add_argument("action", choices=("up", "down", "status", "check"))
     # the lab owns its default prefix (the one the default fleet in instances/ names)
@@ -420,6 +424,11 @@ def cmd_demo(args: argparse.Namespace, ctx: ops.Context) -> int:
     return _run_lab_tool(["demo"])
 
 
+def cmd_hosts(args: argparse.Namespace, ctx: ops.Context) -> int:
+    """Only a fleet with hosts.yaml has hosts (miredoctl/remote/commands.py answers there)."""
+    raise UsageError(f"{ctx.fleet_dir}: no hosts.yaml: this fleet runs on this machine only")
+
+
 # Commands that change the fleet take the fleet lock before they look at anything (waiting
 # their turn); the read-only ones (status, show, wait, logs, diff, config, metrics, `up
 # --dry-run`) take none, so they answer while a long `up` runs (docs/miredoctl.md).
@@ -429,7 +438,7 @@ COMMANDS = {
     "validate": cmd_validate, "config": cmd_config, "diff": cmd_diff, "up": cmd_up,
     "down": cmd_down, "restart": cmd_restart, "reload": cmd_reload, "status": cmd_status,
     "show": cmd_show, "wait": cmd_wait, "logs": cmd_logs, "demo": cmd_demo, "lab": cmd_lab,
-    "metrics": cmd_metrics, "exporter": cmd_exporter,
+    "metrics": cmd_metrics, "exporter": cmd_exporter, "hosts": cmd_hosts,
 }
 
 
@@ -444,7 +453,7 @@ def _across_hosts(args: argparse.Namespace, ctx: ops.Context) -> bool:
             raise UsageError("--host needs a fleet across hosts (hosts.yaml in the fleet folder)")
         return False
     if args.command not in ("status", "show", "up", "down", "restart", "reload", "wait",
-                            "validate"):
+                            "validate", "hosts"):
         raise UsageError(f"`{args.command}` does not work across hosts yet; run it on the "
                          "host (or for the instances without host: here, without hosts.yaml)")
     return True

@@ -69,6 +69,8 @@ def run(args: argparse.Namespace, ctx: ops.Context) -> int:
         return EXIT_OK
     if args.command in ("status", "show"):
         return _status(args, ctx, controller)
+    if args.command == "hosts":
+        return _hosts(args, controller)
     return _action(args, ctx, controller)
 
 
@@ -77,6 +79,41 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
         print(json.dumps(data, indent=2, sort_keys=True, default=str))
     elif text:
         print(text)
+
+
+# -- hosts ----------------------------------------------------------------------------------
+def _hosts(args: argparse.Namespace, controller: Controller) -> int:
+    """Every host of hosts.yaml (or of --host), whether or not instances run there: an
+    agent `status` each, in parallel, summarised per host."""
+    hosts = controller.hosts
+    names = hosts.expand(args.host) if args.host else list(hosts.hosts)
+    results = controller.run({h: ["status"] for h in names}, ok_codes=(0, 3, 4))
+    rows = []
+    for h in names:
+        res = results[h]
+        doc = res.result if isinstance(res.result, dict) else {}
+        inst = doc.get("instances") or []
+        rows.append({
+            "host": h, "address": hosts.hosts[h].address, "reachable": res.outcome != "unreachable",
+            "outcome": res.outcome, "version": res.version,
+            "supervisord": (doc.get("supervisord") or {}).get("running"),
+            "instances": len(inst), "running": sum(1 for r in inst if r.get("state") == "RUNNING"),
+            "groups": sorted(hosts.hosts[h].groups - {"all"}), "error": res.detail
+            if res.outcome != "done" else ""})
+    head = ("HOST", "ADDRESS", "REACHABLE", "VERSION", "SUPERVISORD", "INSTANCES", "GROUPS",
+            "ERROR")
+    lines = [head] + [(
+        r["host"], r["address"] or "-", "yes" if r["reachable"] else "NO", r["version"] or "-",
+        {True: "running", False: "stopped", None: "-"}[r["supervisord"]],
+        f"{r['running']}/{r['instances']} running", ",".join(r["groups"]) or "-",
+        r["error"][:200]) for r in rows]
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    _emit(args, {"hosts": rows}, "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in lines))
+    if any(not r["reachable"] for r in rows):
+        return EXIT_UNREACHABLE
+    return EXIT_OK if all(r["outcome"] == "done" for r in rows) else EXIT_ERROR
 
 
 # -- status ---------------------------------------------------------------------------------

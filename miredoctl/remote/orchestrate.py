@@ -62,6 +62,7 @@ class HostResult:
     detail: str = ""
     rolled_back: list[str] = field(default_factory=list)
     elapsed: float | None = None  # seconds the agent took on the host (the rest is SSH/ansible)
+    version: str | None = None  # the host's teredo-fleet, as its agent says
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "outcome": self.outcome, "rc": self.rc,
@@ -259,11 +260,14 @@ class Controller:
                               f"{schema.SCHEMA}: refused")
         rc = envelope.get("rc")
         detail = one_line(envelope.get("stderr") or "")
+        version = envelope.get("identity")
         if rc == schema.EXIT_VERSION:
-            return HostResult(host, "failed", rc, None, f"version mismatch: {detail}; refused")
+            return HostResult(host, "failed", rc, None, f"version mismatch: {detail}; refused",
+                              version=version)
         outcome = "done" if rc in ok_codes else "failed"
         return HostResult(host, outcome, rc, envelope.get("result"), detail,
-                          list(envelope.get("rolled_back") or []), envelope.get("elapsed"))
+                          list(envelope.get("rolled_back") or []), envelope.get("elapsed"),
+                          version)
 
     def _run_local(self, agent_args: list[str], ok_codes: tuple[int, ...]) -> HostResult:
         """Instances without `host:` run here, from the working tree, as without hosts.yaml."""
@@ -271,7 +275,7 @@ class Controller:
         env = dict(os.environ, MIREDOCTL_THIS_HOST="")
         rc, result, errors = _inner(self.fleet_dir, self.state_dir, agent_args, env)
         return HostResult(LOCAL, "done" if rc in ok_codes else "failed", rc, result,
-                          one_line(errors))
+                          one_line(errors), version=schema.identity())
 
 
 def _envelope(stdout: str) -> dict[str, Any] | None:

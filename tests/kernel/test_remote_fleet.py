@@ -116,6 +116,11 @@ def test_three_hosts_up_status_reload_down(fleet: Fleet) -> None:
         ("host1", "r1", "RUNNING"), ("host2", "r2", "RUNNING"), ("host3", "r3", "RUNNING")]
     text = fleet.miredoctl("status").stdout
     assert text.splitlines()[0].split()[:2] == ["NAME", "HOST"]
+    rc, hs = fleet.json("hosts")
+    assert rc == 0 and [(h["host"], h["reachable"], h["supervisord"], h["running"])
+                        for h in hs["hosts"]] == [("host1", True, True, 1),
+                                                  ("host2", True, True, 1),
+                                                  ("host3", True, True, 1)], hs
 
     # the host runs the shipped commit; its rendered header says which
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=fleet.root,
@@ -276,6 +281,8 @@ def test_killed_sshd_is_unreachable_and_the_others_are_served(fleet: Fleet) -> N
     lines = {ln.split()[0]: ln for ln in r.stdout.splitlines()[1:]}
     assert "UNREACHABLE" in lines["r3"] and "RUNNING" in lines["r1"] and "RUNNING" in lines["r2"]
     assert len(r.stdout.splitlines()) == 4  # one line per instance, the ssh error on it
+    r = fleet.miredoctl("hosts")
+    assert r.returncode == 5 and " NO " in r.stdout.splitlines()[3], r.stdout
     rc, doc = fleet.json("down")
     hosts = by_host(doc)
     assert rc == 5 and hosts["host3"]["outcome"] == "unreachable", doc
