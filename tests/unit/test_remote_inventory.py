@@ -104,3 +104,21 @@ def test_single_host_fleet_never_reads_the_remote_package(tmp_path: Path) -> Non
     sys.modules.pop("miredoctl.remote.hosts", None)
     load_fleet(root)
     assert "miredoctl.remote.hosts" not in sys.modules
+
+
+def test_cli_refuses_what_does_not_work_across_hosts(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from miredoctl.cli import main
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "many").mkdir()
+    single = fleet(tmp_path / "one", {"r1": "role: relay\n"}, hosts=None)
+    state = ["--state-dir", str(tmp_path / "st")]
+    assert main(["--fleet", str(single), *state, "status", "--host", "fra1"]) == 2
+    assert "--host needs a fleet across hosts" in capsys.readouterr().err
+    assert main(["--fleet", str(single), *state, "hosts"]) == 2
+    assert "no hosts.yaml" in capsys.readouterr().err
+    multi = fleet(tmp_path / "many", {"r1": "role: relay\nhost: fra1\n"})
+    assert main(["--fleet", str(multi), *state, "logs"]) == 2
+    assert "`logs` does not work across hosts yet" in capsys.readouterr().err
+    assert main(["--fleet", str(multi), *state, "up", "--serial", "0"]) == 2
