@@ -28,7 +28,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 USAGE = f"""\
 Usage: {PROG} [-f] [-c FILE] [-p PIDFILE] [-u USER] [-t DIR] [--status-socket PATH] [SERVER]
-       {PROG} --check [--strict] [-c FILE | FILE]
+       {PROG} --check [--strict] [-c FILE | FILE...]
        {PROG} --status [--status-socket PATH | -c FILE] [--json]
 """
 
@@ -46,8 +46,9 @@ miredo-server.conf file. SERVER overrides ServerAddress (client) or ServerBindAd
   -t, --chroot, --chrootdir DIR
                              chroot to DIR after set-up
       --status-socket PATH   status socket path
-      --check                check the configuration file and exit (warnings are
-                             printed, only errors fail it)
+      --check                check the configuration file(s) and exit (warnings are
+                             printed, only errors fail it; with several files, every
+                             line names its file and any failing file fails it)
       --strict               with --check: warnings fail it too (miredo-checkconf)
       --status               print the status of a running instance
       --json                 with --status: print it as JSON
@@ -116,7 +117,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise UsageError("--json only goes with --status")
     if ns.strict and not ns.check:
         raise UsageError("--strict only goes with --check")
-    if len(ns.args) > 1:
+    if len(ns.args) > 1 and not ns.check:
         raise UsageError(f"unexpected extra parameter: {ns.args[1]}")
     if ns.check and ns.args and ns.config is not None:
         raise UsageError("--check takes the file either with -c or as an argument, not both")
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(VERSION)
         return EXIT_OK
     if ns.check:
-        return check(ns.args[0] if ns.args else ns.config or DEFAULT_CONFIG, strict=ns.strict)
+        return check_all(ns.args or [ns.config or DEFAULT_CONFIG], strict=ns.strict)
     opts = run_options(ns)
     if ns.status:
         return status(ns, opts)
@@ -201,6 +202,19 @@ def check(path: str, *, strict: bool = False) -> int:
     n = config.directive_count
     print(f"{path}: OK (role {config.role}, {n} directive{'' if n == 1 else 's'})")
     return EXIT_OK
+
+
+def check_all(paths: list[str], *, strict: bool = False) -> int:
+    """`--check` of several files in one process.
+
+    A fleet manager checks hundreds of rendered configs; one interpreter start per file cost
+    about 0.1 s each, one process for all of them costs about that in total. Each file's output
+    is exactly what checking it alone prints, and every line starts with its file's name.
+    """
+    worst = EXIT_OK
+    for path in paths:
+        worst = max(worst, check(path, strict=strict))
+    return worst
 
 
 def status(ns: argparse.Namespace, opts: RunOptions) -> int:

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from supervisor.states import ProcessStates
@@ -62,9 +62,35 @@ from miredoctl.users import ensure_users
 class Context:
     fleet_dir: Path
     paths: StatePaths
+    _loaded: tuple[tuple, Fleet] | None = field(default=None, repr=False, compare=False)
 
     def load(self) -> Fleet:
-        return load_fleet(self.fleet_dir)
+        """The inventory, parsed again only if a file of the fleet folder changed since the last
+        load: `up` reads it once to select and once under the lock, which at 100 instances
+        cost 0.7 s twice. The folder is re-listed and every file's stat compared, so an edit
+        made while `up` waited for the lock is still seen."""
+        key = _fleet_fingerprint(self.fleet_dir)
+        if key is not None and self._loaded is not None and self._loaded[0] == key:
+            return self._loaded[1]
+        fleet = load_fleet(self.fleet_dir)
+        self._loaded = (key, fleet) if key is not None else None
+        return fleet
+
+
+def _fleet_fingerprint(root: Path) -> tuple | None:
+    """What a load of `root` depends on: each entry's name, inode, size and change time (ctime
+    too: an editor that keeps the size and resets the mtime still changes it), and the host
+    the agent serves. None when the folder cannot be listed (then nothing is reused)."""
+    try:
+        with os.scandir(root) as it:
+            entries = sorted((e.name, *_stat_key(e.stat())) for e in it)
+    except OSError:
+        return None
+    return (os.environ.get("MIREDOCTL_THIS_HOST"), tuple(entries))
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass
@@ -91,26 +117,47 @@ def validate(ctx: Context, *, checkconf: bool = True) -> tuple[Fleet, dict[str, 
 
 
 def engine_check_problems(rendered: dict[str, Rendered], scratch: Path) -> list[Problem]:
-    """`teredo-engine --check -c FILE` on every config our engine will run (contract §3).
+    """`teredo-engine --check FILE...` on every config our engine will run (contract §3).
 
-    An engine build whose `--check` crashes (a Python traceback, e.g. not installed yet) cannot
-    judge the file; that is reported by `up` when the engine fails to start, not here.
+    One process for all of them: an interpreter start per file cost about 0.1 s per instance
+    (10 s of a 12 s `validate` at 100 instances). The engine prints each file's lines prefixed
+    by that file and an `OK` line for each file that passes, which is how the answer is split
+    back per instance. An engine build whose `--check` crashes (a Python traceback, e.g. not
+    installed yet) cannot judge the file; that is reported by `up` when the engine fails to
+    start, not here.
     """
-    problems = []
+    paths: dict[str, Path] = {}
     for name, r in sorted(rendered.items()):
-        if r.inst.engine != "teredo-engine":
+        if r.inst.engine == "teredo-engine":
+            paths[name] = scratch / f"{name}.engine.conf"
+            paths[name].write_text(r.text)
+    problems: list[Problem] = []
+    names = list(paths)
+    for i in range(0, len(names), _CHECK_BATCH):
+        problems += _engine_check_batch(rendered, {n: paths[n] for n in names[i:i + _CHECK_BATCH]})
+    return problems
+
+
+_CHECK_BATCH = 512  # files per `--check` process: far below the kernel's argument size limit
+
+
+def _engine_check_batch(rendered: dict[str, Rendered], paths: dict[str, Path]) -> list[Problem]:
+    try:
+        proc = subprocess.run([*engine_argv0(), "--check", *map(str, paths.values())],
+                              capture_output=True, text=True, timeout=30 + 0.2 * len(paths))
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if proc.returncode != 1 or "Traceback" in proc.stderr:  # 0: all good; 2: cannot judge
+        return []
+    problems = []
+    for name, path in paths.items():
+        prefix = f"{path}:"
+        if any(line.startswith(f"{prefix} OK") for line in proc.stdout.splitlines()):
             continue
-        path = scratch / f"{name}.engine.conf"
-        path.write_text(r.text)
-        try:
-            proc = subprocess.run([*engine_argv0(), "--check", "-c", str(path)],
-                                  capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if proc.returncode == 0 or "Traceback" in proc.stderr:
-            continue
-        detail = last_lines((proc.stderr or proc.stdout).replace(str(path), f"{name}.conf"), 2)
-        problems.append(Problem(display_path(r.inst.file), 0,
+        own = "\n".join(line for line in proc.stderr.splitlines() if line.startswith(prefix))
+        detail = last_lines((own or proc.stderr or proc.stdout).replace(str(path),
+                                                                         f"{name}.conf"), 2)
+        problems.append(Problem(display_path(rendered[name].inst.file), 0,
                                 f"teredo-engine --check rejects the rendered config: {detail}"))
     return problems
 

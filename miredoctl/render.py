@@ -132,6 +132,52 @@ class _GitInfo:
         if out.returncode == 0:
             self.top = Path(out.stdout.strip())
 
+    def prefetch(self, paths: list[Path]) -> None:
+        """Describe many files with two git calls instead of two per file (200 calls, 0.9 s, at
+        100 instances): one `git status` for the edited ones and one walk of the log that stops
+        once every file has its last commit. A file the walk does not name (only touched by a
+        merge, renamed...) is left to `describe`'s own calls."""
+        if self.top is None or os.environ.get("MIREDOCTL_FLEET_COMMIT"):
+            return
+        todo = {p for p in paths if p not in self.cache}
+        if not todo:
+            return
+        args = ["--", *sorted(map(str, todo))]
+        try:  # not through _git: its strip() would eat the first entry's status column
+            dirty_out = subprocess.run(["git", "-C", str(self.top), "status", "--porcelain",
+                                        "-z", "--no-renames", *args], capture_output=True,
+                                       text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return
+        if dirty_out.returncode != 0:
+            return
+        dirty = {(self.top / entry[3:]).resolve() for entry in dirty_out.stdout.split("\0")
+                 if len(entry) > 3}
+        found: dict[Path, str] = {}
+        try:
+            proc = subprocess.Popen(["git", "-C", str(self.top), "log", "--format=>%h",
+                                     "--name-only", "--no-renames", *args],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError:
+            return
+        try:
+            commit = ""
+            for line in proc.stdout or ():
+                line = line.rstrip("\n")
+                if line.startswith(">"):
+                    commit = line[1:]
+                elif line and commit:
+                    path = (self.top / line).resolve()
+                    if path in todo and path not in found:
+                        found[path] = commit
+                        if len(found) == len(todo):
+                            break
+        finally:
+            proc.kill()
+            proc.wait()
+        for path, commit in found.items():
+            self.cache[path] = f"git {commit}" + (", edited since" if path in dirty else "")
+
     def describe(self, path: Path) -> str:
         shipped = os.environ.get("MIREDOCTL_FLEET_COMMIT")
         if shipped:  # on a host of a fleet across hosts: the commit the controller shipped
@@ -257,6 +303,8 @@ def render_fleet(fleet: Fleet, paths: StatePaths, names: list[str] | None = None
     except jinja2.TemplateError as exc:
         raise InventoryError([Problem(shown, 0, f"template error: {exc}")])
     git = _GitInfo(fleet.root)
+    selected = names if names is not None else fleet.names
+    git.prefetch(sorted({p.resolve() for n in selected for p in fleet.instances[n].sources}))
     problems: list[Problem] = []
     out: dict[str, Rendered] = {}
     for name in names if names is not None else fleet.names:

@@ -63,7 +63,6 @@ def test_version(capsys, flag):
         (["--json"], "--json only goes with --status"),
         (["--check", "--status"], "--check and --status cannot be used together"),
         (["--check", "-c", "a", "b"], "--check takes the file either with -c or as an argument"),
-        (["--check", "a", "b"], "unexpected extra parameter: b"),
         (["--status", "srv"], "unexpected extra parameter: srv"),
         (["--conf"], "expected one argument"),
     ],
@@ -171,6 +170,23 @@ def test_check_binary_garbage(capsys, tmp_path):
     rc, _, err = run_main(capsys, "--check", str(path))
     assert rc == 1 and "Traceback" not in err
     assert all(line.startswith(str(path)) for line in err.splitlines())
+
+
+def test_check_many_files(capsys, tmp_path):
+    """One process for a fleet's configs: each file's lines are what checking it alone prints,
+    every line names its file, and one failing file fails the whole check."""
+    good = write(tmp_path, "RelayType cone\n", name="good.conf")
+    warn = write(tmp_path, "RelayType restricted\nBindPort 3545", name="warn.conf")
+    bad = write(tmp_path, "RelayType client\nBindPort 70000\n", name="bad.conf")
+    missing = str(tmp_path / "none.conf")
+    alone = {p: run_main(capsys, "--check", p) for p in (good, warn, bad, missing)}
+    rc, out, err = run_main(capsys, "--check", good, warn, bad, missing)
+    assert rc == 1
+    assert out == "".join(alone[p][1] for p in (good, warn, bad, missing))
+    assert err == "".join(alone[p][2] for p in (good, warn, bad, missing))
+    assert all(line.startswith(tuple(alone)) for line in (out + err).splitlines())
+    assert run_main(capsys, "--check", good, warn)[0] == 0
+    assert run_main(capsys, "--check", "--strict", good, warn)[0] == 1
 
 
 def test_check_default_file(capsys, tmp_path, monkeypatch):
