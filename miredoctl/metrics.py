@@ -46,7 +46,8 @@ GATHER_THREADS = 8
 # teredo_process_state series per word (1 for the current one), so a query over a state never
 # finds "no data" for an instance that is simply not in it.
 PROCESS_STATES = ("RUNNING", "STARTING", "BACKOFF", "STOPPING", "STOPPED", "EXITED", "FATAL",
-                  "UNKNOWN", "FLAPPING", "UNRESPONSIVE", "DISABLED", "NOT_ADDED", "ORPHAN")
+                  "UNKNOWN", "FLAPPING", "UNRESPONSIVE", "DISABLED", "NOT_ADDED", "ORPHAN",
+                  "ORPHANED")
 # contract §4 counters -> (metric stem, direction); `in` is what the engine read (from the
 # network for UDP, from the host's TUN device for TUN), `out` what it wrote
 ENGINE_COUNTERS = {
@@ -187,8 +188,8 @@ def _instance(f: _Families, row: InstanceStatus) -> None:
     current = _state_word(row.state)
     for word in (*PROCESS_STATES, *(() if current in PROCESS_STATES else (current,))):
         f.gauge("process_state", "Process state as `miredoctl status` shows it: supervisord's "
-                "word, or FLAPPING, UNRESPONSIVE, DISABLED, NOT_ADDED, ORPHAN; 1 for the "
-                "current one", lab, 1 if word == current else 0, state=word)
+                "word, or FLAPPING, UNRESPONSIVE, DISABLED, NOT_ADDED, ORPHAN, ORPHANED; 1 for "
+                "the current one", lab, 1 if word == current else 0, state=word)
     f.gauge("flapping", "1 when supervisord restarted the instance at least 3 times in the "
             "last 300 s", lab, 1 if row.flapping else 0)
     f.counter("restarts", "Automatic restarts by supervisord since an operator last started "
