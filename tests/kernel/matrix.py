@@ -7,7 +7,8 @@ in this module for the session so that
 
 * the symmetric-NAT combinations can be judged against what all-Debian did in the same run
   (miredo 1.2.6 cannot punch through a symmetric NAT, so "all PASS" is not the bar there:
-  "at least as well as miredo, path by path" is), and
+  "at least as well as miredo, path by path" is), except the RFC 6081 rows of our engine
+  (`all_pass`), which must pass every path whatever miredo did, and
 * `pytest_terminal_summary` (tests/kernel/conftest.py) prints ONE table at the end, where a
   difference between combinations is visible at a glance.
 """

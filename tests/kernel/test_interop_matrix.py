@@ -4,7 +4,10 @@ One test per combination (the id names it, e.g. `srvO-rlyD-cliO-cli2D-restricted
 fresh lab each.  Behind two restricted NATs every path must pass, as it does with miredo
 alone; with NAT 2 symmetric every path must do at least as well as all-Debian did in the
 same run (miredo cannot punch client-to-client through a symmetric NAT, and the all-Debian
-row itself must show exactly that).  Every daemon must then exit 0 on SIGTERM and leave no
+row itself must show exactly that).  The RFC 6081 rows (issue 16: NAT 2 a sequential or a
+port-preserving symmetric NAT, or `shared`, cli2 behind NAT 1 too without hairpinning) hold
+our engine on both clients to every path passing, and any row with miredo on either end to
+doing at least as well as miredo everywhere.  Every daemon must then exit 0 on SIGTERM and leave no
 Teredo address behind.  The whole matrix is printed as one table at the end of the run
 (tests/kernel/conftest.py, `pytest_terminal_summary`).
 """
