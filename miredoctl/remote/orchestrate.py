@@ -175,7 +175,10 @@ class Controller:
             ANSIBLE_RETRY_FILES_ENABLED="False", ANSIBLE_PYTHON_INTERPRETER="auto_silent",
             ANSIBLE_DEPRECATION_WARNINGS="False", ANSIBLE_SYSTEM_WARNINGS="False",
             ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_FORKS=str(max(5, len(self.hosts.hosts))),
-            ANSIBLE_LOCAL_TEMP=str(work / "tmp"), ANSIBLE_TIMEOUT="10")
+            ANSIBLE_LOCAL_TEMP=str(work / "tmp"), ANSIBLE_TIMEOUT="10",
+            # modules log their arguments to the host's syslog by default: the fleet bundle
+            # (base64, every run) has no place there
+            ANSIBLE_NO_TARGET_SYSLOG="True")
         return env
 
     def run(self, args_by_host: dict[str, list[str]], *, ok_codes: tuple[int, ...] = (0,),
