@@ -60,6 +60,22 @@ def main() -> int:
             subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "x"],
                            capture_output=True)
 
+    def bare_ansible(hosts: list) -> tuple[float, None, int]:
+        """What ansible-playbook and SSH cost without the agent: the floor of any command."""
+        from miredoctl.remote.hosts import load_checked
+        from miredoctl.remote.orchestrate import Controller, ansible_playbook
+        ctl = Controller(fleet, state, load_checked(fleet))
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            (work / "play.yml").write_text(
+                "- hosts: all\n  gather_facts: false\n  tasks:\n"
+                "    - ansible.builtin.command: /bin/true\n")
+            t = time.monotonic()
+            r = subprocess.run([ansible_playbook(), "-i", str(fleet / "hosts.yaml"),
+                                str(work / "play.yml")], capture_output=True, text=True,
+                               env=ctl._env(work))
+            return time.monotonic() - t, None, r.returncode
+
     rows: list[tuple[str, float, float | None, int]] = []
     try:
         hosts = ssh.make(opts.hosts)
@@ -80,6 +96,7 @@ def main() -> int:
         (fleet / "defaults.yaml").write_text("allow_documentation_addresses: true\n")
         commit("bench fleet")
         rows.append(("up (first)", *run("up")))
+        rows.append(("ansible alone: one /bin/true per host, warm", *bare_ansible(hosts)))
         rows.append(("status cold", *(close_masters() or run("status"))))
         for i in range(opts.repeat):
             rows.append((f"status warm #{i + 1}", *run("status")))

@@ -122,3 +122,19 @@ def test_cli_refuses_what_does_not_work_across_hosts(tmp_path: Path,
     assert main(["--fleet", str(multi), *state, "logs"]) == 2
     assert "`logs` does not work across hosts yet" in capsys.readouterr().err
     assert main(["--fleet", str(multi), *state, "up", "--serial", "0"]) == 2
+
+
+def test_instances_without_host_run_here_in_a_fleet_across_hosts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only local instances selected: no SSH, no ansible; the row says (local)."""
+    import json
+
+    from miredoctl.cli import main
+
+    (tmp_path / "f").mkdir()
+    root = fleet(tmp_path / "f", {"r0": "role: relay\n", "r1": "role: relay\nhost: fra1\n"})
+    rc = main(["--fleet", str(root), "--state-dir", str(tmp_path / "st"), "--json",
+               "status", "r0"])
+    doc = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["host"]) for r in doc["instances"]] == [("r0", "(local)")], doc
+    assert rc == 4  # as on one machine: this fleet's supervisord is not running here
