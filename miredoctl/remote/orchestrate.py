@@ -242,7 +242,10 @@ class Controller:
         try:
             res = json.loads(path.read_text())
         except FileNotFoundError:
-            if proc.returncode not in (0, 2, 4):  # ansible itself failed: say what it said
+            # ansible-playbook's exit code is bit flags: 2 some host failed, 4 some host
+            # unreachable; the play stopped before this host. Anything else is ansible's own
+            # failure (a parse error, bad options), to be said as it is
+            if proc.returncode not in (0, 2, 4, 6):
                 return HostResult(host, "failed", None, None,
                                   "ansible-playbook: " + _last_error(proc))
             return HostResult(host, "not attempted")
