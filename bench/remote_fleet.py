@@ -87,7 +87,8 @@ def main() -> int:
                  f"    miredoctl_python: {sys.executable}", "  hosts:"]
         for h in hosts:
             lines += [f"    {h.name}:", f"      ansible_host: {h.address}",
-                      f"      miredoctl_root: {h.root}/agent"]
+                      f"      miredoctl_root: {h.root}/agent",
+                      f"      miredoctl_state: /run/miredoctl/{ssh.tag}-{h.name}"]
             for i in range(opts.per_host):
                 (fleet / f"{h.name}-r{i}.yaml").write_text(
                     f"role: relay\nhost: {h.name}\ninterface: tr{i}\n")

@@ -60,7 +60,7 @@ def _unpack(root: Path, commit: str, bundle: bytes) -> Path:
     return dest
 
 
-IN_PROCESS = ("status", "show")  # read-only, start nothing: no second Python needed
+IN_PROCESS = ("status", "show", "logs")  # read-only, start nothing: no second Python needed
 
 
 def _inner(fleet: Path, state: Path, args: list[str], env: dict[str, str]

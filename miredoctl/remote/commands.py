@@ -18,6 +18,7 @@ from miredoctl import ops
 from miredoctl import status as status_mod
 from miredoctl.errors import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNKNOWN, UsageError
 from miredoctl.inventory import Fleet
+from miredoctl.listeners import timedlog
 from miredoctl.remote import hosts as hosts_mod
 from miredoctl.remote.orchestrate import (
     LOCAL,
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace, ctx: ops.Context) -> int:
         return _status(args, ctx, controller)
     if args.command == "hosts":
         return _hosts(args, controller)
+    if args.command == "logs":
+        return _logs(args, ctx, controller)
     return _action(args, ctx, controller)
 
 
@@ -79,6 +82,37 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
         print(json.dumps(data, indent=2, sort_keys=True, default=str))
     elif text:
         print(text)
+
+
+# -- logs -----------------------------------------------------------------------------------
+def _logs(args: argparse.Namespace, ctx: ops.Context, controller: Controller) -> int:
+    """The last lines of every selected host, merged by time (each host stamps its own lines
+    with its own clock: keep the hosts' clocks in sync, NTP, for a true order)."""
+    if args.follow:
+        raise UsageError("logs -f does not work across hosts yet; use logs -n/--since")
+    if args.lines < 0:
+        raise UsageError("-n must be 0 or more")
+    fleet = ctx.load()
+    sel, by_host = _selected(args, fleet, controller.hosts, default_all=True)
+    argv = ["logs", "-n", str(args.lines), *(["--since", args.since] if args.since else [])]
+    results = controller.run(_host_args(sel, by_host, argv, []), ok_codes=(0,))
+    lines: list[dict[str, Any]] = []
+    code = EXIT_OK
+    for host in by_host:
+        res = results.get(host) or HostResult(host, "not attempted")
+        if res.outcome == "done" and isinstance(res.result, dict):
+            lines += [{**ln, "host": host} for ln in res.result.get("lines", [])]
+            continue
+        code = EXIT_UNREACHABLE if res.outcome == "unreachable" else max(code, EXIT_ERROR)
+        print(f"miredoctl: {host}: {res.outcome}" + (f" ({res.detail})" if res.detail else ""),
+              file=sys.stderr)
+    lines.sort(key=lambda ln: (ln.get("time") is not None, ln.get("time") or 0.0))
+    lines = lines[-args.lines:] if args.lines else []
+    width = max((len(ln["host"]) + 1 + len(ln["name"]) for ln in lines), default=0)
+    _emit(args, {"lines": lines}, "\n".join(
+        f"{(ln['host'] + '/' + ln['name']).ljust(width)} | "
+        f"{timedlog.display_time(ln.get('time'))} {ln['text']}" for ln in lines))
+    return code
 
 
 # -- hosts ----------------------------------------------------------------------------------

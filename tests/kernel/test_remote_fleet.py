@@ -78,8 +78,11 @@ def fleet() -> Iterator[Fleet]:
                  "    ansible_python_interpreter: /usr/bin/python3",
                  f"    miredoctl_python: {sys.executable}", "  hosts:"]
         for h in hosts:
+            # state paths of this run alone: another run's hosts on this machine share /proc,
+            # and engines are recognised by the paths on their command lines
             lines += [f"    {h.name}:", f"      ansible_host: {h.address}",
-                      f"      miredoctl_root: {h.root}/agent"]
+                      f"      miredoctl_root: {h.root}/agent",
+                      f"      miredoctl_state: /run/miredoctl/{ssh.tag}-{h.name}"]
         files = {"defaults.yaml": "allow_documentation_addresses: true\n",
                  "hosts.yaml": "\n".join(lines) + "\n",
                  "known_hosts": ssh.known_hosts.read_text()}
@@ -126,12 +129,19 @@ def test_three_hosts_up_status_reload_down(fleet: Fleet) -> None:
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=fleet.root,
                           capture_output=True, text=True, check=True).stdout.strip()
     conf = Path("/proc", str(st["instances"][0]["pid"]), "root")  # the host's own /run
-    rendered = (conf / "run/miredoctl/host-host1/configs/r1.conf").read_text()
+    rendered = (conf / f"run/miredoctl/{fleet.ssh.tag}-host1/configs/r1.conf").read_text()
     assert f"fleet commit {head}" in rendered
 
     # a selection by host touches that host only
     rc, doc = fleet.json("reload", "--host", "host2")
     assert rc == 0 and [h["host"] for h in doc["hosts"]] == ["host2"], doc
+
+    rc, logs = fleet.json("logs", "-n", "50")
+    assert rc == 0 and {ln["host"] for ln in logs["lines"]} == {"host1", "host2", "host3"}, logs
+    times = [ln["time"] for ln in logs["lines"] if ln["time"] is not None]
+    assert times == sorted(times)
+    text = fleet.miredoctl("logs", "-n", "3").stdout.splitlines()
+    assert len(text) == 3 and all(" | " in ln and "/r" in ln.split(" | ")[0] for ln in text)
 
     rc, doc = fleet.json("reload", "--all")
     assert rc == 0, doc
