@@ -119,8 +119,10 @@ def test_cli_refuses_what_does_not_work_across_hosts(tmp_path: Path,
     assert main(["--fleet", str(single), *state, "hosts"]) == 2
     assert "no hosts.yaml" in capsys.readouterr().err
     multi = fleet(tmp_path / "many", {"r1": "role: relay\nhost: fra1\n"})
-    assert main(["--fleet", str(multi), *state, "logs"]) == 2
-    assert "`logs` does not work across hosts yet" in capsys.readouterr().err
+    assert main(["--fleet", str(multi), *state, "config"]) == 2
+    assert "`config` does not work across hosts yet" in capsys.readouterr().err
+    assert main(["--fleet", str(multi), *state, "logs", "-f"]) == 2
+    assert "logs -f does not work across hosts yet" in capsys.readouterr().err
     assert main(["--fleet", str(multi), *state, "up", "--serial", "0"]) == 2
 
 
