@@ -20,11 +20,12 @@ outside it and bounded by count instead).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .trailers import ND_ADVERTISEMENT, ND_SOLICITATION, Trailers
+from .trailers import ND_ADVERTISEMENT, ND_SOLICITATION, Trailers, usable_alternate
 
 if TYPE_CHECKING:  # a type only: engine.proto never imports engine.config at run time
     from engine.config.model import EngineConfig
@@ -51,8 +52,12 @@ MAX_RECORDS = 256
 #: Ports probed from a Random Port trailer: the predicted one and the next ones, for a
 #: sequential NAT that other hosts also allocate from (engine choice, docs §13.4).
 PROBE_WINDOW = 4
-#: At most this many alternate addresses sent or probed (engine choice, docs §13.4).
+#: At most this many alternate addresses probed from one trailer: the most the published
+#: layout carries (docs/protocol.md §13.1).
 MAX_ALTERNATES = 4
+#: At most this many sent: the published layout asks senders for at most 2 (a local address
+#: and a UPnP mapping), docs/protocol.md §13.1; we have no UPnP, so these are local ones.
+MAX_ALTERNATES_SENT = 2
 #: Two mappings whose ports differ by at most this much (and at least 1) mean a NAT that
 #: allocates ports sequentially (engine choice, docs §13.4).
 SEQUENTIAL_MAX_DELTA = 16
@@ -255,9 +260,15 @@ class Rfc6081:
             random_port = None
         if (self.ext.hairpinning and self.local_port and self.local_ips
                 and self.same_nat(peer_mapped_ip)):
-            alternates = tuple((ip, self.local_port) for ip in self.local_ips[:MAX_ALTERNATES])
-            self._alt_sent.put(peer, True, t)
-            offered.add(HAIRPINNING)
+            # only entries the trailer may carry (unicast, port not 0: docs §13.1)
+            alternates = tuple(
+                (ip, self.local_port) for ip in self.local_ips
+                if usable_alternate(socket.inet_aton(ip), self.local_port))[:MAX_ALTERNATES_SENT]
+            if alternates:
+                self._alt_sent.put(peer, True, t)
+                offered.add(HAIRPINNING)
+            else:
+                alternates = None
         if random_port is not None:
             offered.add(PORT_PRESERVING)
         elif self.ext.sequential_port_nat and self.nat == NAT_SEQUENTIAL \

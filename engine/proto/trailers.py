@@ -5,14 +5,19 @@ Why they live here and not in `wire.py`: RFC 4380 peers (miredo) ignore everythi
 plain bubbles without changing what such a peer sees.  Only the client's extension code
 (`engine.proto.rfc6081`) reads or writes them; the data path never looks at them.
 
-Layout (docs/protocol.md §13.2, from memory of RFC 6081 §4, see there):
+Layout (docs/protocol.md §13.1 says which of these were checked against a published text and
+which are still unconfirmed recollection of RFC 6081 §4):
 
-* 0x01 Nonce, length 4: 4 opaque bytes;
-* 0x03 Alternate Address, length 2 + 6n (n >= 1): 2 reserved bytes (0), then n times an IPv4
-  address and a UDP port, in clear;
+* 0x01 Nonce, length 4: 4 opaque bytes (unconfirmed);
+* 0x03 Alternate Address (checked, §13.1): the length byte counts what follows it, 2 reserved
+  bytes (sent as 0, ignored on receipt), then 1 to 4 entries of an IPv4 address and a UDP
+  port, both in network byte order and not obfuscated, so the length is 8, 14, 20 or 26.  A
+  sender must not put port 0 or a non-unicast address in an entry; such an entry is dropped
+  on receipt, and only the first 4 usable entries are kept, so one careless sender cannot
+  make us probe junk or many endpoints;
 * 0x04 Neighbor Discovery Option, length 4: the discovery type (0 solicitation,
-  1 advertisement) and 3 reserved bytes;
-* 0x05 Random Port, length 2: a UDP port.
+  1 advertisement) and 3 reserved bytes (unconfirmed);
+* 0x05 Random Port, length 2: a UDP port (unconfirmed).
 
 `parse_trailers` follows the discipline of `wire.py`: any byte string gives a `Trailers` or a
 `ParseError` naming the field, nothing else.  Unknown types are skipped (kept in `unknown`),
@@ -41,8 +46,9 @@ _KNOWN = frozenset((T_NONCE, T_ALTERNATE_ADDRESS, T_ND_OPTION, T_RANDOM_PORT))
 
 NONCE_LEN = 4
 ALT_ENTRY_LEN = 6
-#: The most alternate addresses one trailer can carry (length byte 255: 2 + 6 * 42 = 254).
-MAX_ALTERNATES = 42
+#: The most alternate addresses one trailer carries: the published layout allows lengths 8 to
+#: 26 only (2 reserved bytes and 1 to 4 entries), docs/protocol.md §13.1.
+MAX_ALTERNATES = 4
 
 Endpoint = tuple[str, int]
 
@@ -70,6 +76,14 @@ NONE = Trailers()
 
 def _ipv4(raw: bytes) -> str:
     return socket.inet_ntoa(raw)
+
+
+def usable_alternate(raw: bytes, port: int) -> bool:
+    """An alternate entry a sender may put on the wire: a unicast IPv4 (not 0/8, loopback,
+    multicast or the reserved 240/4 block, which holds the broadcast address) and a port
+    other than 0.  Why not trust the sender: these endpoints are bubbled on its word."""
+    first = raw[0]
+    return port != 0 and first != 0 and first != 127 and first < 224
 
 
 def parse_trailers(data: bytes) -> Trailers:
@@ -107,10 +121,15 @@ def parse_trailers(data: bytes) -> Trailers:
             if length < 2 + ALT_ENTRY_LEN or (length - 2) % ALT_ENTRY_LEN:
                 raise ParseError("trailer.alternate_address",
                                  f"length {length}, expected 2 + 6n with n >= 1")
-            alternates = tuple(
+            # the 2 reserved bytes are ignored; unusable entries are dropped, and more than
+            # MAX_ALTERNATES (a sender beyond the published 26-byte maximum) are cut off
+            usable = [
                 (_ipv4(value[i:i + 4]), int.from_bytes(value[i + 4:i + 6], "big"))
                 for i in range(2, length, ALT_ENTRY_LEN)
-            )
+                if usable_alternate(value[i:i + 4],
+                                     int.from_bytes(value[i + 4:i + 6], "big"))
+            ][:MAX_ALTERNATES]
+            alternates = tuple(usable) if usable else None
         elif kind == T_ND_OPTION:
             if length != 4:
                 raise ParseError("trailer.nd_option", f"length {length}, expected 4")
@@ -141,9 +160,12 @@ def build_trailers(t: Trailers) -> bytes:
                              f"expected 1-{MAX_ALTERNATES}")
         out += bytes((T_ALTERNATE_ADDRESS, 2 + ALT_ENTRY_LEN * len(t.alternates), 0, 0))
         for ip, port in t.alternates:
-            if not 0 <= port <= 0xFFFF:
+            if not 1 <= port <= 0xFFFF:
                 raise ValueError(f"alternate address port out of range: {port}")
-            out += socket.inet_aton(ip) + port.to_bytes(2, "big")
+            raw = socket.inet_aton(ip)
+            if not usable_alternate(raw, port):
+                raise ValueError(f"alternate address not unicast: {ip}")
+            out += raw + port.to_bytes(2, "big")
     if t.nd is not None:
         if t.nd not in (ND_SOLICITATION, ND_ADVERTISEMENT):
             raise ValueError(f"nd option trailer: discovery type {t.nd}")

@@ -76,6 +76,17 @@ def test_indirect_bubble_probes_the_window_and_the_alternates_behind_our_nat():
     assert x.on_indirect(("198.51.100.1", 5000), alt, 0) == [(("10.2.0.2", 42222), HAIRPINNING)]
 
 
+def test_alternates_sent_are_at_most_two_usable_local_addresses():
+    """The published Alternate Address layout asks senders for at most 2 entries, each a
+    unicast address with a port other than 0 (docs/protocol.md §13.1)."""
+    x = _ext()
+    x.local_ips = ["127.0.0.1", "10.1.0.2", "10.3.0.2", "10.4.0.2"]
+    tr = x.bubble_trailers(PEER, ME[0], 0)  # a peer behind our own NAT
+    assert tr.alternates == (("10.1.0.2", 41111), ("10.3.0.2", 41111))
+    x.local_ips = ["127.0.0.1"]
+    assert x.bubble_trailers(OTHER, ME[0], 0).alternates is None
+
+
 def test_accept_only_probed_endpoints_of_the_same_nat_and_only_for_a_while():
     x = _ext()
     x.on_indirect(("198.51.100.2", 5000), Trailers(nonce=b"abcd", random_port=7000), 0)
