@@ -35,7 +35,7 @@ from miredoctl.inventory import DEFAULT_EXPORTER_LISTEN, FIELDS, Fleet
 from miredoctl.listeners import timedlog
 from miredoctl.selection import Selection, resolve
 from miredoctl.state import StatePaths, default_state_dir, fleet_lock, state_error
-from miredoctl.supervisord import ApplyResult, SupervisordClient
+from miredoctl.supervisord import ApplyResult, SupervisordClient, lost_events
 
 LAB_PACKAGE = "teredolab"  # run as a program, never imported: see _run_lab_tool
 SHOW_LOG_LINES = 5
@@ -312,8 +312,15 @@ def cmd_status(args: argparse.Namespace, ctx: ops.Context) -> int:
             for r in rows)
     else:
         text = status_mod.table(rows)
-    _emit(args, {"supervisord": {"running": reachable, "socket": sup.where()},
+    lost = lost_events(ctx.paths) if reachable else {}
+    _emit(args, {"supervisord": {"running": reachable, "socket": sup.where(),
+                                 "lost_events": lost},
                  "instances": [r.to_json() for r in rows]}, text)
+    if lost:  # restart counts and FLAPPING rest on every PROCESS_STATE event
+        print("miredoctl: supervisord dropped events since it started ("
+              + ", ".join(f"{pool}: {n}" for pool, n in sorted(lost.items()))
+              + f"; 'event buffer overflowed' in {ctx.paths.supervisord_log}): restart counts, "
+              "FLAPPING and the timed logs may be incomplete", file=sys.stderr)
     if not reachable:
         orphaned = [r.name for r in rows if r.state == status_mod.ORPHANED]
         print(f"miredoctl: supervisord for this fleet is not running (looked for "

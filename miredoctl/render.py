@@ -387,10 +387,49 @@ def exporter_program(paths: StatePaths, listen: str, fleet_dir: Path) -> list[st
     ]
 
 
+@dataclass(frozen=True)
+class FleetLimits:
+    """supervisord settings that must grow with the number of programs it runs."""
+
+    minfds: int
+    minprocs: int
+    reaper_buffer: int
+    logstamp_buffer: int
+
+
+def _ceil_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def fleet_limits(instances: int) -> FleetLimits:
+    """Sizes for a fleet of `instances` engines, rounded up to powers of two.
+
+    * `minfds`: supervisord holds pipes to each program and its log files, up to 16
+      descriptors per instance (docs/operations.md §1.7), and cannot spawn a program it has
+      no descriptor for; its default 1024 capped a fleet at a few hundred instances.
+    * `minprocs`: a teredo-engine is 2 processes, Debian's miredo up to 3; 8 per instance.
+    * listener buffers: supervisord queues each event for a busy listener and drops the oldest
+      one when the queue is full (`pool _reaper event buffer overflowed`: 93-95 dropped at 100
+      instances with 100 slots). A start-up burst queues 2 PROCESS_STATE events per engine
+      (STARTING, RUNNING), a whole-fleet stop 2 more, a crash loop 3 per restart: 16 slots per
+      instance is 4 bursts at once. The log listener gets many chunks per engine: 32 each.
+    Powers of two keep the rendered supervisord.conf unchanged while the fleet grows a little:
+    a changed listener section makes `up` re-create the listener, and an event arriving while
+    it is re-created is lost. supervisord reads `minfds` and `minprocs` only when it starts.
+    """
+    n = max(0, instances)
+    return FleetLimits(minfds=max(1024, _ceil_pow2(256 + 16 * n)),
+                       minprocs=max(200, _ceil_pow2(64 + 8 * n)),
+                       reaper_buffer=max(1024, _ceil_pow2(16 * n)),
+                       logstamp_buffer=max(1024, _ceil_pow2(32 * n)))
+
+
 def supervisord_conf(paths: StatePaths, identifier: str, exporter: str | None = None,
-                     fleet_dir: Path | None = None) -> str:
+                     fleet_dir: Path | None = None, instances: int = 0) -> str:
     """The fleet's own supervisord: owner-only socket, pid and log in the state folder; with
-    `exporter` (the inventory's `exporter.listen`) also the metrics exporter for `fleet_dir`."""
+    `exporter` (the inventory's `exporter.listen`) also the metrics exporter for `fleet_dir`.
+    `instances` (the enabled instances) sizes the descriptor, process and event limits."""
+    limits = fleet_limits(instances)
     reaper_cmd = [sys.executable, "-m", "miredoctl.listeners.reaper",
                   "--history", str(paths.histories)]
     logstamp_cmd = [sys.executable, "-m", "miredoctl.listeners.logstamp",
@@ -409,6 +448,8 @@ def supervisord_conf(paths: StatePaths, identifier: str, exporter: str | None = 
         f"childlogdir={_ini(str(paths.logs))}",
         f"directory={_ini(str(paths.root))}",
         f"identifier={_ini(identifier)}",
+        f"minfds={limits.minfds}",
+        f"minprocs={limits.minprocs}",
         "",
         "[rpcinterface:supervisor]",
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
@@ -421,7 +462,7 @@ def supervisord_conf(paths: StatePaths, identifier: str, exporter: str | None = 
         f"[eventlistener:{REAPER}]",
         f"command={_ini(shlex.join(reaper_cmd))}",
         "events=PROCESS_STATE",
-        "buffer_size=100",
+        f"buffer_size={limits.reaper_buffer}",
         "autorestart=true",
         "priority=1",
         "stdout_logfile=NONE",
@@ -434,7 +475,7 @@ def supervisord_conf(paths: StatePaths, identifier: str, exporter: str | None = 
         f"[eventlistener:{LOGSTAMP}]",
         f"command={_ini(shlex.join(logstamp_cmd))}",
         "events=" + ",".join(logstamp.EVENTS),
-        "buffer_size=1000",
+        f"buffer_size={limits.logstamp_buffer}",
         "autorestart=true",
         "priority=1",
         "stdout_logfile=NONE",

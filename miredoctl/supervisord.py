@@ -40,6 +40,46 @@ STOPPED_FOR_GOOD = (ProcessStates.STOPPED, ProcessStates.EXITED, ProcessStates.F
 ACTIVE_STATES = RUNNING_STATES
 # `wait_up` stops polling an instance once it is in one of these
 SETTLED_STATES = (ProcessStates.RUNNING, *STOPPED_FOR_GOOD)
+# what supervisord writes to its own log when a listener's buffer is full (supervisor.process)
+OVERFLOW_MARK = "event buffer overflowed"
+STARTED_MARK = "supervisord started with pid"
+# a program's stop: stopwaitsecs (10) until SIGKILL, then the reap
+STOP_DEADLINE = 15.0
+
+
+def up_deadline(count: int) -> float:
+    """How long `up` waits for `count` engines to reach RUNNING before it calls them failed.
+
+    A fixed minute rolled back a few hundred engines that started together on two cores: each
+    start costs its engine a fraction of a CPU second, so the wait grows by half a second per
+    engine above the minute that one engine gets."""
+    return 60.0 + 0.5 * max(0, count)
+
+
+def daemon_deadline(programs: int) -> float:
+    """How long a starting supervisord may take to answer on its socket (see start_daemon)."""
+    return 30.0 + 0.25 * max(0, programs)
+
+
+def lost_events(paths: StatePaths) -> dict[str, int]:
+    """Events supervisord discarded since it last started, per listener (`_reaper`, ...).
+
+    supervisord drops the oldest event of a full listener buffer and says so only in its own
+    log; a dropped PROCESS_STATE event is a wrong restart count or FLAPPING verdict, or a dead
+    engine's group not reaped, so `status` reports them. Only the current log file is read
+    (5 MB at most), from its last start line on."""
+    try:
+        text = paths.supervisord_log.read_text(errors="replace")
+    except OSError:
+        return {}
+    start = text.rfind(STARTED_MARK)
+    counts: dict[str, int] = {}
+    for line in text[max(start, 0):].splitlines():
+        if OVERFLOW_MARK in line:
+            words = line.split()
+            pool = words[words.index("pool") + 1] if "pool" in words[:-1] else "?"
+            counts[pool] = counts.get(pool, 0) + 1
+    return counts
 
 
 def state_of(info: dict[str, Any] | None) -> int | None:
@@ -131,7 +171,11 @@ class SupervisordClient:
                                         f"{self.where()}); start it with `miredoctl up`")
 
     def start_daemon(self) -> None:
-        """Start supervisord for this fleet and wait until its socket answers."""
+        """Start supervisord for this fleet and wait until its socket answers.
+
+        It spawns every program before it serves its socket, and hundreds of engines starting
+        at once starve it of CPU: 300 relays on two cores kept it silent for over 30 s. So the
+        wait grows with the number of programs (`daemon_deadline`)."""
         conf = self.paths.supervisord_conf
         cmd = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
@@ -140,7 +184,8 @@ class SupervisordClient:
             msg = (proc.stderr or proc.stdout).strip().splitlines()
             raise MiredoctlError(f"supervisord did not start: {msg[-1] if msg else proc.returncode}"
                                  f" (log {self.paths.supervisord_log})")
-        deadline = time.monotonic() + 30
+        programs = sum(1 for _ in self.paths.programs.glob("*.conf"))
+        deadline = time.monotonic() + daemon_deadline(programs)
         while time.monotonic() < deadline:
             if self.running():
                 return
@@ -195,6 +240,51 @@ class SupervisordClient:
                 return False
             raise
 
+    def stop_many(self, names: list[str]) -> dict[str, bool]:
+        """Stop several programs at once and wait until all are stopped; name -> False when it
+        was not running (idempotent down).
+
+        `stopProcess(name, wait=True)` returns at the earliest on supervisord's next tick (its
+        main loop sleeps up to a second), so stopping instances one after the other cost about
+        0.7 s each (77 s for 100). Here every stop signal goes out in one multicall and the
+        processes are then polled together: the engines stop in parallel."""
+        if not names:
+            return {}
+        calls = [{"methodName": "supervisor.stopProcess", "params": [n, False]} for n in names]
+        answers = self.rpc.system.multicall(calls)
+        result: dict[str, bool] = {}
+        for name, answer in zip(names, answers, strict=True):
+            if isinstance(answer, dict) and "faultCode" in answer:
+                if answer["faultCode"] not in (Faults.NOT_RUNNING, Faults.BAD_NAME):
+                    raise xmlrpc.client.Fault(answer["faultCode"], answer["faultString"])
+                result[name] = False
+            else:
+                result[name] = True
+        pending = {n for n, sent in result.items() if sent}
+        deadline = time.monotonic() + STOP_DEADLINE
+        while pending and time.monotonic() < deadline:
+            procs = self.processes()
+            pending = {n for n in pending if n in procs
+                       and state_of(procs[n]) not in (*STOPPED_FOR_GOOD, ProcessStates.UNKNOWN)}
+            if pending:
+                time.sleep(0.1)
+        if pending:
+            raise MiredoctlError(f"supervisord did not stop {', '.join(sorted(pending))} within "
+                                 f"{STOP_DEADLINE:.0f} s")
+        return result
+
+    def forget(self, names: list[str]) -> None:
+        """Remove stopped programs from the running supervisord (its files stay as they are),
+        in one multicall; right before a shutdown.
+
+        supervisord's shutdown walks its process groups one per turn of its main loop, which
+        sleeps up to a second when nothing happens: 100 stopped instances still cost it about a
+        minute. Without them only miredoctl's own listeners are left to stop. A program that is
+        running again by now (STILL_RUNNING) is left to the shutdown."""
+        if names:
+            self.rpc.system.multicall([{"methodName": "supervisor.removeProcessGroup",
+                                        "params": [n]} for n in names])
+
     def start(self, name: str) -> None:
         """Ask supervisord to start without waiting: `wait_up` polls all instances together."""
         try:
@@ -212,9 +302,11 @@ class SupervisordClient:
                 return ApplyResult(name, "not running", False)
             return ApplyResult(name, "failed", False, exc.faultString)
 
-    def wait_up(self, names: list[str], timeout: float = 60.0) -> dict[str, dict[str, Any]]:
-        """Poll until each instance is RUNNING (startsecs passed) or has given up (FATAL)."""
-        deadline = time.monotonic() + timeout
+    def wait_up(self, names: list[str], timeout: float | None = None
+                ) -> dict[str, dict[str, Any]]:
+        """Poll until each instance is RUNNING (startsecs passed) or has given up (FATAL);
+        by default for as long as `up_deadline` gives that many engines."""
+        deadline = time.monotonic() + (up_deadline(len(names)) if timeout is None else timeout)
         pending = set(names)
         infos: dict[str, dict[str, Any]] = {}
         while pending and time.monotonic() < deadline:

@@ -7,11 +7,20 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from supervisor.states import ProcessStates
+from supervisor.xmlrpc import Faults
 
 from miredoctl import ops
 from miredoctl.inventory import load_fleet
-from miredoctl.render import render_fleet
+from miredoctl.render import fleet_limits, render_fleet, supervisord_conf
 from miredoctl.state import StatePaths
+from miredoctl.supervisord import (
+    SupervisordClient,
+    identifier_for,
+    lost_events,
+    parsed_groups,
+    up_deadline,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,3 +72,98 @@ def test_context_loads_the_inventory_again_only_after_a_change(tmp_path: Path) -
     assert second is not first and second.instances["relay"].values["mtu"] == 1400
     (fleet / "client2.yaml").unlink()
     assert "client2" not in ctx.load().instances
+
+
+# --- supervisord sized from the fleet ------------------------------------------------------
+
+def test_fleet_limits_grow_with_the_fleet_in_powers_of_two() -> None:
+    small = fleet_limits(4)
+    assert (small.minfds, small.minprocs) == (1024, 200)  # supervisord's own defaults
+    assert small.reaper_buffer >= 1024 and small.logstamp_buffer >= 1024
+    for n in (100, 300, 500):
+        lim = fleet_limits(n)
+        assert lim.minfds >= 16 * n and lim.minprocs >= 8 * n
+        assert lim.reaper_buffer >= 16 * n and lim.logstamp_buffer >= 32 * n
+        for value in (lim.minfds, lim.minprocs, lim.reaper_buffer, lim.logstamp_buffer):
+            assert value in (200, 1024) or value & (value - 1) == 0
+    assert fleet_limits(100) == fleet_limits(110)  # a few more instances rewrite nothing
+
+
+def test_supervisord_conf_carries_the_limits(tmp_path: Path) -> None:
+    paths = StatePaths(tmp_path / "state")
+    conf = supervisord_conf(paths, identifier_for(paths), instances=300).splitlines()
+    lim = fleet_limits(300)
+    assert f"minfds={lim.minfds}" in conf and f"minprocs={lim.minprocs}" in conf
+    assert conf.count(f"buffer_size={lim.reaper_buffer}") == 1
+    assert conf.count(f"buffer_size={lim.logstamp_buffer}") == 1
+    assert parsed_groups(_write_conf(paths, conf)) == ["_logstamp", "_reaper"]
+
+
+def _write_conf(paths: StatePaths, lines: list[str]) -> Path:
+    paths.ensure()
+    paths.supervisord_conf.write_text("\n".join(lines))
+    return paths.supervisord_conf
+
+
+def test_up_waits_longer_for_a_bigger_fleet() -> None:
+    assert up_deadline(1) >= 60
+    assert up_deadline(300) >= up_deadline(100) + 100
+
+
+def test_lost_events_counts_overflows_since_the_last_start(tmp_path: Path) -> None:
+    paths = StatePaths(tmp_path / "state")
+    assert lost_events(paths) == {}  # no log yet
+    paths.logs.mkdir(parents=True)
+    paths.supervisord_log.write_text(
+        "2026-12-02 07:00:00,000 INFO supervisord started with pid 10\n"
+        "2026-12-02 07:00:01,000 ERRO pool _reaper event buffer overflowed, discarding event 0\n"
+        "2026-12-02 07:10:00,000 INFO supervisord started with pid 20\n"
+        "2026-12-02 07:10:01,000 INFO spawned: 'r1' with pid 21\n")
+    assert lost_events(paths) == {}
+    with paths.supervisord_log.open("a") as fh:
+        for serial in range(3):
+            fh.write(f"2026-12-02 07:10:02,000 ERRO pool _reaper event buffer overflowed, "
+                     f"discarding event {serial}\n")
+        fh.write("2026-12-02 07:10:02,500 ERRO pool _logstamp event buffer overflowed, "
+                 "discarding event 9\n")
+    assert lost_events(paths) == {"_reaper": 3, "_logstamp": 1}
+
+
+class _Multicall:
+    """Stands in for supervisord's XML-RPC: records multicalls, answers like supervisord."""
+
+    def __init__(self, infos: dict[str, int]) -> None:
+        self.infos, self.calls = infos, []
+        self.system = self
+        self.supervisor = self
+
+    def multicall(self, calls: list[dict]) -> list:
+        self.calls.append(calls)
+        out = []
+        for call in calls:
+            name = call["params"][0]
+            if self.infos.get(name) != ProcessStates.RUNNING:
+                out.append({"faultCode": Faults.NOT_RUNNING, "faultString": "NOT_RUNNING"})
+            else:
+                self.infos[name] = ProcessStates.STOPPING
+                out.append(True)
+        return out
+
+    def getAllProcessInfo(self) -> list[dict]:
+        now = [{"name": n, "state": s} for n, s in self.infos.items()]
+        for n, s in self.infos.items():  # everything stopping is stopped one poll later
+            if s == ProcessStates.STOPPING:
+                self.infos[n] = ProcessStates.STOPPED
+        return now
+
+
+def test_stop_many_sends_every_stop_in_one_request(tmp_path: Path) -> None:
+    sup = SupervisordClient(StatePaths(tmp_path / "state"))
+    fake = _Multicall({"a": ProcessStates.RUNNING, "b": ProcessStates.STOPPED,
+                       "c": ProcessStates.RUNNING})
+    sup._proxy = fake
+    assert sup.stop_many(["a", "b", "c", "gone"]) == {"a": True, "b": False, "c": True,
+                                                       "gone": False}
+    assert len(fake.calls) == 1 and [c["params"] for c in fake.calls[0]] == [
+        ["a", False], ["b", False], ["c", False], ["gone", False]]
+    assert set(fake.infos.values()) == {ProcessStates.STOPPED}
