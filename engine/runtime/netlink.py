@@ -44,7 +44,8 @@ from pyroute2.netlink.rtnl import (  # noqa: E402
 
 LL_CLIENT_TEXT = "fe80::ffff:ffff:ffff"
 CLIENT_ROUTE_METRIC = 1029  # loses against the kernel's 1024: Teredo is the last resort
-RELAY_ROUTE_METRIC = 1024
+RELAY_ROUTE_METRIC = 1024  # the first relay of a namespace; each further one takes the next
+RELAY_METRIC_SPAN = 4096  # relays per namespace and prefix, far above what one host runs
 MAIN_TABLE = 254
 RTPROT_KERNEL = 2
 RT_SCOPE_UNIVERSE = 0
@@ -188,18 +189,48 @@ class TunnelInterface:
                 prefixlen=64,
                 ok_errnos=(errno.EEXIST,),
             )
-            self._run(
-                "add Teredo prefix route",
-                ipr.route,
-                "add",
-                family=socket.AF_INET6,
-                dst=prefix_text(prefix32),
-                dst_len=32,
-                oif=self.index,
-                priority=RELAY_ROUTE_METRIC,
-                ok_errnos=(errno.EEXIST,),
-            )
+            self._add_prefix_route(ipr, prefix_text(prefix32))
         self.mtu = mtu
+
+    def _add_prefix_route(self, ipr: IPRoute, dst: str) -> None:
+        """``Prefix/32`` through our interface, at the lowest metric from 1024 up that no other
+        route to that prefix holds.
+
+        The kernel keeps one IPv6 route per prefix and metric: with every relay of a namespace
+        at 1024, the second one's add failed with EEXIST and all of them shared the first
+        one's route, which vanished with that relay's interface while the others still ran.
+        Each relay owning a route of its own, the lowest metric carries the traffic and the
+        next one takes over when a relay stops. A relay adding its route at the same moment
+        as another gets EEXIST and takes the next metric."""
+        for _attempt in range(RELAY_METRIC_SPAN):
+            taken: set[int] = set()
+            for route in self._run("list routes", ipr.get_routes, family=socket.AF_INET6,
+                                   table=MAIN_TABLE) or ():
+                if route["dst_len"] != 32 or route.get("dst") != dst:
+                    continue
+                if route.get("oif") == self.index:
+                    return  # ours is there already
+                taken.add(int(route.get("priority") or 0))
+            metric = next(m for m in range(RELAY_ROUTE_METRIC,
+                                           RELAY_ROUTE_METRIC + RELAY_METRIC_SPAN + 1)
+                          if m not in taken)
+            if metric >= RELAY_ROUTE_METRIC + RELAY_METRIC_SPAN:
+                break
+            try:
+                ipr.route("add", family=socket.AF_INET6, dst=dst, dst_len=32, oif=self.index,
+                          priority=metric)
+                return
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:  # EEXIST: another relay took it just now
+                    raise NetlinkConfigError(f"add Teredo prefix route on {self.name}: "
+                                             f"{os.strerror(e.code)} (errno {e.code})") from None
+            except OSError as e:
+                raise NetlinkConfigError(f"add Teredo prefix route on {self.name}: "
+                                         f"{e.strerror or e}") from None
+        last = RELAY_ROUTE_METRIC + RELAY_METRIC_SPAN - 1
+        raise NetlinkConfigError(f"add Teredo prefix route on {self.name}: metrics "
+                                 f"{RELAY_ROUTE_METRIC}-{last} are all taken by other routes "
+                                 f"to {dst}/32")
 
     def teardown(self) -> None:
         """On exit: flush and down; closing the TUN descriptor then deletes the link."""
