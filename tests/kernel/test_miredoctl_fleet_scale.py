@@ -8,6 +8,7 @@ them. Nothing here asserts a time.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -17,14 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.fleet import make_relay_fleet
+from bench.fleet import lost_event_lines, make_relay_fleet
+from miredoctl.listeners import history
 from teredolab import netns
 from tests.kernel.conftest import _missing_tools, unique_prefix
 from tests.kernel.test_miredoctl_fleet import Ctl
 
 pytestmark = pytest.mark.kernel
 
-PREFIX = "2001::/32"
+BURST = 60  # relays started and stopped together: well above the old listener buffer of 100
+PREFIX = "2001::/32"  # events for 60 engines' start and stop
 
 
 @pytest.fixture
@@ -73,6 +76,23 @@ def prefix_routes(ns: str) -> dict[str, int]:
     return {r["dev"]: r.get("metric") for r in json.loads(out or "[]")}
 
 
+def broken_histories(ctl: Ctl, names: list[str]) -> dict[str, list[str]]:
+    """Instances whose history is not one unbroken chain from an operator's start to STOPPED.
+
+    Every record names the state it left (`from`); a lost event shows as a record whose `from`
+    is not the previous record's state, or as a missing first or last record."""
+    bad = {}
+    for name in names:
+        trs = history.load(ctl.state / "history" / f"{name}.jsonl")
+        chain = [f"{t.from_state}->{t.state}" for t in trs]
+        ok = (len(trs) >= 4 and trs[0].state == "STARTING" and trs[0].from_state == "STOPPED"
+              and trs[-1].state == "STOPPED" and "RUNNING" in {t.state for t in trs}
+              and all(b.from_state == a.state for a, b in itertools.pairwise(trs)))
+        if not ok:
+            bad[name] = chain
+    return bad
+
+
 def test_prefix_route_survives_any_relay_stopping(relay_ns: str, fleet_of) -> None:
     ctl = fleet_of(3)
     ctl.run("up", "--all")
@@ -92,3 +112,21 @@ def test_prefix_route_survives_any_relay_stopping(relay_ns: str, fleet_of) -> No
     ctl.run("down", "--all")
     assert prefix_routes(relay_ns) == {}
 
+
+def test_no_event_lost_in_a_burst_of_relays(relay_ns: str, fleet_of) -> None:
+    ctl = fleet_of(BURST)
+    names = [f"r{i:03d}" for i in range(BURST)]
+    res = ctl.json("up", "--all")["results"]
+    assert sorted(r["name"] for r in res if r["action"] == "started") == names
+    ctl.run("wait", "--timeout", "600", timeout=900)
+    status = ctl.json("status")
+    assert status["supervisord"]["lost_events"] == {}
+    assert all(r["state"] == "RUNNING" for r in status["instances"])
+    assert len(prefix_routes(relay_ns)) == BURST
+    ctl.run("down", "r000")  # the relay whose route was the first (metric 1024)
+    assert "trly0" not in prefix_routes(relay_ns) and len(prefix_routes(relay_ns)) == BURST - 1
+    assert lost_event_lines(ctl.state) == 0
+    ctl.run("down", "--all", timeout=600)
+    assert lost_event_lines(ctl.state) == 0  # supervisord's log of the whole run
+    assert broken_histories(ctl, names) == {}
+    assert prefix_routes(relay_ns) == {}
