@@ -225,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     text = table.text(engines)
     print(text)
     if args.output:
-        args.output.write_text(text + "\n")
+        commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                                capture_output=True, text=True).stdout.strip() or "?"
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        args.output.write_text(f"`python -m bench.fleet --instances {args.instances} --rounds "
+                               f"{args.rounds}`, {stamp}, commit {commit}\n\n{text}\n")
         args.output.with_suffix(".json").write_text(json.dumps(
             {"instances": args.instances, "rounds": args.rounds, "samples": table.samples,
              "lost_events": table.lost}, indent=1) + "\n")
