@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from miredoctl import status as status_mod
 from miredoctl.errors import InventoryError, MiredoctlError
 from miredoctl.inventory import Fleet, load_fleet
+from miredoctl.kernelview import KernelView
 from miredoctl.state import StatePaths, write_atomic
 from miredoctl.status import InstanceStatus
 from miredoctl.supervisord import SupervisordClient
@@ -100,9 +101,10 @@ def gather(fleet: Fleet, paths: StatePaths, *, inventory_ok: bool = True,
         sup.close()
     names = sorted(set(fleet.names) | set(procs or ()))
     now = time.time()
+    kernel = KernelView()  # each namespace's links, addresses and sockets read once per scrape
 
     def one(name: str) -> InstanceStatus:
-        return status_mod.collect(fleet, paths, [name], procs, now)[0]
+        return status_mod.collect(fleet, paths, [name], procs, now, kernel=kernel)[0]
 
     if threads > 1 and len(names) > 1:
         with ThreadPoolExecutor(max_workers=min(threads, len(names)),

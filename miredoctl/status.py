@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import pwd
-import re
 import socket
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from miredoctl.inventory import Fleet, Instance
+from miredoctl.kernelview import KernelView
 from miredoctl.listeners import history
 from miredoctl.listeners.timedlog import LogLine, display_time
-from miredoctl.procs import alive, exec_argv
+from miredoctl.procs import alive
 from miredoctl.state import FleetProcess, StatePaths, fleet_processes
 from miredoctl.supervisord import ACTIVE_STATES, RUNNING_NAME, STOPPED_NAME, state_of
 
@@ -143,41 +141,11 @@ def query_engine(path: Path, timeout: float = SOCKET_TIMEOUT) -> dict[str, Any]:
     return json.loads(b"".join(chunks).decode())
 
 
-def _ip_json(netns: str | None, *args: str) -> Any:
-    cmd = ["ip", *(["-n", netns] if netns else []), "-j", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-    if proc.returncode != 0:
-        raise OSError(proc.stderr.strip() or f"{' '.join(cmd)} failed")
-    return json.loads(proc.stdout or "[]")
-
-
-def _descendants(pid: int) -> set[int]:
-    """pid and every process below it (miredo forks a worker and a privileged helper)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path("/proc", entry, "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        if p in out:
-            continue
-        out.add(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
 def process_tree(pid: int) -> str:
     """`pid name (user), ...` for the engine and what it forked: miredo's root parent, its
     unprivileged worker and the privileged helper look alike in `ps`; this names them."""
     parts = []
-    for p in sorted(_descendants(pid)):
+    for p in sorted(KernelView().descendants(pid)):
         try:
             comm = Path(f"/proc/{p}/comm").read_text().strip()
             uid = Path(f"/proc/{p}").stat().st_uid
@@ -191,37 +159,20 @@ def process_tree(pid: int) -> str:
     return ", ".join(parts)
 
 
-def bound_udp(netns: str | None, pid: int) -> list[str]:
-    """UDP sockets held by the engine's process tree, as `ip:port`."""
-    cmd = ["ss", "-H", "-u", "-a", "-n", "-p"]
-    if netns:
-        cmd = exec_argv(netns, cmd)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-    pids = _descendants(pid)
-    out = []
-    for line in proc.stdout.splitlines():
-        owners = {int(p) for p in re.findall(r"pid=(\d+)", line)}
-        if owners & pids:
-            parts = line.split()
-            if len(parts) >= 4:
-                out.append(parts[3])
-    return sorted(set(out))
-
-
-def interface_view(inst: Instance, st: InstanceStatus) -> None:
+def interface_view(inst: Instance, st: InstanceStatus, kernel: KernelView | None = None) -> None:
     """Fill address/MTU/counters from the kernel (for engines without a status socket)."""
     ifname = inst.get("interface")
     if inst.role == "server" or not ifname:
         return
     st.interface = ifname
+    kernel = kernel or KernelView()
     try:
-        links = _ip_json(inst.netns, "-s", "link", "show", "dev", ifname)
-        addrs = _ip_json(inst.netns, "-6", "addr", "show", "dev", ifname)
-    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        link = kernel.link(inst.netns, ifname)
+        addrs = kernel.ipv6_addresses(inst.netns, ifname)
+    except OSError as exc:
         st.note_error(f"interface {ifname}: {exc}")
         return
-    if links:
-        link = links[0]
+    if link:
         st.mtu = link.get("mtu")
         stats = link.get("stats64") or link.get("stats") or {}
         st.rx_bytes = stats.get("rx", {}).get("bytes")
@@ -229,15 +180,14 @@ def interface_view(inst: Instance, st: InstanceStatus) -> None:
         st.rx_packets = stats.get("rx", {}).get("packets")
         st.tx_packets = stats.get("tx", {}).get("packets")
         st.tunnel_state = "up" if "UP" in link.get("flags", []) else "down"
-    for entry in addrs:
-        for info in entry.get("addr_info", []):
-            local = info.get("local", "")
-            decoded = decode_teredo(local)
-            if decoded and inst.role == "client":
-                st.address = local
-                st.server, ip, port = decoded
-                st.mapped = f"{ip}:{port}"
-                st.tunnel_state = "qualified"
+    for info in addrs:
+        local = info.get("local", "")
+        decoded = decode_teredo(local)
+        if decoded and inst.role == "client":
+            st.address = local
+            st.server, ip, port = decoded
+            st.mapped = f"{ip}:{port}"
+            st.tunnel_state = "qualified"
     if inst.role == "client" and st.address is None and st.tunnel_state:
         st.tunnel_state = "not qualified"
 
@@ -283,13 +233,16 @@ def unsupervised_engines(paths: StatePaths, procs: dict[str, dict[str, Any]] | N
 
 def collect(fleet: Fleet, paths: StatePaths, names: list[str],
             procs: dict[str, dict[str, Any]] | None, now: float | None = None,
-            strays: dict[str, FleetProcess] | None = None) -> list[InstanceStatus]:
+            strays: dict[str, FleetProcess] | None = None,
+            kernel: KernelView | None = None) -> list[InstanceStatus]:
     """Rows for the selected names; `procs` None means supervisord is not running.
 
     `strays` (default: looked up in /proc when some instance is not held by supervisord) are
     the engines running without supervisord; they show as ORPHANED with their own pid.
+    `kernel` is read at most once per namespace for all rows (shared by a scrape's threads).
     """
     rows = []
+    kernel = kernel or KernelView()
     now = time.time() if now is None else now
     for name in names:
         inst = fleet.instances.get(name)
@@ -329,12 +282,13 @@ def collect(fleet: Fleet, paths: StatePaths, names: list[str],
         if st.flapping and state_of(info) in ACTIVE_STATES:
             st.state = "FLAPPING"
         if inst is not None and st.pid:
-            _fill_tunnel(inst, paths, st)
+            _fill_tunnel(inst, paths, st, kernel)
         rows.append(st)
     return rows
 
 
-def _fill_tunnel(inst: Instance, paths: StatePaths, st: InstanceStatus) -> None:
+def _fill_tunnel(inst: Instance, paths: StatePaths, st: InstanceStatus,
+                 kernel: KernelView) -> None:
     if inst.engine == "teredo-engine":
         sock = paths.status_socket(inst.name)
         try:
@@ -363,12 +317,12 @@ def _fill_tunnel(inst: Instance, paths: StatePaths, st: InstanceStatus) -> None:
             st.note_error(f"status socket {sock}: {exc}")
     else:
         st.engine_pid = _pidfile_pid(paths.pidfile(inst.name))
-    interface_view(inst, st)
+    interface_view(inst, st, kernel)
     st.source = st.source or "kernel (ip/ss in the instance's namespace)"
     if not st.bound and st.pid:
         try:
-            st.bound = bound_udp(inst.netns, st.pid)
-        except (OSError, subprocess.TimeoutExpired):
+            st.bound = kernel.bound_udp(inst.netns, st.pid)
+        except OSError:
             pass
 
 
@@ -414,7 +368,7 @@ def human_bytes(n: int | None) -> str:
 
 def table(rows: list[InstanceStatus]) -> str:
     head = ("NAME", "ROLE", "ENGINE", "STATE", "PID", "UPTIME", "RESTARTS", "TUNNEL",
-            "ADDRESS / BOUND", "MAPPED", "PEERS", "RX/TX")
+            "ADDRESS / BOUND", "MAPPED", "PEERS", "RX/TX", "COMMIT")
     lines = [head]
     for st in rows:
         where = st.address or (", ".join(st.bound) if st.bound else "-")

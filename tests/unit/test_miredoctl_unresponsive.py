@@ -32,7 +32,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple:
     real = status.query_engine
     monkeypatch.setattr(status, "query_engine", lambda path: real(path, timeout=0.3))
     # the kernel view must not be what decides: it would find the (stale) address
-    monkeypatch.setattr(status, "interface_view", lambda inst, st: setattr(
+    monkeypatch.setattr(status, "interface_view", lambda inst, st, kernel=None: setattr(
         st, "tunnel_state", "qualified"))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(str(paths.status_socket("c1")))
