@@ -368,7 +368,7 @@ def human_bytes(n: int | None) -> str:
 
 def table(rows: list[InstanceStatus]) -> str:
     head = ("NAME", "ROLE", "ENGINE", "STATE", "PID", "UPTIME", "RESTARTS", "TUNNEL",
-            "ADDRESS / BOUND", "MAPPED", "PEERS", "RX/TX", "COMMIT")
+            "ADDRESS / BOUND", "MAPPED", "PEERS", "RX/TX")
     lines = [head]
     for st in rows:
         where = st.address or (", ".join(st.bound) if st.bound else "-")
