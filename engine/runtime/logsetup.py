@@ -1,7 +1,10 @@
 """Logging: syslog with miredo's facilities, plus stderr in the foreground.
 
-The ident is ``teredo-engine`` with the pid, like miredo's ``LOG_PID``.  In the foreground the
-same lines also go to stderr (miredo's ``LOG_PERROR``), which is what supervisord captures.
+The ident is ``teredo-engine`` with the pid, like miredo's ``LOG_PID``; under miredoctl, which
+starts every engine with MIREDOCTL_INSTANCE set to the instance's name, it is
+``teredo-engine/<instance>``, so the lines of a fleet's engines in one syslog say whose they
+are.  In the foreground the same lines also go to stderr (miredo's ``LOG_PERROR``), which is
+what supervisord captures (unchanged: each instance has its own log there).
 We call libc ``syslog()`` with the facility or-ed into each priority instead of re-opening the
 log on a facility change: a chrooted worker could not reconnect to /dev/log, but the socket it
 already holds keeps working.
@@ -11,10 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import syslog
 
 IDENT = "teredo-engine"
+INSTANCE_ENV = "MIREDOCTL_INSTANCE"  # set by miredoctl's program sections (docs/contracts.md)
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 LOGGER_NAME = "teredo-engine"
 
 #: `SyslogFacility` values miredo accepts (case-insensitive), mapped to libc's numbers.
@@ -50,6 +56,13 @@ _LEVELS = {
 }
 
 
+def syslog_ident() -> str:
+    """``teredo-engine/<instance>`` when miredoctl named the instance, else ``teredo-engine``.
+    Only a plain name is used: the ident is copied into every syslog line."""
+    name = os.environ.get(INSTANCE_ENV, "")
+    return f"{IDENT}/{name}" if _INSTANCE_NAME.fullmatch(name) else IDENT
+
+
 def facility_number(name: str | None) -> int:
     """The libc facility for a `SyslogFacility` word; unknown words fall back to daemon."""
     if not name:
@@ -63,7 +76,7 @@ class SyslogHandler(logging.Handler):
     def __init__(self, facility: int) -> None:
         super().__init__()
         self.facility = facility
-        syslog.openlog(IDENT, syslog.LOG_PID | syslog.LOG_NDELAY, facility)
+        syslog.openlog(syslog_ident(), syslog.LOG_PID | syslog.LOG_NDELAY, facility)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
