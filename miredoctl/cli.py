@@ -17,8 +17,9 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
+from miredoctl import gitinfo, ops
 from miredoctl import logs as logs_mod
-from miredoctl import ops
+from miredoctl import orphans as orphans_mod
 from miredoctl import status as status_mod
 from miredoctl.errors import (
     EXIT_ERROR,
@@ -96,8 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-code", action="store_true", help="exit 1 when there are changes")
     p = cmd("up", "validate, render and start/restart only what changed (default: all)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("--remove-orphans", action="store_true",
+                   help="stop and remove instances supervisord runs that the inventory no "
+                        "longer has (default: list them and leave them running)")
+    p.add_argument("--require-clean", action="store_true",
+                   help="refuse when the fleet folder or the template has uncommitted edits "
+                        "or the fleet is not in git")
     _add_rolling(p)
-    cmd("down", "stop instances (default: all, which also stops the fleet's supervisord)")
+    p = cmd("down", "stop instances (default: all, which also stops the fleet's supervisord)")
+    p.add_argument("--remove-orphans", action="store_true",
+                   help="also stop and remove instances the inventory no longer has")
     _add_rolling(cmd("restart", "stop and start instances with their current rendered config"))
     p = cmd("reload", "re-render and send SIGHUP to each selected running engine")
     _add_rolling(p)
@@ -248,22 +257,28 @@ def cmd_up(args: argparse.Namespace, ctx: ops.Context) -> int:
     sel = _selection(args)
     names = resolve(fleet, sel, default_all=True)
     plans, results = ops.up(ctx, names, whole_fleet=sel.whole_fleet,
-                            explicit=bool(sel.names), dry_run=args.dry_run)
+                            explicit=bool(sel.names), dry_run=args.dry_run,
+                            remove_orphans=args.remove_orphans)
     if args.dry_run:
         _emit(args, {"plan": [vars(p) for p in plans]},
               "\n".join(f"{p.action:9}  {p.name}: {p.reason}" for p in plans))
         return EXIT_OK
     _emit(args, {"results": _results_json(results)}, _results_text(results))
+    warning = orphans_mod.warning(results)
+    if warning:
+        print(warning, file=sys.stderr)
     return EXIT_OK if all(r.ok for r in results) else EXIT_ERROR
 
 
 def cmd_down(args: argparse.Namespace, ctx: ops.Context) -> int:
-    fleet = _fleet_or_running(ctx)
+    # --remove-orphans needs the real inventory: with a broken one, everything looks orphaned
+    fleet = ctx.load() if args.remove_orphans else _fleet_or_running(ctx)
     sel = _selection(args)
     procs, _sup = _procs_or_none(ctx)
     strays = status_mod.unsupervised_engines(ctx.paths, procs)
     names = resolve(fleet, sel, default_all=True, extra_known=_known(procs, strays))
-    results = ops.down(ctx, names, whole_fleet=sel.whole_fleet)
+    gone = orphans_mod.orphans(fleet, _known(procs, strays)) if args.remove_orphans else None
+    results = ops.down(ctx, names, whole_fleet=sel.whole_fleet, remove_orphans=gone)
     _emit(args, {"results": _results_json(results)}, _results_text(results))
     return EXIT_OK if all(r.ok for r in results) else EXIT_ERROR
 
@@ -470,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         ctx = _context(args)
+        if args.command == "up" and os.environ.get("MIREDOCTL_THIS_HOST") is None:
+            # (an agent's fleet is the commit the controller checked and shipped)
+            gitinfo.check_clean(ctx.fleet_dir, args.require_clean)
         if _across_hosts(args, ctx):
             from miredoctl.remote import commands as remote_commands  # only with hosts.yaml
             return remote_commands.run(args, ctx)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from supervisor.states import ProcessStates
 
+from miredoctl import gitinfo
+from miredoctl import orphans as orphans_mod
 from miredoctl.errors import InventoryError, MiredoctlError, Problem, UsageError
 from miredoctl.inventory import Fleet, display_path, load_fleet
 from miredoctl.listeners import history
@@ -36,6 +38,7 @@ from miredoctl.render import (
     engine_argv0,
     render_fleet,
     supervisord_conf,
+    template_path,
 )
 from miredoctl.state import (
     FleetProcess,
@@ -288,27 +291,32 @@ def _restore(path: Path, text: str | None) -> None:
 
 
 def up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
-       dry_run: bool = False) -> tuple[list[Plan], list[ApplyResult]]:
+       dry_run: bool = False, remove_orphans: bool = False
+       ) -> tuple[list[Plan], list[ApplyResult]]:
     """Validate, render, start supervisord if needed, then add/restart/start what needs it.
 
     Under the fleet lock from the start (not for --dry-run, which changes nothing): a
     concurrent `down` or `up` must see either the fleet before this `up` or after it.
     """
     with contextlib.nullcontext() if dry_run else fleet_lock(ctx.paths, "up"):
-        return _up(ctx, names, whole_fleet=whole_fleet, explicit=explicit, dry_run=dry_run)
+        return _up(ctx, names, whole_fleet=whole_fleet, explicit=explicit, dry_run=dry_run,
+                   remove_orphans=remove_orphans)
 
 
 def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
-        dry_run: bool) -> tuple[list[Plan], list[ApplyResult]]:
+        dry_run: bool, remove_orphans: bool = False) -> tuple[list[Plan], list[ApplyResult]]:
     fleet, rendered = validate(ctx)
     names = _selected_enabled(fleet, names, explicit)
     sup = SupervisordClient(ctx.paths)
     running = sup.running()
     procs = sup.processes() if running else {}
     plans = plan_up(ctx, rendered, names, procs)
-    orphans = sorted(set(procs) - set(rendered)) if whole_fleet else []
+    # disabled instances go; orphans (not in the inventory) only with --remove-orphans
+    orphans, kept = orphans_mod.split_gone(
+        fleet, sorted(set(procs) - set(rendered)) if whole_fleet else [], remove_orphans)
     if dry_run:
         plans += [Plan(o, "remove", "no longer an enabled instance") for o in orphans]
+        plans += [Plan(o, "keep", "orphan: not in the inventory, left running") for o in kept]
         return plans, []
     check_start_prerequisites(fleet, [p.name for p in plans if p.action != "unchanged"])
     # `user: auto` accounts before anything is written: an engine must find its user
@@ -363,7 +371,8 @@ def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
             where = (f"could not restore {', '.join(not_restored)}" if not_restored
                      else "every file this `up` wrote was restored")
             raise MiredoctlError(f"{exc}; {where}", exc.code) from exc
-        results: list[ApplyResult] = [*users_created, *stale_results]
+        results: list[ApplyResult] = [*users_created, *stale_results,
+                                      *orphans_mod.kept_results(kept, procs)]
         if running:
             # miredoctl's own programs ('_' names): a newer miredoctl may have changed its
             # event listeners (e.g. added `_logstamp`), the inventory may have switched the
@@ -422,6 +431,9 @@ def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
                                            f"{state}" + (f": {log}" if log else "")))
         if failed:
             _rollback(ctx, sup, plans, saved, procs, results)
+        else:  # what `status` says each (re)started instance runs (no git call there)
+            gitinfo.record_applied(ctx.paths, [p.name for p in plans if p.action != "unchanged"],
+                                   gitinfo.revision(ctx.fleet_dir, template_path(fleet)))
         return plans, results
 
 
@@ -537,7 +549,8 @@ def _rollback(ctx: Context, sup: SupervisordClient, plans: list[Plan],
     sup.wait_up([p.name for p in plans if state_of(procs.get(p.name)) in ACTIVE_STATES])
 
 
-def down(ctx: Context, names: list[str], *, whole_fleet: bool) -> list[ApplyResult]:
+def down(ctx: Context, names: list[str], *, whole_fleet: bool,
+         remove_orphans: list[str] | None = None) -> list[ApplyResult]:
     """Stop the selected engines; the whole fleet also stops its supervisord.
 
     Under the fleet lock before it looks at supervisord: a `down` during a starting `up` waits
@@ -545,8 +558,11 @@ def down(ctx: Context, names: list[str], *, whole_fleet: bool) -> list[ApplyResu
     Whatever supervisord's state: engines a dead supervisord left running are found by their
     pid files and command lines (`state.fleet_processes`) and stopped like supervisord would.
     Nothing here writes to the state folder, so a full or read-only disk cannot keep an
-    operator from stopping an instance.
+    operator from stopping an instance. `remove_orphans` (instances not in the inventory,
+    `down --remove-orphans`) are stopped with the selection and then removed from supervisord
+    and the state folder (orphans.forget_files; best effort).
     """
+    names = [*names, *(n for n in remove_orphans or () if n not in names)]
     with fleet_lock(ctx.paths, "down"):
         sup = SupervisordClient(ctx.paths)
         running = sup.running()
@@ -584,6 +600,14 @@ def down(ctx: Context, names: list[str], *, whole_fleet: bool) -> list[ApplyResu
                     results.append(ApplyResult(name, "stopped", True,
                                                f"pid {stray.pid}, which ran without "
                                                "supervisord"))
+        if remove_orphans:
+            if running and not whole_fleet:
+                for name in remove_orphans:
+                    if name in (procs or {}):
+                        sup.remove(name)
+            orphans_mod.forget_files(ctx.paths, remove_orphans)
+            results += [ApplyResult(n, "removed", True, "orphan: not in the inventory")
+                        for n in remove_orphans]
     return results
 
 
@@ -683,6 +707,9 @@ def reload(ctx: Context, fleet: Fleet, rendered: dict[str, Rendered], names: lis
             if note and res.ok:
                 res.detail = "; ".join([res.detail, *note])
             results.append(res)
+        gitinfo.record_applied(ctx.paths, [r.name for r in results
+                                           if r.action == "signalled"],
+                               gitinfo.revision(fleet.root, template_path(fleet)))
     return results
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from miredoctl import gitinfo
 from miredoctl.inventory import Fleet, Instance
 from miredoctl.kernelview import KernelView
 from miredoctl.listeners import history
@@ -83,6 +84,9 @@ class InstanceStatus:
     # the engine's whole answer (contract §4) when it is the process supervisord runs: what
     # the columns above leave out (drops by reason, rate limits, worker), for `metrics`
     engine_status: dict[str, Any] | None = None
+    # the fleet and template commits its config was applied from, and whether their trees
+    # had uncommitted edits (gitinfo.load_applied: the state folder's record, no git call)
+    revision: dict[str, Any] | None = None
 
     @property
     def up(self) -> bool:
@@ -244,6 +248,7 @@ def collect(fleet: Fleet, paths: StatePaths, names: list[str],
     rows = []
     kernel = kernel or KernelView()
     now = time.time() if now is None else now
+    applied = gitinfo.load_applied(paths)  # one small file for all rows, no git call
     for name in names:
         inst = fleet.instances.get(name)
         info = (procs or {}).get(name)
@@ -257,6 +262,7 @@ def collect(fleet: Fleet, paths: StatePaths, names: list[str],
             elif procs is not None and info is None:
                 st.state = "NOT ADDED"
         st.config = str(paths.config(name)) if paths.config(name).exists() else None
+        st.revision = applied.get(name) if st.config else None
         st.log = str(paths.log(name)) if paths.log(name).exists() else None
         if info is not None:
             st.state = st.process_state = info["statename"]
@@ -368,7 +374,7 @@ def human_bytes(n: int | None) -> str:
 
 def table(rows: list[InstanceStatus]) -> str:
     head = ("NAME", "ROLE", "ENGINE", "STATE", "PID", "UPTIME", "RESTARTS", "TUNNEL",
-            "ADDRESS / BOUND", "MAPPED", "PEERS", "RX/TX")
+            "ADDRESS / BOUND", "MAPPED", "PEERS", "RX/TX", "COMMIT")
     lines = [head]
     for st in rows:
         where = st.address or (", ".join(st.bound) if st.bound else "-")
@@ -379,6 +385,7 @@ def table(rows: list[InstanceStatus]) -> str:
             "-" if st.peers is None else str(st.peers),
             f"{human_bytes(st.rx_bytes)}/{human_bytes(st.tx_bytes)}"
             if st.rx_bytes is not None else "-",
+            gitinfo.short(st.revision),
         ))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     return "\n".join("  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)).rstrip()
@@ -425,6 +432,7 @@ def detail(st: InstanceStatus, inst: Instance | None, log: list[LogLine] | None 
     if st.last_change:
         kv("last state change", ago(st.last_change))
     kv("config", st.config)
+    kv("applied from", gitinfo.describe(st.revision))
     if inst is not None:
         kv("inventory", ", ".join(str(p) for p in inst.sources))
     kv("tunnel", st.tunnel_state)
