@@ -17,6 +17,8 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
+import miredoctl
+import miredoctl.pipes as pipes
 from miredoctl import gitinfo, ops
 from miredoctl import logs as logs_mod
 from miredoctl import orphans as orphans_mod
@@ -79,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 error, 2 usage, 3 a selected instance is not running, "
                "4 unknown instance or supervisord unreachable")
     _add_common(parser, suppress=False)
+    parser.add_argument("--version", action="version",
+                        version=f"miredoctl {miredoctl.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def cmd(name: str, help_text: str, selection: bool = True) -> argparse.ArgumentParser:
@@ -482,6 +486,10 @@ def _across_hosts(args: argparse.Namespace, ctx: ops.Context) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return pipes.flushed(_main(argv))
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         ctx = _context(args)
@@ -496,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
                 return COMMANDS[args.command](args, ctx)
         return COMMANDS[args.command](args, ctx)
     except InventoryError as exc:
+        if args.command == "validate" and args.json:  # the answer, for scripts and editors
+            _emit(args, {"ok": False, "problems": [vars(p) for p in exc.problems]}, "")
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"miredoctl: {len(exc.problems)} problem(s); nothing was changed", file=sys.stderr)
@@ -507,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"miredoctl: supervisord refused: {one_line(exc.faultString)}", file=sys.stderr)
         return EXIT_ERROR
     except (ConnectionError, TimeoutError) as exc:
+        if isinstance(exc, BrokenPipeError) and pipes.stdout_gone():
+            return pipes.quiet()  # the reader stopped early (`status | head -1`): not an error
         print(f"miredoctl: supervisord connection failed: {exc}", file=sys.stderr)
         return EXIT_UNKNOWN
     except KeyboardInterrupt:
