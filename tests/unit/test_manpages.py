@@ -34,4 +34,4 @@ def test_every_engine_option_has_its_help_line() -> None:
             assert texts.get(flag), flag  # a new flag needs its line in engine/cli.py HELP
     assert texts["-u"].startswith("drop privileges to USER") and "with a warning" in texts["-u"]
     page = manpages.engine_page().text
-    assert ".TH TEREDO\\-ENGINE 8" in page and "\\fB\\-\\-check\\fR" in page
+    assert ".TH TEREDO-ENGINE 8 " in page and "\\fB\\-\\-check\\fR" in page
