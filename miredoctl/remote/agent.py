@@ -47,7 +47,7 @@ def _unpack(root: Path, commit: str, bundle: bytes) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{commit}-", dir=fleets))
     try:
         with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as tar:
-            tar.extractall(tmp, filter="data")
+            _extract(tar, tmp)
         os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -58,6 +58,21 @@ def _unpack(root: Path, commit: str, bundle: bytes) -> Path:
         if p != dest:
             shutil.rmtree(p, ignore_errors=True)
     return dest
+
+
+def _extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """tarfile's "data" filter where this Python has it (3.11.4 on); on an older one (Debian
+    12 ships 3.11.2) the same refusals by hand: no absolute or upward paths, no links or
+    devices (a fleet bundle holds folders and plain files)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    for m in tar.getmembers():
+        parts = Path(m.name).parts
+        if m.name.startswith("/") or ".." in parts or not (m.isfile() or m.isdir()):
+            raise tarfile.TarError(f"refused bundle member {m.name!r}")
+        m.mode = (m.mode | 0o600) & 0o755
+        tar.extract(m, dest)
 
 
 IN_PROCESS = ("status", "show", "logs")  # read-only, start nothing: no second Python needed

@@ -71,6 +71,11 @@ def run(args: argparse.Namespace, ctx: ops.Context) -> int:
     if args.command in ("status", "show"):
         return _status(args, ctx, controller)
     if args.command == "hosts":
+        words = list(getattr(args, "words", []) or [])
+        if words[:1] == ["bootstrap"]:
+            return _bootstrap(args, controller, words[1:])
+        if words:
+            raise UsageError(f"hosts {words[0]}: unknown; `hosts` or `hosts bootstrap [H ...]`")
         return _hosts(args, controller)
     if args.command == "logs":
         return _logs(args, ctx, controller)
@@ -113,6 +118,29 @@ def _logs(args: argparse.Namespace, ctx: ops.Context, controller: Controller) ->
         f"{(ln['host'] + '/' + ln['name']).ljust(width)} | "
         f"{timedlog.display_time(ln.get('time'))} {ln['text']}" for ln in lines))
     return code
+
+
+# -- hosts bootstrap ------------------------------------------------------------------------
+def _bootstrap(args: argparse.Namespace, controller: Controller, patterns: list[str]) -> int:
+    """Prepare hosts (Debian packages, folders, miredoctl's venv with this teredo-fleet), all
+    at once; each step runs only when needed, and every host says what it found or did."""
+    from miredoctl.remote import provision
+    hosts = controller.hosts
+    names = hosts.expand([*patterns, *args.host]) if patterns or args.host else list(hosts.hosts)
+    refused = {h: why for h in names if (why := provision.managed_python(controller, h))}
+    results = provision.setup_hosts(controller, names, packages=True)
+    rows = []
+    for h in names:
+        r = results[h]
+        if r.outcome == "failed" and h in refused and not r.detail:
+            r.detail = refused[h]
+        rows.append(r.to_json())
+    _emit(args, {"hosts": rows}, "\n".join(
+        f"{r['host']}: {r['outcome']}" + (f" ({r['detail']})" if r["detail"] else "")
+        + "".join(f"\n  {s}" for s in r["steps"]) for r in rows))
+    if any(r["outcome"] == "unreachable" for r in rows):
+        return EXIT_UNREACHABLE
+    return EXIT_OK if all(r["outcome"] in ("changed", "unchanged") for r in rows) else EXIT_ERROR
 
 
 # -- hosts ----------------------------------------------------------------------------------

@@ -63,11 +63,13 @@ class HostResult:
     rolled_back: list[str] = field(default_factory=list)
     elapsed: float | None = None  # seconds the agent took on the host (the rest is SSH/ansible)
     version: str | None = None  # the host's teredo-fleet, as its agent says
+    needs_install: bool = False  # the agent refused: another teredo-fleet, or none, there
+    upgraded: bool = False  # the controller's teredo-fleet was installed before this answer
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "outcome": self.outcome, "rc": self.rc,
                 "detail": self.detail, "rolled_back": self.rolled_back,
-                "agent_seconds": self.elapsed}
+                "agent_seconds": self.elapsed, "upgraded": self.upgraded}
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -183,6 +185,35 @@ class Controller:
 
     def run(self, args_by_host: dict[str, list[str]], *, ok_codes: tuple[int, ...] = (0,),
             serial: str = "100%", max_fail: int = 100) -> dict[str, HostResult]:
+        """`_rolling`, then the version match: a host whose agent refused because it runs
+        another teredo-fleet (or none) gets the controller's own installed (provision.py) and
+        the command again, with the hosts a stopped roll left out; a host that cannot be
+        upgraded stays refused, with the reason."""
+        out = self._rolling(args_by_host, ok_codes=ok_codes, serial=serial, max_fail=max_fail)
+        stale = [h for h, r in out.items() if r.needs_install]
+        if not stale:
+            return out
+        from miredoctl.remote import provision
+        setup = provision.upgrade(self, stale)
+        for h in stale:
+            if setup[h].outcome not in ("changed", "unchanged"):
+                why = setup[h].detail or setup[h].outcome
+                out[h].detail = f"{out[h].detail}; not upgraded: {why}"
+        fixed = {h for h in stale if setup[h].outcome in ("changed", "unchanged")}
+        # the hosts a roll left out because of a stale host go on only if every one was fixed
+        again = [h for h in args_by_host if h in fixed or (
+            out[h].outcome == "not attempted" and len(fixed) == len(stale))]
+        if again:
+            redo = self._rolling({h: args_by_host[h] for h in again}, ok_codes=ok_codes,
+                                 serial=serial, max_fail=max_fail)
+            for h, r in redo.items():
+                if h in setup and setup[h].outcome == "changed":
+                    r.upgraded = True
+                out[h] = r
+        return out
+
+    def _rolling(self, args_by_host: dict[str, list[str]], *, ok_codes: tuple[int, ...],
+                 serial: str, max_fail: int) -> dict[str, HostResult]:
         """`args_by_host`: the miredoctl arguments for each host (its own instance names).
 
         With `max_fail` 0 ansible's own rolling does it all in one run (`serial`,
@@ -221,27 +252,39 @@ class Controller:
                   "--install", schema.install_id(),
                   *(["--dirty"] if b.dirty else []), "--"]
         args = {h: [*common, *args_by_host[h]] for h in remote}
+        play = PLAYBOOK % {"root": DEFAULT_ROOT, "state": DEFAULT_STATE,
+                           "serial": json.dumps(serial), "max_fail": max_fail}
+        answers, proc = self.play(play, {"miredoctl_args": args, "miredoctl_ok": list(ok_codes),
+                                         "miredoctl_bundle": b.b64}, remote)
+        for host in remote:
+            out[host] = self._judge(host, answers[host], ok_codes, proc)
+        return out
+
+    def play(self, play: str, extra_vars: dict[str, Any], hosts: list[str]
+             ) -> tuple[dict[str, dict[str, Any] | None], subprocess.CompletedProcess[str]]:
+        """Run one generated playbook on `hosts`; each host's last task result (ansible-core's
+        `tree` callback), None for a host the play never reached."""
         with tempfile.TemporaryDirectory(prefix="miredoctl-remote-") as tmp:
             work = Path(tmp)
-            (work / "play.yml").write_text(PLAYBOOK % {
-                "root": DEFAULT_ROOT, "state": DEFAULT_STATE, "serial": json.dumps(serial),
-                "max_fail": max_fail})
-            (work / "vars.json").write_text(json.dumps({
-                "miredoctl_args": args, "miredoctl_ok": list(ok_codes),
-                "miredoctl_bundle": b.b64}))
-            argv = [ansible_playbook(), "-i", str(self.hosts.path), "--limit", ",".join(remote),
+            (work / "play.yml").write_text(play)
+            (work / "vars.json").write_text(json.dumps(extra_vars))
+            argv = [ansible_playbook(), "-i", str(self.hosts.path), "--limit", ",".join(hosts),
                     "-e", f"@{work / 'vars.json'}", str(work / "play.yml")]
             proc = subprocess.run(argv, capture_output=True, text=True, env=self._env(work),
                                   stdin=subprocess.DEVNULL, timeout=1800)
-            for host in remote:
-                out[host] = self._judge(host, work / "tree" / host, ok_codes, proc)
-        return out
+            answers: dict[str, dict[str, Any] | None] = {}
+            for host in hosts:
+                try:
+                    answers[host] = json.loads((work / "tree" / host).read_text())
+                except FileNotFoundError:
+                    answers[host] = None
+                except ValueError:
+                    answers[host] = {"failed": True, "msg": "unreadable ansible result"}
+        return answers, proc
 
-    def _judge(self, host: str, path: Path, ok_codes: tuple[int, ...],
+    def _judge(self, host: str, res: dict[str, Any] | None, ok_codes: tuple[int, ...],
                proc: subprocess.CompletedProcess[str]) -> HostResult:
-        try:
-            res = json.loads(path.read_text())
-        except FileNotFoundError:
+        if res is None:
             # ansible-playbook's exit code is bit flags: 2 some host failed, 4 some host
             # unreachable; the play stopped before this host. Anything else is ansible's own
             # failure (a parse error, bad options), to be said as it is
@@ -249,17 +292,18 @@ class Controller:
                 return HostResult(host, "failed", None, None,
                                   "ansible-playbook: " + _last_error(proc))
             return HostResult(host, "not attempted")
-        except ValueError:
-            return HostResult(host, "failed", None, None, "unreadable ansible result")
         if res.get("unreachable"):
             return HostResult(host, "unreachable", None, None, _ssh_error(res.get("msg", "")))
         envelope = _envelope(res.get("stdout", ""))
         if envelope is None:
             err = (res.get("stderr") or res.get("module_stderr") or "").strip().splitlines()
             why = err[-1] if err else res.get("msg") or "no answer"
+            # no teredo-fleet on the host yet: no miredoctl module, or no venv at all
+            absent = bool(re.search(r"No module named '?miredoctl|No such file or directory",
+                                    str(why)))
             return HostResult(host, "failed", res.get("rc"), None,
                               f"agent did not answer (exit {res.get('rc')}): "
-                              f"{one_line(str(why))[:300]}")
+                              f"{one_line(str(why))[:300]}", needs_install=absent)
         if envelope.get("schema") != schema.SCHEMA:
             return HostResult(host, "failed", None, None,
                               f"agent speaks schema {envelope.get('schema')}, this controller "
@@ -269,7 +313,7 @@ class Controller:
         version = envelope.get("identity")
         if rc == schema.EXIT_VERSION:
             return HostResult(host, "failed", rc, None, f"version mismatch: {detail}; refused",
-                              version=version)
+                              version=version, needs_install=True)
         outcome = "done" if rc in ok_codes else "failed"
         return HostResult(host, outcome, rc, envelope.get("result"), detail,
                           list(envelope.get("rolled_back") or []), envelope.get("elapsed"),

@@ -61,6 +61,12 @@ def relay(host: str, extra: str = "") -> str:
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
+    yield from three_hosts()
+
+
+def three_hosts() -> Iterator[Fleet]:
+    """Three namespace hosts with a relay each, in a fleet folder of its own (git); removed
+    whole afterwards. A generator, so other test modules build their own (`yield from`)."""
     reason = missing()
     if reason:
         pytest.skip(reason)
