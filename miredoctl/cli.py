@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
             "supervisord and instances", selection=False)
     p.add_argument("--host", action="append", default=[], metavar="H",
                    help="only these hosts of hosts.yaml (globs and group names allowed)")
-    p.add_argument("words", nargs="*", metavar="bootstrap [H ...]",
-                   help="`hosts bootstrap [H ...]`: prepare hosts (Debian packages, folders, "
+    p.add_argument("words", nargs="*", metavar="bootstrap",
+                   help="hosts bootstrap [H ...]: prepare hosts (Debian packages, folders, "
                         "a venv with this teredo-fleet); idempotent")
     p = cmd("lab", "build, remove or inspect the demo network in namespaces", selection=False)
     p.add_argument("action", choices=("up", "down", "status", "check"))
