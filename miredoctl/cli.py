@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("words", nargs="*", metavar="bootstrap",
                    help="hosts bootstrap [H ...]: prepare hosts (Debian packages, folders, "
                         "a venv with this teredo-fleet); idempotent")
+    p = cmd("completion", "print the shell completion script: eval \"$(miredoctl completion "
+            "bash)\" (docs/miredoctl.md)", selection=False)
+    p.add_argument("shell", choices=("bash", "zsh"))
     p = cmd("lab", "build, remove or inspect the demo network in namespaces", selection=False)
     p.add_argument("action", choices=("up", "down", "status", "check"))
     # the lab owns its default prefix (the one the default fleet in instances/ names)
@@ -453,6 +456,13 @@ def cmd_demo(args: argparse.Namespace, ctx: ops.Context) -> int:
     return _run_lab_tool(["demo"])
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Commands, options and instance names for bash or zsh (miredoctl/completion.py)."""
+    from miredoctl import completion
+    sys.stdout.write(completion.script(build_parser(), args.shell))
+    return EXIT_OK
+
+
 def cmd_hosts(args: argparse.Namespace, ctx: ops.Context) -> int:
     """Only a fleet with hosts.yaml has hosts (miredoctl/remote/commands.py answers there)."""
     raise UsageError(f"{ctx.fleet_dir}: no hosts.yaml: this fleet runs on this machine only")
@@ -495,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "completion":  # no fleet folder needed
+            return cmd_completion(args)
         ctx = _context(args)
         if args.command == "up" and os.environ.get("MIREDOCTL_THIS_HOST") is None:
             # (an agent's fleet is the commit the controller checked and shipped)
