@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import xmlrpc.client
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -364,6 +365,8 @@ def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
                 added, changed, removed = sup.reread()
         except BaseException as exc:
             not_restored = journal.restore()
+            if not running:
+                _shut_fresh_supervisord(ctx, sup)
             if isinstance(exc, OSError):  # a read-only or full state folder: `path: reason`
                 exc = state_error(exc)
             if not isinstance(exc, MiredoctlError):
@@ -431,10 +434,27 @@ def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
                                            f"{state}" + (f": {log}" if log else "")))
         if failed:
             _rollback(ctx, sup, plans, saved, procs, results)
+            if not running:
+                _shut_fresh_supervisord(ctx, sup)
+                results.append(ApplyResult("supervisord", "stopped", False,
+                                           "it was not running before this `up`"))
         else:  # what `status` says each (re)started instance runs (no git call there)
             gitinfo.record_applied(ctx.paths, [p.name for p in plans if p.action != "unchanged"],
                                    gitinfo.revision(ctx.fleet_dir, template_path(fleet)))
         return plans, results
+
+
+def _shut_fresh_supervisord(ctx: Context, sup: SupervisordClient) -> None:
+    """Stop the supervisord a failed `up` started, with whatever it runs: before that `up`
+    nothing ran, and a failed `up` leaves the fleet as it was (its listeners included)."""
+    with contextlib.suppress(MiredoctlError, OSError, xmlrpc.client.Error):
+        if not sup.running():
+            return
+        engines = [n for n in sup.processes() if not n.startswith("_")]
+        stopped = sup.stop_many(engines)
+        wait_recorded(ctx.paths, [n for n, sent in stopped.items() if sent])
+        sup.forget(sorted(stopped))
+        sup.shutdown()
 
 
 def unsupervised(paths: StatePaths, procs: dict[str, dict] | None) -> dict[str, FleetProcess]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from miredoctl.state import StatePaths, fleet_processes
 from miredoctl.status import query_engine
 from tests.kernel.test_miredoctl_fleet import Ctl, ctl_factory, lab  # noqa: F401 (fixtures)
 
@@ -248,3 +250,23 @@ def test_a_full_state_folder_gives_one_line_errors_and_down_still_stops(
             os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
         if subprocess.run(["umount", str(ctl.state)]).returncode != 0:
             subprocess.run(["umount", "--lazy", str(ctl.state)], check=True)
+
+
+def test_a_failed_first_up_leaves_nothing_running(ctl_factory) -> None:  # noqa: F811
+    """Nothing ran before: a failed `up` must not leave the supervisord it started (nor the
+    engines that did start) behind, or the fleet would run half-up with nobody having asked."""
+    ctl = ctl_factory()
+    relay = ctl.fleet / "relay.yaml"
+    # an address the relay's namespace does not have: its engine cannot bind and exits
+    relay.write_text(relay.read_text().replace("203.0.113.20", "203.0.113.99"))
+    proc = ctl.run("up", "--json", expect=None)
+    assert proc.returncode != 0, proc.stdout
+    got: dict[str, list[str]] = {}
+    for r in json.loads(proc.stdout)["results"]:
+        got.setdefault(r["name"], []).append(r["action"])
+    assert "failed" in got["relay"], got
+    assert all(got[n][-1] == "rolled back" for n in ("client1", "client2", "server", "relay")), got
+    assert not (ctl.state / "supervisor.sock").exists()
+    assert fleet_processes(StatePaths(ctl.state)) == {}
+    status = ctl.json("status", expect=None)
+    assert status["supervisord"]["running"] is False, status
