@@ -16,6 +16,8 @@ network uses those ranges precisely because they never route on the internet; a 
 that names one has a typo, so it is refused unless the fleet says it is a lab.
 `exporter: {listen: "ADDR:PORT"}` (default: none) makes the fleet's supervisord run the metrics
 exporter (`miredoctl exporter`, docs/metrics.md) as one of its programs.
+`notify: {command: ..., webhook: ..., timeout: ...}` (default: none) names who hears about state
+changes an operator cares about (miredoctl/notify_settings.py; docs/miredoctl.md, "Health checks").
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ IFNAME_RE = re.compile(r"[^\s/:#][^\s/:]{0,14}")
 # miredo.conf has no quoting: a value is one whitespace-free token on its line
 TOKEN_RE = re.compile(r"[^\s#][^\s]*")
 MAX_TOKEN = 1023  # miredo reads a value with sscanf("%1023s")
+STOP_FLAPPING_DEFAULT = {"restarts": 5, "within": 3600}
 
 
 class FieldError(ValueError):
@@ -221,6 +224,25 @@ def _chroot(value: Any) -> str:
     return text
 
 
+def _stop_flapping(value: Any) -> dict[str, int]:
+    """`{restarts: M, within: S}`: the health check stops an instance once supervisord
+    restarted it M times within S seconds (listeners/healthrules.py); null switches it off."""
+    if not isinstance(value, dict):
+        raise FieldError(f"must be a mapping like {{restarts: 5, within: 3600}} or null, got "
+                         f"{_describe(value)}")
+    unknown = sorted(set(value) - {"restarts", "within"}, key=str)
+    if unknown:
+        raise FieldError(f"has unknown key {unknown[0]!r}; it has 'restarts:' and 'within:'")
+    out = {**STOP_FLAPPING_DEFAULT}
+    for key, lo, hi in (("restarts", 1, 1000), ("within", 10, 7 * 86400)):
+        if key in value:
+            try:
+                out[key] = _int_range(lo, hi)(value[key])
+            except FieldError as exc:
+                raise FieldError(f"{key} {exc}") from None
+    return out
+
+
 def _tags(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
         raise FieldError(f"must be a list of strings, got {_describe(value)}")
@@ -278,13 +300,20 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
           "primary public IPv4 of a server (required for servers)", "ServerBindAddress"),
     Field("server_bind_address2", _ipv4, frozenset({"server"}),
           "secondary IPv4 (default primary + 1)", "ServerBindAddress2"),
+    Field("restart_unqualified_after", _int_range(5, 7 * 86400), frozenset({"client"}),
+          "health check: restart a client not qualified for this many seconds (null: never)"),
+    Field("stop_flapping", _stop_flapping, ALL,
+          "health check: {restarts: M, within: S} stops an instance restarted M times in S s"),
 )}
 
 BUILTIN_DEFAULTS: dict[str, Any] = {"engine": "teredo-engine", "enabled": True, "tags": []}
+# the health checks are on unless the inventory says null (docs/miredoctl.md, "Health checks")
+RESTART_UNQUALIFIED_DEFAULT = 300
 ROLE_BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "client": {"interface": "teredo"},
-    "relay": {"interface": "teredo", "relay_type": "cone"},
-    "server": {},
+    "client": {"interface": "teredo", "restart_unqualified_after": RESTART_UNQUALIFIED_DEFAULT,
+               "stop_flapping": STOP_FLAPPING_DEFAULT},
+    "relay": {"interface": "teredo", "relay_type": "cone", "stop_flapping": STOP_FLAPPING_DEFAULT},
+    "server": {"stop_flapping": STOP_FLAPPING_DEFAULT},
 }
 DISCOVERY_FIELDS = ("local_discovery", "discovery_interfaces", "discovery_netmask")
 # The UDP port every Teredo server listens on (IANA-assigned to Teredo, RFC 4380). The manager's
@@ -294,7 +323,8 @@ ALLOW_DOCUMENTATION = "allow_documentation_addresses"
 EXPORTER = "exporter"
 EXPORTER_KEYS = ("listen",)
 DEFAULT_EXPORTER_LISTEN = "127.0.0.1:9531"
-DEFAULTS_KEYS = ("all", "roles", ALLOW_DOCUMENTATION, EXPORTER)
+NOTIFY = "notify"
+DEFAULTS_KEYS = ("all", "roles", ALLOW_DOCUMENTATION, EXPORTER, NOTIFY)
 DOCUMENTATION_NETWORKS = tuple(ipaddress.IPv4Network(n) for n in
                                ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
 
@@ -376,6 +406,7 @@ class Fleet:
     defaults_file: Path | None
     allow_documentation_addresses: bool = False
     exporter_listen: str | None = None  # `exporter: {listen: ...}`: supervisord runs it
+    notify: dict[str, Any] | None = None  # `notify:` of defaults.yaml (notify_settings.py)
 
     @property
     def names(self) -> list[str]:
@@ -542,6 +573,7 @@ class _Defaults:
     path: Path | None
     allow_documentation_addresses: bool = False
     exporter_listen: str | None = None
+    notify: dict[str, Any] | None = None
 
 
 def parse_listen(text: Any) -> tuple[str, int]:
@@ -603,9 +635,14 @@ def _load_defaults(path: Path | None, problems: list[Problem]) -> _Defaults:
     roles: dict[str, _Layer] = {}
     allow_doc = False
     exporter: str | None = None
+    notify: dict[str, Any] | None = None
     for key, line, vnode in reader.mapping(node, "defaults file"):
         if key == EXPORTER:
             exporter = _exporter_setting(reader, vnode)
+            continue
+        if key == NOTIFY:
+            from miredoctl.notify_settings import notify_setting  # uses this module
+            notify = notify_setting(reader, vnode)
             continue
         if key == ALLOW_DOCUMENTATION:
             value = reader.value(vnode)
@@ -634,8 +671,8 @@ def _load_defaults(path: Path | None, problems: list[Problem]) -> _Defaults:
         else:
             reader.problem(line, f"unknown key '{key}'{did_you_mean(key, DEFAULTS_KEYS)}; "
                                  "a defaults file has 'all:', 'roles:', "
-                                 f"'{ALLOW_DOCUMENTATION}:' and '{EXPORTER}:'")
-    return _Defaults(all_layer, roles, path, allow_doc, exporter)
+                                 f"'{ALLOW_DOCUMENTATION}:', '{EXPORTER}:' and '{NOTIFY}:'")
+    return _Defaults(all_layer, roles, path, allow_doc, exporter, notify)
 
 
 def _merge(name: str, path: Path, own: _Layer, defaults: _Defaults,
@@ -856,4 +893,4 @@ def load_fleet(root: Path) -> Fleet:
     if this_host is not None:  # the per-host agent (miredoctl/remote/agent.py): its share only
         instances = {n: i for n, i in instances.items() if (i.host or "") == this_host}
     return Fleet(root, instances, defaults_path, defaults.allow_documentation_addresses,
-                 defaults.exporter_listen)
+                 defaults.exporter_listen, defaults.notify)

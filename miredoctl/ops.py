@@ -26,9 +26,11 @@ from miredoctl import orphans as orphans_mod
 from miredoctl.errors import InventoryError, MiredoctlError, Problem, UsageError
 from miredoctl.inventory import Fleet, display_path, load_fleet
 from miredoctl.listeners import history
+from miredoctl.listeners.healthrules import settings_path, settings_text
 from miredoctl.procs import alive
 from miredoctl.render import (
     EXPORTER,
+    HEALER,
     LOGSTAMP,
     MIREDO,
     MIREDO_SERVER,
@@ -277,7 +279,8 @@ def _check_supervisord_config(paths: StatePaths) -> None:
     """supervisord's own parser must accept the new files and find exactly our programs: one
     per program file plus miredoctl's listeners, nothing a value could have smuggled in."""
     groups = parsed_groups(paths.supervisord_conf)
-    expected = {REAPER, LOGSTAMP, EXPORTER, *(p.stem for p in paths.programs.glob("*.conf"))}
+    expected = {REAPER, LOGSTAMP, HEALER, EXPORTER,
+                *(p.stem for p in paths.programs.glob("*.conf"))}
     unexpected = sorted(set(groups) - expected)
     if unexpected:
         raise MiredoctlError(f"supervisord's parser finds programs miredoctl did not write: "
@@ -333,6 +336,8 @@ def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
             journal.write(ctx.paths.supervisord_conf,
                           supervisord_conf(ctx.paths, identifier_for(ctx.paths),
                                            fleet.exporter_listen, fleet.root, len(rendered)))
+            # what the health listener acts on: the settings this `up` applies
+            journal.write(settings_path(ctx.paths.histories), settings_text(fleet))
             if not running:
                 # Nothing runs: program files left from an earlier run describe nothing, and
                 # supervisord would autostart them all. Only the selected instances get a program.

@@ -42,6 +42,7 @@ MIREDO_USERS = {"client": "miredo", "relay": "miredo", "server": "miredo-server"
 REAPER = "_reaper"  # instance names start with a letter or digit, so these never clash
 LOGSTAMP = "_logstamp"
 EXPORTER = "_exporter"  # `miredoctl exporter`, when the inventory asks for it (docs/metrics.md)
+HEALER = "_healer"  # health checks and notifications (miredoctl.listeners.health)
 PRIORITY = {"server": 10, "relay": 20, "client": 30}
 
 # Process settings for a daemon that may fork and drops privileges: stop/kill the whole process
@@ -434,6 +435,9 @@ def supervisord_conf(paths: StatePaths, identifier: str, exporter: str | None = 
                   "--history", str(paths.histories)]
     logstamp_cmd = [sys.executable, "-m", "miredoctl.listeners.logstamp",
                     "--logs", str(paths.timed_logs)]
+    healer_cmd = [sys.executable, "-m", "miredoctl.listeners.health",
+                  "--history", str(paths.histories), "--socket", str(paths.socket),
+                  "--run", str(paths.run), "--lock", str(paths.lock)]
     return "\n".join([
         "; miredoctl: generated, do not edit",
         "[unix_http_server]",
@@ -480,6 +484,19 @@ def supervisord_conf(paths: StatePaths, identifier: str, exporter: str | None = 
         "priority=1",
         "stdout_logfile=NONE",
         f"stderr_logfile={_ini(str(paths.logs / 'logstamp.log'))}",
+        "stderr_logfile_maxbytes=1MB",
+        "stderr_logfile_backups=1",
+        "",
+        "; restarts clients that stay unqualified, stops flapping instances, sends the",
+        "; inventory's notifications (miredoctl.listeners.health; docs/miredoctl.md)",
+        f"[eventlistener:{HEALER}]",
+        f"command={_ini(shlex.join(healer_cmd))}",
+        "events=PROCESS_STATE,TICK_5",
+        f"buffer_size={limits.reaper_buffer}",
+        "autorestart=true",
+        "priority=1",
+        "stdout_logfile=NONE",
+        f"stderr_logfile={_ini(str(paths.logs / 'healer.log'))}",
         "stderr_logfile_maxbytes=1MB",
         "stderr_logfile_backups=1",
         "",

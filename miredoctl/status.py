@@ -21,6 +21,7 @@ from typing import Any
 from miredoctl import gitinfo
 from miredoctl.inventory import Fleet, Instance
 from miredoctl.kernelview import KernelView
+from miredoctl.listeners import healthrules as health_check
 from miredoctl.listeners import history
 from miredoctl.listeners.timedlog import LogLine, display_time
 from miredoctl.procs import alive
@@ -84,6 +85,8 @@ class InstanceStatus:
     # the engine's whole answer (contract §4) when it is the process supervisord runs: what
     # the columns above leave out (drops by reason, rate limits, worker), for `metrics`
     engine_status: dict[str, Any] | None = None
+    # what the health check did to it (listeners/healthrules.py), None if nothing
+    health: dict[str, Any] | None = None
     # the fleet and template commits its config was applied from, and whether their trees
     # had uncommitted edits (gitinfo.load_applied: the state folder's record, no git call)
     revision: dict[str, Any] | None = None
@@ -287,6 +290,8 @@ def collect(fleet: Fleet, paths: StatePaths, names: list[str],
         st.last_change, st.last_exit = summary.last_change, summary.last_exit
         if st.flapping and state_of(info) in ACTIVE_STATES:
             st.state = "FLAPPING"
+        st.health = health_check.status_view(paths.histories, name,
+                                             state_of(info) in ACTIVE_STATES, now)
         if inst is not None and st.pid:
             _fill_tunnel(inst, paths, st, kernel)
         rows.append(st)
@@ -388,8 +393,9 @@ def table(rows: list[InstanceStatus]) -> str:
             gitinfo.short(st.revision),
         ))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    return "\n".join("  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)).rstrip()
-                     for row in lines)
+    notes = [n for st in rows if (n := health_check.status_note(st.name, st.health))]
+    return "\n".join([*("  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True))
+                        .rstrip() for row in lines), *notes])
 
 
 def restarts_text(st: InstanceStatus) -> str:
@@ -448,6 +454,11 @@ def detail(st: InstanceStatus, inst: Instance | None, log: list[LogLine] | None 
     if st.last_qualified:
         kv("last qualified", ago(st.last_qualified))
     kv("engine worker restarts", st.worker_restarts)
+    if st.health and st.health.get("stopped"):
+        kv("health check", f"stopped by health check: {st.health['stopped']} (until `up` or "
+                           "`restart`)")
+    elif st.health and st.health.get("last"):
+        kv("health check", f"{st.health['last']['text']}, {ago(st.health['last']['time'])}")
     kv("last error", st.last_error)
     kv("source", st.source)
     kv("log", st.log)

@@ -146,7 +146,7 @@ def test_defaults_file_errors(tmp_path: Path) -> None:
         "relay, server",
         "defaults.yaml:7: server does not apply to a relay (only to client)",
         "defaults.yaml:8: unknown key 'extra'; a defaults file has 'all:', 'roles:', "
-        "'allow_documentation_addresses:' and 'exporter:'",
+        "'allow_documentation_addresses:', 'exporter:' and 'notify:'",
     ]
 
 

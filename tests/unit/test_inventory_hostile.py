@@ -21,7 +21,14 @@ from supervisor.options import ServerOptions, UnhosedConfigParser
 from engine.config import parse_config
 from miredoctl.errors import InventoryError
 from miredoctl.inventory import FIELDS, load_fleet
-from miredoctl.render import LOGSTAMP, PROGRAM_SETTINGS, REAPER, render_fleet, supervisord_conf
+from miredoctl.render import (
+    HEALER,
+    LOGSTAMP,
+    PROGRAM_SETTINGS,
+    REAPER,
+    render_fleet,
+    supervisord_conf,
+)
 from miredoctl.state import StatePaths
 
 # every class of hostile value: line breaks of each kind, INI syntax (sections, options,
@@ -109,7 +116,7 @@ def _render_and_read_back(fleet_dir: Path, state: Path, key: str, value: object)
         stale.unlink()
     paths.program(r.name).write_text(r.program)
     groups, argv, options = _supervisord_view(paths, r.name)
-    assert groups == {REAPER, LOGSTAMP, r.name}
+    assert groups == {REAPER, LOGSTAMP, HEALER, r.name}
     assert argv == r.command
     assert options == {"command", "directory", "priority", "stdout_logfile", "environment",
                        *PROGRAM_SETTINGS}

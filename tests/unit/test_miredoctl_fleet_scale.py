@@ -94,9 +94,9 @@ def test_supervisord_conf_carries_the_limits(tmp_path: Path) -> None:
     conf = supervisord_conf(paths, identifier_for(paths), instances=300).splitlines()
     lim = fleet_limits(300)
     assert f"minfds={lim.minfds}" in conf and f"minprocs={lim.minprocs}" in conf
-    assert conf.count(f"buffer_size={lim.reaper_buffer}") == 1
+    assert conf.count(f"buffer_size={lim.reaper_buffer}") == 2  # _reaper and _healer
     assert conf.count(f"buffer_size={lim.logstamp_buffer}") == 1
-    assert parsed_groups(_write_conf(paths, conf)) == ["_logstamp", "_reaper"]
+    assert parsed_groups(_write_conf(paths, conf)) == ["_healer", "_logstamp", "_reaper"]
 
 
 def _write_conf(paths: StatePaths, lines: list[str]) -> Path:
