@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import miredoctl
+import miredoctl.access as access
 import miredoctl.pipes as pipes
 from miredoctl import gitinfo, ops
 from miredoctl import logs as logs_mod
@@ -505,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        access.require_root(args.command)  # members of the miredoctl group only read
         if args.command == "completion":  # no fleet folder needed
             return cmd_completion(args)
         ctx = _context(args)

@@ -26,6 +26,7 @@ from typing import Any
 
 import jinja2
 
+from miredoctl import access
 from miredoctl.errors import InventoryError, MiredoctlError, Problem, bad_character, printable
 from miredoctl.inventory import FIELDS, Fleet, Instance, display_path
 from miredoctl.listeners import logstamp
@@ -442,7 +443,9 @@ def supervisord_conf(paths: StatePaths, identifier: str, exporter: str | None = 
         "; miredoctl: generated, do not edit",
         "[unix_http_server]",
         f"file={_ini(str(paths.socket))}",
-        "chmod=0700",
+        # owner-only, or also the readers' group when it exists (miredoctl/access.py)
+        *(["chmod=0770", f"chown={_ini(owner)}"] if (owner := access.socket_owner())
+          else ["chmod=0700"]),
         "",
         "[supervisord]",
         f"pidfile={_ini(str(paths.supervisord_pid))}",

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from miredoctl import access
 from miredoctl.errors import MiredoctlError, StateFolderError
 
 DEFAULT_STATE_BASE = Path("/run/miredoctl")
@@ -121,8 +122,11 @@ class StatePaths:
                     raise state_error(exc, path) from exc
         # the engines drop to an unprivileged user but their root parent writes the pid file;
         # the run folder must stay reachable for that parent only.
-        for path, mode in ((self.root, 0o700), (self.run, 0o755)):
+        # shared with the readers' group when it exists (miredoctl/access.py)
+        for path, mode in ((self.root, access.state_dir_mode()),
+                           (self.run, access.run_dir_mode())):
             try:
+                access.share(path)
                 if path.stat().st_mode & 0o7777 != mode:
                     os.chmod(path, mode)
             except OSError as exc:

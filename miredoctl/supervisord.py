@@ -23,6 +23,7 @@ from supervisor.options import ServerOptions
 from supervisor.states import RUNNING_STATES, ProcessStates, getProcessStateDescription
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
+from miredoctl import access
 from miredoctl.errors import MiredoctlError, SupervisorUnreachable, one_line
 from miredoctl.procs import alive
 from miredoctl.state import StatePaths
@@ -150,13 +151,11 @@ class SupervisordClient:
         except FileNotFoundError:
             return False
         except PermissionError:
-            raise MiredoctlError(f"permission denied on {self.paths.socket}: the fleet's "
-                                 "supervisord socket is owner-only; run miredoctl as root")
+            raise _denied(self.paths.socket)
         try:
             ident = self.rpc.supervisor.getIdentification()
         except PermissionError:
-            raise MiredoctlError(f"permission denied on {self.paths.socket}: the fleet's "
-                                 "supervisord socket is owner-only; run miredoctl as root")
+            raise _denied(self.paths.socket)
         except (OSError, http.client.HTTPException, xmlrpc.client.Error):
             self.close()
             return False
@@ -358,3 +357,9 @@ def read_file(path: Path) -> str | None:
         return path.read_text()
     except FileNotFoundError:
         return None
+
+def _denied(path: Path) -> MiredoctlError:
+    """One line for a user who may not reach the fleet's supervisord (miredoctl/access.py)."""
+    return MiredoctlError(f"permission denied on {path}: the fleet's supervisord socket is "
+                          f"for root and the {access.group_name()} group; run miredoctl as root "
+                          "or as a member of that group")
