@@ -358,6 +358,7 @@ def read_file(path: Path) -> str | None:
     except FileNotFoundError:
         return None
 
+
 def _denied(path: Path) -> MiredoctlError:
     """One line for a user who may not reach the fleet's supervisord (miredoctl/access.py)."""
     return MiredoctlError(f"permission denied on {path}: the fleet's supervisord socket is "
