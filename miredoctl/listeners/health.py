@@ -298,10 +298,15 @@ class Listener:
             return True
         if health.read_mark(self.histories, action.name) is not None:
             return False
-        # the mark first: the STOPPED event that follows must find it
+        # the mark first: the STOPPED event that follows must find it; a stop that failed
+        # takes it back, so the next tick decides again
         health.write_mark(self.histories, action.name, action.reason, time.time())
         if info["statename"] in health.ACTIVE_NAMES:
-            self._stop(proxy, action.name)
+            try:
+                self._stop(proxy, action.name)
+            except BaseException:
+                health.clear_mark(self.histories, action.name)
+                raise
         return True
 
     @staticmethod

@@ -284,3 +284,73 @@ def test_the_listener_skips_an_action_while_an_operator_holds_the_lock(tmp_path:
         os.close(fd)
     assert listener.healer.tracked["c1"].last_restart is None  # decided again next tick
     assert not health.actions(hist, "c1")
+
+
+class _FakeSupervisor:
+    """supervisord's XML-RPC as the listener uses it: process info, stop, start."""
+
+    def __init__(self, state: str = "RUNNING", pid: int = 100, fail_stop: bool = False) -> None:
+        self.info = {"name": "c1", "statename": state, "pid": pid}
+        self.calls: list[tuple[str, ...]] = []
+        self.fail_stop = fail_stop
+
+    def getProcessInfo(self, name: str) -> dict[str, Any]:
+        return dict(self.info)
+
+    def stopProcess(self, name: str, wait: bool) -> bool:
+        self.calls.append(("stop", name))
+        if self.fail_stop:
+            raise OSError("supervisord went away")
+        return True
+
+    def startProcess(self, name: str, wait: bool) -> bool:
+        self.calls.append(("start", name))
+        return True
+
+
+def _listener(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sup: _FakeSupervisor
+              ) -> tuple[Listener, list[dict[str, Any]]]:
+    import miredoctl.listeners.health as listener_mod
+    monkeypatch.setattr(listener_mod, "rpc", lambda sock: type("P", (), {"supervisor": sup}))
+    hist = tmp_path / "history"
+    hist.mkdir(exist_ok=True)
+    sent: list[dict[str, Any]] = []
+    listener = Listener(hist, tmp_path / "sock", tmp_path, tmp_path / "lock",
+                        notifier=Notifier(lambda line: None))
+    listener.notify = lambda kind, name, detail, now, data=None: sent.append(  # type: ignore
+        {"event": kind, "instance": name, "detail": detail})
+    return listener, sent
+
+
+def test_a_restart_is_done_only_to_the_pid_judged(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    sup = _FakeSupervisor(pid=200)  # an operator restarted it meanwhile
+    listener, sent = _listener(tmp_path, monkeypatch, sup)
+    listener.act([health.Action("restart", "c1", "unqualified for 60 s", 100)], 10)
+    assert sup.calls == [] and sent == [] and not health.actions(listener.histories, "c1")
+    sup.info["pid"] = 100
+    listener.act([health.Action("restart", "c1", "unqualified for 60 s", 100)], 11)
+    assert sup.calls == [("stop", "c1"), ("start", "c1")]
+    assert [a.text for a in health.actions(listener.histories, "c1")] == [
+        "restarted by health check: unqualified for 60 s"]
+    assert sent == [{"event": "health_action", "instance": "c1",
+                     "detail": "restarted by health check: unqualified for 60 s"}]
+
+
+def test_a_stop_leaves_a_mark_that_only_an_operator_start_clears(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sup = _FakeSupervisor(fail_stop=True)
+    listener, _ = _listener(tmp_path, monkeypatch, sup)
+    stop = health.Action("stop", "c1", "flapping: 5 restarts within 3600 s (stop_flapping)")
+    listener.act([stop], 10)  # the stop failed: no mark, decided again at the next tick
+    assert health.read_mark(listener.histories, "c1") is None
+    sup.fail_stop = False
+    listener.act([stop], 11)
+    assert health.read_mark(listener.histories, "c1")["reason"] == stop.reason
+    assert [c[0] for c in sup.calls] == ["stop", "stop"]  # never a start
+    listener.handle("PROCESS_STATE_STOPPED", "processname:c1 groupname:c1 from_state:STOPPING "
+                                             "pid:0", 12)
+    assert health.read_mark(listener.histories, "c1") is not None  # its own stop: kept
+    listener.handle("PROCESS_STATE_STARTING", "processname:c1 groupname:c1 from_state:STOPPED "
+                                              "tries:0", 13)
+    assert health.read_mark(listener.histories, "c1") is None  # an operator's start
