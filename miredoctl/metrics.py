@@ -198,6 +198,14 @@ def _instance(f: _Families, row: InstanceStatus) -> None:
               "the instance (resets on up/restart)", lab, row.restarts)
     f.gauge("recent_restarts", "Automatic restarts by supervisord in the last 300 s", lab,
             row.recent_restarts)
+    health = row.health or {}
+    f.gauge("health_stopped", "1 while the health check holds the instance stopped (it "
+            "flapped; `up` or `restart` starts it again)", lab, 1 if health.get("stopped") else 0)
+    last = health.get("last")
+    if isinstance(last, dict) and _num(last.get("time")) is not None:
+        f.gauge("health_last_action_timestamp_seconds", "Unix time of the health check's last "
+                "action on the instance, by action (restart, stop)", lab, last["time"],
+                action=str(last.get("action")))
     f.gauge("ready", "1 when the instance runs, its engine answers as the process supervisord "
             "runs, and a client is qualified (what `miredoctl wait` waits for)", lab,
             1 if row.ready else 0)

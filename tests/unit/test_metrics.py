@@ -94,6 +94,9 @@ def _rows() -> list[InstanceStatus]:
                             pid=77, process_state="RUNNING", engine_pid=77, uptime=5.0,
                             tunnel_state="running", restarts=4, recent_restarts=3,
                             flapping=True,
+                            health={"stopped": None, "recent": True,
+                                    "last": {"time": T0, "action": "restart", "reason": "x",
+                                             "text": "restarted by health check: x"}},
                             engine_status={"pid": 77, "role": "server", "worker": "running",
                                            "handled": {"ra_sent": 12},
                                            "ratelimit": SERVER_RATELIMIT,
@@ -160,6 +163,11 @@ def test_values_follow_the_sources(text: str) -> None:
     srv = {"instance": "server", "role": "server"}
     assert _value(text, "teredo_up", **srv) == 1  # supervisord runs it, flapping or not
     assert _value(text, "teredo_flapping", **srv) == 1
+    assert _value(text, "teredo_health_stopped", **srv) == 0
+    assert _value(text, "teredo_health_last_action_timestamp_seconds", action="restart",
+                  **srv) == T0
+    assert not [s for s in _samples(text, "teredo_health_last_action_timestamp_seconds")
+                if s.labels["instance"] != "server"]
     assert _value(text, "teredo_process_state", state="FLAPPING", **srv) == 1
     assert _value(text, "teredo_ratelimit_denied_total", limiter="rs_per_source", **srv) == 7
     assert _value(text, "teredo_ratelimit_denied_total", limiter="rs_total", **srv) == 3
