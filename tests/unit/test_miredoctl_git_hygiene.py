@@ -183,3 +183,31 @@ def test_orphan_helpers() -> None:
                                     "inventory: a (left running; `--remove-orphans` stops and "
                                     "removes them)")
     assert orphans.warning([]) is None
+
+
+def test_status_runs_no_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """status must stay fast at any fleet size: the revision comes from applied.json only."""
+    fleet_dir = make_fleet(tmp_path / "repo")
+    ctx = ops.Context(fleet_dir, StatePaths(tmp_path / "state"))
+    ctx.paths.ensure()
+    for name, r in render_fleet(ctx.load(), ctx.paths).items():
+        ctx.paths.config(name).write_text(r.text)
+    gitinfo.record_applied(ctx.paths, ["c1", "r1"],
+                           gitinfo.revision(fleet_dir, gitinfo.fleet_template(fleet_dir)))
+    real_run, real_popen = subprocess.run, subprocess.Popen
+
+    def no_git(argv: Any, *args: Any, **kwargs: Any) -> Any:
+        assert "git" not in (argv[0] if isinstance(argv, list) else argv), argv
+        return real_run(argv, *args, **kwargs)
+
+    def no_git_popen(argv: Any, *args: Any, **kwargs: Any) -> Any:
+        assert "git" not in (argv[0] if isinstance(argv, list) else argv), argv
+        return real_popen(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    monkeypatch.setattr(subprocess, "Popen", no_git_popen)
+    fleet = ctx.load()
+    rows = status.collect(fleet, ctx.paths, ["c1", "r1"], None, strays={})
+    assert all(r.revision and r.revision["fleet"] for r in rows)
+    with pytest.raises(AssertionError):  # the guard itself works
+        gitinfo.tree_state(fleet_dir)
