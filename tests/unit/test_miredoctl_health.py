@@ -354,3 +354,31 @@ def test_a_stop_leaves_a_mark_that_only_an_operator_start_clears(
     listener.handle("PROCESS_STATE_STARTING", "processname:c1 groupname:c1 from_state:STOPPED "
                                               "tries:0", 13)
     assert health.read_mark(listener.histories, "c1") is None  # an operator's start
+
+
+def test_a_miredo_client_is_judged_by_the_teredo_address_on_its_interface(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    import miredoctl.listeners.health as listener_mod
+    seen: list[list[str]] = []
+    answer = {"out": ""}
+
+    def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess:
+        seen.append(argv)
+        return subprocess.CompletedProcess(argv, 0, answer["out"], "")
+
+    monkeypatch.setattr(listener_mod.subprocess, "run", run)
+    # 2001:0:cb00:710a:... : server 203.0.113.10, mapped 198.51.100.1:50282 (the lab's client)
+    teredo = "2001:0:cb00:710a:cc5:3b95:39cc:9bfe"
+    answer["out"] = json.dumps([{"ifname": "teredo", "addr_info": [
+        {"local": "fe80::ffff:ffff:ffff", "prefixlen": 64}, {"local": teredo, "prefixlen": 32}]}])
+    assert listener_mod.teredo_address("ns1", "teredo") == teredo
+    assert seen[-1] == ["ip", "-n", "ns1", "-j", "-6", "addr", "show", "dev", "teredo"]
+    assert health.decode_teredo(teredo) == ("203.0.113.10", "198.51.100.1", 50282)
+    answer["out"] = json.dumps([{"ifname": "teredo", "addr_info": [
+        {"local": "fe80::ffff:ffff:ffff", "prefixlen": 64}]}])
+    assert listener_mod.teredo_address(None, "teredo") is None  # up, not qualified
+    assert seen[-1][:2] == ["ip", "-j"]
+    answer["out"] = ""  # no such interface (ip says so on stderr)
+    assert listener_mod.teredo_address("ns1", "teredo") is None
