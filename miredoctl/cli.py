@@ -266,6 +266,9 @@ def cmd_diff(args: argparse.Namespace, ctx: ops.Context) -> int:
 def cmd_up(args: argparse.Namespace, ctx: ops.Context) -> int:
     fleet = ctx.load()
     sel = _selection(args)
+    if args.remove_orphans and not sel.whole_fleet:
+        raise UsageError("--remove-orphans goes with the whole fleet (no selection, or --all): "
+                         "orphans are the instances outside every selection")
     names = resolve(fleet, sel, default_all=True)
     plans, results = ops.up(ctx, names, whole_fleet=sel.whole_fleet,
                             explicit=bool(sel.names), dry_run=args.dry_run,

@@ -631,8 +631,10 @@ def down(ctx: Context, names: list[str], *, whole_fleet: bool,
                     if name in (procs or {}):
                         sup.remove(name)
             orphans_mod.forget_files(ctx.paths, remove_orphans)
-            results += [ApplyResult(n, "removed", True, "orphan: not in the inventory")
-                        for n in remove_orphans]
+            gone = set(remove_orphans)  # one line per orphan: `removed` says it was stopped
+            results = [r for r in results if r.name not in gone] + [
+                ApplyResult(n, "removed", True, "orphan: not in the inventory")
+                for n in remove_orphans]
     return results
 
 

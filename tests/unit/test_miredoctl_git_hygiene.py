@@ -211,3 +211,13 @@ def test_status_runs_no_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert all(r.revision and r.revision["fleet"] for r in rows)
     with pytest.raises(AssertionError):  # the guard itself works
         gitinfo.tree_state(fleet_dir)
+
+
+def test_remove_orphans_needs_the_whole_fleet(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    fleet_dir = make_fleet(tmp_path / "repo", in_git=False)
+    code = cli.main(["--fleet", str(fleet_dir), "--state-dir", str(tmp_path / "state"),
+                     "up", "c1", "--remove-orphans"])
+    assert code == 2
+    assert "--remove-orphans goes with the whole fleet" in capsys.readouterr().err
+    assert not list((tmp_path / "state").rglob("*.conf"))  # nothing rendered or written
