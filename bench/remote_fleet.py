@@ -3,7 +3,8 @@
 `python -m bench.remote_fleet [--hosts 3] [--per-host 10]` (root; needs openssh-server and
 ansible-core): builds namespace hosts with a real sshd each (tests/kernel/sshhosts.py), a fleet of
 relays spread over them, and times `status` cold (no SSH connection yet) and warm (SSH
-connections reused), a no-op `up`, `up` after one instance changed, and a rolling
+connections reused; over plain ssh, and forced through ansible-playbook with
+MIREDOCTL_REMOTE_VIA=ansible), a no-op `up`, `up` after one instance changed, and a rolling
 `reload --all`. Each line also gives the slowest host's agent time (the part spent on the host
 itself; the rest is ansible-playbook and SSH).
 """
@@ -40,9 +41,10 @@ def main() -> int:
     fleet, state = base / "fleet", base / "st"
     mc = [sys.executable, "-m", "miredoctl.cli", "--fleet", str(fleet), "--state-dir", str(state)]
 
-    def run(*args: str) -> tuple[float, float | None, int]:
+    def run(*args: str, env: dict[str, str] | None = None) -> tuple[float, float | None, int]:
         t = time.monotonic()
-        r = subprocess.run([*mc, *args, "--json"], capture_output=True, text=True)
+        r = subprocess.run([*mc, *args, "--json"], capture_output=True, text=True,
+                           env=dict(os.environ, **(env or {})))
         wall = time.monotonic() - t
         try:
             agent = max((h.get("agent_seconds") or 0) for h in json.loads(r.stdout)["hosts"])
@@ -101,6 +103,10 @@ def main() -> int:
         rows.append(("status cold", *(close_masters() or run("status"))))
         for i in range(opts.repeat):
             rows.append((f"status warm #{i + 1}", *run("status")))
+        via = {"MIREDOCTL_REMOTE_VIA": "ansible"}
+        for i in range(opts.repeat):
+            rows.append((f"status warm, via ansible-playbook #{i + 1}", *run("status", env=via)))
+        rows.append(("logs -n 50 warm", *run("logs", "-n", "50")))
         for i in range(opts.repeat):
             rows.append((f"up no-op #{i + 1}", *run("up")))
         (fleet / "host2-r0.yaml").write_text("role: relay\nhost: host2\ninterface: tr0\n"

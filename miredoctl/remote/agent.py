@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ def _extract(tar: tarfile.TarFile, dest: Path) -> None:
         tar.extract(m, dest)
 
 
-IN_PROCESS = ("status", "show", "logs")  # read-only, start nothing: no second Python needed
+IN_PROCESS = ("status", "show", "logs", "config", "diff")  # read-only, start nothing
 
 
 def _inner(fleet: Path, state: Path, args: list[str], env: dict[str, str]
@@ -121,6 +122,44 @@ def _in_process(fleet: Path, state: Path, args: list[str], env: dict[str, str]
     return rc, result, err.getvalue().strip()
 
 
+class _MarkFirstFlush(io.TextIOBase):
+    """stdout for `logs -f`: after the first flush (the last lines, before any new one) a
+    `{"live": true}` line tells the controller this host's first part is complete."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner, self.marked = inner, False
+
+    def write(self, text: str) -> int:
+        return self.inner.write(text)
+
+    def flush(self) -> None:
+        if not self.marked:
+            self.marked = True
+            self.inner.write('{"live": true}\n')
+        self.inner.flush()
+
+
+def _stream(fleet: Path, state: Path, args: list[str], env: dict[str, str]) -> int:
+    """`logs -f --json` with its JSON lines straight to stdout (miredoctl/remote/follow.py
+    reads them); it ends when stdin ends, which is when the controller or its connection
+    went, so nothing is left following on the host."""
+    def watch() -> None:
+        sys.stdin.read()
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+    os.environ.update(env)
+    # wrapped before miredoctl.cli (and with it miredoctl.logs, whose `show` takes the
+    # sys.stdout of its import as its default output) is imported
+    sys.stdout = _MarkFirstFlush(sys.stdout)
+    from miredoctl import cli
+    try:
+        return cli.main(["--fleet", str(fleet), "--state-dir", str(state), "--json", *args])
+    except OSError:  # nobody reads any more
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="miredoctl-agent")
     p.add_argument("--host", required=True)
@@ -142,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                                 "version": schema.version(), "identity": schema.identity(),
                                 "commit": opts.commit, "rc": None, "result": None,
                                 "stderr": "", "rolled_back": []}
-    bundle = base64.b64decode(sys.stdin.read().strip() or b"")
+    # `logs -f` streams: the bundle is one line and stdin stays open while the stream runs
+    stream = args[:1] == ["logs"] and any(a in ("-f", "--follow") for a in args)
+    bundle = base64.b64decode((sys.stdin.readline() if stream else sys.stdin.read()).strip()
+                              or b"")
     same_install = opts.install is not None and opts.install == schema.install_id()
     if opts.expect and opts.expect != envelope["identity"] and not same_install:
         envelope.update(rc=schema.EXIT_VERSION, stderr=(
@@ -158,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, MIREDOCTL_THIS_HOST=opts.host, MIREDOCTL_FLEET_COMMIT=(
         opts.commit + (" (controller tree had uncommitted edits, not shipped)"
                        if opts.dirty else "")))
+    if stream:
+        return _stream(fleet, opts.state_dir, args, env)
     before = _snapshot(opts.state_dir) if args[:1] == ["reload"] else {}
     rc, result, errors = _inner(fleet, opts.state_dir, args, env)
     if args[:1] == ["reload"] and rc in (0, 1):

@@ -79,6 +79,15 @@ def run(args: argparse.Namespace, ctx: ops.Context) -> int:
         return _hosts(args, controller)
     if args.command == "logs":
         return _logs(args, ctx, controller)
+    if args.command in ("config", "diff"):
+        from miredoctl.remote import views
+        fleet = ctx.load()
+        sel, by_host = _selected(args, fleet, controller.hosts, default_all=True)
+        if args.command == "config":
+            argv = ["config", *(["--origin"] if args.origin else [])]
+            return views.config(args, controller, _host_args(sel, by_host, argv, []))
+        argv = ["diff", *(["--exit-code"] if args.exit_code else [])]
+        return views.diff(args, controller, _host_args(sel, by_host, argv, []))
     return _action(args, ctx, controller)
 
 
@@ -93,13 +102,13 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 def _logs(args: argparse.Namespace, ctx: ops.Context, controller: Controller) -> int:
     """The last lines of every selected host, merged by time (each host stamps its own lines
     with its own clock: keep the hosts' clocks in sync, NTP, for a true order)."""
-    if args.follow:
-        raise UsageError("logs -f does not work across hosts yet; use logs -n/--since")
     if args.lines < 0:
         raise UsageError("-n must be 0 or more")
     fleet = ctx.load()
     sel, by_host = _selected(args, fleet, controller.hosts, default_all=True)
     argv = ["logs", "-n", str(args.lines), *(["--since", args.since] if args.since else [])]
+    if args.follow:
+        return _follow(args, controller, _host_args(sel, by_host, [*argv, "-f"], []))
     results = controller.run(_host_args(sel, by_host, argv, []), ok_codes=(0,))
     lines: list[dict[str, Any]] = []
     code = EXIT_OK
@@ -118,6 +127,28 @@ def _logs(args: argparse.Namespace, ctx: ops.Context, controller: Controller) ->
         f"{(ln['host'] + '/' + ln['name']).ljust(width)} | "
         f"{timedlog.display_time(ln.get('time'))} {ln['text']}" for ln in lines))
     return code
+
+
+def _follow(args: argparse.Namespace, controller: Controller,
+            per_host: dict[str, list[str]]) -> int:
+    """`logs -f`: a long-running agent per host over plain ssh, merged by time (follow.py)."""
+    from miredoctl.remote import follow, schema
+    if LOCAL in per_host:
+        print("miredoctl: instances without host: are not followed here; run `logs -f` for "
+              "them without hosts.yaml", file=sys.stderr)
+    remote = [h for h in per_host if h != LOCAL]
+    if not remote:
+        return EXIT_OK
+    targets = controller.direct(remote)
+    if targets is None:
+        raise UsageError("logs -f across hosts needs plain ssh to every selected host (no "
+                         "templated hosts.yaml values, passwords, other connection or become "
+                         "methods, MIREDOCTL_REMOTE_VIA=ansible); use logs -n/--since")
+    b = controller.bundle
+    common = ["--commit", b.commit, "--expect", schema.identity(),
+              "--install", schema.install_id(), *(["--dirty"] if b.dirty else []), "--"]
+    return follow.follow(targets, {h: [*common, *per_host[h]] for h in remote}, b.b64,
+                         args.lines, as_json=args.json)
 
 
 # -- hosts bootstrap ------------------------------------------------------------------------

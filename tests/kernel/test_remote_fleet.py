@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -160,6 +161,93 @@ def test_three_hosts_up_status_reload_down(fleet: Fleet) -> None:
     assert {r["state"] for r in st["instances"]} == {"STOPPED"}, st
 
 
+def test_status_over_plain_ssh_and_through_ansible_agree(fleet: Fleet) -> None:
+    """status goes over plain ssh (miredoctl/remote/sshdirect.py); forced through
+    ansible-playbook it must say the same, host by host."""
+    assert fleet.miredoctl("up").returncode == 0
+    rc, direct = fleet.json("status")
+    r = subprocess.run([sys.executable, "-m", "miredoctl.cli", "--fleet", str(fleet.root),
+                        "--state-dir", str(fleet.state), "status", "--json"],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, MIREDOCTL_REMOTE_VIA="ansible"))
+    assert rc == r.returncode == 0, (direct, r.stderr)
+    via = json.loads(r.stdout)
+
+    def rows(doc: dict[str, Any]) -> list[tuple[str, str, str, int]]:
+        return sorted((x["host"], x["name"], x["state"], x["pid"]) for x in doc["instances"])
+    assert rows(direct) == rows(via) and len(rows(direct)) == 3, (direct, via)
+
+
+def test_logs_follow_merges_hosts_and_leaves_nothing_running(fleet: Fleet) -> None:
+    """`logs -f` across hosts: the last lines of all hosts, then new lines as they come (a
+    restart on host2 shows up), in time order; when it is stopped, no agent is left
+    following on any host."""
+    assert fleet.miredoctl("up").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "miredoctl.cli", "--fleet", str(fleet.root),
+                             "--state-dir", str(fleet.state), "logs", "-f", "-n", "6",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    got: list[dict[str, Any]] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for text in proc.stdout:
+            got.append(json.loads(text))
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(got) < 6 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert len(got) == 6, (got, proc.poll())
+        first = list(got)
+        rc, doc = fleet.json("restart", "r2")
+        assert rc == 0, doc
+        new_pid = next(r for r in fleet.json("status")[1]["instances"] if r["name"] == "r2")["pid"]
+        mark = f"[{new_pid}]: starting relay"
+        while not any(mark in ln["text"] for ln in got) and time.monotonic() < deadline + 60:
+            time.sleep(0.1)
+        assert any(mark in ln["text"] and ln["host"] == "host2" for ln in got), got
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    reader.join(timeout=10)
+    assert {ln["host"] for ln in first} <= {"host1", "host2", "host3"}
+    times = [ln["time"] for ln in got if ln["time"] is not None]
+    assert times == sorted(times), got
+    assert all(ln["time"] >= max(x["time"] for x in first) for ln in got[6:]), got
+    deadline = time.monotonic() + 30
+    while any(_agent_running(h, "miredoctl.remote.agent") for h in fleet.hosts):
+        assert time.monotonic() < deadline, "an agent kept following after the controller went"
+        time.sleep(0.2)
+
+
+def test_config_and_diff_are_asked_of_each_host(fleet: Fleet) -> None:
+    """config renders on each host (its own paths); diff shows, per host, what the next `up`
+    would change there: nothing, then r2's new MTU on host2 only."""
+    assert fleet.miredoctl("up").returncode == 0
+    rc, doc = fleet.json("config")
+    assert rc == 0, doc
+    assert sorted((v["host"], n) for n, v in doc.items()) == [
+        ("host1", "r1"), ("host2", "r2"), ("host3", "r3")], doc
+    assert all(v["config"] and v["sha256"] for v in doc.values()), doc
+    text = fleet.miredoctl("config", "--host", "host2").stdout
+    assert text.startswith("# ==> host2/r2\n") and "# ==> host1" not in text, text
+    rc, doc = fleet.json("diff", "--exit-code")
+    assert rc == 0 and set(doc["hosts"]) == {"host1", "host2", "host3"}, doc
+    assert all(h["diff"] == "" for h in doc["hosts"].values()), doc
+    fleet.commit({"r2.yaml": relay("host2", "mtu: 1400\n")}, "r2: mtu 1400")
+    try:
+        rc, doc = fleet.json("diff", "--exit-code")
+        assert rc == 1, doc
+        assert "+InterfaceMTU 1400" in doc["hosts"]["host2"]["diff"], doc
+        assert doc["hosts"]["host1"]["diff"] == doc["hosts"]["host3"]["diff"] == "", doc
+        assert [p["action"] for p in doc["hosts"]["host2"]["plan"]] != ["unchanged"], doc
+        assert fleet.miredoctl("diff").returncode == 0  # without --exit-code
+    finally:
+        fleet.commit({"r2.yaml": relay("host2")}, "r2 back")
+
+
 def test_rolling_reload_stops_at_the_bad_host(fleet: Fleet) -> None:
     """The fleet's own template gives r2 a directive no engine knows: host2's config checkers
     refuse it before anything is written (its engine keeps running the config it had), host3
@@ -278,11 +366,11 @@ def test_ssh_drop_in_the_middle_of_up_then_up_converges(fleet: Fleet) -> None:
     assert rc == 0 and {r["state"] for r in st["instances"]} == {"RUNNING"}, st
 
 
-def _agent_running(host: Host) -> bool:
+def _agent_running(host: Host, what: str = "miredoctl.cli") -> bool:
     for pid in subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True,
                               text=True).stdout.split():
         try:
-            if b"miredoctl.cli" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if what.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return True
         except OSError:
             pass
