@@ -499,7 +499,7 @@ def supervisord_conf(paths: StatePaths, identifier: str, exporter: str | None = 
         "autorestart=true",
         "priority=1",
         "stdout_logfile=NONE",
-        f"stderr_logfile={_ini(str(paths.logs / 'healer.log'))}",
+        f"stderr_logfile={_ini(str(paths.logs / '_healer.log'))}",
         "stderr_logfile_maxbytes=1MB",
         "stderr_logfile_backups=1",
         "",

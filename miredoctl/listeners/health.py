@@ -14,7 +14,7 @@ it. Every action is written to history/NAME.health.jsonl and to this listener's 
 
 Run by supervisord as `python -m miredoctl.listeners.health --history DIR --socket SOCK --run DIR
 --lock FILE` (program `_healer`, events PROCESS_STATE and TICK_5); stdout is the listener
-protocol channel, stderr its log (logs/healer.log).
+protocol channel, stderr its log (logs/_healer.log).
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ def test_a_blackholed_client_is_restarted_and_qualifies_again(fleet) -> None:
         assert "health check: restarted by health check: unqualified for" in shown
         table = ctl.run("status", expect=None).stdout
         assert "health check: client1 restarted by health check: unqualified for" in table
-        log = (ctl.state / "logs" / "healer.log").read_text()
+        log = (ctl.state / "logs" / "_healer.log").read_text()
         assert "client1: restarted by health check: unqualified for" in log
     finally:
         _unblock(ctl.lab)
