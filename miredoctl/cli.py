@@ -496,7 +496,7 @@ def _across_hosts(args: argparse.Namespace, ctx: ops.Context) -> bool:
             raise UsageError("--host needs a fleet across hosts (hosts.yaml in the fleet folder)")
         return False
     if args.command not in ("status", "show", "up", "down", "restart", "reload", "wait",
-                            "validate", "hosts", "logs", "config", "diff"):
+                            "validate", "hosts", "logs", "config", "diff", "metrics"):
         raise UsageError(f"`{args.command}` does not work across hosts yet; run it on the "
                          "host (or for the instances without host: here, without hosts.yaml)")
     return True

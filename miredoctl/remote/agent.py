@@ -76,7 +76,7 @@ def _extract(tar: tarfile.TarFile, dest: Path) -> None:
         tar.extract(m, dest)
 
 
-IN_PROCESS = ("status", "show", "logs", "config", "diff")  # read-only, start nothing
+IN_PROCESS = ("status", "show", "logs", "config", "diff", "metrics")  # read-only
 
 
 def _inner(fleet: Path, state: Path, args: list[str], env: dict[str, str]
@@ -115,6 +115,8 @@ def _in_process(fleet: Path, state: Path, args: list[str], env: dict[str, str]
     finally:
         os.environ.clear()
         os.environ.update(saved)
+    if args[:1] == ["metrics"]:  # the Prometheus text format, merged by the controller
+        return rc, {"text": out.getvalue()}, err.getvalue().strip()
     try:
         result = json.loads(out.getvalue()) if out.getvalue().strip() else None
     except ValueError:

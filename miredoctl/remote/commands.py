@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from miredoctl import ops
+from miredoctl import orphans as orphans_mod
 from miredoctl import status as status_mod
 from miredoctl.errors import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNKNOWN, UsageError
 from miredoctl.inventory import Fleet
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace, ctx: ops.Context) -> int:
         return _hosts(args, controller)
     if args.command == "logs":
         return _logs(args, ctx, controller)
+    if args.command == "metrics":
+        return _metrics(args, controller)
     if args.command in ("config", "diff"):
         from miredoctl.remote import views
         fleet = ctx.load()
@@ -149,6 +152,35 @@ def _follow(args: argparse.Namespace, controller: Controller,
               "--install", schema.install_id(), *(["--dirty"] if b.dirty else []), "--"]
     return follow.follow(targets, {h: [*common, *per_host[h]] for h in remote}, b.b64,
                          args.lines, as_json=args.json)
+
+
+# -- metrics --------------------------------------------------------------------------------
+def _metrics(args: argparse.Namespace, controller: Controller) -> int:
+    """Every host's exposition, merged with a `host` label (metricsmerge.py); a host that
+    gave none is named on stderr and the command exits 5 (unreachable) or 1, after printing
+    (or writing --textfile) what the others gave."""
+    from miredoctl.remote import metricsmerge
+    names = list(controller.hosts.hosts)
+    results = controller.run({h: ["metrics"] for h in names}, ok_codes=(0,))
+    texts = {}
+    code = EXIT_OK
+    for h in names:
+        res = results[h]
+        if res.outcome == "done" and isinstance(res.result, dict):
+            texts[h] = str(res.result.get("text") or "")
+            continue
+        code = EXIT_UNREACHABLE if res.outcome == "unreachable" else max(code, EXIT_ERROR)
+        print(f"miredoctl: {h}: {res.outcome}" + (f" ({res.detail})" if res.detail else ""),
+              file=sys.stderr)
+    data = metricsmerge.merge(texts)
+    if args.textfile:
+        from pathlib import Path
+
+        from miredoctl.metrics import write_textfile
+        write_textfile(Path(args.textfile), data.encode())
+    else:
+        sys.stdout.write(data)
+    return code
 
 
 # -- hosts bootstrap ------------------------------------------------------------------------
@@ -271,6 +303,13 @@ def _action(args: argparse.Namespace, ctx: ops.Context, controller: Controller) 
     argv = [command]
     if command == "up" and args.dry_run:
         argv.append("--dry-run")
+    if command in ("up", "down") and getattr(args, "remove_orphans", False):
+        # each host removes its own orphans; `up` only for whole hosts (miredoctl/orphans.py)
+        if command == "up" and (sel.names or sel.roles or sel.tags) and not sel.whole_fleet:
+            raise UsageError("--remove-orphans goes with the whole fleet or whole hosts "
+                             "(no selection, --all or --host): orphans are the instances "
+                             "outside every selection")
+        argv.append("--remove-orphans")
     if command == "reload" and args.changed:
         argv.append("--changed")
     if command == "wait":
@@ -313,6 +352,11 @@ def _action(args: argparse.Namespace, ctx: ops.Context, controller: Controller) 
     if controller._bundle is not None and controller._bundle.dirty:
         print(f"miredoctl: warning: the fleet folder has uncommitted edits; hosts got commit "
               f"{controller._bundle.commit}", file=sys.stderr)
+    kept = [f"{r['host']}/{r['name']}" for r in inst_rows if r.get("action") == orphans_mod.KEPT]
+    if kept:
+        print(f"miredoctl: warning: {len(kept)} orphan(s) run but are not in the inventory: "
+              f"{', '.join(kept)} (left running; `--remove-orphans` stops and removes them)",
+              file=sys.stderr)
     _emit(args, {"commit": controller._bundle.commit if controller._bundle else None,
                  "hosts": host_rows, "results": inst_rows}, "\n".join(lines))
     return code

@@ -40,7 +40,7 @@ LOCAL = "(local)"  # instances without `host:` run on the controller's machine
 CONTROL_PERSIST = os.environ.get("MIREDOCTL_SSH_PERSIST", "60s")
 # read-only commands go over plain ssh when the host allows (sshdirect.py: ansible-playbook's
 # own start-up is most of their time); whatever changes a host goes through ansible-core
-DIRECT = ("status", "show", "logs", "config", "diff")
+DIRECT = ("status", "show", "logs", "config", "diff", "metrics")
 
 
 @dataclass

@@ -248,6 +248,20 @@ def test_config_and_diff_are_asked_of_each_host(fleet: Fleet) -> None:
         fleet.commit({"r2.yaml": relay("host2")}, "r2 back")
 
 
+def test_metrics_of_all_hosts_carry_a_host_label(fleet: Fleet) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert fleet.miredoctl("up").returncode == 0
+    r = fleet.miredoctl("metrics")
+    assert r.returncode == 0, r.stderr
+    families = {f.name: f for f in text_string_to_metric_families(r.stdout)}
+    assert sorted((s.labels["host"], s.labels["instance"], s.value)
+                  for s in families["teredo_up"].samples) == [
+        ("host1", "r1", 1.0), ("host2", "r2", 1.0), ("host3", "r3", 1.0)], r.stdout
+    assert {s.labels["host"] for s in families["teredo_supervisord_up"].samples} == {
+        "host1", "host2", "host3"}
+
+
 def test_rolling_reload_stops_at_the_bad_host(fleet: Fleet) -> None:
     """The fleet's own template gives r2 a directive no engine knows: host2's config checkers
     refuse it before anything is written (its engine keeps running the config it had), host3

@@ -120,8 +120,8 @@ def test_cli_refuses_what_does_not_work_across_hosts(tmp_path: Path,
     assert main(["--fleet", str(single), *state, "hosts"]) == 2
     assert "no hosts.yaml" in capsys.readouterr().err
     multi = fleet(tmp_path / "many", {"r1": "role: relay\nhost: fra1\n"})
-    assert main(["--fleet", str(multi), *state, "metrics"]) == 2
-    assert "`metrics` does not work across hosts yet" in capsys.readouterr().err
+    assert main(["--fleet", str(multi), *state, "exporter"]) == 2
+    assert "`exporter` does not work across hosts yet" in capsys.readouterr().err
     # logs -f streams over plain ssh only, which this setting forbids
     monkeypatch.setenv("MIREDOCTL_REMOTE_VIA", "ansible")
     assert main(["--fleet", str(multi), *state, "logs", "-f"]) == 2
