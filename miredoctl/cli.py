@@ -513,10 +513,12 @@ def _main(argv: list[str] | None = None) -> int:
         if args.command == "completion":  # no fleet folder needed
             return cmd_completion(args)
         ctx = _context(args)
+        across = _across_hosts(args, ctx)
         if args.command == "up" and os.environ.get("MIREDOCTL_THIS_HOST") is None:
-            # (an agent's fleet is the commit the controller checked and shipped)
-            gitinfo.check_clean(ctx.fleet_dir, args.require_clean)
-        if _across_hosts(args, ctx):
+            # (an agent's fleet is the commit the controller checked and shipped; across
+            # hosts the controller says itself which commit the hosts got)
+            gitinfo.check_clean(ctx.fleet_dir, args.require_clean, warn=not across)
+        if across:
             from miredoctl.remote import commands as remote_commands  # only with hosts.yaml
             return remote_commands.run(args, ctx)
         if args.command in CHANGING and not getattr(args, "dry_run", False):

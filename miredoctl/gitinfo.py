@@ -164,13 +164,13 @@ def fleet_template(fleet_root: Path) -> Path:
     return own if own.is_file() else default_template()
 
 
-def check_clean(fleet_root: Path, require_clean: bool) -> None:
+def check_clean(fleet_root: Path, require_clean: bool, warn: bool = True) -> None:
     """Before `up` touches anything: refuse an unclean tree with `--require-clean`, else warn
     about uncommitted edits in one line (what runs would match no commit)."""
     rev = revision(fleet_root, fleet_template(fleet_root))
     if require_clean and rev.unclean:
         raise MiredoctlError(f"--require-clean: {'; '.join(rev.unclean)} ({fleet_root}); "
                              "commit first; nothing was changed")
-    if rev.edits:
+    if rev.edits and warn:
         print(f"miredoctl: warning: {'; '.join(rev.edits)} ({fleet_root}): what runs will "
               f"match no commit (fleet at {rev.fleet.text()})", file=sys.stderr)
