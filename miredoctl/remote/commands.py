@@ -16,7 +16,6 @@ from typing import Any
 
 from miredoctl import ops
 from miredoctl import orphans as orphans_mod
-from miredoctl import orphans as orphans_mod
 from miredoctl import status as status_mod
 from miredoctl.errors import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNKNOWN, UsageError
 from miredoctl.inventory import Fleet
@@ -311,13 +310,6 @@ def _action(args: argparse.Namespace, ctx: ops.Context, controller: Controller) 
                              "(no selection, --all or --host): orphans are the instances "
                              "outside every selection")
         argv.append("--remove-orphans")
-    if command in ("up", "down") and getattr(args, "remove_orphans", False):
-        # each host removes its own orphans; `up` only for whole hosts (miredoctl/orphans.py)
-        if command == "up" and (sel.names or sel.roles or sel.tags) and not sel.whole_fleet:
-            raise UsageError("--remove-orphans goes with the whole fleet or whole hosts "
-                             "(no selection, --all or --host): orphans are the instances "
-                             "outside every selection")
-        argv.append("--remove-orphans")
     if command == "reload" and args.changed:
         argv.append("--changed")
     if command == "wait":
@@ -360,11 +352,6 @@ def _action(args: argparse.Namespace, ctx: ops.Context, controller: Controller) 
     if controller._bundle is not None and controller._bundle.dirty:
         print(f"miredoctl: warning: the fleet folder has uncommitted edits; hosts got commit "
               f"{controller._bundle.commit}", file=sys.stderr)
-    kept = [f"{r['host']}/{r['name']}" for r in inst_rows if r.get("action") == orphans_mod.KEPT]
-    if kept:
-        print(f"miredoctl: warning: {len(kept)} orphan(s) run but are not in the inventory: "
-              f"{', '.join(kept)} (left running; `--remove-orphans` stops and removes them)",
-              file=sys.stderr)
     kept = [f"{r['host']}/{r['name']}" for r in inst_rows if r.get("action") == orphans_mod.KEPT]
     if kept:
         print(f"miredoctl: warning: {len(kept)} orphan(s) run but are not in the inventory: "
