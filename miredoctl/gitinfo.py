@@ -37,6 +37,7 @@ class TreeState:
     commit: str | None
     dirty: bool | None
     in_git: bool = True
+    refused: str | None = None  # git would not read it (a repository of another user)
 
     def text(self) -> str:
         """`1a2b3c4d5e6f`, `1a2b3c4d5e6f (uncommitted edits)`, `not in git`, ..."""
@@ -58,6 +59,13 @@ def tree_state(path: Path, shipped: str | None = None) -> TreeState:
                               capture_output=True, text=True, timeout=GIT_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired):
         return TreeState(shipped.split()[0] if shipped else None, None, in_git=bool(shipped))
+    if proc.returncode != 0 and "dubious ownership" in proc.stderr:
+        # root running `up` in an operator's checkout: git (2.35.2+) will not read a repository
+        # owned by someone else unless told to trust it, and that is the operator's decision
+        top = proc.stderr.split("repository at '", 1)[-1].split("'", 1)[0] or str(folder)
+        return TreeState(None, None, refused=f"git refuses to read {top}, owned by another "
+                                             "user (trust it with: git config --global --add "
+                                             f"safe.directory {top})")
     if proc.returncode != 0:
         if shipped:
             return TreeState(shipped.split()[0], "uncommitted" in shipped)
@@ -85,10 +93,12 @@ class Revision:
     def edits(self) -> list[str]:
         """The trees with uncommitted edits: `up` warns about each."""
         out = []
-        if self.fleet.in_git and (self.fleet.dirty or self.fleet.commit is None):
-            out.append("the fleet folder has uncommitted edits")
-        if self.template.in_git and (self.template.dirty or self.template.commit is None):
-            out.append(f"the template {self.template_path} has uncommitted edits")
+        for state, what in ((self.fleet, "the fleet folder"),
+                            (self.template, f"the template {self.template_path}")):
+            if state.refused:
+                out.append(f"cannot tell whether {what} has uncommitted edits: {state.refused}")
+            elif state.in_git and (state.dirty or state.commit is None):
+                out.append(f"{what} has uncommitted edits")
         return out
 
     @property

@@ -4,6 +4,7 @@ supervisord). tests/kernel/test_miredoctl_git_orphans.py does it with a real sup
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,23 @@ def test_remove_orphans_needs_the_whole_fleet(tmp_path: Path,
     assert code == 2
     assert "--remove-orphans goes with the whole fleet" in capsys.readouterr().err
     assert not list((tmp_path / "state").rglob("*.conf"))  # nothing rendered or written
+
+
+def test_a_repository_git_refuses_is_said_not_taken_for_no_git(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture
+                                                                ) -> None:
+    """root in an operator's checkout: git will not read a repository another user owns.
+    That is neither "not in git" nor clean: up says why it cannot tell, --require-clean
+    refuses. (Runs as root, like the CI; the repository is handed to `nobody`.)"""
+    fleet_dir = make_fleet(tmp_path / "repo")
+    for path in [tmp_path / "repo", *(tmp_path / "repo").rglob("*")]:
+        os.chown(path, 65534, 65534, follow_symlinks=False)
+    state = gitinfo.tree_state(fleet_dir)
+    assert state.in_git and state.commit is None and state.refused
+    assert f"safe.directory {tmp_path / 'repo'}" in state.refused
+    gitinfo.check_clean(fleet_dir, require_clean=False)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot tell whether the fleet folder has uncommitted " \
+        "edits: git refuses to read" in err
+    with pytest.raises(MiredoctlError, match="cannot tell whether the fleet folder"):
+        gitinfo.check_clean(fleet_dir, require_clean=True)
