@@ -109,9 +109,14 @@ class Revision:
 
     def record(self) -> dict[str, Any]:
         """One instance's entry in applied.json (and its `revision` in `status --json`)."""
-        return {"fleet": self.fleet.commit, "fleet_dirty": self.fleet.dirty,
-                "template": self.template.commit, "template_dirty": self.template.dirty,
-                "template_path": self.template_path}
+        out: dict[str, Any] = {
+            "fleet": self.fleet.commit, "fleet_dirty": self.fleet.dirty,
+            "template": self.template.commit, "template_dirty": self.template.dirty,
+            "template_path": self.template_path}
+        for key, state in (("fleet", self.fleet), ("template", self.template)):
+            if state.refused:
+                out[f"{key}_refused"] = True  # not "outside git": git would not say
+        return out
 
 
 def revision(fleet_root: Path, template: Path) -> Revision:
@@ -159,12 +164,13 @@ def describe(rev: dict[str, Any] | None) -> str | None:
     if not rev:
         return None
 
-    def one(commit: Any, dirty: Any) -> str:
-        if commit is None:
+    def one(key: str) -> str:
+        if rev.get(f"{key}_refused"):
+            return "unknown (git refused to read the repository)"
+        if rev.get(key) is None:
             return "not in git"
-        return str(commit) + (" (uncommitted edits)" if dirty else "")
-    return (f"fleet {one(rev.get('fleet'), rev.get('fleet_dirty'))}, "
-            f"template {one(rev.get('template'), rev.get('template_dirty'))}")
+        return str(rev[key]) + (" (uncommitted edits)" if rev.get(f"{key}_dirty") else "")
+    return f"fleet {one('fleet')}, template {one('template')}"
 
 
 def fleet_template(fleet_root: Path) -> Path:

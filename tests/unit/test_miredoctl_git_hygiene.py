@@ -242,3 +242,8 @@ def test_a_repository_git_refuses_is_said_not_taken_for_no_git(tmp_path: Path,
         "edits: git refuses to read" in err
     with pytest.raises(MiredoctlError, match="cannot tell whether the fleet folder"):
         gitinfo.check_clean(fleet_dir, require_clean=True)
+    rev = gitinfo.revision(fleet_dir, gitinfo.fleet_template(fleet_dir))
+    assert rev.record()["fleet_refused"] is True
+    assert gitinfo.describe(rev.record()) == ("fleet unknown (git refused to read the "
+                                              "repository), template unknown (git refused to "
+                                              "read the repository)")
