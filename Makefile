@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := miredo miredo-server iproute2 nftables iputils-ping tcpdump iperf3 procps prometheus \
-	openssh-server openssh-client zsh
+	openssh-server openssh-client systemd zsh
 
 .PHONY: demo test lint bench fuzz deps venv clean
 

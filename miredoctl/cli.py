@@ -20,7 +20,7 @@ from typing import Any
 import miredoctl
 import miredoctl.access as access
 import miredoctl.pipes as pipes
-from miredoctl import gitinfo, ops
+from miredoctl import fleets, gitinfo, ops, service
 from miredoctl import logs as logs_mod
 from miredoctl import orphans as orphans_mod
 from miredoctl import status as status_mod
@@ -38,7 +38,7 @@ from miredoctl.errors import (
 from miredoctl.inventory import DEFAULT_EXPORTER_LISTEN, FIELDS, Fleet
 from miredoctl.listeners import timedlog
 from miredoctl.selection import Selection, resolve
-from miredoctl.state import StatePaths, default_state_dir, fleet_lock, state_error
+from miredoctl.state import fleet_lock, state_error
 from miredoctl.supervisord import ApplyResult, SupervisordClient, lost_events
 
 LAB_PACKAGE = "teredolab"  # run as a program, never imported: see _run_lab_tool
@@ -51,8 +51,9 @@ def _add_common(p: argparse.ArgumentParser, suppress: bool) -> None:
                    help="fleet folder of instance YAML files (env MIREDOCTL_FLEET; "
                         "default ./instances)")
     p.add_argument("--state-dir", metavar="DIR", default=default,
-                   help="where rendered files, sockets and logs live (env MIREDOCTL_STATE; "
-                        "default /run/miredoctl/<fleet hash>)")
+                   help="one folder for rendered files, sockets and logs (env "
+                        "MIREDOCTL_STATE; default: the three folders below)")
+    fleets.add_layout_options(p, default)
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress
                    else False, help="machine-readable output")
 
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("words", nargs="*", metavar="bootstrap",
                    help="hosts bootstrap [H ...]: prepare hosts (Debian packages, folders, "
                         "a venv with this teredo-fleet); idempotent")
+    fleets.add_parsers(cmd)
     p = cmd("completion", "print the shell completion script: eval \"$(miredoctl completion "
             "bash)\" (docs/miredoctl.md)", selection=False)
     p.add_argument("shell", choices=("bash", "zsh"))
@@ -162,8 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _context(args: argparse.Namespace) -> ops.Context:
     fleet = Path(args.fleet or os.environ.get("MIREDOCTL_FLEET") or "instances")
-    state = args.state_dir or os.environ.get("MIREDOCTL_STATE")
-    return ops.Context(fleet, StatePaths(Path(state) if state else default_state_dir(fleet)))
+    return ops.Context(fleet, fleets.paths_from_args(fleet, args))
 
 
 def _selection(args: argparse.Namespace) -> Selection:
@@ -482,6 +483,7 @@ COMMANDS = {
     "down": cmd_down, "restart": cmd_restart, "reload": cmd_reload, "status": cmd_status,
     "show": cmd_show, "wait": cmd_wait, "logs": cmd_logs, "demo": cmd_demo, "lab": cmd_lab,
     "metrics": cmd_metrics, "exporter": cmd_exporter, "hosts": cmd_hosts,
+    "service": service.cmd_service,
 }
 
 
@@ -512,6 +514,8 @@ def _main(argv: list[str] | None = None) -> int:
         access.require_root(args.command)  # members of the miredoctl group only read
         if args.command == "completion":  # no fleet folder needed
             return cmd_completion(args)
+        if args.command == "ls":  # every fleet of the host: no fleet folder needed
+            return fleets.cmd_ls(args)
         ctx = _context(args)
         across = _across_hosts(args, ctx)
         if args.command == "up" and os.environ.get("MIREDOCTL_THIS_HOST") is None:

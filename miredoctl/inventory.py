@@ -644,6 +644,13 @@ def _load_defaults(path: Path | None, problems: list[Problem]) -> _Defaults:
             from miredoctl.notify_settings import notify_setting  # uses this module
             notify = notify_setting(reader, vnode)
             continue
+        if key == "name":  # the fleet's name: decides its folders (miredoctl/fleets.py)
+            from miredoctl.fleets import name_problem
+            value = reader.value(vnode)
+            problem = name_problem(value) if value is not BAD_VALUE else None
+            if problem:
+                reader.problem(vnode.start_mark.line + 1, problem)
+            continue
         if key == ALLOW_DOCUMENTATION:
             value = reader.value(vnode)
             if value is BAD_VALUE:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from supervisor.states import ProcessStates
 
-from miredoctl import gitinfo
+from miredoctl import fleets, gitinfo
 from miredoctl import orphans as orphans_mod
 from miredoctl.errors import InventoryError, MiredoctlError, Problem, UsageError
 from miredoctl.inventory import Fleet, display_path, load_fleet
@@ -322,6 +322,10 @@ def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
         plans += [Plan(o, "remove", "no longer an enabled instance") for o in orphans]
         plans += [Plan(o, "keep", "orphan: not in the inventory, left running") for o in kept]
         return plans, []
+    # another fleet (or clone) holding what these engines bind: refused before anything runs
+    record = fleets.before_up(ctx.fleet_dir, ctx.paths, fleet,
+                              [p.name for p in plans if p.action != "unchanged"],
+                              sorted(rendered))
     check_start_prerequisites(fleet, [p.name for p in plans if p.action != "unchanged"])
     # `user: auto` accounts before anything is written: an engine must find its user
     users_created = ensure_users(fleet, [p.name for p in plans if p.action != "unchanged"])
@@ -336,6 +340,7 @@ def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
             journal.write(ctx.paths.supervisord_conf,
                           supervisord_conf(ctx.paths, identifier_for(ctx.paths),
                                            fleet.exporter_listen, fleet.root, len(rendered)))
+            journal.write(ctx.paths.record, record)
             # what the health listener acts on: the settings this `up` applies
             journal.write(settings_path(ctx.paths.histories), settings_text(fleet))
             if not running:

@@ -369,7 +369,7 @@ def exporter_program(paths: StatePaths, listen: str, fleet_dir: Path) -> list[st
     status sockets, `ip` in namespaces), hence runs as supervisord's user (root); it binds
     only the address the inventory names, loopback by default."""
     cmd = [sys.executable, "-m", "miredoctl.cli", "exporter", "--listen", listen,
-           "--fleet", str(fleet_dir.resolve()), "--state-dir", str(paths.root)]
+           "--fleet", str(fleet_dir.resolve()), *paths.cli_args()]
     return [
         "; serves /metrics for Prometheus (miredoctl exporter; inventory: exporter.listen)",
         f"[program:{EXPORTER}]",

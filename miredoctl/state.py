@@ -1,8 +1,12 @@
-"""The state folder of one fleet: rendered configs, supervisord files, pid files, logs, the lock.
+"""Where one fleet keeps its files: runtime, persistent records and logs, and the fleet lock.
 
-Why a folder per fleet (default `/run/miredoctl/<hash of the fleet path>/`): two fleets (or a test
-and the demo) on one machine must never share a supervisord, a socket or a rendered file. The
-fleet folder itself is never written to: it is the operator's git checkout.
+Why a folder per fleet: two fleets (or a test and the demo) on one machine must never share a
+supervisord, a socket or a rendered file. The fleet folder itself is never written to: it is
+the operator's git checkout. Three folders per fleet (docs/miredoctl.md, "Boot, service and
+layout"): sockets and pid files under /run/miredoctl/<fleet>/ (gone at reboot, as they
+should be), rendered configs and histories under /var/lib/miredoctl/<fleet>/ (survive a
+reboot, so restart counts do), logs under /var/log/miredoctl/<fleet>/. `--state-dir DIR` puts
+all three in one folder, the layout of earlier releases.
 """
 
 from __future__ import annotations
@@ -22,30 +26,71 @@ from pathlib import Path
 from miredoctl import access
 from miredoctl.errors import MiredoctlError, StateFolderError
 
-DEFAULT_STATE_BASE = Path("/run/miredoctl")
+DEFAULT_STATE_BASE = Path("/run/miredoctl")  # runtime: sockets, pid files, the lock
+DEFAULT_LIB_BASE = Path("/var/lib/miredoctl")  # persistent: configs, histories, the record
+DEFAULT_LOG_BASE = Path("/var/log/miredoctl")
 
 
 def fleet_hash(fleet_dir: Path) -> str:
+    """The folder name of the layout before fleets had names (/run/miredoctl/<hash>/)."""
     return hashlib.sha256(str(Path(fleet_dir).resolve()).encode()).hexdigest()[:12]
 
 
 def default_state_dir(fleet_dir: Path) -> Path:
+    """The single state folder of the layout before fleets had names (see miredoctl.fleets)."""
     return DEFAULT_STATE_BASE / fleet_hash(fleet_dir)
 
 
 @dataclass(frozen=True)
 class StatePaths:
-    """Where everything of one fleet lives; only this class knows the layout."""
+    """Where everything of one fleet lives; only this class knows the layout.
+
+    `root` is the runtime folder (socket, pid files, lock); `lib` holds what must survive a
+    reboot (rendered configs, program sections, supervisord.conf, histories, the fleet
+    record); `logdir` the logs. Given only `root`, all three are that one folder (with logs in
+    `root/logs`), as `--state-dir` and the tests use it.
+    """
 
     root: Path
+    lib: Path | None = None
+    logdir: Path | None = None
+    name: str = ""  # the fleet's name (miredoctl.fleets), "" when nobody said
+
+    def __post_init__(self) -> None:
+        if self.lib is None:
+            object.__setattr__(self, "lib", self.root)
+        if self.logdir is None:
+            object.__setattr__(self, "logdir", self.root / "logs")
+
+    @property
+    def single(self) -> bool:
+        """All in one folder (`--state-dir`, or a fleet adopted from the old layout)."""
+        return self.lib == self.root and self.logdir == self.root / "logs"
+
+    @property
+    def lib_root(self) -> Path:
+        assert self.lib is not None
+        return self.lib
+
+    def cli_args(self) -> list[str]:
+        """The options that give a miredoctl child (the exporter) these same folders."""
+        if self.single:
+            return ["--state-dir", str(self.root)]
+        return ["--run-dir", str(self.root), "--lib-dir", str(self.lib),
+                "--log-dir", str(self.logdir)]
+
+    @property
+    def record(self) -> Path:
+        """Who this fleet is and what it claims (miredoctl.fleets): `ls` and clash checks."""
+        return self.lib_root / "fleet.json"
 
     @property
     def configs(self) -> Path:
-        return self.root / "configs"
+        return self.lib_root / "configs"
 
     @property
     def programs(self) -> Path:
-        return self.root / "programs"
+        return self.lib_root / "programs"
 
     @property
     def run(self) -> Path:
@@ -53,7 +98,8 @@ class StatePaths:
 
     @property
     def logs(self) -> Path:
-        return self.root / "logs"
+        assert self.logdir is not None
+        return self.logdir
 
     @property
     def timed_logs(self) -> Path:
@@ -63,11 +109,11 @@ class StatePaths:
     @property
     def histories(self) -> Path:
         """Process state changes per instance (written by `miredoctl.listeners.reaper`)."""
-        return self.root / "history"
+        return self.lib_root / "history"
 
     @property
     def supervisord_conf(self) -> Path:
-        return self.root / "supervisord.conf"
+        return self.lib_root / "supervisord.conf"
 
     @property
     def socket(self) -> Path:
@@ -113,8 +159,8 @@ class StatePaths:
         must still get through here (a chmod is refused on a read-only mount even when it
         would change nothing). Raises StateFolderError naming the folder that failed.
         """
-        for path in (self.root, self.configs, self.programs, self.run, self.logs,
-                     self.timed_logs, self.histories):
+        for path in (self.root, self.lib_root, self.configs, self.programs, self.run,
+                     self.logs, self.timed_logs, self.histories):
             if not path.is_dir():
                 try:
                     path.mkdir(parents=True, exist_ok=True)
@@ -124,6 +170,7 @@ class StatePaths:
         # the run folder must stay reachable for that parent only.
         # shared with the readers' group when it exists (miredoctl/access.py)
         for path, mode in ((self.root, access.state_dir_mode()),
+                           (self.lib_root, access.state_dir_mode()),
                            (self.run, access.run_dir_mode())):
             try:
                 access.share(path)
@@ -362,19 +409,23 @@ def identify(paths: StatePaths, argv: list[str], cwd: str = "/") -> str | None:
     def given(flag: str) -> list[Path]:
         return [resolved(arg) for arg in _args_after(argv, flag) if arg]
 
-    root = Path(os.path.normpath(paths.root.absolute()))
+    def norm(path: Path) -> Path:
+        return Path(os.path.normpath(path.absolute()))
+
+    root, configs, run = norm(paths.root), norm(paths.configs), norm(paths.run)
     for conf in given("-c"):
-        if conf.parent == root / "configs" and conf.suffix == ".conf":
+        if conf.parent == configs and conf.suffix == ".conf":
             name = conf.stem
-            if root / "run" / f"{name}.pid" in given("-p"):
+            if run / f"{name}.pid" in given("-p"):
                 return name
     # miredoctl's own programs, which outlive a killed supervisord too (the exporter keeps
     # its port, so a new one could not bind): see render.supervisord_conf
-    if "miredoctl.cli" in argv and "exporter" in argv and root in given("--state-dir"):
+    if "miredoctl.cli" in argv and "exporter" in argv and (
+            root in given("--state-dir") or root in given("--run-dir")):
         return "_exporter"
-    if "miredoctl.listeners.reaper" in argv and root / "history" in given("--history"):
+    if "miredoctl.listeners.reaper" in argv and norm(paths.histories) in given("--history"):
         return "_reaper"
-    if "miredoctl.listeners.logstamp" in argv and root / "logs" / "timed" in given("--logs"):
+    if "miredoctl.listeners.logstamp" in argv and norm(paths.timed_logs) in given("--logs"):
         return "_logstamp"
     return None
 
@@ -386,7 +437,8 @@ def fleet_processes(paths: StatePaths) -> dict[str, FleetProcess]:
     files the engines write name the main process, and the command line proves each process
     is this fleet's before anyone signals it.
     """
-    marker = str(paths.root.name).encode()
+    # a cheap first filter: every command line of ours names one of the fleet's folders
+    markers = {str(p.name).encode() for p in (paths.root, paths.lib_root, paths.logs)}
     found: dict[str, list[tuple[int, int]]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -394,7 +446,7 @@ def fleet_processes(paths: StatePaths) -> dict[str, FleetProcess]:
         pid = int(entry)
         try:
             raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if marker not in raw:
+            if not any(m in raw for m in markers):
                 continue
             argv = [a.decode(errors="surrogateescape") for a in raw.split(b"\0")[:-1]]
             cwd = os.readlink(f"/proc/{pid}/cwd") if any(

@@ -5,7 +5,7 @@ RUNNING -> EXITED -> STARTING -> RUNNING forever without ever reaching FATAL, so
 show a healthy RUNNING crash loop. The fleet's event listener (`listeners.reaper`) appends every
 process state change supervisord announces to `history/NAME.jsonl` in the state folder; `status`
 reads it back. The folder is the fleet's own, so the counts survive miredoctl invocations and a
-restart of supervisord (not a reboot: the default state folder is under /run).
+restart of supervisord and a reboot (the history folder is under /var/lib).
 
 Counting rules (supervisord's process state machine: a process that exits is EXITED, then
 STARTING again if autorestart; a start that fails before `startsecs` is BACKOFF, then STARTING
@@ -13,7 +13,11 @@ again, until `startretries` make it FATAL; only an operator leaves STOPPED or FA
 * STARTING entered from EXITED or BACKOFF is an *automatic* restart by supervisord;
 * STARTING entered from STOPPED or FATAL is an operator start (`up`, `restart`, a rollback,
   supervisord starting; supervisord itself never leaves FATAL): it resets the count, so
-  "restarts" means "crashes since someone last started it";
+  "restarts" means "crashes since someone last started it". Not when the record before it
+  is a live state (STARTING, RUNNING, BACKOFF): then the previous life ended unrecorded
+  (a reboot, a killed supervisord) and the new supervisord's STOPPED is its own fresh start,
+  not an operator's; the count carries over (the history lives in /var/lib and survives a
+  reboot, docs/miredoctl.md "Boot, service and layout");
 * FLAPPING: at least FLAP_RESTARTS automatic restarts within the last FLAP_WINDOW seconds.
 """
 
@@ -50,6 +54,8 @@ AUTOMATIC_FROM = frozenset(getProcessStateDescription(c)
                            for c in (ProcessStates.EXITED, ProcessStates.BACKOFF))
 OPERATOR_FROM = frozenset(getProcessStateDescription(c)
                           for c in (ProcessStates.STOPPED, ProcessStates.FATAL))
+LIVE = frozenset(getProcessStateDescription(c)
+                 for c in (ProcessStates.STARTING, ProcessStates.RUNNING, ProcessStates.BACKOFF))
 
 
 @dataclass(frozen=True)
@@ -174,15 +180,17 @@ def summarize(transitions: list[Transition], now: float, window: float = FLAP_WI
               threshold: int = FLAP_RESTARTS) -> Summary:
     s = Summary()
     times: list[float] = []
+    before: str | None = None  # the state the previous record entered
     for tr in transitions:
         s.last_change = tr.time
         if tr.state == STARTING:
             if tr.from_state in AUTOMATIC_FROM:
                 times.append(tr.time)
-            elif tr.from_state in OPERATOR_FROM:
+            elif tr.from_state in OPERATOR_FROM and before not in LIVE:
                 times = []
         elif tr.state == EXITED:
             s.last_exit, s.last_exit_expected = tr.time, tr.expected
+        before = tr.state
     s.restarts = len(times)
     s.recent_restarts = sum(1 for t in times if now - window <= t <= now + 1)
     s.flapping = s.recent_restarts >= threshold
