@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := miredo miredo-server iproute2 nftables iputils-ping tcpdump iperf3 procps prometheus \
+APT_PACKAGES := miredo miredo-server iproute2 nftables iputils-ping tcpdump iperf3 procps prometheus miniupnpd miniupnpc \
 	openssh-server openssh-client systemd zsh
 
 .PHONY: demo test lint bench fuzz deps venv clean

@@ -42,8 +42,10 @@ from teredolab.netns import NetnsError
 DEFAULT_PREFIX = "mdl-"
 ROLES: tuple[str, ...] = ("inet", "srv", "rly", "nat", "nat2", "cli", "cli2", "v6")
 NAT_TYPES: tuple[str, ...] = ("restricted", "restricted-nofw", "symmetric", "fullcone",
-                              "symmetric-sequential", "symmetric-preserving", "shared")
-"""`symmetric` allocates random ports; the `symmetric-*` kinds are the other RFC 6081 ones;
+                              "symmetric-sequential", "symmetric-preserving", "shared",
+                              "symmetric-upnp")
+"""`symmetric` allocates random ports; the `symmetric-*` kinds are the other RFC 6081 ones
+(`symmetric-upnp`: `symmetric` plus the nftables chains a UPnP IGD fills, teredolab.igd);
 `shared` is for `nat2_type` only (see the module docstring)."""
 SEQUENTIAL_FIRST_PORT = 20000
 SEQUENTIAL_PORTS = 256
@@ -493,6 +495,10 @@ def nat_ruleset(nat_type: str, lan_net: str, wan_ip: str, client_ip: str,
     symmetric-preserving  UDP: the first mapping of a client source port keeps that port,
                      every later one (another destination) gets a random port
     fullcone         masquerade persistent + DNAT of every inbound UDP port to the client
+    symmetric-upnp   symmetric, plus the chains miniupnpd's nftables back end adds its port
+                     mappings to (table inet filter: miniupnpd, prerouting_miniupnpd,
+                     postrouting_miniupnpd), and inbound DNATed traffic forwarded; the IGD
+                     itself is started by teredolab.igd
 
     `extra_lans`: more LANs behind the same NAT (the lab's `shared` NAT 2).  The router
     forwards between its LANs, and does not hairpin: a packet from a LAN to the WAN
@@ -503,7 +509,8 @@ def nat_ruleset(nat_type: str, lan_net: str, wan_ip: str, client_ip: str,
     masq = {"restricted": "masquerade", "restricted-nofw": "masquerade",
             "symmetric": "masquerade fully-random", "fullcone": "masquerade persistent",
             "symmetric-sequential": "masquerade fully-random",
-            "symmetric-preserving": "masquerade fully-random"}[nat_type]
+            "symmetric-preserving": "masquerade fully-random",
+            "symmetric-upnp": "masquerade fully-random"}[nat_type]
     lans = [lan_net, *extra_lans]
     src = lans[0] if len(lans) == 1 else "{ " + ", ".join(lans) + " }"
     lan_ifs = '"lan"' if len(lans) == 1 else "{ " + ", ".join(
@@ -541,7 +548,7 @@ def nat_ruleset(nat_type: str, lan_net: str, wan_ip: str, client_ip: str,
     ]
     if extra_lans:
         lines.append(f"    iifname {lan_ifs} oifname {lan_ifs} accept")
-    if nat_type == "fullcone":
+    if nat_type in ("fullcone", "symmetric-upnp"):
         lines.append('    iifname "wan" ct status dnat accept')
     lines.append("  }")
     if nat_type != "restricted-nofw":
@@ -557,4 +564,19 @@ def nat_ruleset(nat_type: str, lan_net: str, wan_ip: str, client_ip: str,
             "  }",
         ]
     lines.append("}")
+    if nat_type == "symmetric-upnp":
+        # miniupnpd (2.3, nftables) adds its rules to these chains and creates none itself
+        lines += [
+            "table inet filter {",
+            "  chain miniupnpd { }",
+            "  chain prerouting_miniupnpd { }",
+            "  chain postrouting_miniupnpd { }",
+            "  chain forward { type filter hook forward priority filter; policy accept; "
+            "jump miniupnpd; }",
+            "  chain prerouting { type nat hook prerouting priority dstnat; policy accept; "
+            "jump prerouting_miniupnpd; }",
+            "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; "
+            "jump postrouting_miniupnpd; }",
+            "}",
+        ]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,219 @@
+"""engine.runtime.upnp: what an IGD (or anyone on the LAN) sends is bounded and parsed
+defensively; a malformed answer is an UpnpError ("no UPnP"), never a crash or a hang."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from engine.runtime import upnp
+from engine.runtime.upnp import UpnpError
+
+LOCATION = "http://198.19.0.1:39499/rootDesc.xml"
+SSDP_OK = (b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\n"
+           b"ST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n"
+           b"LOCATION: " + LOCATION.encode() + b"\r\n\r\n")
+# The shape of miniupnpd 2.3's description (IGD v2), cut down to what is read.
+DESC = b"""<?xml version="1.0"?>
+<root xmlns="urn:schemas-upnp-org:device-1-0"><device>
+<deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:2</deviceType>
+<serviceList><service><serviceType>urn:schemas-upnp-org:service:Layer3Forwarding:1</serviceType>
+<controlURL>/ctl/L3F</controlURL></service></serviceList>
+<deviceList><device><deviceList><device><serviceList><service>
+<serviceType>urn:schemas-upnp-org:service:WANIPConnection:2</serviceType>
+<serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId>
+<controlURL>/ctl/IPConn</controlURL></service></serviceList></device></deviceList>
+</device></deviceList></device></root>"""
+SOAP_OK = b"""<?xml version="1.0"?>
+<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>
+<u:GetExternalIPAddressResponse xmlns:u="urn:schemas-upnp-org:service:WANIPConnection:2">
+<NewExternalIPAddress>198.51.100.2</NewExternalIPAddress>
+</u:GetExternalIPAddressResponse></s:Body></s:Envelope>"""
+SOAP_FAULT = b"""<?xml version="1.0"?>
+<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault>
+<faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring><detail>
+<UPnPError xmlns="urn:schemas-upnp-org:control-1-0"><errorCode>718</errorCode>
+<errorDescription>ConflictInMappingEntry</errorDescription></UPnPError>
+</detail></s:Fault></s:Body></s:Envelope>"""
+LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;">]>
+<root>&lol2;</root>"""
+
+
+# ---------------------------------------------------------------- SSDP
+
+def test_ssdp_answer_gives_its_location() -> None:
+    assert upnp.parse_ssdp_response(SSDP_OK, "198.19.0.1") == LOCATION
+
+
+@pytest.mark.parametrize("data, source", [
+    (SSDP_OK.replace(b"200 OK", b"404 Not Found"), "198.19.0.1"),
+    (SSDP_OK.replace(b"LOCATION", b"X-LOC"), "198.19.0.1"),
+    (SSDP_OK, "198.19.0.9"),  # names another host than the one that answered
+    (SSDP_OK.replace(b"http://", b"https://"), "198.19.0.1"),
+    (SSDP_OK.replace(b"http://", b"file://"), "198.19.0.1"),
+    (SSDP_OK + b"X-PAD: " + b"a" * upnp.MAX_SSDP_BYTES + b"\r\n", "198.19.0.1"),
+    (SSDP_OK.replace(b"OK", b"\xff\xfe"), "198.19.0.1"),
+    (b"", "198.19.0.1"),
+    (b"M-SEARCH * HTTP/1.1\r\n\r\n", "198.19.0.1"),
+], ids=["status", "no-location", "other-host", "https", "file", "oversized", "binary",
+        "empty", "a-search"])
+def test_ssdp_answer_refused(data: bytes, source: str) -> None:
+    assert upnp.parse_ssdp_response(data, source) is None
+
+
+# ---------------------------------------------------------------- XML
+
+def test_doctype_is_refused_before_parsing() -> None:
+    with pytest.raises(UpnpError, match="DOCTYPE or ENTITY"):
+        upnp.parse_xml(LAUGHS, "device description")
+    with pytest.raises(UpnpError, match="DOCTYPE or ENTITY"):
+        upnp.find_wan_service(DESC.replace(b"<root", b"<!doctype r><root", 1), LOCATION)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"<root>" + b"x" * upnp.MAX_XML_BYTES + b"</root>", "more than 65536 bytes"),
+    (b"<root><unclosed></root>", "not XML"),
+    (b"", "not XML"),
+    (b"\x00\x01\x02", "not XML"),
+])
+def test_malformed_xml(data: bytes, message: str) -> None:
+    with pytest.raises(UpnpError, match=message):
+        upnp.parse_xml(data, "answer")
+
+
+def test_wan_service_of_a_miniupnpd_description() -> None:
+    stype, control = upnp.find_wan_service(DESC, LOCATION)
+    assert stype == "urn:schemas-upnp-org:service:WANIPConnection:2"
+    assert control == "http://198.19.0.1:39499/ctl/IPConn"
+
+
+def test_wan_service_of_an_igd_v1_with_urlbase() -> None:
+    desc = (DESC.replace(b"WANIPConnection:2", b"WANPPPConnection:1")
+            .replace(b"<device>", b"<URLBase>http://198.19.0.1:39499/base/</URLBase><device>", 1)
+            .replace(b"/ctl/IPConn", b"ctl/PPP"))
+    assert upnp.find_wan_service(desc, LOCATION) == (
+        "urn:schemas-upnp-org:service:WANPPPConnection:1", "http://198.19.0.1:39499/base/ctl/PPP")
+
+
+@pytest.mark.parametrize("control", [b"http://192.0.2.66/ctl", b"http://198.19.0.1:80/ctl",
+                                     b"https://198.19.0.1:39499/ctl"])
+def test_control_url_must_stay_on_the_device(control: bytes) -> None:
+    with pytest.raises(UpnpError, match="leaves the device"):
+        upnp.find_wan_service(DESC.replace(b"/ctl/IPConn", control), LOCATION)
+
+
+def test_description_without_a_wan_service() -> None:
+    with pytest.raises(UpnpError, match="no WANIPConnection"):
+        upnp.find_wan_service(DESC.replace(b"WANIPConnection", b"WANEthernetLink"), LOCATION)
+
+
+# ---------------------------------------------------------------- SOAP
+
+def test_soap_answer_arguments() -> None:
+    assert upnp.parse_soap_response(200, SOAP_OK, "GetExternalIPAddress") == {
+        "NewExternalIPAddress": "198.51.100.2"}
+
+
+def test_soap_fault_names_the_upnp_error() -> None:
+    with pytest.raises(UpnpError, match=r"AddPortMapping: UPnP error 718 \(HTTP 500\)"):
+        upnp.parse_soap_response(500, SOAP_FAULT, "AddPortMapping")
+
+
+def test_soap_answer_of_another_action() -> None:
+    with pytest.raises(UpnpError, match="without AddPortMappingResponse"):
+        upnp.parse_soap_response(200, SOAP_OK, "AddPortMapping")
+
+
+def test_soap_request_escapes_arguments() -> None:
+    body = upnp.soap_envelope("urn:x:1", "AddPortMapping",
+                              [("NewPortMappingDescription", "<a&b>")])
+    assert b"<NewPortMappingDescription>&lt;a&amp;b&gt;</NewPortMappingDescription>" in body
+    assert upnp.parse_xml(body, "own request") is not None
+
+
+@pytest.mark.parametrize("value", ["", "0.0.0.0", "224.0.0.1", "127.0.0.1",
+                                   "255.255.255.255", "2001:db8::1", "198.51.100.2 "])
+def test_external_address_must_be_unicast_ipv4(value: str) -> None:
+    with pytest.raises(UpnpError, match="GetExternalIPAddress"):
+        upnp.parse_external_ip(value)
+
+
+def test_external_address() -> None:
+    assert upnp.parse_external_ip("198.51.100.2") == "198.51.100.2"
+
+
+# ---------------------------------------------------------------- bounded HTTP (loopback)
+
+@pytest.fixture
+def http_server() -> Iterator[tuple[socket.socket, list[bytes]]]:
+    """A loopback listener that answers each connection with the next canned bytes."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    srv.settimeout(0.05)  # accept() wakes up to see `stop`
+    answers: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                if answers:
+                    try:
+                        conn.sendall(answers.pop(0))
+                    except OSError:
+                        pass
+                else:
+                    stop.wait(2)  # never answers (the client gives up first)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield srv, answers
+    stop.set()
+    srv.close()
+    t.join(timeout=10)
+
+
+def _url(srv: socket.socket) -> str:
+    return f"http://127.0.0.1:{srv.getsockname()[1]}/rootDesc.xml"
+
+
+def test_description_over_http(http_server) -> None:
+    srv, answers = http_server
+    desc = DESC.replace(b"/ctl/IPConn", b"/ctl/IPConn")
+    answers.append(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                   % len(desc) + desc)
+    igd = upnp.open_igd(_url(srv))
+    assert igd.control_url == f"http://127.0.0.1:{srv.getsockname()[1]}/ctl/IPConn"
+    assert igd.lan_ip == "127.0.0.1"
+
+
+def test_oversized_http_answer_is_cut(http_server) -> None:
+    srv, answers = http_server
+    answers.append(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"<a>" * 100000)
+    with pytest.raises(UpnpError, match="longer than 65536 bytes"):
+        upnp.open_igd(_url(srv))
+
+
+def test_silent_server_times_out(http_server, monkeypatch) -> None:
+    srv, _answers = http_server
+    monkeypatch.setattr(upnp, "HTTP_TIMEOUT", 0.3)
+    with pytest.raises(UpnpError, match="timed out"):
+        upnp.open_igd(_url(srv))
+
+
+def test_garbage_http_answer(http_server) -> None:
+    srv, answers = http_server
+    answers.append(b"\x00\x01garbage\r\n\r\n")
+    with pytest.raises(UpnpError, match=r"GET http://127\.0\.0\.1"):
+        upnp.open_igd(_url(srv))
