@@ -58,8 +58,25 @@ def up_deadline(count: int) -> float:
 
 
 def daemon_deadline(programs: int) -> float:
-    """How long a starting supervisord may take to answer on its socket (see start_daemon)."""
+    """How long a starting supervisord may take to answer on its socket while it shows no sign
+    of life (see start_daemon)."""
     return 30.0 + 0.25 * max(0, programs)
+
+
+def daemon_hard_deadline(programs: int) -> float:
+    """The longest a starting supervisord that keeps working may take to answer: 2 s a
+    program on top, for a host whose CPUs other work keeps busy too."""
+    return daemon_deadline(programs) + 2.0 * max(0, programs)
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """User + system clock ticks `pid` has run, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12]) if fields[0] not in ("Z", "X") else None
 
 
 def lost_events(paths: StatePaths) -> dict[str, int]:
@@ -184,13 +201,36 @@ class SupervisordClient:
             raise MiredoctlError(f"supervisord did not start: {msg[-1] if msg else proc.returncode}"
                                  f" (log {self.paths.supervisord_log})")
         programs = sum(1 for _ in self.paths.programs.glob("*.conf"))
-        deadline = time.monotonic() + daemon_deadline(programs)
-        while time.monotonic() < deadline:
+        # A supervisord that spawns hundreds of engines on a busy host answers late but keeps
+        # running on the CPU: wait while its CPU time grows (up to the hard deadline); give up
+        # after `daemon_deadline` without progress, or at once when it is gone.
+        started = time.monotonic()
+        hard = started + daemon_hard_deadline(programs)
+        quiet_limit = daemon_deadline(programs)
+        last_ticks, last_progress = None, started
+        while True:
             if self.running():
                 return
-            time.sleep(0.1)
+            now = time.monotonic()
+            pid = self._daemon_pid()
+            ticks = cpu_ticks(pid) if pid else None
+            if pid and ticks is None:
+                raise SupervisorUnreachable(f"supervisord (pid {pid}) exited before it answered "
+                                            f"on {self.where()} (log {self.paths.supervisord_log})")
+            if ticks is not None and ticks != last_ticks:
+                last_ticks, last_progress = ticks, now
+            if now >= hard or now - last_progress >= quiet_limit:
+                break
+            time.sleep(0.2)
         raise SupervisorUnreachable(f"supervisord started but {self.where()} does not answer "
+                                    f"after {time.monotonic() - started:.0f} s "
                                     f"(log {self.paths.supervisord_log})")
+
+    def _daemon_pid(self) -> int | None:
+        try:
+            return int(self.paths.supervisord_pid.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None  # not written yet
 
     def shutdown(self) -> None:
         """Stop supervisord (it stops every engine first) and wait until its pid is gone."""

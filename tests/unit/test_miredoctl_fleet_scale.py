@@ -167,3 +167,65 @@ def test_stop_many_sends_every_stop_in_one_request(tmp_path: Path) -> None:
     assert len(fake.calls) == 1 and [c["params"] for c in fake.calls[0]] == [
         ["a", False], ["b", False], ["c", False], ["gone", False]]
     assert set(fake.infos.values()) == {ProcessStates.STOPPED}
+
+
+class _Started:
+    """`subprocess.run` of supervisord, standing in: it 'daemonized' as `pid`."""
+
+    def __init__(self, paths: StatePaths, pid: int) -> None:
+        self.paths, self.pid = paths, pid
+
+    def __call__(self, *args, **kwargs) -> subprocess.CompletedProcess:
+        self.paths.supervisord_pid.write_text(f"{self.pid}\n")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+
+def _starting(tmp_path: Path, monkeypatch, child: list[str], answers_after: float) -> tuple:
+    import sys
+    import time
+
+    from miredoctl import supervisord as sup_mod
+
+    paths = StatePaths(tmp_path / "state")
+    paths.ensure()
+    proc = subprocess.Popen([sys.executable, "-c", *child])
+    monkeypatch.setattr(sup_mod.subprocess, "run", _Started(paths, proc.pid))
+    monkeypatch.setattr(sup_mod, "daemon_deadline", lambda n: 2.0)
+    monkeypatch.setattr(sup_mod, "daemon_hard_deadline", lambda n: 30.0)
+    since = time.monotonic()
+    monkeypatch.setattr(SupervisordClient, "running",
+                        lambda self: time.monotonic() - since > answers_after)
+    return SupervisordClient(paths), proc
+
+
+def test_a_busy_starting_supervisord_is_waited_for_past_the_quiet_limit(tmp_path, monkeypatch):
+    # it spends CPU (spawning hundreds of engines): answering after 4 s is fine, although 2 s
+    # without an answer is the limit for a supervisord that does nothing
+    client, proc = _starting(tmp_path, monkeypatch, ["while True: pass"], answers_after=4.0)
+    try:
+        client.start_daemon()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_an_idle_silent_supervisord_is_given_up_after_the_quiet_limit(tmp_path, monkeypatch):
+    from miredoctl.errors import SupervisorUnreachable
+
+    client, proc = _starting(tmp_path, monkeypatch, ["import time; time.sleep(60)"],
+                             answers_after=25.0)
+    try:
+        with pytest.raises(SupervisorUnreachable, match="does not answer after"):
+            client.start_daemon()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_supervisord_that_died_is_reported_at_once(tmp_path, monkeypatch):
+    from miredoctl.errors import SupervisorUnreachable
+
+    client, proc = _starting(tmp_path, monkeypatch, ["pass"], answers_after=25.0)
+    proc.wait()
+    with pytest.raises(SupervisorUnreachable, match=rf"pid {proc.pid}\) exited before"):
+        client.start_daemon()
