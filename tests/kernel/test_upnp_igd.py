@@ -28,28 +28,43 @@ RECEIVE = (
     "s.settimeout(float(sys.argv[3]))\n"
     "print('ready', flush=True)\n"
     "try:\n"
-    "    print(s.recvfrom(100)[0].decode(), flush=True)\n"
+    "    data, peer = s.recvfrom(100)\n"
+    "    s.sendto(b'reply', peer)\n"
+    "    print(data.decode(), flush=True)\n"
     "except TimeoutError:\n"
     "    print('nothing', flush=True)\n"
 )
 SEND = (
-    "import socket, sys, time\n"
+    "import socket, sys\n"
     "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-    "for _ in range(5):\n"
+    "s.settimeout(0.2)\n"
+    "for _ in range(10):\n"
     "    s.sendto(b'hello-upnp', (sys.argv[1], int(sys.argv[2])))\n"
-    "    time.sleep(0.2)\n"
+    "    try:\n"
+    "        data, src = s.recvfrom(100)\n"
+    "    except TimeoutError:\n"
+    "        continue\n"
+    "    print(f'{data.decode()} from {src[0]}:{src[1]}', flush=True)\n"
+    "    break\n"
 )
 
 
 def _reaches_cli2(lab: NetnsLab) -> bool:
-    """Whether UDP from cli to NAT 2's WAN address, port PORT, arrives at cli2:PORT."""
+    """Whether UDP from cli to NAT 2's WAN address, port PORT, arrives at cli2:PORT; when it
+    does, cli2's answer must come back from that same address and port (the IGD's mapping,
+    not a port the symmetric NAT picks)."""
     recv = lab.spawn("cli2", [sys.executable, "-c", RECEIVE, lab.spec.cli2_ip, str(PORT), "3"],
                      stdout=subprocess.PIPE, text=True)
     try:
         assert recv.stdout is not None and recv.stdout.readline().strip() == "ready"
-        lab.exec("cli", [sys.executable, "-c", SEND, lab.spec.nat2_wan, str(PORT)], check=True)
+        sent = lab.exec("cli", [sys.executable, "-c", SEND, lab.spec.nat2_wan, str(PORT)],
+                        check=True, timeout=30)
         out, _ = recv.communicate(timeout=10)
-        return out.strip() == "hello-upnp"
+        if out.strip() != "hello-upnp":
+            assert sent.stdout == "", sent.stdout
+            return False
+        assert sent.stdout.strip() == f"reply from {lab.spec.nat2_wan}:{PORT}"
+        return True
     finally:
         if recv.poll() is None:
             recv.kill()
