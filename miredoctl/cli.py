@@ -7,12 +7,14 @@ from `miredoctl.errors`; a Python traceback is a bug, so the last-resort handler
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+import traceback
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
@@ -562,11 +564,25 @@ def _main(argv: list[str] | None = None) -> int:
 
 def _internal_error(exc: Exception) -> int:
     """The promise is "never a traceback": a failure nobody foresaw is our bug; say so."""
-    print(f"miredoctl: internal error ({type(exc).__name__}: {one_line(str(exc))}); please "
-          "report it", file=sys.stderr)
+    print(f"miredoctl: internal error ({type(exc).__name__}: {one_line(str(exc))}"
+          f"{_where(exc)}); please report it (MIREDOCTL_DEBUG=1 shows the traceback)",
+          file=sys.stderr)
     if os.environ.get("MIREDOCTL_DEBUG"):
         raise exc
     return EXIT_ERROR
+
+
+def _where(exc: BaseException) -> str:
+    """` at FILE:LINE` of the innermost frame, so the one line of a rare failure (seen once,
+    under load) already says where it happened."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    path = Path(last.filename)
+    with contextlib.suppress(ValueError):
+        path = path.relative_to(Path(__file__).resolve().parents[1])
+    return f" at {path}:{last.lineno}"
 
 
 if __name__ == "__main__":

@@ -386,3 +386,18 @@ def test_superfluous_directives_fail_only_strict_checks(tmp_path, capsys, text):
     rc, out, err = run_main(capsys, "--check", "--strict", path)
     assert rc == 1 and out == ""
     assert err.splitlines()[-1] == f"{path}: 1 warning, failing because of --strict"
+
+
+def test_an_internal_error_says_where_it_happened(capsys, monkeypatch) -> None:
+    from miredoctl import cli
+
+    monkeypatch.delenv("MIREDOCTL_DEBUG", raising=False)
+    try:
+        [][0]
+    except IndexError as exc:
+        line = sys._getframe().f_lineno - 2
+        assert cli._internal_error(exc) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("miredoctl: internal error (IndexError: list index out of range at "
+                          f"tests/unit/test_cli.py:{line}); please report it"), err
+    assert len(err.splitlines()) == 1
