@@ -76,7 +76,7 @@ DIRECTIVES: dict[str, Directive] = {
         # teredo-engine's RFC 6081 extensions (docs/protocol.md §13), client only
         *(_d(name, (CLIENT,), "on, or off for plain RFC 4380 behaviour")
           for name in ("SymmetricNatSupport", "PortPreservingNat", "SequentialPortNat",
-                       "Hairpinning", "ServerLoadReduction")),
+                       "Hairpinning", "ServerLoadReduction", "UpnpSymmetricNat")),
     )
 }
 
@@ -87,6 +87,7 @@ EXTENSION_DIRECTIVES = {
     "SequentialPortNat": "sequential_port_nat",
     "Hairpinning": "hairpinning",
     "ServerLoadReduction": "server_load_reduction",
+    "UpnpSymmetricNat": "upnp_symmetric_nat",
 }
 
 #: Rate directive -> the `engine.proto.server.ServerLimits` field it sets.

@@ -97,6 +97,9 @@ class EngineConfig:
     """`Hairpinning` (RFC 6081 §3.5)."""
     server_load_reduction: bool | None = None
     """`ServerLoadReduction` (RFC 6081 §3.6)."""
+    upnp_symmetric_nat: bool | None = None
+    """`UpnpSymmetricNat` (RFC 6081 §3.2): map the Teredo port through the LAN's UPnP IGD
+    (the worker, engine.runtime.upnp) and advertise the mapping; docs/protocol.md §13.8."""
     # all
     syslog_facility: str = DEFAULT_FACILITY
     status_socket: str | None = None

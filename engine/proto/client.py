@@ -245,6 +245,21 @@ class ClientRole(TeredoTunnel):
         if ip and ip != "0.0.0.0":
             self.ext.local_ips = [ip]
 
+    def set_upnp_mapping(self, mapping: tuple[str, int, int] | None, why: str) -> None:
+        """§3.2's host fact (docs/protocol.md §13.8): the runtime's IGD mapping of our port.
+        While it is advertised, bubbles to peers behind other NATs carry it as their
+        Alternate Address, and we start no flow to such a peer from our socket before it has
+        reached us: a packet of ours would open the symmetric NAT's own mapping towards it,
+        whose conntrack entry then keeps the peer's packets to the IGD's port out."""
+        self.ext.set_upnp(mapping, why)
+
+    def _upnp_holds_back(self, peer: bytes, dst: Endpoint) -> bool:
+        """True: do not send directly to `dst` (peer `peer`'s mapping) yet, see above."""
+        if self.ext.upnp_endpoint is None or self.mapped is None or dst[0] == self.mapped[0]:
+            return False
+        p = self.peers.get(peer)
+        return p is None or not p.trusted or p.mapping != dst
+
     def _remap(self, start: int) -> None:
         """Send traffic for a peer we reached through an extra socket from that socket."""
         out = self.udp_out
@@ -322,6 +337,10 @@ class ClientRole(TeredoTunnel):
         through its server; if that goes unanswered the next round is RFC 4380's pair."""
         if (not p.trusted or p.bubbles != 1 or p.mapping == NO_MAPPING or not self.up
                 or not self.ext.direct_refresh(self._t8_peer, t)):
+            peer = self._t8_peer
+            if self.up and self._upnp_holds_back(peer, mapping_of(peer)):
+                self._udp(0, b, (server_of(peer), TEREDO_PORT))  # the indirect one only
+                return True
             return False
         self._udp(0, b, p.mapping)
         return True
@@ -539,7 +558,8 @@ class ClientRole(TeredoTunnel):
         addresses behind our NAT), each echoing its nonce so it can tell them from noise."""
         echo = self.ext.answer_nd(tr).pack()
         b = bubble(pkt[24:40], s6) + echo
-        self._udp(0, b, origin)
+        if not self._upnp_holds_back(s6, origin):
+            self._udp(0, b, origin)
         t = self.peers.tick(self._last_now)
         for ep, _why in self.ext.on_indirect(origin, tr, t):
             self._udp(0, b, ep)
@@ -563,7 +583,7 @@ class ClientRole(TeredoTunnel):
             return
         b = self._t8_bubble(s6, t)
         direct = mapping_of(s6)
-        if is_global_unicast_ipv4(direct[0]):
+        if is_global_unicast_ipv4(direct[0]) and not self._upnp_holds_back(s6, direct):
             self._udp(0, b, direct)
         self._udp(0, b, (server_of(s6), TEREDO_PORT))
 

@@ -38,7 +38,8 @@ PORT_PRESERVING = "port_preserving_nat"
 SEQUENTIAL = "sequential_port_nat"
 HAIRPINNING = "hairpinning"
 SERVER_LOAD_REDUCTION = "server_load_reduction"
-NAMES = (SYMMETRIC, PORT_PRESERVING, SEQUENTIAL, HAIRPINNING, SERVER_LOAD_REDUCTION)
+UPNP = "upnp_symmetric_nat"
+NAMES = (SYMMETRIC, PORT_PRESERVING, SEQUENTIAL, HAIRPINNING, SERVER_LOAD_REDUCTION, UPNP)
 #: What the answering side of §3.3/§3.4 reports: it cannot tell which NAT the peer is behind,
 #: only that it sent bubbles to the port the peer's Random Port trailer predicted.
 PORT_PREDICTION = "port_prediction"
@@ -56,7 +57,8 @@ PROBE_WINDOW = 4
 #: layout carries (docs/protocol.md §13.1).
 MAX_ALTERNATES = 4
 #: At most this many sent: the published layout asks senders for at most 2 (a local address
-#: and a UPnP mapping), docs/protocol.md §13.1; we have no UPnP, so these are local ones.
+#: and a UPnP mapping), docs/protocol.md §13.1; a trailer of ours carries either the local
+#: ones (to a peer behind our NAT) or the UPnP mapping (to any other, §13.8).
 MAX_ALTERNATES_SENT = 2
 #: Two mappings whose ports differ by at most this much (and at least 1) mean a NAT that
 #: allocates ports sequentially (engine choice, docs §13.4).
@@ -78,13 +80,14 @@ NAT_SYMMETRIC = "symmetric"  # random ports: nothing to predict
 
 @dataclass(frozen=True, slots=True)
 class ExtensionSet:
-    """Which extensions are switched on (the five directives)."""
+    """Which extensions are switched on (the six directives)."""
 
     symmetric_nat_support: bool = True
     port_preserving_nat: bool = True
     sequential_port_nat: bool = True
     hairpinning: bool = True
     server_load_reduction: bool = True
+    upnp_symmetric_nat: bool = True
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> ExtensionSet:
@@ -187,8 +190,47 @@ class Rfc6081:
         self.counts: dict[str, int] = dict.fromkeys((*NAMES, PORT_PREDICTION), 0)
         self._sockets: dict[Endpoint, int] = {}  # peer mapping -> extra socket index
         self._socket_ports: dict[int, int] = {}
+        self.upnp: tuple[str, int, int] | None = None
+        """§3.2: (external IPv4, external port, lease) the runtime holds on the LAN's IGD."""
+        self.upnp_why = "not tried"
+        """Why there is no usable mapping (the status shows it)."""
 
     # -- our own NAT --------------------------------------------------------------------------
+
+    def set_upnp(self, mapping: tuple[str, int, int] | None, why: str) -> None:
+        """The runtime's host fact: the UDP mapping of our Teredo port on the IGD, or None
+        and why not."""
+        self.upnp = mapping
+        self.upnp_why = why if mapping is None else ""
+
+    @property
+    def upnp_endpoint(self) -> Endpoint | None:
+        """The mapping to advertise (§3.2, docs/protocol.md §13.8): only while the extension
+        is on, our NAT is not cone-like (a cone NAT needs no help, and the engine would stop
+        sending direct bubbles for nothing), and the IGD's external address is the one the
+        server sees (with another NAT in front the mapping is no use to a peer)."""
+        m = self.upnp
+        if (m is None or not self.ext.upnp_symmetric_nat or self.mapped is None
+                or self.nat in (NAT_CONE, NAT_UNKNOWN) or m[0] != self.mapped[0]
+                or m[1] == self.mapped[1]):
+            return None
+        return (m[0], m[1])
+
+    def upnp_status(self) -> dict[str, Any] | None:
+        m = self.upnp
+        if m is None:
+            return {"mapping": None, "why": self.upnp_why}
+        ep = self.upnp_endpoint
+        why = ""
+        if ep is None:
+            if self.mapped is not None and m[0] != self.mapped[0]:
+                why = "the IGD's external address is not the one the server sees"
+            elif self.mapped is not None and m[1] == self.mapped[1]:
+                why = "the mapping is the one the server sees already"
+            elif self.nat in (NAT_CONE, NAT_UNKNOWN):
+                why = f"not advertised: NAT {self.nat}"
+        return {"mapping": {"ip": m[0], "port": m[1], "lease": m[2]},
+                "advertised": ep is not None, "why": why}
 
     def qualified(self, mapped: Endpoint) -> bool:
         """A new mapping from the primary server; True when a NAT probe should be sent."""
@@ -269,6 +311,13 @@ class Rfc6081:
                 offered.add(HAIRPINNING)
             else:
                 alternates = None
+        upnp = self.upnp_endpoint
+        if upnp is not None and alternates is None and not self.same_nat(peer_mapped_ip) \
+                and usable_alternate(socket.inet_aton(upnp[0]), upnp[1]):
+            # §3.2: the IGD's mapping, where a peer behind another NAT can start a flow to
+            # us that our symmetric NAT lets in (docs/protocol.md §13.8)
+            alternates = (upnp,)
+            offered.add(UPNP)
         if random_port is not None:
             offered.add(PORT_PRESERVING)
         elif self.ext.sequential_port_nat and self.nat == NAT_SEQUENTIAL \
@@ -323,6 +372,14 @@ class Rfc6081:
                 ep = (origin[0], port)
                 self._probed.put(ep, Probe(origin[0], PORT_PREDICTION, False), t)
                 out.append((ep, PORT_PREDICTION))
+        if tr.alternates and self.ext.upnp_symmetric_nat and origin[0] != self.mapped[0]:
+            # §3.2: an entry at the peer's own public IPv4 but another port is the mapping
+            # it holds on its IGD; bubbling it opens the flow its symmetric NAT admits
+            for ep in tr.alternates[:MAX_ALTERNATES]:
+                if ep[0] != origin[0] or ep[1] in (0, origin[1]):
+                    continue
+                self._probed.put(ep, Probe(origin[0], UPNP, False), t)
+                out.append((ep, UPNP))
         if (tr.alternates and self.ext.hairpinning and origin[0] == self.mapped[0]):
             for ep in tr.alternates[:MAX_ALTERNATES]:
                 if ep[1] == 0 or ep[0] in self.local_ips:
@@ -436,4 +493,5 @@ class Rfc6081:
                 if self.secondary_mapped else None),
             "used": {k: v for k, v in self.counts.items() if v},
             "extra_sockets": len(self._sockets),
+            "upnp": self.upnp_status() if self.ext.upnp_symmetric_nat else None,
         }

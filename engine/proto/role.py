@@ -84,6 +84,10 @@ class Role(Protocol):
         """The main socket's local address; `extra_sockets`: the runtime opens the sockets
         a client asks for in its `socket_requests` list (RFC 6081, docs/contracts.md §1)."""
 
+    def set_upnp_mapping(self, mapping: tuple[str, int, int] | None, why: str) -> None:
+        """The UDP mapping (external IPv4, port, lease seconds) of the main socket's port on
+        the LAN's UPnP IGD, or None and why not (RFC 6081 §3.2, docs/protocol.md §13.8)."""
+
 
 class RoleBase:
     """The `Role` calls a role may have no use for, answered as "nothing to do"."""
@@ -114,6 +118,9 @@ class RoleBase:
 
     def set_local_endpoint(self, ip: str, port: int, extra_sockets: bool) -> None:
         """Only a client's RFC 6081 extensions need to know where its socket is bound."""
+
+    def set_upnp_mapping(self, mapping: tuple[str, int, int] | None, why: str) -> None:
+        """Only a client advertises a UPnP mapping."""
 
 
 __all__ = [

@@ -166,6 +166,20 @@ class Nat:
         self._by_key: dict[tuple, _Mapping] = {}
         self._by_port: dict[int, _Mapping] = {}
         self._seq_port = 20000
+        self._forwards: dict[int, Endpoint] = {}
+        self._fwd_flows: dict[tuple, tuple[int, float]] = {}  # key -> (port, expires)
+
+    # -- a UPnP IGD's port mapping (RFC 6081 §3.2; what miniupnpd does in the kernel lab) ---
+    def forward(self, ext_port: int, inside: Endpoint) -> None:
+        """Map `ext_port` to `inside` for every remote, as an IGD's AddPortMapping does: a
+        flow a remote starts at that port reaches `inside`, and `inside`'s packets of that
+        flow leave from it.  A flow `inside` started itself keeps its own mapping (Linux
+        conntrack: the remote's packet to the forwarded port then collides with it and is
+        dropped, counted as `nat_forward_clash`)."""
+        self._forwards[ext_port] = inside
+
+    def unforward(self, ext_port: int) -> None:
+        self._forwards.pop(ext_port, None)
 
     # -- translation -------------------------------------------------------------------------
     def _alive(self, m: _Mapping | None, now: float) -> _Mapping | None:
@@ -178,7 +192,8 @@ class Nat:
         return m
 
     def _alloc_port(self, inside: Endpoint) -> int:
-        if self.port_alloc == "preserve" and inside[1] not in self._by_port:
+        if (self.port_alloc == "preserve" and inside[1] not in self._by_port
+                and inside[1] not in self._forwards):
             return inside[1]
         if self.port_alloc == "sequential":
             while self._seq_port in self._by_port:
@@ -189,12 +204,16 @@ class Nat:
         rng = self.net.rng
         while True:
             port = rng.randint(1024, 65535)
-            if port not in self._by_port:
+            if port not in self._by_port and port not in self._forwards:
                 return port
 
     def outbound(self, src: Endpoint, dst: Endpoint, now: float) -> Endpoint:
         """Translate an inside source for a packet to `dst`, creating/refreshing the mapping."""
         key = (src, dst) if self.kind == "symmetric" else (src,)
+        fwd = self._fwd_flows.get((src, dst))
+        if fwd is not None and fwd[1] >= now and self._forwards.get(fwd[0]) == src:
+            self._fwd_flows[(src, dst)] = (fwd[0], now + self.timeout)
+            return (self.external_ip, fwd[0])
         m = self._alive(self._by_key.get(key), now)
         if m is None:
             m = _Mapping(inside=src, ext_port=self._alloc_port(src), expires=0.0, key=key)
@@ -210,6 +229,15 @@ class Nat:
 
     def inbound(self, src: Endpoint, ext_port: int, now: float) -> Endpoint | None:
         """The inside endpoint for a packet from `src` to our external port, or None (filtered)."""
+        inside = self._forwards.get(ext_port)
+        if inside is not None:
+            key = (inside, src) if self.kind == "symmetric" else (inside,)
+            if (inside, src) not in self._fwd_flows and self._alive(
+                    self._by_key.get(key), now) is not None and self.kind == "symmetric":
+                self.net.stats["nat_forward_clash"] += 1
+                return None
+            self._fwd_flows[(inside, src)] = (ext_port, now + self.timeout)
+            return inside
         m = self._alive(self._by_port.get(ext_port), now)
         if m is None:
             return None
