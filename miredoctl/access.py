@@ -59,7 +59,9 @@ def share(path: Path) -> None:
     gid = group_id()
     if gid is None or os.geteuid() != 0:
         return
-    with contextlib.suppress(FileNotFoundError):
+    # best effort: a read-only state folder must not keep `down` from stopping an engine;
+    # readers then get a one-line permission error until an `up` can share it
+    with contextlib.suppress(OSError):
         if path.stat().st_gid != gid:
             os.chown(path, -1, gid)
 
