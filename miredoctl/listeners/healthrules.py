@@ -294,6 +294,13 @@ class _Tracked:
     last_restart: float | None = None  # the healer's own last restart
 
 
+def _operator_start(from_state: str, before: str | None) -> bool:
+    """STARTING from STOPPED or FATAL is an operator's start, unless the state before was a
+    live one: then the previous life ended unrecorded (a reboot, a killed supervisord) and
+    this is a fresh supervisord's own start (the rule `status` counts by, listeners/history.py)."""
+    return from_state in history.OPERATOR_FROM and before not in history.LIVE
+
+
 class Healer:
     """The rules, fed with supervisord's events and the probes of each tick."""
 
@@ -309,23 +316,23 @@ class Healer:
         a restarted listener must not forget a crash loop in progress)."""
         t = self._t(name)
         for tr in transitions:
-            t.state = tr.state
             if tr.state == STARTING_NAME:
                 if tr.from_state in history.AUTOMATIC_FROM:
                     t.restarts.append(tr.time)
-                elif tr.from_state in history.OPERATOR_FROM:
+                elif _operator_start(tr.from_state, t.state):
                     t.restarts.clear()
+            t.state = tr.state
 
     def process_state(self, name: str, state: str, from_state: str, now: float,
                       marked: bool = False) -> tuple[list[Action], list[Event], bool]:
         """One PROCESS_STATE event -> (actions, events, clear the mark?)."""
         t = self._t(name)
-        t.state = state
+        before, t.state = t.state, state
         events: list[Event] = []
         clear = False
         if state == STARTING_NAME and from_state in history.AUTOMATIC_FROM:
             t.restarts.append(now)
-        elif state == STARTING_NAME and from_state in history.OPERATOR_FROM:
+        elif state == STARTING_NAME and _operator_start(from_state, before):
             t.restarts.clear()  # an operator start: a new count, and the mark goes
             t.flapping_told = False
             clear = marked

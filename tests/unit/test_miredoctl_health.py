@@ -106,6 +106,7 @@ def test_old_restarts_fall_out_of_the_window_and_an_operator_start_resets() -> N
     crash(h, 0)
     crash(h, 50)
     assert crash(h, 150)[0] == []  # the one at 0 is out of the 100 s window
+    h.process_state("c1", "STOPPED", "STOPPING", 150.5, marked=True)
     actions, _, clear = h.process_state("c1", "STARTING", "STOPPED", 151, marked=True)
     assert actions == [] and clear  # an operator start: the mark goes, the count restarts
     crash(h, 160)
@@ -126,6 +127,17 @@ def test_fatal_is_an_event_and_null_stop_flapping_never_stops() -> None:
         assert crash(h, t * 10)[0] == []
     _, events, _ = h.process_state("c1", "FATAL", "BACKOFF", 200)
     assert [e.kind for e in events] == ["fatal"]
+
+
+def test_a_fresh_supervisord_after_an_unrecorded_end_is_not_an_operator_start() -> None:
+    h = health.Healer(settings(c1=client(60, health.StopFlapping(3, 1000))))
+    h.seed("c1", [history.Transition(1, "STARTING", "STOPPED"),
+                  history.Transition(10, "STARTING", "EXITED"),
+                  history.Transition(20, "STARTING", "EXITED"),
+                  history.Transition(21, "RUNNING", "STARTING")])  # then: a reboot
+    actions, _, _ = h.process_state("c1", "STARTING", "STOPPED", 500)
+    assert actions == []  # the count carries over, as `status` counts it
+    assert crash(h, 510)[0][0].kind == "stop"
 
 
 def test_seeded_history_keeps_a_crash_loop_in_progress() -> None:
