@@ -221,7 +221,9 @@ def _snapshot(state: Path) -> dict[str, str]:
     configs = state / "configs"
     if not configs.is_dir():
         return {}
-    return {p.stem: p.read_text() for p in configs.glob("*.conf")}
+    # files only: a state folder someone tampered with must not stop the snapshot (and with it
+    # the rollback) of the configs that are fine
+    return {p.stem: p.read_text() for p in configs.glob("*.conf") if p.is_file()}
 
 
 def _verify_reload(opts: argparse.Namespace, fleet: Path, env: dict[str, str],

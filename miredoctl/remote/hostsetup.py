@@ -27,7 +27,8 @@ import sys
 import tarfile
 from pathlib import Path
 
-IDENTITY = "from miredoctl.remote import schema; print(schema.identity())"
+IDENTITY = ("from miredoctl.remote import schema; print(schema.identity()); "
+            "print(schema.install_id())")
 
 
 def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -50,11 +51,20 @@ def missing_packages(packages: list[str]) -> list[str]:
     return out
 
 
-def identity_of(python: Path) -> str | None:
+def identity_of(python: Path, controller_install: str = "") -> str | None:
+    """The teredo-fleet identity `python` runs; the controller's own identity when it is the
+    controller's very install (same machine and package folder), as the agent judges it: the
+    files may be edited between two reads of the fingerprint."""
     if not python.exists():
         return None
-    q = _run([str(python), "-c", IDENTITY], env={"PATH": os.environ.get("PATH", "/usr/bin")})
-    return q.stdout.strip() if q.returncode == 0 else None
+    q = _run([str(python), "-c", IDENTITY], env={"PATH": os.environ.get("PATH", "/usr/bin")},
+             cwd="/")  # not a checkout that happens to be the current folder
+    if q.returncode != 0:
+        return None
+    lines = q.stdout.split()
+    if len(lines) == 2 and controller_install and lines[1] == controller_install:
+        return "same-install"
+    return lines[0] if lines else None
 
 
 class Failed(Exception):
@@ -87,7 +97,10 @@ def setup(opts: argparse.Namespace, steps: list[str]) -> bool:
     managed = python.is_relative_to(root)
     if not opts.identity:
         return changed
-    have = identity_of(python)
+    have = identity_of(python, opts.install)
+    if have == "same-install":
+        steps.append("teredo-fleet: the controller's own install, present")
+        return changed
     if have == opts.identity:
         steps.append(f"teredo-fleet {have} present")
         return changed
@@ -140,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--python", required=True, type=Path)
     p.add_argument("--state-dir", required=True, type=Path)
     p.add_argument("--identity", default="")
+    p.add_argument("--install", default="", help="the controller's install_id")
     p.add_argument("--wheels", type=Path, default=None)
     p.add_argument("--packages", default="")
     opts = p.parse_args(argv)

@@ -48,7 +48,7 @@ PLAY = """\
         argv: "{{ [miredoctl_base_python | default('/usr/bin/python3'), '-', '--root', root,
                    '--python', miredoctl_python | default(root ~ '/venv/bin/python'),
                    '--state-dir', miredoctl_state | default('%(state)s' ~ inventory_hostname),
-                   '--identity', miredoctl_identity,
+                   '--identity', miredoctl_identity, '--install', miredoctl_install,
                    '--wheels', wheels if miredoctl_wheels_tar != '' else root ~ '/wheels/none',
                    '--packages', (miredoctl_packages | default(miredoctl_default_packages))
                    | join(',') if miredoctl_do_packages else ''] }}"
@@ -95,6 +95,7 @@ def setup_hosts(controller: Controller, hosts: list[str], *, packages: bool,
     if install:
         tar = str(wheelhouse.build(controller.state_dir / "wheels"))
     extra = {"miredoctl_wheels_tar": tar, "miredoctl_identity": schema.identity(),
+             "miredoctl_install": schema.install_id(),
              "miredoctl_do_packages": packages,
              "miredoctl_default_packages": list(DEFAULT_PACKAGES),
              "miredoctl_hostsetup": Path(hostsetup.__file__).read_text()}

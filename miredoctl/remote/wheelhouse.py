@@ -20,6 +20,7 @@ reports as the host's failure.
 from __future__ import annotations
 
 import base64
+import email.parser
 import hashlib
 import importlib.metadata as md
 import os
@@ -43,21 +44,21 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def _requirements(dist: md.Distribution) -> list[str]:
-    """The names `dist` needs here (markers evaluated, extras not requested)."""
+def _needed(texts: list[str]) -> list[str]:
+    """The names among requirement strings that apply here (markers evaluated, no extras)."""
     from packaging.requirements import Requirement  # comes with ansible-core (remote extra)
     names = []
-    for text in dist.requires or []:
+    for text in texts:
         req = Requirement(text)
         if req.marker is None or req.marker.evaluate({"extra": ""}):
             names.append(req.name)
     return names
 
 
-def closure() -> list[md.Distribution]:
-    """teredo-fleet and every distribution it needs, transitively, as installed here."""
+def closure(names: list[str]) -> list[md.Distribution]:
+    """The distributions `names` need, transitively, as installed here (themselves included)."""
     seen: dict[str, md.Distribution] = {}
-    todo = [schema.DIST]
+    todo = list(names)
     while todo:
         name = todo.pop()
         if _norm(name) in seen:
@@ -66,10 +67,19 @@ def closure() -> list[md.Distribution]:
             dist = md.distribution(name)
         except md.PackageNotFoundError:
             raise MiredoctlError(f"cannot ship teredo-fleet: its dependency {name} is not "
-                                 "installed on the controller")
+                                 "installed on the controller (pip install it here)")
         seen[_norm(name)] = dist
-        todo += _requirements(dist)
+        todo += _needed(dist.requires or [])
     return list(seen.values())
+
+
+def _wheel_requires(wheel: Path) -> list[str]:
+    """Requires-Dist of a built wheel: the checkout's pyproject.toml may have gained a
+    dependency since this environment's (editable) install recorded its metadata."""
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        meta = email.parser.Parser().parsestr(zf.read(name).decode())
+    return list(meta.get_all("Requires-Dist") or [])
 
 
 def source_checkout() -> Path | None:
@@ -157,11 +167,14 @@ def build(cache: Path) -> Path:
         out = Path(tmp) / "wheels"
         out.mkdir()
         src = source_checkout()
-        for dist in closure():
-            if src is not None and _norm(dist.metadata["Name"]) == _norm(schema.DIST):
-                build_source_wheel(src, out)
-            else:
-                repack(dist, out)
+        if src is not None:
+            deps = closure(_needed(_wheel_requires(build_source_wheel(src, out))))
+        else:
+            own = md.distribution(schema.DIST)
+            repack(own, out)
+            deps = closure(_needed(own.requires or []))
+        for dist in deps:
+            repack(dist, out)
         part = Path(tmp) / "wheels.tar"
         with tarfile.open(part, "w") as tar:
             for whl in sorted(out.iterdir()):

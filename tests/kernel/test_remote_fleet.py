@@ -294,6 +294,46 @@ def test_rolling_reload_stops_at_the_bad_host(fleet: Fleet) -> None:
         fleet.commit({f"r{i}.yaml": relay(f"host{i}") for i in (1, 2, 3)}, "back to plain")
 
 
+def test_a_host_that_fails_half_way_through_a_reload_rolls_back(fleet: Fleet) -> None:
+    """host2 runs r2 and r2b; in a rolling reload its state folder refuses r2b's new config
+    (the file became a folder) after r2 was already rewritten and signalled. host2 puts r2's
+    previous config back and restarts r2 with it, counts as failed (`rolled back: r2`), and
+    host3 is not attempted."""
+    fleet.commit({"r2b.yaml": relay("host2", "interface: teredo2b\n")}, "a second relay on host2")
+    try:
+        rc, doc = fleet.json("up")
+        assert rc == 0, doc
+        rows = {r["name"]: r for r in fleet.json("status")[1]["instances"]}
+        sshd = fleet.hosts[1].sshd
+        assert sshd is not None
+        root = Path("/proc", str(sshd.pid), "root")  # host2's own /run, as its sshd sees it
+        configs = root / f"run/miredoctl/{fleet.ssh.tag}-host2/configs"
+        before = (configs / "r2.conf").read_text()
+        (configs / "r2b.conf").unlink()
+        (configs / "r2b.conf").mkdir()
+        fleet.commit({f"{n}.yaml": relay(h, extra + "mtu: 1400\n") for n, h, extra in (
+            ("r1", "host1", ""), ("r2", "host2", ""), ("r2b", "host2", "interface: teredo2b\n"),
+            ("r3", "host3", ""))}, "mtu 1400 everywhere")
+        rc, doc = fleet.json("reload", "--all")
+        assert rc == 1, json.dumps(doc, indent=1)
+        hosts = by_host(doc)
+        assert hosts["host1"]["outcome"] == "done", hosts
+        assert hosts["host2"]["outcome"] == "failed", hosts
+        assert hosts["host2"]["rolled_back"] == ["r2"], hosts["host2"]
+        assert "rolled back: r2" in hosts["host2"]["detail"], hosts["host2"]
+        assert hosts["host3"]["outcome"] == "not attempted", hosts
+        assert (configs / "r2.conf").read_text() == before
+        rc, st = fleet.json("status", "--host", "host2")
+        states = {r["name"]: r["state"] for r in st["instances"]}
+        assert states["r2"] == "RUNNING" and rows["r2"]["pid"] != next(
+            r["pid"] for r in st["instances"] if r["name"] == "r2"), st  # restarted
+        (configs / "r2b.conf").rmdir()
+    finally:
+        fleet.miredoctl("down", "r2b")
+        (fleet.root / "r2b.yaml").unlink()
+        fleet.commit({f"r{i}.yaml": relay(f"host{i}") for i in (1, 2, 3)}, "back to plain")
+
+
 def test_unknown_or_changed_host_key_is_refused(fleet: Fleet) -> None:
     pinned = (fleet.root / "known_hosts").read_text()
     other = SshHosts(fleet.ssh.base / "other")  # only for a key that is not host1's
