@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := miredo miredo-server iproute2 nftables iputils-ping tcpdump iperf3 procps prometheus miniupnpd miniupnpc \
 	openssh-server openssh-client systemd zsh
 
-.PHONY: demo test lint bench fuzz deps venv clean
+.PHONY: demo test lint bench flood-bench fuzz deps venv clean
 
 deps:
 	@bash scripts/install-deps.sh $(APT_PACKAGES)
@@ -32,6 +32,13 @@ lint: venv
 
 bench: deps venv
 	$(PY) -m bench
+
+# A relay under an on-the-wire flood to FLOOD_DESTINATIONS distinct Teredo destinations, ours
+# beside Debian's miredo (bench/README.md); not part of `make test`. About 3.5 min per round.
+FLOOD_DESTINATIONS ?= 100000
+FLOOD_ROUNDS ?= 1
+flood-bench: deps venv
+	$(PY) -m bench.flood --destinations $(FLOOD_DESTINATIONS) --rounds $(FLOOD_ROUNDS)
 
 # Coverage-guided fuzzing of the parsers and roles (fuzz/), FUZZ_SECONDS per target; new
 # inputs are kept in fuzz/corpus/, findings land in fuzz/crashes/. CI runs 6 s per target.
