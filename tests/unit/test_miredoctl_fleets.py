@@ -4,15 +4,18 @@ fleet records (`ls`) and the cross-fleet clash rule (miredoctl/fleets.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from miredoctl import cli, fleets
-from miredoctl.errors import UsageError
+from miredoctl.errors import MiredoctlError, UsageError
 from miredoctl.inventory import load_fleet
 from miredoctl.listeners import history
-from miredoctl.state import StatePaths, fleet_hash, identify
+from miredoctl.state import StatePaths, fleet_hash, fleet_processes, identify
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -260,3 +263,42 @@ def test_history_counts_carry_over_a_reboot() -> None:
     seq += [tr(110, "STOPPING", "RUNNING"), tr(111, "STOPPED", "STOPPING"),
             tr(112, "STARTING", "STOPPED")]
     assert history.summarize(seq, 1e9 + 113).restarts == 0
+
+
+def _fake_engine(paths: StatePaths, name: str) -> subprocess.Popen:
+    """A process whose command line is an engine of `paths` (what `fleet_processes` looks
+    for: `-c configs/NAME.conf -p run/NAME.pid`), without being one."""
+    paths.ensure()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                             "-c", str(paths.config(name)), "-p", str(paths.pidfile(name))])
+    deadline = time.monotonic() + 10
+    while name not in fleet_processes(paths):  # until its command line is readable
+        assert time.monotonic() < deadline, "fake engine never showed up in /proc"
+        time.sleep(0.05)
+    return proc
+
+
+def test_a_second_clone_may_not_start_the_fleet_the_first_runs(bases: Path) -> None:
+    first, second = _fleet(bases / "a", "edge"), _fleet(bases / "b", "edge")
+    fleet_a, fleet_b = load_fleet(first), load_fleet(second)
+    paths_a, paths_b = fleets.fleet_paths(first), fleets.fleet_paths(second)
+    assert paths_a == paths_b  # one name, one fleet
+    paths_a.ensure()
+    paths_a.record.write_text(fleets.before_up(first, paths_a, fleet_a, [], fleet_a.names))
+    engine = _fake_engine(paths_a, "client1")
+    try:
+        with pytest.raises(MiredoctlError) as exc:
+            fleets.before_up(second, paths_b, fleet_b, ["client1"], fleet_b.names)
+        assert str(exc.value).startswith(
+            f"fleet 'edge' is running from {first.resolve()} (this is {second.resolve()}): "
+            "run `miredoctl down --all` there first")
+        # the first clone itself goes on; ls sees the fleet running one engine of four
+        fleets.before_up(first, paths_a, fleet_a, ["client2"], fleet_a.names)
+        assert [(r.name, r.state, r.running, r.total) for r in fleets.list_fleets()] == \
+            [("edge", "running", 1, len(fleet_a.names))]
+    finally:
+        engine.kill()
+        engine.wait()
+    # stopped there: the other clone takes the fleet over
+    text = fleets.before_up(second, paths_b, fleet_b, ["client1"], fleet_b.names)
+    assert json.loads(text)["folder"] == str(second.resolve())
