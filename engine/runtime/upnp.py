@@ -16,6 +16,7 @@ for diagnosis.
 
 from __future__ import annotations
 
+import codecs
 import http.client
 import ipaddress
 import socket
@@ -25,6 +26,13 @@ import urllib.parse
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
+
+# The worker may run chrooted (docs/architecture.md): look up now the codecs http.client,
+# socket (idna: every str host name, even an address) and this module use later, while the
+# standard library can still be read.
+for _codec in ("ascii", "latin-1", "utf-8", "idna"):
+    codecs.lookup(_codec)
+import xml.parsers.expat  # noqa: E402,F401  (the parser ElementTree loads on first use)
 
 SSDP_GROUP = ("239.255.255.250", 1900)
 SEARCH_TARGETS = ("urn:schemas-upnp-org:device:InternetGatewayDevice:1",

@@ -39,6 +39,7 @@ from engine.runtime.privsep import Account, PrivsepError, drop_privileges
 from engine.runtime.signals import set_parent_death_signal
 from engine.runtime.sockets import BindError, open_udp
 from engine.runtime.status_server import StatusServer
+from engine.runtime.upnp_keeper import UpnpKeeper
 
 MONOTONIC_STATUS_KEYS = ("last_qualified", "last_change", "server_last_seen")
 DISCOVERY_SOCK = 2
@@ -227,6 +228,15 @@ class Worker:
             if ip == "0.0.0.0":  # hairpinning offers the address peers behind our NAT use
                 ip = route_source(getattr(config, "server_address", None)) or ip
             role.set_local_endpoint(ip, port, self._socket_requests is not None)
+        # RFC 6081 §3.2 (docs/protocol.md §13.8): a client maps its port on the LAN's UPnP
+        # IGD from a thread of its own; the outcome reaches the role on the loop's thread.
+        self._upnp: UpnpKeeper | None = None
+        if getattr(config, "upnp_symmetric_nat", None) is True and main is not None:
+            if ip == "0.0.0.0":
+                role.set_upnp_mapping(None, "no LAN address to search from")
+            else:
+                self._upnp = UpnpKeeper(ip, port)
+                self.loop.add_reader(self._upnp.fileno(), self._on_upnp)
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -365,6 +375,11 @@ class Worker:
                 write_tun(tout)
 
         return on_readable
+
+    def _on_upnp(self) -> None:
+        result = self._upnp.take() if self._upnp is not None else None
+        if result is not None:
+            self.role.set_upnp_mapping(*result)
 
     def _on_timer(self, now: float) -> None:
         self.role.handle_timer(now)
@@ -749,9 +764,15 @@ class Worker:
         gc.freeze()
         self.send(channel.encode({"op": "ready"}))
         self.flush()  # events the role queued while it was being built
+        if self._upnp is not None:
+            self._upnp.start()
         self.loop.run()
 
     def close(self) -> None:
+        if self._upnp is not None:
+            self.loop.remove_reader(self._upnp.fileno())
+            self._upnp.stop()  # DeletePortMapping
+            self._upnp = None
         if self.status_server is not None:
             self.status_server.close()
         for fd in self._control_fds:

@@ -1,0 +1,117 @@
+"""The worker's UPnP IGD mapping for RFC 6081 §3.2 (docs/protocol.md §13.8): get it, keep it,
+give it back.
+
+SSDP waits up to 2 s and every HTTP exchange up to 3 s, which the event loop must never do, so
+a thread of its own does the talking (engine.runtime.upnp) and the loop only picks up the
+outcome: the thread stores it and writes one byte to a pipe the loop reads, and the loop hands
+it to the role (`set_upnp_mapping`), so the role is only ever touched from the loop's thread.
+
+Timing (engine choices): lease `LEASE` seconds, renewed at half of it; after a failure the
+next try comes `RETRY` seconds later.  `stop()` (worker shutdown) deletes the mapping, bounded
+(see there); a worker killed outright leaves it to the lease.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+from engine.runtime import upnp
+
+LEASE = 600
+RETRY = 60.0
+STOP_JOIN = 1.5
+DESCRIPTION = "teredo-engine (RFC 6081)"
+
+Result = tuple[tuple[str, int, int] | None, str]
+
+
+class UpnpKeeper:
+    """One mapping of `port` on the IGD that answers on the LAN of `lan_ip`."""
+
+    def __init__(self, lan_ip: str, port: int, *, lease: int = LEASE, retry: float = RETRY,
+                 acquire: Callable[..., tuple[upnp.Igd, upnp.Mapping]] = upnp.acquire,
+                 add: Callable[..., upnp.Mapping] = upnp.add_mapping,
+                 delete: Callable[[upnp.Igd, upnp.Mapping], None] = upnp.delete_mapping,
+                 ) -> None:
+        self.lan_ip = lan_ip
+        self.port = port
+        self.lease = lease
+        self.retry = retry
+        self._acquire, self._add, self._delete = acquire, add, delete
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._result: Result | None = None
+        self._igd: upnp.Igd | None = None
+        self._mapping: upnp.Mapping | None = None
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        self._thread = threading.Thread(target=self._run, name="upnp", daemon=True)
+
+    def fileno(self) -> int:
+        """Readable when a new outcome waits in `take()`."""
+        return self._rfd
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def take(self) -> Result | None:
+        """The newest outcome (mapping or None, and why not), once; called on the loop."""
+        try:
+            os.read(self._rfd, 64)
+        except BlockingIOError:
+            pass
+        with self._lock:
+            result, self._result = self._result, None
+        return result
+
+    def _publish(self, result: Result) -> None:
+        with self._lock:
+            self._result = result
+        try:
+            os.write(self._wfd, b"!")
+        except OSError:
+            pass  # closed at shutdown, or full: the loop reads the newest result anyway
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._igd is None:
+                    self._igd, self._mapping = self._acquire(
+                        self.lan_ip, self.port, self.lease, DESCRIPTION)
+                else:
+                    self._mapping = self._add(self._igd, self.port, self.lease, DESCRIPTION)
+                m = self._mapping
+                self._publish(((m.external_ip, m.external_port, m.lease), ""))
+                wait = self.lease / 2
+            except upnp.UpnpError as e:
+                self._igd = self._mapping = None
+                self._publish((None, str(e)))
+                wait = self.retry
+            except Exception as e:  # a bug here must not end the thread silently
+                self._igd = self._mapping = None
+                self._publish((None, f"internal error: {e!r}"))
+                wait = self.retry
+            self._stop.wait(wait)
+
+    def stop(self) -> None:
+        """End the thread and delete the mapping it holds (worker shutdown).
+
+        Bounded to fit the parent's wait for a stopping worker (5 s, engine.runtime.parent):
+        1.5 s for the thread to finish what it does, then one DeletePortMapping (3 s at
+        most); a thread still busy (an IGD that answers slowly) is left, and the lease ends
+        whatever it mapped."""
+        self._stop.set()
+        self._thread.join(timeout=STOP_JOIN)
+        igd, mapping = self._igd, self._mapping
+        if igd is not None and mapping is not None and not self._thread.is_alive():
+            try:
+                self._delete(igd, mapping)
+            except upnp.UpnpError:
+                pass  # the lease ends it
+        for fd in (self._rfd, self._wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
