@@ -4,6 +4,7 @@ fleet records (`ls`) and the cross-fleet clash rule (miredoctl/fleets.py)."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from miredoctl import cli, fleets
 from miredoctl.errors import MiredoctlError, UsageError
 from miredoctl.inventory import load_fleet
 from miredoctl.listeners import history
+from miredoctl.render import supervisord_conf
 from miredoctl.state import StatePaths, fleet_hash, fleet_processes, identify
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -302,3 +304,19 @@ def test_a_second_clone_may_not_start_the_fleet_the_first_runs(bases: Path) -> N
     # stopped there: the other clone takes the fleet over
     text = fleets.before_up(second, paths_b, fleet_b, ["client1"], fleet_b.names)
     assert json.loads(text)["folder"] == str(second.resolve())
+
+
+def test_the_exporter_program_gets_the_same_three_folders(bases: Path) -> None:
+    """supervisord runs `miredoctl exporter` with the fleet's folders on its command line: it
+    must read the same socket, histories and logs as the `up` that wrote it."""
+    fleet_dir = _fleet(bases / "f", "edge")
+    paths = fleets.fleet_paths(fleet_dir, lib_dir=str(bases / "elsewhere"))
+    conf = supervisord_conf(paths, "id", "127.0.0.1:9531", fleet_dir, 4)
+    section = conf.split("[program:_exporter]", 1)[1]
+    command = next(ln for ln in section.splitlines() if ln.startswith("command="))
+    argv = shlex.split(command.partition("=")[2])
+    assert identify(paths, argv) == "_exporter"
+    cli_args = argv[argv.index("miredoctl.cli") + 1:]
+    got = cli._context(cli.build_parser().parse_args(cli_args)).paths
+    assert (got.root, got.lib_root, got.logs, got.name) == \
+        (paths.root, bases / "elsewhere", paths.logs, "edge")
