@@ -39,7 +39,6 @@ from engine.runtime.privsep import Account, PrivsepError, drop_privileges
 from engine.runtime.signals import set_parent_death_signal
 from engine.runtime.sockets import BindError, open_udp
 from engine.runtime.status_server import StatusServer
-from engine.runtime.upnp_keeper import UpnpKeeper
 
 MONOTONIC_STATUS_KEYS = ("last_qualified", "last_change", "server_last_seen")
 DISCOVERY_SOCK = 2
@@ -64,6 +63,7 @@ GSO_FATAL = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno
 
 if TYPE_CHECKING:
     from engine.config.model import EngineConfig
+    from engine.runtime.upnp_keeper import UpnpKeeper
 
 log = get_logger()
 
@@ -235,6 +235,10 @@ class Worker:
             if ip == "0.0.0.0":
                 role.set_upnp_mapping(None, "no LAN address to search from")
             else:
+                # imported here, before the worker drops privileges (run_worker), and only
+                # by a client that uses it: http.client and xml cost the relay nothing
+                from engine.runtime.upnp_keeper import UpnpKeeper
+
                 self._upnp = UpnpKeeper(ip, port)
                 self.loop.add_reader(self._upnp.fileno(), self._on_upnp)
 
