@@ -199,10 +199,13 @@ def adopt_legacy(fleet_dir: Path, paths: StatePaths) -> StatePaths:
         return paths
     if alive(old):
         return old
-    with fleet_lock(old, "move to the named layout", notify=lambda _m: None):
-        paths.ensure()
-        _move_tree(old.histories, paths.histories)
-        _move_tree(old.logs, paths.logs)
+    try:
+        with fleet_lock(old, "move to the named layout", notify=lambda _m: None):
+            paths.ensure()
+            _move_tree(old.histories, paths.histories)
+            _move_tree(old.logs, paths.logs)
+    except (OSError, MiredoctlError):
+        return old  # not ours to move (a reader without write access): the next root command
     shutil.rmtree(old.root, ignore_errors=True)
     print(f"miredoctl: moved this fleet's histories and logs from {old.root} to "
           f"{paths.histories.parent} and {paths.logs} (the layout by fleet name)",

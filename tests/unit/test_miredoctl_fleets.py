@@ -320,3 +320,23 @@ def test_the_exporter_program_gets_the_same_three_folders(bases: Path) -> None:
     got = cli._context(cli.build_parser().parse_args(cli_args)).paths
     assert (got.root, got.lib_root, got.logs, got.name) == \
         (paths.root, bases / "elsewhere", paths.logs, "edge")
+
+
+def test_an_old_folder_that_cannot_be_moved_is_still_used(bases: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command without write access (a member of the readers' group) must still find the
+    fleet: it goes on reading the old folder, and the next command that can moves it."""
+    fleet = _fleet(bases / "f", "edge")
+    old = StatePaths(bases / "run" / fleet_hash(fleet))
+    old.ensure()
+    old.history("c1").write_text('{"t": 1, "state": "RUNNING"}\n')
+
+    def refused(src: Path, dest: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(dest))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fleets, "_move_tree", refused)
+        assert fleets.fleet_paths(fleet).root == old.root
+        assert old.history("c1").exists()
+    assert fleets.fleet_paths(fleet).root == bases / "run" / "edge"
+    assert not old.root.exists()
