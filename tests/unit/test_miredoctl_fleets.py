@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from miredoctl import cli, fleets
+from miredoctl import cli, fleets, service
 from miredoctl.errors import MiredoctlError, UsageError
 from miredoctl.inventory import load_fleet
 from miredoctl.listeners import history
@@ -340,3 +340,19 @@ def test_an_old_folder_that_cannot_be_moved_is_still_used(bases: Path,
         assert old.history("c1").exists()
     assert fleets.fleet_paths(fleet).root == bases / "run" / "edge"
     assert not old.root.exists()
+
+
+def test_the_unit_of_a_fleet_still_in_the_old_folder_names_the_new_ones(bases: Path) -> None:
+    """After the reboot the unit is for, the old folder is gone: the unit must not name it."""
+    fleet = _fleet(bases / "f", "edge")
+    old = StatePaths(bases / "run" / fleet_hash(fleet))
+    engine = _fake_engine(old, "client1")
+    try:
+        paths = fleets.fleet_paths(fleet)
+        assert paths.root == old.root  # adopted while it runs
+        text = service.render_unit(fleet, paths)
+    finally:
+        engine.kill()
+        engine.wait()
+    assert f"PIDFile={bases / 'run' / 'edge' / 'supervisord.pid'}" in text.splitlines()
+    assert str(old.root) not in text and "--state-dir" not in text
