@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := miredo miredo-server iproute2 nftables iputils-ping tcpdump iperf3 procps prometheus miniupnpd miniupnpc \
-	openssh-server openssh-client systemd zsh
+	openssh-server openssh-client python3-venv systemd zsh
 
 .PHONY: demo test lint bench flood-bench fuzz deps venv clean
 
