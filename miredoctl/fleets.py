@@ -158,9 +158,13 @@ def fleet_paths(fleet_dir: Path, *, project: str | None = None, state_dir: str |
     A fleet still running from the hash-named folder of earlier releases keeps it until it is
     stopped (`adopt_legacy`): moving a running supervisord's socket would orphan it.
     """
-    name = fleet_name(fleet_dir, project)
-    if state_dir:
+    if state_dir:  # the folder is given: a bad name (the inventory reports it) stops nothing
+        try:
+            name = fleet_name(fleet_dir, project)
+        except UsageError:
+            name = ""
         return StatePaths(Path(state_dir), name=name)
+    name = fleet_name(fleet_dir, project)
     paths = StatePaths(Path(run_dir) if run_dir else run_base() / name,
                        Path(lib_dir) if lib_dir else lib_base() / name,
                        Path(log_dir) if log_dir else log_base() / name, name=name)

@@ -356,3 +356,10 @@ def test_the_unit_of_a_fleet_still_in_the_old_folder_names_the_new_ones(bases: P
         engine.wait()
     assert f"PIDFile={bases / 'run' / 'edge' / 'supervisord.pid'}" in text.splitlines()
     assert str(old.root) not in text and "--state-dir" not in text
+
+
+def test_a_bad_name_stops_nothing_when_the_state_folder_is_given(bases: Path) -> None:
+    fleet = _fleet(bases / "f", "Bad Name")
+    assert fleets.fleet_paths(fleet, state_dir=str(bases / "S")).root == bases / "S"
+    with pytest.raises(UsageError, match=r"defaults\.yaml:\d+: the fleet name must be"):
+        fleets.fleet_paths(fleet)
