@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state-dir", required=True, type=Path)
     p.add_argument("--commit", required=True)
     p.add_argument("--dirty", action="store_true")
+    p.add_argument("--fleet", type=Path, default=None,
+                   help="use this fleet folder as it is, nothing unpacked (the controller's "
+                        "own instances without host:, for logs -f)")
     p.add_argument("--expect", default=None, help="the controller's version+fingerprint")
     p.add_argument("--install", default=None, help="the controller's install_id")
     p.add_argument("--settle", type=float, default=0.0,
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(envelope))
         return schema.EXIT_VERSION
     try:
-        fleet = _unpack(opts.root, opts.commit, bundle)
+        fleet = opts.fleet or _unpack(opts.root, opts.commit, bundle)
     except (OSError, RuntimeError, tarfile.TarError) as exc:
         envelope.update(rc=1, stderr=f"cannot unpack the fleet on {opts.host}: {exc}")
         print(json.dumps(envelope))

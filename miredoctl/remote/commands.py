@@ -21,6 +21,7 @@ from miredoctl.errors import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNKNOWN
 from miredoctl.inventory import Fleet
 from miredoctl.listeners import timedlog
 from miredoctl.remote import hosts as hosts_mod
+from miredoctl.remote import sshdirect
 from miredoctl.remote.orchestrate import (
     LOCAL,
     Controller,
@@ -136,22 +137,20 @@ def _follow(args: argparse.Namespace, controller: Controller,
             per_host: dict[str, list[str]]) -> int:
     """`logs -f`: a long-running agent per host over plain ssh, merged by time (follow.py)."""
     from miredoctl.remote import follow, schema
-    if LOCAL in per_host:
-        print("miredoctl: instances without host: are not followed here; run `logs -f` for "
-              "them without hosts.yaml", file=sys.stderr)
     remote = [h for h in per_host if h != LOCAL]
-    if not remote:
-        return EXIT_OK
-    targets = controller.direct(remote)
-    if targets is None:
+    direct = controller.direct(remote) if remote else {}
+    if direct is None:
         raise UsageError("logs -f across hosts needs plain ssh to every selected host (no "
                          "templated hosts.yaml values, passwords, other connection or become "
                          "methods, MIREDOCTL_REMOTE_VIA=ansible); use logs -n/--since")
-    b = controller.bundle
-    common = ["--commit", b.commit, "--expect", schema.identity(),
-              "--install", schema.install_id(), *(["--dirty"] if b.dirty else []), "--"]
-    return follow.follow(targets, {h: [*common, *per_host[h]] for h in remote}, b.b64,
-                         args.lines, as_json=args.json)
+    targets: dict[str, sshdirect.Target | follow.LocalTarget] = dict(direct)
+    if LOCAL in per_host:
+        targets[LOCAL] = follow.LocalTarget(controller.fleet_dir, controller.state_dir)
+    b = controller.bundle if remote else None
+    common = ["--commit", b.commit if b else "local", "--expect", schema.identity(),
+              "--install", schema.install_id(), *(["--dirty"] if b and b.dirty else []), "--"]
+    return follow.follow(targets, {h: [*common, *per_host[h]] for h in per_host},
+                         b.b64 if b else "", args.lines, as_json=args.json)
 
 
 # -- metrics --------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ after a younger line of another; the hold puts them back in order.
 
 The agent's stdin stays open for as long as the stream runs: when the controller goes (Ctrl-C,
 a kill, a dropped connection), the agent sees its stdin end and exits, so nothing is left
-running on the hosts.
+running on the hosts. The controller's own instances (no `host:`) are followed by the same
+agent run here on the working tree (`LocalTarget`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,27 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from miredoctl.listeners import timedlog
 from miredoctl.remote.sshdirect import Target
+
+
+@dataclass
+class LocalTarget:
+    """The controller's own instances (no `host:`): the same streaming agent, run here on the
+    working tree, as every other command treats them."""
+
+    fleet: Path
+    state: Path
+
+    def command(self, agent_args: list[str]) -> list[str]:
+        return [sys.executable, "-m", "miredoctl.remote.agent", "--host", "",
+                "--root", str(self.state), "--state-dir", str(self.state),
+                "--fleet", str(self.fleet), *agent_args]
+
 
 FIRST_WAIT = 10.0  # seconds for every host's last lines before printing what came
 HOLD = 1.0  # seconds a new line waits for older lines of other hosts
@@ -42,8 +60,9 @@ def _key(line: dict[str, Any]) -> float:
     return -1.0 if line.get("time") is None else float(line["time"])
 
 
-def follow(targets: dict[str, Target], agent_args: dict[str, list[str]], bundle: str, last: int,
-           *, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def follow(targets: dict[str, Target | LocalTarget], agent_args: dict[str, list[str]],
+           bundle: str, last: int, *, as_json: bool, out: TextIO = sys.stdout,
+           err: TextIO = sys.stderr) -> int:
     """Stream until every host's stream ends (or Ctrl-C / SIGTERM); 5 when a host could not be
     reached, 1 when a host refused, else 0."""
     events: queue.Queue[tuple[str, str | None]] = queue.Queue()
