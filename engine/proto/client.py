@@ -254,11 +254,19 @@ class ClientRole(TeredoTunnel):
         self.ext.set_upnp(mapping, why)
 
     def _upnp_holds_back(self, peer: bytes, dst: Endpoint) -> bool:
-        """True: do not send directly to `dst` (peer `peer`'s mapping) yet, see above."""
+        """True: do not send directly to `dst` (peer `peer`'s mapping) yet, see above.
+
+        Only towards a peer that has shown it speaks RFC 6081 (its trailers), or in the
+        first bubble round to a peer not heard from yet: a peer without the extensions never
+        bubbles our mapping, and from the second round on it gets RFC 4380's direct bubble
+        (§3.1 may still reach it) as it would without UPnP."""
         if self.ext.upnp_endpoint is None or self.mapped is None or dst[0] == self.mapped[0]:
             return False
         p = self.peers.get(peer)
-        return p is None or not p.trusted or p.mapping != dst
+        if p is not None and p.trusted and p.mapping == dst:
+            return False
+        t = self.peers.tick(self._last_now)
+        return self.ext.speaks(peer, t) or p is None or p.bubbles <= 1
 
     def _remap(self, start: int) -> None:
         """Send traffic for a peer we reached through an extra socket from that socket."""
@@ -362,6 +370,8 @@ class ClientRole(TeredoTunnel):
             return
         pkt = dgram.ipv6
         tr = self._trailers_of(data, dgram)
+        if tr:
+            self.ext.heard(pkt[8:24], int(now))
         self._cur_tr = tr
         self._rx_packet(pkt, src, sock, now)
         self._cur_tr = None

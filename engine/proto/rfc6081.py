@@ -185,6 +185,7 @@ class Rfc6081:
         self._alt_sent = _Records()  # peer address -> True (we sent it our private addresses)
         self._predicted = _Records()  # peer address -> the port our Random Port trailer named
         self._slr = _Records(SLR_SECONDS)  # peer address -> True: it answers ND solicitations
+        self._speakers = _Records()  # peer address -> True: its packets carried trailers
         self._offered: dict[bytes, set[str]] = {}  # peer -> extensions our bubbles used
         self.used: dict[bytes, set[str]] = {}  # peer -> extensions that made it reachable
         self.counts: dict[str, int] = dict.fromkeys((*NAMES, PORT_PREDICTION), 0)
@@ -420,6 +421,13 @@ class Rfc6081:
         if ok:
             self._note(peer, SYMMETRIC)
         return ok
+
+    def heard(self, peer: bytes, t: int) -> None:
+        """A packet from Teredo source `peer` carried trailers: it speaks RFC 6081."""
+        self._speakers.put(peer, True, t)
+
+    def speaks(self, peer: bytes, t: int) -> bool:
+        return bool(self._speakers.get(peer, t))
 
     def is_our_nonce(self, peer: bytes, nonce: bytes, t: int) -> bool:
         return self._nonces.get(peer, t) == nonce

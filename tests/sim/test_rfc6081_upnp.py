@@ -104,3 +104,24 @@ def test_the_directive_in_a_config_file():
     with pytest.raises(ConfigError, match=r"t\.conf:2: UpnpSymmetricNat"):
         parse_config("ServerAddress 203.0.113.10\nUpnpSymmetricNat maybe\n", "t.conf",
                      resolver=lambda h: h)
+
+
+@pytest.mark.parametrize("peer", ["restricted", "port_restricted", "full_cone"])
+@pytest.mark.parametrize("initiator", [0, 1])
+def test_a_peer_without_extensions_fares_as_without_upnp(peer, initiator):
+    """Towards a plain RFC 4380 peer (it never bubbles our mapping) the mapping changes
+    nothing: from the second bubble round on A sends RFC 4380's direct bubbles again, so
+    what worked without UPnP (§3.1 against a restricted or full-cone NAT) still works."""
+    off = {"extensions": ExtensionSet.none()}
+    results = []
+    for fact in (False, True):
+        lab = PairLab("symmetric_random", peer, client_kw=ON, client_kw_b=off)
+        inside = lab.atts[0].address(0)
+        lab.nats[0].forward(inside[1], inside)
+        if fact:
+            lab.a.set_upnp_mapping((lab.nats[0].external_ip, inside[1], LEASE), "")
+            assert lab.a.status()["rfc6081"]["upnp"]["advertised"]
+        results.append(lab.ping_pong(8, initiator=initiator))
+    assert results[0] == results[1]
+    if peer != "port_restricted" and initiator == 1:
+        assert results[1] == (8, 8)  # a reference that can fail: these pairs do work
