@@ -4,6 +4,7 @@ temporary folder, and `systemd-analyze verify` on every unit (miredoctl/service.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -158,3 +159,34 @@ def test_shipped_miredo_drop_in_is_read_and_verifies(tmp_path: Path) -> None:
         fh.write("NoSuchSetting=1\n")
     proc = verify(Path("miredo.service"), env=env)
     assert "teredo-fleet.conf" in proc.stderr and "NoSuchSetting" in proc.stderr
+
+
+def test_with_systemd_running_install_enables_and_uninstall_disables(
+        bases: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The path this container cannot take for real (its PID 1 is not systemd): a systemctl
+    of our own on PATH records what it was asked, /run/systemd/system is a folder of ours."""
+    booted = bases / "systemd-system"
+    booted.mkdir()
+    monkeypatch.setattr(service, "SYSTEMD_RUNNING", booted)
+    calls = bases / "calls"
+    fake = bases / "bin" / "systemctl"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n"
+                    "case \"$1\" in is-active) echo active;; is-enabled) echo enabled;; esac\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    fleet = bases / "fleet"
+    unit = "miredoctl-unit-test.service"
+    assert cli.main(["--fleet", str(fleet), "service", "install"]) == 0
+    assert f"enabled {unit}" in capsys.readouterr().out
+    assert cli.main(["--fleet", str(fleet), "service", "status", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["systemd"], data["active"], data["enabled"]) == (True, "active", "enabled")
+    assert cli.main(["--fleet", str(fleet), "service", "uninstall"]) == 0
+    assert calls.read_text().splitlines() == [
+        "daemon-reload", f"enable {unit}", f"is-active {unit}", f"is-enabled {unit}",
+        f"disable {unit}", "daemon-reload"]
+    fake.write_text("#!/bin/sh\necho 'Failed to connect to bus' >&2\nexit 1\n")
+    assert cli.main(["--fleet", str(fleet), "service", "install"]) == 1
+    assert "systemctl daemon-reload failed: Failed to connect to bus" in capsys.readouterr().err
