@@ -427,6 +427,8 @@ def identify(paths: StatePaths, argv: list[str], cwd: str = "/") -> str | None:
         return "_reaper"
     if "miredoctl.listeners.logstamp" in argv and norm(paths.timed_logs) in given("--logs"):
         return "_logstamp"
+    if "miredoctl.listeners.health" in argv and norm(paths.histories) in given("--history"):
+        return "_healer"
     return None
 
 

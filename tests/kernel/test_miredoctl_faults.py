@@ -42,6 +42,13 @@ BREAK_PROGRAM = """
 import miredoctl.render as r
 r.PROGRAM_SETTINGS["startsecs"] = "soon"
 """
+# The relay's program is `false`: it exits at once, every start.
+EXIT_AT_ONCE = """
+import miredoctl.render as r
+real = r.engine_command
+r.engine_command = lambda inst, paths: (["/bin/false"] if inst.name == "relay"
+                                        else real(inst, paths))
+"""
 MAIN = "\nimport sys\nfrom miredoctl.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
@@ -256,16 +263,17 @@ def test_a_failed_first_up_leaves_nothing_running(ctl_factory) -> None:  # noqa:
     """Nothing ran before: a failed `up` must not leave the supervisord it started (nor the
     engines that did start) behind, or the fleet would run half-up with nobody having asked."""
     ctl = ctl_factory()
-    relay = ctl.fleet / "relay.yaml"
-    # an address the relay's namespace does not have: its engine cannot bind and exits
-    relay.write_text(relay.read_text().replace("203.0.113.20", "203.0.113.99"))
-    proc = ctl.run("up", "--json", expect=None)
+    # the relay's program exits at once, every time: supervisord gives it up (FATAL), however
+    # slow the machine (an engine that fails by itself may outlive startsecs under load)
+    proc = _run_injected(ctl, EXIT_AT_ONCE, "up", "--json")
     assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
     got: dict[str, list[str]] = {}
     for r in json.loads(proc.stdout)["results"]:
         got.setdefault(r["name"], []).append(r["action"])
     assert "failed" in got["relay"], got
     assert all(got[n][-1] == "rolled back" for n in ("client1", "client2", "server", "relay")), got
+    assert got["supervisord"] == ["stopped"], got
     assert not (ctl.state / "supervisor.sock").exists()
     assert fleet_processes(StatePaths(ctl.state)) == {}
     status = ctl.json("status", expect=None)

@@ -158,6 +158,9 @@ def test_engines_and_helpers_are_recognised_in_the_split_layout(bases: Path) -> 
                             str(paths.histories)]) == "_reaper"
     assert identify(paths, ["python", "-m", "miredoctl.listeners.logstamp", "--logs",
                             str(paths.timed_logs)]) == "_logstamp"
+    # the health listener too: a dead supervisord's healer must be found and stopped
+    assert identify(paths, ["python", "-m", "miredoctl.listeners.health", "--history",
+                            str(paths.histories), "--socket", str(paths.socket)]) == "_healer"
 
 
 def test_old_hash_folder_moves_histories_and_logs_when_nothing_runs(bases: Path) -> None:
