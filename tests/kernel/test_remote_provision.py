@@ -90,6 +90,12 @@ def test_bootstrap_is_idempotent_and_an_older_host_is_upgraded(fleet: Fleet) -> 
         rc, st = fleet.json("status")
         assert rc == 0 and {r["state"] for r in st["instances"]} == {"RUNNING"}, st
         assert not any(h["upgraded"] for h in st["hosts"]), st
+        # the same through a read-only command (plain ssh; the upgrade goes through ansible)
+        meta.write_text(meta.read_text().replace(f"Version: {schema.version()}\n",
+                                                 "Version: 0.0.1\n", 1))
+        rc, st = fleet.json("status")
+        assert rc == 0 and by_host(st)["host3"]["upgraded"], st
+        assert {r["state"] for r in st["instances"]} == {"RUNNING"}, st
         assert _installed_version(python).startswith(schema.version() + "+")
         rc, doc = fleet.json("hosts", "--host", "host3")
         assert rc == 0 and doc["hosts"][0]["version"] == _installed_version(python), doc
