@@ -441,6 +441,9 @@ def test_killed_sshd_is_unreachable_and_the_others_are_served(fleet: Fleet) -> N
     assert len(r.stdout.splitlines()) == 4  # one line per instance, the ssh error on it
     r = fleet.miredoctl("hosts")
     assert r.returncode == 5 and " NO " in r.stdout.splitlines()[3], r.stdout
+    rc, doc = fleet.json("hosts", "bootstrap", "host3")
+    assert rc == 5 and doc["hosts"][0]["outcome"] == "unreachable", doc
+    assert "Connection refused" in doc["hosts"][0]["detail"], doc
     rc, doc = fleet.json("down")
     hosts = by_host(doc)
     assert rc == 5 and hosts["host3"]["outcome"] == "unreachable", doc
