@@ -126,7 +126,10 @@ def follow(targets: dict[str, Target | LocalTarget], agent_args: dict[str, list[
             if text is None:
                 live.discard(host)
                 waiting.discard(host)
-                failed.setdefault(host, _why_ended(procs[host]))
+                if host not in failed:
+                    failed[host] = _why_ended(procs[host])
+                    if failed[host]:  # said at once: the other hosts' stream goes on
+                        print(f"miredoctl: {host}: {failed[host]}", file=err, flush=True)
                 continue
             try:
                 doc = json.loads(text)
@@ -134,6 +137,7 @@ def follow(targets: dict[str, Target | LocalTarget], agent_args: dict[str, list[
                 continue
             if "schema" in doc:  # the agent's envelope: it refused (version, unpack)
                 failed[host] = str(doc.get("stderr") or f"agent exit {doc.get('rc')}")
+                print(f"miredoctl: {host}: refused ({failed[host]})", file=err, flush=True)
                 continue
             if doc.get("live"):
                 waiting.discard(host)
@@ -157,10 +161,9 @@ def follow(targets: dict[str, Target | LocalTarget], agent_args: dict[str, list[
             except subprocess.TimeoutExpired:
                 proc.kill()
     code = 0
-    for host, why in sorted(failed.items()):
+    for why in failed.values():
         if not why:
             continue
-        print(f"miredoctl: {host}: {why}", file=err)
         code = 5 if "unreachable" in why else max(code, 1)
     return code
 

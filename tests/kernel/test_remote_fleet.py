@@ -386,6 +386,19 @@ def test_another_teredo_fleet_on_a_host_is_refused(fleet: Fleet) -> None:
         assert hosts["host1"]["outcome"] == hosts["host2"]["outcome"] == "done"
         rc, doc = fleet.json("up")
         assert rc == 1 and by_host(doc)["host3"]["outcome"] == "failed", doc
+        # logs -f does not upgrade either: it says so at once and follows the others
+        proc = subprocess.Popen([sys.executable, "-m", "miredoctl.cli", "--fleet",
+                                 str(fleet.root), "--state-dir", str(fleet.state), "logs",
+                                 "-f", "-n", "1"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stderr is not None
+            line = proc.stderr.readline()  # blocks until the first complaint (or the end)
+            assert line.startswith("miredoctl: host3: refused (teredo-fleet "), line
+            assert proc.poll() is None  # still following host1 and host2
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=30)
     finally:
         fleet.commit({"hosts.yaml": hosts_yaml}, "host3 back to this teredo-fleet")
 
