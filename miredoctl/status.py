@@ -9,10 +9,7 @@ address, so those are decoded from it.
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import pwd
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,13 +20,12 @@ from miredoctl.inventory import Fleet, Instance
 from miredoctl.kernelview import KernelView
 from miredoctl.listeners import healthrules as health_check
 from miredoctl.listeners import history
+from miredoctl.listeners.engineprobe import SOCKET_TIMEOUT, decode_teredo, query_engine
 from miredoctl.listeners.timedlog import LogLine, display_time
 from miredoctl.procs import alive
 from miredoctl.state import FleetProcess, StatePaths, fleet_processes
 from miredoctl.supervisord import ACTIVE_STATES, RUNNING_NAME, STOPPED_NAME, state_of
 
-TEREDO_NET = ipaddress.IPv6Network("2001::/32")
-SOCKET_TIMEOUT = 2.0
 # A RUNNING engine whose status socket does not answer within SOCKET_TIMEOUT, or whose parent
 # answers for a worker that does not (contract §4: `worker` other than "running"): the process
 # exists, so supervisord says RUNNING, but it forwards nothing. `status` exits 3 for it.
@@ -114,38 +110,6 @@ class InstanceStatus:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def decode_teredo(address: str) -> tuple[str, str, int] | None:
-    """(server IPv4, mapped IPv4, mapped port) from a Teredo address (RFC 4380 §4)."""
-    try:
-        addr = ipaddress.IPv6Address(address)
-    except ValueError:
-        return None
-    if addr not in TEREDO_NET:
-        return None
-    raw = addr.packed
-    server = str(ipaddress.IPv4Address(raw[4:8]))
-    port = int.from_bytes(raw[10:12], "big") ^ 0xFFFF
-    client = str(ipaddress.IPv4Address(bytes(b ^ 0xFF for b in raw[12:16])))
-    return server, client, port
-
-
-def query_engine(path: Path, timeout: float = SOCKET_TIMEOUT) -> dict[str, Any]:
-    """One `status` request on an engine's status socket (contract §4)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        sock.sendall(b"status\n")
-        chunks = []
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-            if data.endswith(b"\n"):
-                break
-    return json.loads(b"".join(chunks).decode())
 
 
 def process_tree(pid: int) -> str:

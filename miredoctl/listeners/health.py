@@ -39,6 +39,7 @@ from supervisor.xmlrpc import Faults, SupervisorTransport
 
 from miredoctl.listeners import healthrules as health
 from miredoctl.listeners import history
+from miredoctl.listeners.engineprobe import decode_teredo, query_engine
 from miredoctl.listeners.notify import HEALTH_ACTION, Notifier
 
 RPC_TIMEOUT = 30.0  # a stop waits up to stopwaitsecs (10 s) and the kill after it
@@ -96,24 +97,6 @@ def try_fleet_lock(lock: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def query_status(path: Path, timeout: float) -> Any:
-    """One `status` request on teredo-engine's status socket (contract §4), as `status` makes
-    it (listeners import none of the command's modules: docs/architecture.md)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        sock.sendall(b"status\n")
-        chunks = []
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-            if data.endswith(b"\n"):
-                break
-    return json.loads(b"".join(chunks).decode())
-
-
 def teredo_address(netns: str | None, interface: str) -> str | None:
     """The Teredo address (2001::/32) on a tunnel interface, as the kernel shows it in the
     instance's namespace; None when there is none (not qualified) or no such interface."""
@@ -126,7 +109,7 @@ def teredo_address(netns: str | None, interface: str) -> str | None:
     for link in links if isinstance(links, list) else []:
         for info in link.get("addr_info", []) if isinstance(link, dict) else []:
             local = info.get("local", "") if isinstance(info, dict) else ""
-            if health.decode_teredo(local):
+            if decode_teredo(local):
                 return local
     return None
 
@@ -213,7 +196,7 @@ class Listener:
         (starting, gone), is no answer: the next tick looks again."""
         if inst.engine == "teredo-engine":
             try:
-                answer = query_status(self.run / f"{inst.name}.sock", PROBE_TIMEOUT)
+                answer = query_engine(self.run / f"{inst.name}.sock", PROBE_TIMEOUT)
             except TimeoutError:
                 return health.Probe(pid, started, False)
             except (OSError, ValueError):
@@ -233,7 +216,7 @@ class Listener:
         address = teredo_address(inst.netns, inst.interface)
         if address is None:
             return health.Probe(pid, started, False)
-        decoded = health.decode_teredo(address)
+        decoded = decode_teredo(address)
         mapped_text = f"{decoded[1]}:{decoded[2]}" if decoded else None
         return health.Probe(pid, started, True, address, mapped_text)
 

@@ -26,7 +26,6 @@ Files (next to `history/`, so they live where the histories live):
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import os
@@ -228,24 +227,6 @@ def actions(histories: Path, name: str) -> list[ActionRecord]:
         except (ValueError, KeyError, TypeError, RecursionError):
             continue
     return out
-
-
-TEREDO_NET = ipaddress.IPv6Network("2001::/32")
-
-
-def decode_teredo(address: str) -> tuple[str, str, int] | None:
-    """(server IPv4, mapped IPv4, mapped port) of a Teredo address (RFC 4380 §4), as `status`
-    decodes it for Debian's miredo; None for any other address."""
-    try:
-        addr = ipaddress.IPv6Address(address)
-    except ValueError:
-        return None
-    if addr not in TEREDO_NET:
-        return None
-    raw = addr.packed
-    port = int.from_bytes(raw[10:12], "big") ^ 0xFFFF
-    client = str(ipaddress.IPv4Address(bytes(b ^ 0xFF for b in raw[12:16])))
-    return str(ipaddress.IPv4Address(raw[4:8])), client, port
 
 
 # -- decisions -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from miredoctl.errors import InventoryError
 from miredoctl.inventory import load_fleet
 from miredoctl.listeners import healthrules as health
 from miredoctl.listeners import history
+from miredoctl.listeners.engineprobe import decode_teredo
 from miredoctl.listeners.health import Listener
 from miredoctl.listeners.notify import Notifier, NotifyTarget, deliver
 
@@ -387,7 +388,7 @@ def test_a_miredo_client_is_judged_by_the_teredo_address_on_its_interface(
         {"local": "fe80::ffff:ffff:ffff", "prefixlen": 64}, {"local": teredo, "prefixlen": 32}]}])
     assert listener_mod.teredo_address("ns1", "teredo") == teredo
     assert seen[-1] == ["ip", "-n", "ns1", "-j", "-6", "addr", "show", "dev", "teredo"]
-    assert health.decode_teredo(teredo) == ("203.0.113.10", "198.51.100.1", 50282)
+    assert decode_teredo(teredo) == ("203.0.113.10", "198.51.100.1", 50282)
     answer["out"] = json.dumps([{"ifname": "teredo", "addr_info": [
         {"local": "fe80::ffff:ffff:ffff", "prefixlen": 64}]}])
     assert listener_mod.teredo_address(None, "teredo") is None  # up, not qualified
