@@ -42,6 +42,20 @@ def unique_prefix() -> str:
     raise RuntimeError("no free lab prefix after 100 tries (stale namespaces in /run/netns?)")
 
 
+def module_lab() -> Iterator[NetnsLab]:
+    """The default lab under a fresh prefix, for a module-scoped fixture to `yield from`: one
+    lab per test module, torn down also when its build or a test fails."""
+    reason = _missing_tools()
+    if reason:
+        pytest.skip(reason)
+    lab = NetnsLab(LabSpec(prefix=unique_prefix()))
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()
+
+
 @pytest.fixture
 def lab_factory(request: pytest.FixtureRequest) -> Iterator[LabFactory]:
     """`lab_factory(**LabSpec fields, check=True)` builds a lab; all are removed at teardown,

@@ -24,8 +24,8 @@ import pytest
 
 from miredoctl.state import StatePaths, fleet_hash, fleet_processes
 from teredolab import netns
-from teredolab.topology import LabSpec, NetnsLab
-from tests.kernel.conftest import _missing_tools, unique_prefix
+from teredolab.topology import NetnsLab
+from tests.kernel.conftest import module_lab
 from tests.kernel.test_miredoctl_fleet import ENGINE_ROLES, make_fleet
 
 pytestmark = pytest.mark.kernel
@@ -33,15 +33,7 @@ pytestmark = pytest.mark.kernel
 
 @pytest.fixture(scope="module")
 def boot_lab() -> Iterator[NetnsLab]:
-    reason = _missing_tools()
-    if reason:
-        pytest.skip(reason)
-    lab = NetnsLab(LabSpec(prefix=unique_prefix()))
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
+    yield from module_lab()
 
 
 class Host:

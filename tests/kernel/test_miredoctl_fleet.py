@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from teredolab import netns
-from teredolab.topology import DEFAULT_PREFIX, LabSpec, NetnsLab
-from tests.kernel.conftest import _missing_tools, unique_prefix
+from teredolab.topology import DEFAULT_PREFIX, NetnsLab
+from tests.kernel.conftest import module_lab
 
 pytestmark = pytest.mark.kernel
 
@@ -31,15 +31,7 @@ ENGINE_ROLES = ("srv", "rly", "cli", "cli2")
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[NetnsLab]:
-    reason = _missing_tools()
-    if reason:
-        pytest.skip(reason)
-    lab = NetnsLab(LabSpec(prefix=unique_prefix()))
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
+    yield from module_lab()
 
 
 class Ctl:

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from teredolab import netns
-from teredolab.topology import LabSpec, NetnsLab
-from tests.kernel.conftest import _missing_tools, unique_prefix
+from teredolab.topology import NetnsLab
+from tests.kernel.conftest import module_lab
 from tests.kernel.test_miredoctl_fleet import ENGINE_ROLES, ROOT, Ctl, make_fleet
 
 pytestmark = pytest.mark.kernel
@@ -28,15 +28,7 @@ pytestmark = pytest.mark.kernel
 
 @pytest.fixture(scope="module")
 def gitlab() -> Iterator[NetnsLab]:
-    reason = _missing_tools()
-    if reason:
-        pytest.skip(reason)
-    lab = NetnsLab(LabSpec(prefix=unique_prefix()))
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
+    yield from module_lab()
 
 
 def git(repo: Path, *args: str) -> str:
