@@ -31,6 +31,7 @@ import yaml
 
 from miredoctl.errors import MiredoctlError, UsageError
 from miredoctl.inventory import Fleet, Instance, _endpoints
+from miredoctl.procs import read_pid
 from miredoctl.state import (
     DEFAULT_LIB_BASE,
     DEFAULT_LOG_BASE,
@@ -180,10 +181,10 @@ def legacy_paths(fleet_dir: Path, name: str = "") -> StatePaths:
 
 def supervisord_alive(paths: StatePaths) -> int | None:
     """The pid of this folder's supervisord if its pid file names a live one, else None."""
+    pid = read_pid(paths.supervisord_pid)
     try:
-        pid = int(paths.supervisord_pid.read_text().split()[0])
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError, IndexError):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid else []
+    except OSError:
         return None
     if any(b"supervisord" in a for a in argv) and str(paths.supervisord_conf).encode() in argv:
         return pid

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def exec_argv(ns: str, argv: Sequence[str], ip: str = "ip") -> list[str]:
@@ -36,3 +37,15 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid a pid file names, None when it is missing, empty or not a number.
+
+    Daemons (miredo, supervisord, our engine) create the file before they write the number, so
+    a reader can find it empty: that is "not written yet", not an error.
+    """
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from miredoctl import access
 from miredoctl.errors import MiredoctlError, StateFolderError
+from miredoctl.procs import read_pid
 
 DEFAULT_STATE_BASE = Path("/run/miredoctl")  # runtime: sockets, pid files, the lock
 DEFAULT_LIB_BASE = Path("/var/lib/miredoctl")  # persistent: configs, histories, the record
@@ -471,9 +472,8 @@ def fleet_processes(paths: StatePaths) -> dict[str, FleetProcess]:
         groups = dict(procs)
         main = None
         if not name.startswith("_"):
-            with contextlib.suppress(OSError, ValueError):
-                written = int(paths.pidfile(name).read_text().split()[0])
-                main = written if written in groups else None
+            written = read_pid(paths.pidfile(name))  # None also while it is being written
+            main = written if written in groups else None
         if main is None:  # no pid file (yet, or removed): the group leader, else the oldest
             main = next((p for p in members if groups[p] == p), members[0])
         started = None

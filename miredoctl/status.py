@@ -22,7 +22,7 @@ from miredoctl.listeners import healthrules as health_check
 from miredoctl.listeners import history
 from miredoctl.listeners.engineprobe import SOCKET_TIMEOUT, decode_teredo, query_engine
 from miredoctl.listeners.timedlog import LogLine, display_time
-from miredoctl.procs import alive
+from miredoctl.procs import alive, read_pid
 from miredoctl.state import FleetProcess, StatePaths, fleet_processes
 from miredoctl.supervisord import ACTIVE_STATES, RUNNING_NAME, STOPPED_NAME, state_of
 
@@ -311,11 +311,8 @@ def _unresponsive(st: InstanceStatus, why: str, tunnel: str) -> None:
 
 def _pidfile_pid(path: Path) -> int | None:
     """The pid Debian's miredo wrote (its root parent, which supervisord runs), if alive."""
-    try:
-        pid = int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if alive(pid) else None
+    pid = read_pid(path)
+    return pid if pid is not None and alive(pid) else None
 
 
 # -- formatting ------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from supervisor.xmlrpc import Faults, SupervisorTransport
 
 from miredoctl import access
 from miredoctl.errors import MiredoctlError, SupervisorUnreachable, one_line
-from miredoctl.procs import alive
+from miredoctl.procs import alive, read_pid
 from miredoctl.state import StatePaths
 
 RPC_TIMEOUT = 60.0  # long enough for a stop that waits stopwaitsecs, short enough to not hang
@@ -227,10 +227,7 @@ class SupervisordClient:
                                     f"(log {self.paths.supervisord_log})")
 
     def _daemon_pid(self) -> int | None:
-        try:
-            return int(self.paths.supervisord_pid.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None  # not written yet
+        return read_pid(self.paths.supervisord_pid)  # None: not written yet
 
     def shutdown(self) -> None:
         """Stop supervisord (it stops every engine first) and wait until its pid is gone."""
