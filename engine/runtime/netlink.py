@@ -202,20 +202,22 @@ class TunnelInterface:
         Each relay owning a route of its own, the lowest metric carries the traffic and the
         next one takes over when a relay stops. A relay adding its route at the same moment
         as another gets EEXIST and takes the next metric."""
-        for _attempt in range(RELAY_METRIC_SPAN):
-            taken: set[int] = set()
-            for route in self._run("list routes", ipr.get_routes, family=socket.AF_INET6,
-                                   table=MAIN_TABLE) or ():
-                if route["dst_len"] != 32 or route.get("dst") != dst:
-                    continue
-                if route.get("oif") == self.index:
-                    return  # ours is there already
-                taken.add(int(route.get("priority") or 0))
-            metric = next(m for m in range(RELAY_ROUTE_METRIC,
-                                           RELAY_ROUTE_METRIC + RELAY_METRIC_SPAN + 1)
-                          if m not in taken)
-            if metric >= RELAY_ROUTE_METRIC + RELAY_METRIC_SPAN:
-                break
+        # One dump, then adds upward: a relay that loses a race (EEXIST: another relay took
+        # that metric between our dump and our add) tries the next free metric instead of
+        # dumping again. Re-dumping after each lost race cost O(N) dumps of O(N) routes per
+        # relay when N relays of a namespace start together: at N=300 the relays spent
+        # minutes of CPU decoding route dumps (docs/performance.md, fleet start).
+        taken: set[int] = set()
+        for route in self._run("list routes", ipr.get_routes, family=socket.AF_INET6,
+                               table=MAIN_TABLE) or ():
+            if route["dst_len"] != 32 or route.get("dst") != dst:
+                continue
+            if route.get("oif") == self.index:
+                return  # ours is there already
+            taken.add(int(route.get("priority") or 0))
+        for metric in range(RELAY_ROUTE_METRIC, RELAY_ROUTE_METRIC + RELAY_METRIC_SPAN):
+            if metric in taken:
+                continue
             try:
                 ipr.route("add", family=socket.AF_INET6, dst=dst, dst_len=32, oif=self.index,
                           priority=metric)
