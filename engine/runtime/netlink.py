@@ -19,6 +19,7 @@ reload, exit), and a closed socket carries no state into a later worker fork.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
@@ -235,11 +236,16 @@ class TunnelInterface:
                                  f"to {dst}/32")
 
     def teardown(self) -> None:
-        """On exit: flush and down; closing the TUN descriptor then deletes the link."""
-        try:
-            self.client_down()
-        except NetlinkConfigError:
-            pass
+        """On exit: the link down; closing the TUN descriptor then deletes the link.
+
+        No flush first: the device is not persistent (`tun.py`), so the kernel removes its
+        addresses and routes with it, and down already takes them off at once. A flush costs
+        two dumps of the namespace's whole route table, and N relays stopping together made
+        `down --all` grow with N squared (12.5 s for 300 relays, docs/performance.md)."""
+        with contextlib.suppress(NetlinkConfigError, OSError), _ipr() as ipr:
+            self._run("set down", ipr.link, "set", index=self.index, state="down",
+                      ok_errnos=(errno.ENODEV,))
+        self.address = None
 
 
 # -- reading the host's links and addresses --------------------------------------------------
