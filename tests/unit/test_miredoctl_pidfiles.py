@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from miredoctl.procs import read_pid
@@ -31,6 +32,10 @@ def test_an_engine_whose_pid_file_is_still_empty_is_found(tmp_path: Path) -> Non
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
                              "-c", str(conf), "-p", str(pidfile)], start_new_session=True)
     try:
+        # until the child has exec'd, /proc shows the test's own command line
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        while str(conf).encode() not in cmdline.read_bytes():
+            time.sleep(0.01)
         found = fleet_processes(paths)
         assert set(found) == {"r1"}
         assert found["r1"].pid == proc.pid  # the group leader stands in for the pid file
