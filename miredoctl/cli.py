@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default=None,
                    help="namespace name prefix (default: env MIREDOCTL_LAB_PREFIX, else the "
                         "lab's default, which the default fleet uses)")
+    p.add_argument("--hosts", action="store_true",
+                   help="up: the server, relay and client namespaces become hosts (an sshd "
+                        "each) and a fleet across them is written; `lab up` prints how to use "
+                        "it (docs/miredoctl.md, \"The lab as hosts\")")
     return parser
 
 
@@ -454,6 +458,8 @@ def cmd_lab(args: argparse.Namespace, ctx: ops.Context) -> int:
     argv = ["lab", args.action]
     if args.prefix is not None:
         argv += ["--prefix", args.prefix]
+    if args.hosts:
+        argv.append("--hosts")
     if args.json:
         argv.append("--json")
     return _run_lab_tool(argv)
@@ -492,8 +498,8 @@ COMMANDS = {
 def _across_hosts(args: argparse.Namespace, ctx: ops.Context) -> bool:
     """A fleet folder with hosts.yaml is driven through the hosts' agents (miredoctl/remote),
     unless this process is such an agent (MIREDOCTL_THIS_HOST) acting on its own share."""
-    if os.environ.get("MIREDOCTL_THIS_HOST") is not None:
-        return False
+    if os.environ.get("MIREDOCTL_THIS_HOST") is not None or args.command == "lab":
+        return False  # (the lab reads no fleet: `lab down` with MIREDOCTL_FLEET set works)
     multi = any((ctx.fleet_dir / n).is_file() for n in ("hosts.yaml", "hosts.yml"))
     if not multi:
         if getattr(args, "host", None):

@@ -1,4 +1,4 @@
-"""`python -m teredolab lab up|down|status|check [--prefix P] [--json]` and `... demo`.
+"""`python -m teredolab lab up|down|status|check [--prefix P] [--json] [--hosts]` and `... demo`.
 
 This is what `miredoctl lab` and `miredoctl demo` run (the manager execs it rather than importing
 the lab), so it takes the same arguments, prints the same lines and returns the same exit codes,
@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from miredoctl.errors import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK
-from teredolab import demo
+from teredolab import demo, labhosts
 from teredolab.topology import DEFAULT_PREFIX, LabError, LabSpec, NetnsLab
 
 PROG = "miredoctl"
@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default=os.environ.get(PREFIX_ENV, DEFAULT_PREFIX),
                    help=f"namespace name prefix (default {DEFAULT_PREFIX}, env {PREFIX_ENV})")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--hosts", action="store_true",
+                   help="up: also make the server, relay and client namespaces hosts (an sshd "
+                        "each) and write a fleet across them (docs/miredoctl.md)")
     sub.add_parser("demo", help="build the lab, run the default fleet, ping through it "
                                 "(from the repo root)")
     return parser
@@ -41,14 +44,19 @@ def _emit(as_json: bool, data: Any, text: str) -> None:
         print(text)
 
 
-def lab_command(action: str, prefix: str, as_json: bool) -> int:
+def lab_command(action: str, prefix: str, as_json: bool, hosts: bool = False) -> int:
     """One `lab` action; raises LabError with a one-line message when a step fails."""
     lab = NetnsLab(LabSpec(prefix=prefix))
+    if hosts and action != "up":
+        raise LabError(f"--hosts goes with `lab up` (`lab {action}` covers the hosts anyway)")
     if action == "up":
-        lab.up()
+        lab.up(hosts=hosts)
         info = lab.status()
         names = ", ".join(r["namespace"] for r in info["roles"].values())
-        _emit(as_json, info, f"lab {prefix} is up: {names} (plain IPv4/IPv6 checks passed)")
+        text = f"lab {prefix} is up: {names} (plain IPv4/IPv6 checks passed)"
+        if info["hosts"]:
+            text += "\n" + labhosts.usage(prefix, info["hosts"], lab.spec)
+        _emit(as_json, info, text)
     elif action == "down":
         stopped = lab.down()
         _emit(as_json, {"prefix": prefix, "stopped_pids": stopped},
@@ -63,6 +71,12 @@ def lab_command(action: str, prefix: str, as_json: bool) -> int:
             lines.append(f"  {role:5} {entry['namespace']:12} "
                          f"{'exists' if entry['exists'] else 'missing':8} "
                          f"{' '.join(addrs)}")
+        if info["hosts"]:
+            lines.append(f"hosts (fleet {info['hosts']['fleet']}):")
+            for entry in info["hosts"]["hosts"].values():
+                sshd = entry["sshd_pid"]
+                lines.append(f"  {entry['name']:<12} {entry['address']:<15} "
+                             + (f"sshd pid {sshd}" if sshd else "sshd NOT running"))
         _emit(as_json, info, "\n".join(lines))
         return EXIT_OK if info["up"] else EXIT_NOT_RUNNING
     else:
@@ -82,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_ERROR
     try:
-        return lab_command(args.action, args.prefix, args.json)
+        return lab_command(args.action, args.prefix, args.json, args.hosts)
     except LabError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_ERROR

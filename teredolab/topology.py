@@ -19,7 +19,9 @@ relay needs forwarding, the NAT's INPUT drop, nodad, ...) is explained next to e
 
 Safety: nothing is ever created in the root namespace (veths are created directly inside
 their target namespaces with `ip -n`), and a spec whose addresses leave the documentation
-ranges is refused before anything is touched.
+ranges is refused before anything is touched.  The one exception is `up(hosts=True)`
+(teredolab/labhosts.py): one management link per host, a /30 that no route or address of the
+root namespace overlaps, so that the controller there reaches each host's sshd.
 """
 
 from __future__ import annotations
@@ -220,8 +222,10 @@ class NetnsLab:
     def __exit__(self, *exc: object) -> None:
         self.down()
 
-    def up(self, check: bool = True) -> None:
-        """Build the lab (removing an older one with the same prefix first).
+    def up(self, check: bool = True, hosts: bool = False) -> None:
+        """Build the lab (removing an older one with the same prefix first); with `hosts`,
+        make the server, relay and client namespaces hosts with an sshd each, and a fleet
+        across them (teredolab/labhosts.py).
 
         On any failure everything this prefix owns is removed again and LabError names the
         failing step."""
@@ -231,6 +235,10 @@ class NetnsLab:
             self._step = "check"
             if check:
                 self.check()
+            if hosts:
+                self._step = "hosts"
+                from teredolab.labhosts import LabHosts  # it imports this module
+                LabHosts(self).up()
         except BaseException as e:
             # Also on Ctrl-C or a timeout: never leave a half-built lab behind.
             step = self._step
@@ -246,9 +254,19 @@ class NetnsLab:
         """Stop (by PID) whatever still runs in this prefix's namespaces, then delete them.
 
         Covers every role name, not just this spec's, so an older lab with the same prefix but
-        a second client is removed too.  Returns the PIDs that had to be stopped."""
+        a second client is removed too.  Returns the PIDs that had to be stopped.
+
+        First what `up(hosts=True)` added: each host's sshd (by PID), the management links, the
+        files and the controller's connections (teredolab/labhosts.py)."""
+        from teredolab.labhosts import LabHosts
+        from teredolab.sshhost import HostError
+
         stopped: list[int] = []
         errors: list[str] = []
+        try:
+            errors += LabHosts(self).remove()
+        except (HostError, OSError) as e:
+            errors.append(f"hosts: {e}")
         for role in reversed(ROLES):
             name = f"{self.spec.prefix}{role}"
             try:
@@ -442,11 +460,14 @@ class NetnsLab:
                 entry["pids"] = netns.pids(name)
                 entry["interfaces"] = _interfaces(name)
             roles[role] = entry
+        from teredolab.labhosts import LabHosts
+
         return {
             "prefix": self.spec.prefix,
             "up": all(r["exists"] for r in roles.values()),
             "spec": dataclasses.asdict(self.spec),
             "roles": roles,
+            "hosts": LabHosts(self).info(),  # None without `up --hosts`
         }
 
 
