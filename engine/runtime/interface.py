@@ -53,7 +53,7 @@ class Interface:
             prepare_interface(self.tun.name)
             self._fresh = True
         if config.role == "relay":
-            self.netlink().relay_setup(config.interface_mtu, config.prefix)
+            self.netlink().relay_setup(config.interface_mtu, config.prefix, fresh=self._fresh)
             self._fresh = False
             log.info(
                 "interface %s up: MTU %d, route %s/32",

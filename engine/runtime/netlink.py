@@ -172,14 +172,19 @@ class TunnelInterface:
                       ok_errnos=(errno.ENODEV,))
         self.address = None
 
-    def relay_setup(self, mtu: int, prefix32: int) -> None:
-        """Static relay set-up: MTU, link up, the link-local, ``Prefix/32`` metric 1024."""
+    def relay_setup(self, mtu: int, prefix32: int, fresh: bool = False) -> None:
+        """Static relay set-up: MTU, link up, the link-local, ``Prefix/32`` metric 1024.
+
+        `fresh`: the TUN was just created and nothing configured it, so there is nothing to
+        flush; the flush's two dumps of the namespace's route table are what made hundreds of
+        relays starting together cost each other time."""
         try:
             write_sysctl(self.name, "accept_redirects", "0")
         except OSError as e:
             raise NetlinkConfigError(f"accept_redirects on {self.name}: {e.strerror}") from None
         with _ipr() as ipr:
-            self._flush(ipr)
+            if not fresh:
+                self._flush(ipr)
             self._run("set MTU/up", ipr.link, "set", index=self.index, mtu=mtu, state="up")
             self._run(
                 f"add address {LL_CLIENT_TEXT}/64",
