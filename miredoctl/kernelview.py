@@ -91,6 +91,10 @@ class KernelView:
                 entry[1] = read()
             except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
                 entry[2] = KernelError(str(exc) or type(exc).__name__)
+            except BaseException as exc:
+                # anything else is a bug: every waiter must see it too, not an empty table
+                entry[2] = exc
+                raise
             finally:
                 done.set()
         else:
