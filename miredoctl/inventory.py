@@ -50,6 +50,10 @@ SYSLOG_FACILITIES = (
 # Every pattern is used with fullmatch (and ends in \Z where it looks ahead): `$` also matches
 # before a trailing newline, which let a file named "c3\n.yaml" become the instance "c3\n".
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+RESERVED_NAMES = ("exporter", "logstamp", "reaper", "supervisord")
+"""Names the manager's own programs and log files take in a fleet's supervisord config and log
+folder (`[program:exporter]`, `supervisord.log`, `reaper.log`...): an instance by one of these
+names would share them."""
 NETNS_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOST_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
@@ -872,6 +876,10 @@ def load_fleet(root: Path) -> Fleet:
         if not NAME_RE.fullmatch(name):
             reader.problem(0, "instance file names must be lower-case letters, digits, '-' or "
                               "'_' (at most 32, starting with a letter or digit)")
+            continue
+        if name in RESERVED_NAMES:
+            reader.problem(0, f"instance name '{name}' is reserved for the manager's own "
+                              f"programs and logs ({', '.join(RESERVED_NAMES)}); rename the file")
             continue
         if name in instances:
             reader.problem(0, f"instance '{name}' is defined twice ({instances[name].file.name})")

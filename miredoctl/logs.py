@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from miredoctl.inventory import RESERVED_NAMES
 from miredoctl.listeners.timedlog import LogLine, display_time, merge, parse_line, read_instance
 from miredoctl.state import StatePaths
 
@@ -111,5 +112,5 @@ def known_names(paths: StatePaths) -> tuple[str, ...]:
     """Instances that have a log in this state folder (also ones no longer in the inventory)."""
     found = {p.stem for p in paths.logs.glob("*.log")} | \
         {p.stem for p in paths.timed_logs.glob("*.log")}
-    return tuple(sorted(n for n in found if n not in ("supervisord", "reaper", "logstamp")
+    return tuple(sorted(n for n in found if n not in RESERVED_NAMES
                         and not n.startswith("_") and os.sep not in n))

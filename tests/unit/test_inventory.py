@@ -244,3 +244,13 @@ def test_operator_docs_cover_every_field_and_command() -> None:
     doc = (ROOT / "docs" / "miredoctl.md").read_text()
     assert [f for f in FIELDS if f"| `{f}` |" not in doc] == []
     assert [c for c in COMMANDS if f"| `{c}" not in doc] == []
+
+
+@pytest.mark.parametrize("name", ["exporter", "supervisord", "reaper", "logstamp"])
+def test_names_of_the_managers_own_programs_and_logs_are_reserved(tmp_path: Path,
+                                                                   name: str) -> None:
+    # `[program:exporter]` and the log folder's supervisord.log, reaper.log... are the
+    # manager's: an instance by that name would share its program entry or its log file
+    got = problems(tmp_path, {f"{name}.yaml": CLIENT, "c1.yaml": CLIENT})
+    assert got == [f"{name}.yaml: instance name '{name}' is reserved for the manager's own "
+                   "programs and logs (exporter, logstamp, reaper, supervisord); rename the file"]
