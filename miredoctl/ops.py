@@ -327,6 +327,9 @@ def _up(ctx: Context, names: list[str], *, whole_fleet: bool, explicit: bool,
                               [p.name for p in plans if p.action != "unchanged"],
                               sorted(rendered))
     check_start_prerequisites(fleet, [p.name for p in plans if p.action != "unchanged"])
+    too_long = ctx.paths.sockets_too_long(sorted(rendered))
+    if too_long:
+        raise UsageError(too_long)
     # `user: auto` accounts before anything is written: an engine must find its user
     users_created = ensure_users(fleet, [p.name for p in plans if p.action != "unchanged"])
     if not running or any(p.action != "unchanged" for p in plans):

@@ -27,6 +27,8 @@ from miredoctl import access
 from miredoctl.errors import MiredoctlError, StateFolderError
 from miredoctl.procs import read_pid
 
+SUN_PATH_MAX = 107
+"""Bytes in a UNIX socket's path: `sockaddr_un.sun_path` is 108 with the final NUL (unix(7))."""
 DEFAULT_STATE_BASE = Path("/run/miredoctl")  # runtime: sockets, pid files, the lock
 DEFAULT_LIB_BASE = Path("/var/lib/miredoctl")  # persistent: configs, histories, the record
 DEFAULT_LOG_BASE = Path("/var/log/miredoctl")
@@ -143,6 +145,20 @@ class StatePaths:
 
     def status_socket(self, name: str) -> Path:
         return self.run / f"{name}.sock"
+
+    def sockets_too_long(self, names: list[str]) -> str | None:
+        """Why supervisord's or an engine's socket cannot be bound in this run folder, or None.
+
+        A UNIX socket's path holds at most `SUN_PATH_MAX` bytes; past that, supervisord exits
+        with "AF_UNIX path too long" and an engine cannot open its status socket, long after
+        the configs were written.  Checked before `up` writes anything."""
+        candidates = [self.socket] + [self.status_socket(n) for n in names]
+        longest = max(candidates, key=lambda p: len(os.fsencode(p)))
+        size = len(os.fsencode(longest))
+        if size <= SUN_PATH_MAX:
+            return None
+        return (f"{longest}: socket path of {size} bytes, more than the {SUN_PATH_MAX} a UNIX "
+                f"socket can have; choose a shorter run folder (--run-dir or --state-dir)")
 
     def log(self, name: str) -> Path:
         return self.logs / f"{name}.log"

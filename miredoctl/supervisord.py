@@ -198,7 +198,9 @@ class SupervisordClient:
                               cwd=str(self.paths.root))
         if proc.returncode != 0:
             msg = (proc.stderr or proc.stdout).strip().splitlines()
-            raise MiredoctlError(f"supervisord did not start: {msg[-1] if msg else proc.returncode}"
+            # its last line is "For help, use ... -h"; the reason is the "Error: " line
+            why = next((m for m in msg if m.startswith("Error:")), msg[-1] if msg else None)
+            raise MiredoctlError(f"supervisord did not start: {why or proc.returncode}"
                                  f" (log {self.paths.supervisord_log})")
         programs = sum(1 for _ in self.paths.programs.glob("*.conf"))
         # A supervisord that spawns hundreds of engines on a busy host answers late but keeps

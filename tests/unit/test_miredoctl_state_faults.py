@@ -81,3 +81,35 @@ def test_the_lock_works_without_write_access(paths: StatePaths, monkeypatch) -> 
         pass
 
 
+
+
+def test_a_run_folder_too_long_for_a_unix_socket_is_refused_before_up_writes(
+        tmp_path: Path) -> None:
+    """supervisord exits with "AF_UNIX path too long" on a socket path over 107 bytes, and an
+    engine cannot bind its status socket: `up` says so first and writes no config."""
+    import subprocess
+    import sys
+
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    (fleet / "r1.yaml").write_text('role: relay\nbind_port: 3545\nprefix: "2001:0::"\n')
+    deep = tmp_path / ("d" * max(1, 108 - len(os.fsencode(tmp_path)) - len("/supervisor.sock")))
+    long_paths = StatePaths(deep)
+    assert long_paths.sockets_too_long(["r1"]) is not None
+    assert StatePaths(tmp_path / "s").sockets_too_long(["r" * 32]) is None
+    proc = subprocess.run([sys.executable, "-m", "miredoctl.cli", "--fleet", str(fleet),
+                           "--state-dir", str(deep), "up"], capture_output=True, text=True)
+    assert proc.returncode == 2, proc
+    assert proc.stderr == (f"miredoctl: {deep}/supervisor.sock: socket path of "
+                           f"{len(os.fsencode(deep / 'supervisor.sock'))} bytes, more than the "
+                           "107 a UNIX socket can have; choose a shorter run folder (--run-dir "
+                           "or --state-dir)\n")
+    assert not list(deep.glob("configs/*")) and not list(deep.glob("programs/*"))
+
+
+def test_an_instance_name_that_makes_its_status_socket_too_long_is_named(tmp_path: Path) -> None:
+    root = tmp_path / ("e" * max(1, 107 - len(os.fsencode(tmp_path)) - len("/run/.sock") - 20))
+    paths = StatePaths(root)
+    assert paths.sockets_too_long(["short"]) is None
+    why = paths.sockets_too_long(["short", "n" * 32])
+    assert why is not None and why.startswith(f"{paths.status_socket('n' * 32)}: socket path of ")
