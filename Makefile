@@ -23,9 +23,17 @@ venv: $(VENV)/.installed
 demo: deps venv
 	@bash scripts/demo.sh
 
+# Two pytest workers, one test file each at a time (pytest-xdist, --dist loadfile: a file's
+# module fixtures, such as one lab for a whole file, stay in one worker). The kernel tests spend
+# most of their time waiting on timers and the network, so two at once roughly halve the run.
+# Their own short folder under /tmp: a worker's default one is long enough to push a fleet's
+# supervisor.sock past the 107 bytes a UNIX socket path can hold.
+TEST_WORKERS ?= 2
 test: deps venv
 	$(VENV)/bin/ruff check .
-	TEREDO_TESTS_NO_SKIP=1 $(PY) -m pytest -p no:cacheprovider
+	base=$$(mktemp -d /tmp/mdt.XXXXXX) && \
+	TEREDO_TESTS_NO_SKIP=1 $(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
+		--basetemp=$$base; rc=$$?; [ $$rc -ne 0 ] || rm -rf $$base; exit $$rc
 
 lint: venv
 	$(VENV)/bin/ruff check .
