@@ -3,7 +3,7 @@
 A real `Worker` drives a real `RelayRole` with one trusted peer; the TUN device is stood in
 for by an ``AF_UNIX``/``SOCK_DGRAM`` socketpair (one packet per read/write, like a TUN
 descriptor), the Teredo client by a UDP socket on loopback (as `bench/micro_wakeup.py`).
-Every scenario runs on both data paths (`tests/datapaths.py`).
+Every scenario runs on both data paths (the `data_path` fixture, `tests/conftest.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from engine.proto.relay import RelayRole
 from engine.proto.wire import build_ipv6
 from engine.runtime import fastpath
 from engine.runtime.worker import Worker, WorkerResources
-from tests.datapaths import data_path  # noqa: F401  (the fixture)
 
 NATIVE = bytes.fromhex("20010db8000100000000000000000001")
 NOT_TEREDO = bytes.fromhex("20010db8000200000000000000000002")
@@ -127,7 +126,7 @@ def _scenario(rig: Rig) -> dict[str, Any]:
     return out
 
 
-def test_both_paths_forward_and_count_the_same(data_path: str) -> None:  # noqa: F811
+def test_both_paths_forward_and_count_the_same(data_path: str) -> None:
     with Rig() as rig:
         assert rig.worker.data_path == data_path
         assert rig.worker.status()["data_path"] == data_path
@@ -150,7 +149,7 @@ def test_both_paths_forward_and_count_the_same(data_path: str) -> None:  # noqa:
     assert got["icmp_type"] == (58, 1)  # ICMPv6 destination unreachable
 
 
-def test_an_exception_in_the_role_leaves_the_loop(data_path: str) -> None:  # noqa: F811
+def test_an_exception_in_the_role_leaves_the_loop(data_path: str) -> None:
     """As the Python loop does: the exception propagates out of `Worker.run`."""
     role = RelayRole(relay_type="cone", now=time.monotonic())
 
