@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #define BATCH 64            /* worker.BATCH */
+#define PROBE_EVERY 8       /* worker.PROBE_EVERY */
 #define RECV_SIZE 65535     /* worker.RECV_SIZE */
 #define SLOT 65536
 #define MAX_UDP 8
@@ -88,6 +89,7 @@ typedef struct {
     int ntw;
     struct iovec tw[BATCH];
     int py_pending;       /* the Python path may have left outputs in the role's lists */
+    int tun_lone;         /* TUN wake-ups left that read one packet (worker._tun_reader) */
     char *tun_bufs;       /* BATCH slots: TUN reads (sent from here) */
     char *udp_bufs;       /* BATCH slots: UDP reads (written to TUN from here) */
     struct mmsghdr rmsg[BATCH];
@@ -379,6 +381,14 @@ static int flush_c(St *s)
     return 0;
 }
 
+/* After the first packet of a wake-up: its outputs leave at once (the worker's readers). */
+static int flush_first(St *s)
+{
+    if (flush_c(s) < 0)
+        return -1;
+    return s->py_pending ? flush_python(s) : 0;
+}
+
 /* --- the hot paths ---------------------------------------------------------------------- */
 
 /* peers.tick(now), inlined as the Python hot path does it; a new reference. */
@@ -633,13 +643,21 @@ static int fallback_tun(St *s, const char *buf, size_t n, double now, PyObject *
     return 0;
 }
 
-/* The worker's _tun_reader: a bounded batch; the first packet leaves at once. */
+/*
+ * The worker's _tun_reader: a bounded batch; the first packet leaves at once.  After a batch
+ * that held one packet, the next PROBE_EVERY - 1 wake-ups read one packet and skip the read
+ * that would find the device empty (level-triggered epoll calls again if more is queued).
+ */
 static int on_tun(St *s, int *py_ran)
 {
     double now = mono_now();
     PyObject *nowobj = NULL;
-    int got = 0, rc = 0;
-    for (int k = 0; k < BATCH; k++) {
+    int got = 0, rc = 0, limit = BATCH;
+    if (s->tun_lone) {
+        s->tun_lone--;
+        limit = 1;
+    }
+    for (int k = 0; k < limit; k++) {
         char *buf = s->tun_bufs + (size_t)k * SLOT;
         ssize_t r;
         do {
@@ -683,7 +701,7 @@ static int on_tun(St *s, int *py_ran)
             }
         }
         got++;
-        if (got == 1 && flush_c(s) < 0) {
+        if (got == 1 && flush_first(s) < 0) {
             rc = -1;
             break;
         }
@@ -693,6 +711,8 @@ static int on_tun(St *s, int *py_ran)
         s->ntx = 0;
         return -1;
     }
+    if (got == 1 && limit > 1)
+        s->tun_lone = PROBE_EVERY - 1;
     if (flush_c(s) < 0)
         return -1;
     return 0;
@@ -768,6 +788,10 @@ static int on_udp(St *s, UdpSrc *u, int *py_ran)
         if (r == 0)
             break;
         for (int k = 0; k < r && rc == 0; k++) {
+            if (done + k == 1 && flush_first(s) < 0) {  /* the first one's outputs */
+                rc = -1;
+                break;
+            }
             const char *buf = s->riov[k].iov_base;
             size_t n = s->rmsg[k].msg_len;
             const struct sockaddr_in *src = &s->rname[k];
