@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.proto.peers import VALID_SECONDS
-from engine.proto.tunnel import TeredoTunnel
 from engine.runtime.logsetup import get_logger
 from engine.runtime.loop import Loop
 
@@ -75,6 +73,8 @@ def new_loop(clock: Callable[[], float]) -> Loop:
 
 def role_has_hot_path(role: object) -> bool:
     """True for a tunnel role that overrides none of the methods the C path reproduces."""
+    from engine.proto.tunnel import TeredoTunnel  # a server's worker never needs it
+
     cls = type(role)
     return isinstance(role, TeredoTunnel) and all(
         getattr(cls, name) is getattr(TeredoTunnel, name) for name in HOT_METHODS)
@@ -90,6 +90,8 @@ class FastLoop(Loop):
 
     def bind(self, worker: Worker) -> str:
         """Take the worker's TUN and IPv4 UDP readers into the C path; the path that runs."""
+        from engine.proto.peers import VALID_SECONDS
+
         role = worker.role
         tun_fd = worker.res.tun_fd
         if tun_fd is None or not role_has_hot_path(role) or not worker._udp:
