@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(HELP)
         return EXIT_OK
     if ns.version:
-        from engine.runtime.fastpath import describe  # only -V pays for the role's imports
+        from engine.runtime.fastpath import describe  # only -V needs the runtime here
 
         sys.stdout.write(VERSION + describe() + "\n")
         return EXIT_OK
