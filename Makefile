@@ -5,14 +5,16 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := miredo miredo-server iproute2 nftables iputils-ping tcpdump iperf3 procps prometheus miniupnpd miniupnpc \
-	openssh-server openssh-client python3-venv systemd zsh
+	openssh-server openssh-client python3-venv systemd zsh gcc python3-dev
 
 .PHONY: demo test lint bench flood-bench fuzz deps venv clean
 
 deps:
 	@bash scripts/install-deps.sh $(APT_PACKAGES)
 
-$(VENV)/.installed: pyproject.toml
+# setup.py builds the compiled relay data path (engine/runtime/_fastloop.c) from source: gcc
+# and python3-dev above; a changed C file is rebuilt by the same editable install
+$(VENV)/.installed: pyproject.toml setup.py engine/runtime/_fastloop.c
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(HELP)
         return EXIT_OK
     if ns.version:
-        sys.stdout.write(VERSION)
+        from engine.runtime.fastpath import describe  # only -V needs the runtime here
+
+        sys.stdout.write(VERSION + describe() + "\n")
         return EXIT_OK
     if ns.check:
         return check_all(ns.args or [ns.config or DEFAULT_CONFIG], strict=ns.strict)

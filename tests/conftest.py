@@ -35,3 +35,19 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped, but TEREDO_TESTS_NO_SKIP=1 requires it to run: {reason}"
+
+
+@pytest.fixture(params=("compiled", "python"))
+def data_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on both data paths: the compiled relay loop and the pure-Python reference.
+
+    Sets ``TEREDO_FASTPATH`` for the test (engines started as subprocesses inherit it).  A
+    missing compiled module skips the compiled case, which `make test`
+    (``TEREDO_TESTS_NO_SKIP=1``) turns into a failure: CI must have built it.
+    """
+    from engine.runtime import fastpath
+
+    if request.param == fastpath.COMPILED and not fastpath.available():
+        pytest.skip(f"the compiled data path is not built: {fastpath.IMPORT_ERROR}")
+    monkeypatch.setenv(fastpath.ENV, "1" if request.param == fastpath.COMPILED else "0")
+    return request.param

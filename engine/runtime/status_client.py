@@ -68,6 +68,7 @@ def format_status(st: dict[str, Any], now: float | None = None) -> str:
         add("worker", f"{worker}" + (f" (no heartbeat for {silent:g} s)"
                                      if isinstance(silent, (int, float)) else ""))
     add("pid", st.get("pid"))
+    add("data path", st.get("data_path"))
     add("started", _ago(st.get("started"), now))
     add("address", st.get("address"))
     add("prefix", st.get("prefix"))

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.proto import events as ev
 from engine.proto.role import PEERS_LISTED, DiscoveryInterface, Role
-from engine.runtime import channel, hostfacts
+from engine.runtime import channel, fastpath, hostfacts
 from engine.runtime.logsetup import get_logger, set_facility
 from engine.runtime.loop import Loop
 from engine.runtime.privsep import Account, PrivsepError, drop_privileges
@@ -189,7 +189,7 @@ class Worker:
         self.role = role
         self.res = res
         self.clock = clock
-        self.loop = Loop(clock)
+        self.loop: Loop = fastpath.new_loop(clock)
         self.drops: Counter[str] = Counter()
         self.address: bytes | None = None
         self.mtu: int | None = None
@@ -217,6 +217,11 @@ class Worker:
         )
         self.loop.set_deadline_source(role.next_timer, self._on_timer)
         self.loop.after_batch = self.flush
+        # the compiled data path takes the TUN and UDP readers registered above, if it can
+        # (engine/runtime/fastpath.py; docs/performance.md, "Compiled fast path")
+        self.data_path = (self.loop.bind(self) if isinstance(self.loop, fastpath.FastLoop)
+                          else fastpath.PYTHON)
+        res.info["data_path"] = self.data_path
         # RFC 6081 §3.3: a client may ask for extra UDP sockets (one per peer behind a
         # port-preserving symmetric NAT); only a client has the list, so it is looked up once
         # here rather than declared by every role.
@@ -766,6 +771,7 @@ class Worker:
         # (a multi-millisecond stall in the forwarding path otherwise).
         gc.collect()
         gc.freeze()
+        log.info("data path: %s", self.data_path)
         self.send(channel.encode({"op": "ready"}))
         self.flush()  # events the role queued while it was being built
         if self._upnp is not None:

@@ -206,7 +206,9 @@ def _routes6(lab: NetnsLab, role: str) -> str:
     return lab.exec(role, ["ip", "-6", "route", "show", "table", "all"]).stdout
 
 
-def test_scenario4_hup_under_running_pings(debian_miredo, lab_factory, run_dir, capsys):
+def test_scenario4_hup_under_running_pings(debian_miredo, lab_factory, run_dir, capsys,
+                                           data_path):
+    """On both data paths of the relay (`data_path`, tests/conftest.py); a client has one."""
     lab = lab_factory(with_client2=False)
     spec = lab.spec
     stack = start_stack(lab, run_dir, OURS)
@@ -227,6 +229,8 @@ def test_scenario4_hup_under_running_pings(debian_miredo, lab_factory, run_dir, 
             assert int(w["CapEff"], 16) == 0 and int(w["CapPrm"], 16) == 0, (d.name, w)
             assert _proc_status(d.pid)["Uid"].split()[0] == "0"  # the parent keeps root
         workers = {d.name: engine_status(d.status_socket)["worker_pid"] for d in stack.daemons}
+        assert engine_status(rly.status_socket)["data_path"] == data_path
+        assert engine_status(cli.status_socket)["data_path"] == "python"
 
         # Warm both directions first: the cold path's queued first echo is not what is
         # measured here.

@@ -73,7 +73,9 @@ class EchoRole(RoleBase):
 
 
 @pytest.fixture
-def rig(tmp_path):
+def rig(tmp_path, data_path):
+    """On both data paths: with the compiled one available the worker gets its loop, which
+    must hand a role without the relay's hot path to the Python loop unchanged."""
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     udp.setblocking(False)
@@ -87,6 +89,7 @@ def rig(tmp_path):
         udp=[udp], control=child, status_listener=listener, info={"role": "echo", "pid": 1}
     )
     worker = Worker(config, role, res)
+    assert worker.data_path == "python" and res.info["data_path"] == "python"
     t = threading.Thread(target=worker.run, daemon=True)
     t.start()
     parent.settimeout(5)

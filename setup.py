@@ -1,0 +1,17 @@
+"""The compiled relay data path (engine/runtime/_fastloop.c); everything else is pyproject.toml.
+
+Built by `pip install -e .` / `pip install .` like any C extension (needs gcc and the Python
+headers: python3-dev on Debian).  docs/performance.md, "Compiled fast path", says why.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "engine.runtime._fastloop",
+            sources=["engine/runtime/_fastloop.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"],
+        )
+    ]
+)
