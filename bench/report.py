@@ -253,8 +253,23 @@ def machine_meta() -> dict:
         "versions": ", ".join([first(["dpkg-query", "-W", "-f", "miredo ${Version}", "miredo"]),
                                first(["iperf3", "--version"]).split(" (")[0],
                                "ours at git " + first(["git", "-C", str(ROOT), "describe",
-                                                       "--always", "--dirty"])]),
+                                                       "--always", "--dirty"]),
+                               "ours' " + data_path()]),
     }
+
+
+def data_path() -> str:
+    """Which relay data path our engine runs here (compiled or Python: `TEREDO_FASTPATH`, a
+    module not built), as `teredo-engine -V` says it; the engines inherit this environment."""
+    import sys
+
+    try:
+        res = subprocess.run([sys.executable, "-m", "engine", "-V"], capture_output=True,
+                             text=True, check=False, cwd=str(ROOT))
+    except OSError:
+        return "data path: ?"
+    return next((ln.strip() for ln in res.stdout.splitlines() if ln.startswith("data path:")),
+                "data path: ?")
 
 
 def write(out_dir: Path, stamp: str, meta: dict, blocks: dict[str, dict], rows: list[dict],
