@@ -5,7 +5,7 @@ imports); facts about the host that the role needs arrive here, one JSON line ea
 (`channel.parse_host_fact`), on the control socket next to the parent's other messages:
 
 * ``icmp_sources`` -- a relay's ICMPv6 errors need a routable source, one of the host's
-  global IPv6 addresses, kept current by the parent (`netlink.SourceAddressWatcher`);
+  global IPv6 addresses, kept current by the parent (`relay_link.SourceAddressWatcher`);
 * ``discovery`` -- local discovery's interfaces, which a client's parent lists only after it
   forked the worker (so the first Router Solicitation does not wait for pyroute2's import).
 """

@@ -2,8 +2,10 @@
 
 A client re-qualifies at once when the host's IPv4 addresses or links change (`AddressWatcher`);
 a relay's ICMPv6 errors need one of the host's global IPv6 addresses as their source
-(`SourceAddressWatcher`).  Both are pyroute2 subscriptions, so they live in the parent, and
-what they learn reaches the worker through the callbacks (as a kick or a host fact).
+(`SourceAddressWatcher`).  Both are rtnetlink subscriptions (the client's through pyroute2,
+the relay's through `rtnl_min`, so that a relay never loads pyroute2), so they live in the
+parent, and what they learn reaches the worker through the callbacks (as a kick or a host
+fact).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from engine.runtime.logsetup import get_logger
 from engine.runtime.loop import Loop
 
 if TYPE_CHECKING:
-    from engine.runtime.netlink import AddressWatcher, SourceAddressWatcher
+    from engine.runtime.netlink import AddressWatcher
+    from engine.runtime.relay_link import SourceAddressWatcher
 
 log = get_logger()
 
@@ -40,7 +43,7 @@ class HostWatch:
 
     def follow(self, role: str, own_index: int | None) -> None:
         """Subscribe to what `role` needs, ignoring our own interface `own_index`; drop the
-        rest.  The first call imports pyroute2 (a client's parent: after forking)."""
+        rest.  A client's first call imports pyroute2 (its parent: after forking)."""
         want_addresses = role == "client"
         want_sources = role == "relay"
         if self.addresses is not None and (
@@ -62,7 +65,7 @@ class HostWatch:
             except OSError as e:
                 log.warning("not watching host address changes: %s", e)
         if want_sources and self.sources is None:
-            from engine.runtime.netlink import SourceAddressWatcher
+            from engine.runtime.relay_link import SourceAddressWatcher
 
             try:
                 self.sources = SourceAddressWatcher(own_index)

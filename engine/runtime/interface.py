@@ -25,6 +25,7 @@ from engine.runtime.tun import Tun, open_tun
 if TYPE_CHECKING:
     from engine.config import EngineConfig
     from engine.runtime.netlink import TunnelInterface
+    from engine.runtime.relay_link import RelayLink
 
 log = get_logger()
 
@@ -42,6 +43,8 @@ class Interface:
         """The TUN was created here and nothing configured it yet: nothing to flush."""
         self._fast: tuple[bytes, int] | None = None
         """(address, MTU) set through `rtnl_min`, handed to the pyroute2 handle once made."""
+        self._relay: RelayLink | None = None
+        """A relay's interface: all of its rtnetlink work goes through `rtnl_min`."""
 
     def open(self, config: EngineConfig) -> None:
         """Create the TUN for `config`'s role if there is none yet; a relay's is configured
@@ -53,7 +56,11 @@ class Interface:
             prepare_interface(self.tun.name)
             self._fresh = True
         if config.role == "relay":
-            self.netlink().relay_setup(config.interface_mtu, config.prefix, fresh=self._fresh)
+            if self._relay is None:
+                from engine.runtime.relay_link import RelayLink
+
+                self._relay = RelayLink(self.tun.index, self.tun.name)
+            self._relay.setup(config.interface_mtu, config.prefix, fresh=self._fresh)
             self._fresh = False
             log.info(
                 "interface %s up: MTU %d, route %s/32",
@@ -132,6 +139,9 @@ class Interface:
         if self._netlink is not None:
             self._netlink.teardown()
             self._netlink = None
+        elif self._relay is not None:
+            self._relay.teardown()
+        self._relay = None
         self._fast = None
         self._fresh = False
         if self.tun is not None:

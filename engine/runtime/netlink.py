@@ -1,11 +1,13 @@
-"""Interface configuration and host-change watching over rtnetlink, through pyroute2.
+"""A client's interface configuration and host-change watching over rtnetlink, through
+pyroute2.
 
 What a miredo client's hook does with ``ip`` (addresses, MTU, link state, the last-resort
-default route) and what miredo's relay set-up does in C, done here with pyroute2's `IPRoute`
-from the privileged parent only, always on the one interface index the parent created.  No
-process is spawned.  The same parent watches the host through pyroute2: its IPv4 addresses
-and links (a client re-qualifies when they change) and its global IPv6 addresses (a relay's
-ICMPv6 errors come from one of them); the worker only receives the results.
+default route), done here with pyroute2's `IPRoute` from the privileged parent only, always on
+the one interface index the parent created.  No process is spawned.  The same parent watches
+the host through pyroute2: its IPv4 addresses and links (a client re-qualifies when they
+change) and lists them for local discovery; the worker only receives the results.  A relay
+needs none of this: its set-up and its watch of the host's IPv6 addresses go through
+`engine.runtime.relay_link`, without pyroute2.
 
 Importing this module imports pyroute2's rtnetlink parts (`engine.runtime.pyroute2_lean` skips
 the package ``__init__``, which imports every netlink family it knows), still 0.1-0.2 s.  So
@@ -25,31 +27,22 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from engine.config.values import prefix_text
 from engine.runtime import pyroute2_lean
-from engine.runtime.sysctl import write_sysctl
 
 pyroute2_lean.install()  # before the first pyroute2 import: its package __init__ is not needed
 
 from pyroute2.iproute.linux import IPRoute  # noqa: E402
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
-from pyroute2.netlink.rtnl import (  # noqa: E402
-    RTMGRP_IPV4_IFADDR,
-    RTMGRP_IPV6_IFADDR,
-    RTMGRP_LINK,
-)
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_LINK  # noqa: E402
 
 LL_CLIENT_TEXT = "fe80::ffff:ffff:ffff"
 CLIENT_ROUTE_METRIC = 1029  # loses against the kernel's 1024: Teredo is the last resort
-RELAY_ROUTE_METRIC = 1024  # the first relay of a namespace; each further one takes the next
-RELAY_METRIC_SPAN = 4096  # relays per namespace and prefix, far above what one host runs
 MAIN_TABLE = 254
 RTPROT_KERNEL = 2
-RT_SCOPE_UNIVERSE = 0
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
 IFF_LOWER_UP = 0x10000
@@ -171,74 +164,6 @@ class TunnelInterface:
             self._run("set down", ipr.link, "set", index=self.index, state="down",
                       ok_errnos=(errno.ENODEV,))
         self.address = None
-
-    def relay_setup(self, mtu: int, prefix32: int, fresh: bool = False) -> None:
-        """Static relay set-up: MTU, link up, the link-local, ``Prefix/32`` metric 1024.
-
-        `fresh`: the TUN was just created and nothing configured it, so there is nothing to
-        flush; the flush's two dumps of the namespace's route table are what made hundreds of
-        relays starting together cost each other time."""
-        try:
-            write_sysctl(self.name, "accept_redirects", "0")
-        except OSError as e:
-            raise NetlinkConfigError(f"accept_redirects on {self.name}: {e.strerror}") from None
-        with _ipr() as ipr:
-            if not fresh:
-                self._flush(ipr)
-            self._run("set MTU/up", ipr.link, "set", index=self.index, mtu=mtu, state="up")
-            self._run(
-                f"add address {LL_CLIENT_TEXT}/64",
-                ipr.addr,
-                "add",
-                index=self.index,
-                address=LL_CLIENT_TEXT,
-                prefixlen=64,
-                ok_errnos=(errno.EEXIST,),
-            )
-            self._add_prefix_route(ipr, prefix_text(prefix32))
-        self.mtu = mtu
-
-    def _add_prefix_route(self, ipr: IPRoute, dst: str) -> None:
-        """``Prefix/32`` through our interface, at the lowest metric from 1024 up that no other
-        route to that prefix holds.
-
-        The kernel keeps one IPv6 route per prefix and metric: with every relay of a namespace
-        at 1024, the second one's add failed with EEXIST and all of them shared the first
-        one's route, which vanished with that relay's interface while the others still ran.
-        Each relay owning a route of its own, the lowest metric carries the traffic and the
-        next one takes over when a relay stops. A relay adding its route at the same moment
-        as another gets EEXIST and takes the next metric."""
-        # One dump, then adds upward: a relay that loses a race (EEXIST: another relay took
-        # that metric between our dump and our add) tries the next free metric instead of
-        # dumping again. Re-dumping after each lost race cost O(N) dumps of O(N) routes per
-        # relay when N relays of a namespace start together: at N=300 the relays spent
-        # minutes of CPU decoding route dumps (docs/performance.md, fleet start).
-        taken: set[int] = set()
-        for route in self._run("list routes", ipr.get_routes, family=socket.AF_INET6,
-                               table=MAIN_TABLE) or ():
-            if route["dst_len"] != 32 or route.get("dst") != dst:
-                continue
-            if route.get("oif") == self.index:
-                return  # ours is there already
-            taken.add(int(route.get("priority") or 0))
-        for metric in range(RELAY_ROUTE_METRIC, RELAY_ROUTE_METRIC + RELAY_METRIC_SPAN):
-            if metric in taken:
-                continue
-            try:
-                ipr.route("add", family=socket.AF_INET6, dst=dst, dst_len=32, oif=self.index,
-                          priority=metric)
-                return
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:  # EEXIST: another relay took it just now
-                    raise NetlinkConfigError(f"add Teredo prefix route on {self.name}: "
-                                             f"{os.strerror(e.code)} (errno {e.code})") from None
-            except OSError as e:
-                raise NetlinkConfigError(f"add Teredo prefix route on {self.name}: "
-                                         f"{e.strerror or e}") from None
-        last = RELAY_ROUTE_METRIC + RELAY_METRIC_SPAN - 1
-        raise NetlinkConfigError(f"add Teredo prefix route on {self.name}: metrics "
-                                 f"{RELAY_ROUTE_METRIC}-{last} are all taken by other routes "
-                                 f"to {dst}/32")
 
     def teardown(self) -> None:
         """On exit: the link down; closing the TUN descriptor then deletes the link.
@@ -410,107 +335,3 @@ class AddressWatcher(_Watcher):
                 state = "up" if flags & IFF_RUNNING else "down"
                 return f"link {msg.get('ifname')} {state}"
         return None
-
-
-# -- the relay's ICMPv6 error source ---------------------------------------------------------
-
-IFA_F_TEMPORARY, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE = 0x01, 0x08, 0x20, 0x40
-RTM_NEWADDR, RTM_DELADDR = 20, 21
-AddressTable = dict[tuple[int, bytes], tuple[int, int]]
-"""``(ifindex, address16) -> (scope, flags)`` of the host's IPv6 addresses."""
-
-
-def ifaddr_events(msgs: Iterable[Any]) -> Iterator[tuple[int, int, int, int, bytes]]:
-    """IPv6 RTM_NEWADDR/RTM_DELADDR among pyroute2 messages, as
-    ``(type, ifindex, scope, flags, address16)``; other messages are skipped.
-    ``flags`` is the 32-bit IFA_FLAGS attribute when present (it supersedes the 8-bit field).
-    """
-    for m in msgs:
-        mtype = m["header"].get("type")
-        if mtype not in (RTM_NEWADDR, RTM_DELADDR) or m.get("family") != socket.AF_INET6:
-            continue
-        text = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
-        try:
-            raw = socket.inet_pton(socket.AF_INET6, text)
-        except (TypeError, OSError):
-            continue
-        extended = m.get_attr("IFA_FLAGS")
-        flags = extended if extended is not None else m["flags"]
-        yield mtype, m["index"], m["scope"], flags, raw
-
-
-def apply_ifaddr(table: AddressTable, events: Iterable[tuple[int, int, int, int, bytes]]
-                 ) -> None:
-    """Update the address table from `ifaddr_events`."""
-    for mtype, index, scope, flags, addr in events:
-        if mtype == RTM_NEWADDR:
-            table[(index, addr)] = (scope, flags)
-        else:
-            table.pop((index, addr), None)
-
-
-def usable_sources(table: AddressTable, own_index: int | None) -> list[bytes]:
-    """The addresses an ICMPv6 error may come from, best tier only, in a stable order.
-
-    Global scope (ULA included, as the kernel counts them), not on our own TUN, not
-    tentative or failed DAD; deprecated ones only when nothing else is left (RFC 6724 rule 3),
-    and stable before temporary ones (a router's errors should name a stable address).
-    """
-    good: list[tuple[int, bytes]] = []
-    for (index, addr), (scope, flags) in table.items():
-        if index == own_index or scope != RT_SCOPE_UNIVERSE:
-            continue
-        if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
-            continue
-        if addr[0] == 0xFF or addr[:2] == b"\xfe\x80" or addr == bytes(15) + b"\x01":
-            continue
-        rank = (2 if flags & IFA_F_DEPRECATED else 0) + (1 if flags & IFA_F_TEMPORARY else 0)
-        good.append((rank, addr))
-    if not good:
-        return []
-    best_tier = 2 if min(r for r, _ in good) >= 2 else 0
-    return sorted(a for r, a in good if (r >= 2) == (best_tier == 2))
-
-
-def dump_ipv6_addresses() -> AddressTable:
-    """Every IPv6 address of the namespace, read on a socket of its own (a subscribed socket
-    would interleave notifications with the dump's answer)."""
-    table: AddressTable = {}
-    with _ipr() as ipr:
-        apply_ifaddr(table, ifaddr_events(ipr.get_addr(family=socket.AF_INET6)))
-    return table
-
-
-class SourceAddressWatcher(_Watcher):
-    """The host's global IPv6 addresses, kept current (the relay's ICMPv6 error sources).
-
-    miredo sends its ICMPv6 errors through a raw socket, so the kernel picks a routable source
-    address; we write them to the TUN device, and a link-local source would never be forwarded
-    to the native sender.  So the relay's errors come from one of the host's own global
-    addresses, learnt here in the parent and handed to the worker (`channel.icmp_sources`).
-    """
-
-    def __init__(self, own_index: int | None) -> None:
-        self.own_index = own_index
-        self.sub = _Subscription(RTMGRP_IPV6_IFADDR)  # subscribe first: miss no change
-        try:
-            self.table = dump_ipv6_addresses()
-        except BaseException:
-            self.sub.close()
-            raise
-        self.sources = usable_sources(self.table, own_index)
-
-    def drain(self) -> bool:
-        """Read what is queued; True when the usable sources changed."""
-        msgs, lost = self.sub.read()
-        apply_ifaddr(self.table, ifaddr_events(msgs))
-        if lost:  # notifications were lost: read the whole table again
-            try:
-                self.table = dump_ipv6_addresses()
-            except OSError:
-                pass  # keep what we have: the best we know
-        sources = usable_sources(self.table, self.own_index)
-        if sources == self.sources:
-            return False
-        self.sources = sources
-        return True

@@ -16,15 +16,15 @@ static fields it knows and ``"worker": "unresponsive"`` (docs/contracts.md §4):
 the fault instead of a timeout.  The stand-in parses one short line from a root-owned 0660
 socket, the same bounded code the worker runs.
 
-rtnetlink work is pyroute2's (`engine.runtime.netlink`), except a client's first address on
-its fresh device (`rtnl_min`, four requests packed by hand), and importing pyroute2 takes
+A client's rtnetlink work is pyroute2's (`engine.runtime.netlink`), except its first address
+on its fresh device (`rtnl_min`, four requests packed by hand), and importing pyroute2 takes
 0.1-0.3 s, longer than a whole qualification in a LAN.  A client's parent forks its worker,
 serves the worker's first "up" through `rtnl_min`, and only then (or after `NETLINK_DEFER`
 seconds without one) imports pyroute2 for the host watch and local discovery: nothing between
-launch and address waits for it.  A relay imports it before its worker: it must have its route
-before it serves, nothing waits on its start-up, and a module loaded before the fork (and
-frozen, `_fork_worker`) is shared by both processes, while one loaded after it costs the parent
-its own copy (measured: relay tree PSS 24.9 MiB against 28.3, docs/performance.md).
+launch and address waits for it.  A relay's parent needs little of rtnetlink (its static
+set-up, teardown, one subscription) and does all of it through `rtnl_min`
+(`engine.runtime.relay_link`): it never loads pyroute2, which saved about 7 MiB of PSS per
+relay (docs/performance.md).
 
 It holds the TUN descriptor and the status socket across generations: a SIGHUP that only
 needs new sockets restarts the worker while the interface and the socket path stay.
