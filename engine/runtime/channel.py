@@ -17,10 +17,10 @@ import io
 import ipaddress
 import json
 import pickle
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from engine.config.values import prefix_text
+from engine.proto.records import dataclass
 
 MAX_LINE = 2048
 MTU_MIN = 1280

@@ -24,8 +24,9 @@ import sys
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from xml.sax.saxutils import escape
+
+from engine.proto.records import dataclass
 
 # The worker may run chrooted (docs/architecture.md): look up now the codecs http.client,
 # socket (idna: every str host name, even an address) and this module use later, while the
