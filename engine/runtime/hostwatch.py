@@ -2,10 +2,9 @@
 
 A client re-qualifies at once when the host's IPv4 addresses or links change (`AddressWatcher`);
 a relay's ICMPv6 errors need one of the host's global IPv6 addresses as their source
-(`SourceAddressWatcher`).  Both are rtnetlink subscriptions (the client's through pyroute2,
-the relay's through `rtnl_min`, so that a relay never loads pyroute2), so they live in the
-parent, and what they learn reaches the worker through the callbacks (as a kick or a host
-fact).
+(`SourceAddressWatcher`).  Both are rtnetlink subscriptions (`rtnl_min.Subscription`), so
+they live in the parent, and what they learn reaches the worker through the callbacks (as a
+kick or a host fact).
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ class HostWatch:
 
     def follow(self, role: str, own_index: int | None) -> None:
         """Subscribe to what `role` needs, ignoring our own interface `own_index`; drop the
-        rest.  A client's first call imports pyroute2 (its parent: after forking)."""
+        rest.  A client's parent makes its first call after forking its worker."""
         want_addresses = role == "client"
         want_sources = role == "relay"
         if self.addresses is not None and (
@@ -86,7 +85,7 @@ class HostWatch:
         self.addresses = self.sources = None
 
     def close_in_child(self) -> None:
-        """In the forked worker: drop the descriptors without running pyroute2 there."""
+        """In the forked worker: drop its copies of the descriptors."""
         for watcher in (self.addresses, self.sources):
             if watcher is not None:
                 watcher.close_in_child()

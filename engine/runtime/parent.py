@@ -16,15 +16,12 @@ static fields it knows and ``"worker": "unresponsive"`` (docs/contracts.md §4):
 the fault instead of a timeout.  The stand-in parses one short line from a root-owned 0660
 socket, the same bounded code the worker runs.
 
-A client's rtnetlink work is pyroute2's (`engine.runtime.netlink`), except its first address
-on its fresh device (`rtnl_min`, four requests packed by hand), and importing pyroute2 takes
-0.1-0.3 s, longer than a whole qualification in a LAN.  A client's parent forks its worker,
-serves the worker's first "up" through `rtnl_min`, and only then (or after `NETLINK_DEFER`
-seconds without one) imports pyroute2 for the host watch and local discovery: nothing between
-launch and address waits for it.  A relay's parent needs little of rtnetlink (its static
-set-up, teardown, one subscription) and does all of it through `rtnl_min`
-(`engine.runtime.relay_link`): it never loads pyroute2, which saved about 7 MiB of PSS per
-relay (docs/performance.md).
+rtnetlink work goes through `rtnl_min` (`netlink` for a client, `relay_link` for a relay):
+no instance loads pyroute2, whose import took 0.1-0.3 s and, after the fork, made a client's
+parent about 14 MiB private (docs/performance.md).  A client's parent still forks its worker
+and serves the worker's first "up" (`rtnl_min.configure_fresh`) before it subscribes to the
+host's changes and lists the local-discovery interfaces (or `NETLINK_DEFER` seconds after
+the fork without an "up"): nothing between launch and address waits for those dumps.
 
 It holds the TUN descriptor and the status socket across generations: a SIGHUP that only
 needs new sockets restarts the worker while the interface and the socket path stay.
@@ -86,7 +83,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 ROLE_MODULES = {"client": "engine.proto.client", "relay": "engine.proto.relay",
                 "server": "engine.proto.server"}
 NETLINK_DEFER = 0.5
-"""A client's parent imports pyroute2 after its worker's first "up", or after this many
+"""A client's parent starts its host watch after its worker's first "up", or after this many
 seconds without one (a slow or absent server must not leave the host unwatched for long)."""
 
 
@@ -95,7 +92,7 @@ class StartupError(Exception):
 
 
 def netlink_loaded() -> bool:
-    """Whether pyroute2 is already paid for (a relay's set-up imported it)."""
+    """Whether the client's host watch is set up (`_netlink_after_fork` ran)."""
     return "engine.runtime.netlink" in sys.modules
 
 
@@ -156,7 +153,7 @@ class Parent:
         """Whether the current worker holds a discovery socket (UDP 3544)."""
         self.discovery_idle_logged = False
         self.netlink_timer: Timer | None = None
-        """A client's deferred pyroute2 import (`NETLINK_DEFER`), pending."""
+        """A client's deferred host-watch set-up (`NETLINK_DEFER`), pending."""
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -207,16 +204,16 @@ class Parent:
         log.debug("parent keeps %s", ", ".join(capabilities.names_of(kept)) or "nothing")
 
     def _netlink_after_fork(self, gen: Generation) -> None:
-        """A client's rtnetlink set-up: pyroute2's import, the host watch, the local-discovery
-        listing; run once the worker's first "up" was served (`_apply`), or `NETLINK_DEFER`
-        seconds after the fork without one."""
+        """A client's rtnetlink set-up: the host watch and the local-discovery listing; run
+        once the worker's first "up" was served (`_apply`), or `NETLINK_DEFER` seconds after
+        the fork without one."""
         if self.netlink_timer is not None:
             self.netlink_timer.cancel()
             self.netlink_timer = None
         try:
             importlib.import_module("engine.runtime.netlink")
         except ImportError as e:  # fatal, as it was when this ran inside start()
-            log.error("pyroute2 is needed to configure the interface: %s", e)
+            log.error("cannot load the rtnetlink module: %s", e)
             self.exit_code = 1
             self.loop.stop()
             return
@@ -332,7 +329,7 @@ class Parent:
             self.signals.close()
         if self.pidfile is not None:
             self.pidfile.close_in_child()
-        self.host.close_in_child()  # not close(): that would run pyroute2 in the worker
+        self.host.close_in_child()  # the parent keeps watching with its own descriptors
         if self.control is not None:
             self.control.close()
         if self.stand_in is not None:
@@ -517,7 +514,7 @@ class Parent:
                 return
             self.interface.client_up(req.address, req.mtu)
             timer = self.netlink_timer
-            if timer is not None:  # the address is on the link: now pyroute2 may load
+            if timer is not None:  # the address is on the link: now the host watch may start
                 timer.cancel()
                 self.netlink_timer = self.loop.call_later(0.0, timer.callback)
         elif isinstance(req, channel.Pong):

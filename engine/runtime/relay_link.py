@@ -5,8 +5,8 @@ A relay's parent needs little of rtnetlink: MTU and up, the fixed link-local, th
 ``Prefix/32`` route, the link down on exit, and one subscription.  Done through pyroute2's
 `IPRoute`, that little cost the relay about 7 MiB of PSS (asyncio and 240 modules, shared by
 its parent and worker) and 0.1-0.2 s of start-up; through `rtnl_min`'s `struct`-packed
-messages it costs nothing to load (docs/performance.md, "Idle memory").  A client keeps
-pyroute2 (`engine.runtime.netlink`) for what it does after qualifying.
+messages it costs nothing to load (docs/performance.md, "Idle memory").  A client's
+counterpart is `engine.runtime.netlink`.
 
 The messages are the same as the ones pyroute2 sent (the kernel tests compare the link's
 state), and so are the failures: `RtnlError` (an `OSError`) naming the step and the errno.
@@ -19,22 +19,14 @@ import socket
 
 from engine.config.values import prefix_text
 from engine.runtime import rtnl_min
+from engine.runtime.netlink import flush, session
 from engine.runtime.rtnl_min import RT_TABLE_MAIN, Addr, Rtnl, RtnlError
 from engine.runtime.sysctl import write_sysctl
 
 LL_CLIENT = socket.inet_pton(socket.AF_INET6, "fe80::ffff:ffff:ffff")
 RELAY_ROUTE_METRIC = 1024  # the first relay of a namespace; each further one takes the next
 RELAY_METRIC_SPAN = 4096  # relays per namespace and prefix, far above what one host runs
-RTPROT_KERNEL = 2
 RT_SCOPE_UNIVERSE = 0
-RECV_SIZE = 1 << 16
-
-
-def _session(name: str) -> Rtnl:
-    try:
-        return Rtnl(name)
-    except OSError as e:
-        raise RtnlError(f"rtnetlink socket: {e.strerror or e}") from None
 
 
 class RelayLink:
@@ -44,17 +36,6 @@ class RelayLink:
         self.index = index
         self.name = name
         self.mtu: int | None = None
-
-    def flush(self, nl: Rtnl) -> None:
-        """Remove every address and every main-table route of our interface (a reload that
-        keeps the device: what an earlier set-up left must not stay)."""
-        for addr in nl.addresses(socket.AF_UNSPEC, self.index):
-            nl.delete_address(addr, ok_errnos=(errno.EADDRNOTAVAIL, errno.ENODEV))
-        for family in (socket.AF_INET6, socket.AF_INET):
-            for route in nl.routes(family, RT_TABLE_MAIN):
-                if route.oif != self.index or route.protocol == RTPROT_KERNEL:
-                    continue  # proto kernel: removed with the addresses/link
-                nl.delete_route(route, ok_errnos=(errno.ESRCH, errno.ENODEV))
 
     def setup(self, mtu: int, prefix32: int, fresh: bool = False) -> None:
         """Static relay set-up: MTU, link up, the link-local, ``Prefix/32`` metric 1024.
@@ -67,9 +48,9 @@ class RelayLink:
         except OSError as e:
             raise RtnlError(f"accept_redirects on {self.name}: {e.strerror}") from None
         try:
-            with _session(self.name) as nl:
-                if not fresh:
-                    self.flush(nl)
+            with session(self.name) as nl:
+                if not fresh:  # a reload that keeps the device: what an earlier set-up left
+                    flush(nl, self.index)
                 nl.link_up(self.index, mtu)
                 nl.add_address6(self.index, LL_CLIENT, 64)
                 self._add_prefix_route(nl, prefix32)
@@ -119,7 +100,7 @@ class RelayLink:
         addresses and routes with it, and down already takes them off at once (a flush of N
         relays stopping together grew with N squared, docs/performance.md)."""
         try:
-            with _session(self.name) as nl:
+            with session(self.name) as nl:
                 nl.link_down(self.index, ok_errnos=(errno.ENODEV,))
         except OSError:
             pass
@@ -185,7 +166,7 @@ def dump_ipv6_addresses() -> AddressTable:
     """Every IPv6 address of the namespace, read on a socket of its own (a subscribed socket
     would interleave notifications with the dump's answer)."""
     table: AddressTable = {}
-    with _session("host") as nl:
+    with session("host") as nl:
         apply_ifaddr(table, [a for a in nl.addresses(socket.AF_INET6) if len(a.address) == 16])
     return table
 
@@ -201,39 +182,29 @@ class SourceAddressWatcher:
 
     def __init__(self, own_index: int | None) -> None:
         self.own_index = own_index
-        # subscribe first, then dump: no change falls between the two
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                  rtnl_min.NETLINK_ROUTE)
+        self.sub = rtnl_min.Subscription(rtnl_min.RTMGRP_IPV6_IFADDR)  # first: miss no change
         try:
-            self.sock.bind((0, rtnl_min.RTMGRP_IPV6_IFADDR))
-            self.sock.setblocking(False)
             self.table = dump_ipv6_addresses()
         except BaseException:
-            self.sock.close()
+            self.sub.close()
             raise
         self.sources = usable_sources(self.table, own_index)
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        return self.sub.fileno()
 
     def read(self) -> tuple[list[Addr], bool]:
-        """The decoded messages queued now, and whether some were lost (ENOBUFS: the queue
-        overflowed; or a read that did not decode)."""
+        """The IPv6 address messages queued now, and whether some were lost."""
+        msgs, lost = self.sub.read()
         events: list[Addr] = []
-        lost = False
-        while True:
+        for mtype, payload in msgs:
             try:
-                data = self.sock.recv(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:  # ENOBUFS: the queue overflowed and notifications were lost
+                a = rtnl_min.parse_addr(mtype, payload)
+            except rtnl_min.MalformedError:
                 lost = True
                 continue
-            if not data:
-                break
-            got, whole = ifaddr_events(data)
-            events += got
-            lost = lost or not whole
+            if a is not None and a.family == socket.AF_INET6 and len(a.address) == 16:
+                events.append(a)
         return events, lost
 
     def drain(self) -> bool:
@@ -252,9 +223,9 @@ class SourceAddressWatcher:
         return True
 
     def close(self) -> None:
-        self.sock.close()
+        self.sub.close()
 
     def close_in_child(self) -> None:
         """In a forked worker: drop our copy of the socket (the parent keeps its own)."""
-        self.sock.close()
+        self.sub.close()
 

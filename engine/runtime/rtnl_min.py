@@ -23,19 +23,20 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 NETLINK_ROUTE = 0
-RTM_NEWLINK = 16
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLM_F_DUMP = 0x300
 IFF_UP = 0x1
-IFLA_MTU = 4
+IFLA_IFNAME, IFLA_MTU = 3, 4
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_TABLE = 1, 4, 6, 15
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
 RT_SCOPE_NOWHERE = 255
-RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
+RECV_SIZE = 1 << 16
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _IFADDRMSG = struct.Struct("=BBBBi")
@@ -128,6 +129,11 @@ class Rtnl:
         self.request("set down", RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, body,
                      ok_errnos=ok_errnos)
 
+    def links(self) -> list[Link]:
+        """Every link of the namespace."""
+        got = self.dump("list links", RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+        return [link for link in (parse_link(t, p) for t, p in got) if link is not None]
+
     def addresses(self, family: int, index: int = 0) -> list[Addr]:
         """The addresses of `family` (of interface `index` only, when not 0)."""
         got = self.dump("list addresses", RTM_GETADDR, _IFADDRMSG.pack(family, 0, 0, 0, 0))
@@ -200,6 +206,15 @@ class Addr(NamedTuple):
     peer: bytes | None
 
 
+class Link(NamedTuple):
+    """One RTM_NEWLINK/RTM_DELLINK: index, IFF_* flags and name ("" when absent)."""
+
+    type: int
+    index: int
+    flags: int
+    name: str
+
+
 class Route(NamedTuple):
     """One route of a dump; `dst` is empty for a default route."""
 
@@ -258,6 +273,17 @@ def parse_addr(mtype: int, payload: bytes) -> Addr | None:
     return Addr(mtype, family, prefixlen, flags, scope, index, address, local, peer)
 
 
+def parse_link(mtype: int, payload: bytes) -> Link | None:
+    """A link message, or None for any other type; `MalformedError` when it is short."""
+    if mtype not in (RTM_NEWLINK, RTM_DELLINK):
+        return None
+    if len(payload) < _IFINFOMSG.size:
+        raise MalformedError("short link message")
+    _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
+    name = attributes(payload, _IFINFOMSG.size).get(IFLA_IFNAME, b"")
+    return Link(mtype, index, flags, name.split(b"\0", 1)[0].decode(errors="replace"))
+
+
 def parse_route(mtype: int, payload: bytes) -> Route | None:
     """A route message, or None for any other type; `MalformedError` when it is short."""
     if mtype not in (RTM_NEWROUTE, RTM_DELROUTE):
@@ -291,3 +317,50 @@ def configure_fresh(index: int, name: str, mtu: int, addresses: list[tuple[bytes
         raise
     except OSError as e:
         raise RtnlError(f"rtnetlink on {name}: {e.strerror or e}") from None
+
+
+class Subscription:
+    """A netlink socket bound to rtnetlink multicast groups, read without blocking from the
+    parent's own loop whenever it is readable (no thread, no library loop)."""
+
+    def __init__(self, groups: int) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                  NETLINK_ROUTE)
+        try:
+            self.sock.bind((0, groups))
+            self.sock.setblocking(False)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self) -> tuple[list[tuple[int, bytes]], bool]:
+        """``(type, payload)`` of the messages queued now, and whether some were lost
+        (ENOBUFS: the kernel's queue overflowed; or a read that did not parse)."""
+        out: list[tuple[int, bytes]] = []
+        lost = False
+        while True:
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ENOBUFS: the queue overflowed and notifications were lost
+                lost = True
+                continue
+            if not data:
+                break
+            try:
+                for mtype, _seq, payload in messages(data):
+                    if mtype == NLMSG_ERROR:
+                        lost = True
+                        break
+                    out.append((mtype, payload))
+            except MalformedError:
+                lost = True  # a datagram we cannot read: count it as lost, re-read the state
+        return out, lost
+
+    def close(self) -> None:
+        """Close our descriptor (also what a forked worker does with its copy)."""
+        self.sock.close()

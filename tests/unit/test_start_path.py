@@ -72,10 +72,11 @@ def test_the_run_path_keeps_heavy_standard_modules_out():
     assert sorted(loaded & DENIED_BEFORE_FORK.keys()) == []
 
 
-def test_the_netlink_module_is_pyroute2():
-    """The other half: the interface is configured through pyroute2, imported there."""
-    loaded = _heavy_modules_after(("engine.runtime.netlink",))
-    assert "pyroute2" in loaded and "pyroute2.iproute" in loaded
+def test_the_netlink_modules_do_not_load_pyroute2():
+    """A client's later changes and host watch (`netlink`) and a relay's whole rtnetlink work
+    (`relay_link`) go through `rtnl_min`: no instance loads pyroute2, before the fork or after
+    (docs/performance.md, "Idle memory")."""
+    assert _heavy_modules_after(("engine.runtime.netlink", "engine.runtime.relay_link")) == []
 
 
 def test_the_first_router_solicitation_is_due_at_once():
