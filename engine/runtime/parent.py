@@ -16,9 +16,10 @@ static fields it knows and ``"worker": "unresponsive"`` (docs/contracts.md §4):
 the fault instead of a timeout.  The stand-in parses one short line from a root-owned 0660
 socket, the same bounded code the worker runs.
 
-rtnetlink work goes through `rtnl_min` (`netlink` for a client, `relay_link` for a relay):
-no instance loads pyroute2, whose import took 0.1-0.3 s and, after the fork, made a client's
-parent about 14 MiB private (docs/performance.md).  A client's parent still forks its worker
+rtnetlink work goes through `rtnl_min` (`netlink` for a client, `relay_link` for a relay),
+whose messages are pyroute2's rtnetlink message classes, loaded before the fork; never
+pyroute2's `IPRoute`, whose import took 0.1-0.3 s and, after the fork, made a client's parent
+about 14 MiB private (docs/performance.md).  A client's parent still forks its worker
 and serves the worker's first "up" (`rtnl_min.configure_fresh`) before it subscribes to the
 host's changes and lists the local-discovery interfaces (or `NETLINK_DEFER` seconds after
 the fork without an "up"): nothing between launch and address waits for those dumps.
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import engine
 from engine.config import ConfigError, load_config
 from engine.config.values import prefix_text
-from engine.runtime import capabilities, channel, heartbeat
+from engine.runtime import capabilities, channel, heartbeat, rtnl_min
 from engine.runtime.discovery_select import list_discovery_interfaces, qualifying
 from engine.runtime.hostwatch import HostWatch
 from engine.runtime.interface import Interface
@@ -187,6 +188,10 @@ class Parent:
         )
         # the role's module before the fork: the worker starts at once, and shares its pages
         importlib.import_module(ROLE_MODULES[self.config.role])
+        # pyroute2's rtnetlink message classes too (a relay's set-up above has loaded them
+        # already): shared with the worker, and the first "up" does not wait for the import
+        # (docs/performance.md, "Keeping pyroute2, leanly")
+        rtnl_min.load()
         self._fork_worker(gen)
         if self.config.role == "client":
             self.netlink_timer = self.loop.call_later(

@@ -1,16 +1,17 @@
-"""The rtnetlink requests and dumps the engine makes itself, packed and read with `struct`.
+"""The rtnetlink requests, dumps and notifications the engine handles, built and read by
+pyroute2's rtnetlink message classes over a plain ``NETLINK_ROUTE`` socket of our own.
 
-Why not pyroute2 for these: loading pyroute2's `IPRoute` takes 0.1-0.2 s (it pulls in asyncio)
-and about 7 MiB of every process that imports it; pyroute2's message classes alone
-(`pyroute2.netlink.rtnl.ifaddrmsg` and friends, without asyncio) still take ~33 ms, 61 modules
-and ~3.8 MiB.  The fixed-layout messages below cost nothing to load (docs/performance.md).
+pyroute2 is the project's netlink library (issue 15: "pyroute2 stays"), used leanly: only
+`pyroute2.netlink` (``nlmsg``, ``nlmsgerr``) and the three rtnetlink message classes
+(``ifinfmsg``, ``ifaddrmsg``, ``rtmsg``) are imported, through `engine.runtime.pyroute2_lean`
+so that the package ``__init__`` (every netlink family, NDB, IPDB) never runs, and never
+``pyroute2.iproute``, whose synchronous `IPRoute` pulls in asyncio and ~240 modules.  The
+import happens once, in `load`, which the parent calls before its fork (docs/performance.md,
+"Keeping pyroute2, leanly": where it costs least).
 
-Two users: a client's first address on its fresh TUN (`configure_fresh`: MTU and up, two
-addresses, ``::/0``, so the qualified address is on the link as soon as the worker reports it),
-and the whole of a relay's rtnetlink work (`engine.runtime.relay_link`: its static set-up,
-teardown and the watch of the host's IPv6 addresses), so that a relay never loads pyroute2.  A
-client's later changes, which read state first (the flush before a changed address, the host
-watch), stay pyroute2's, in `engine.runtime.netlink`.
+Two users: a client's first address on its fresh TUN (`configure_fresh`) and its later changes
+and watches (`engine.runtime.netlink`, `engine.runtime.hostwatch`), and the whole of a relay's
+rtnetlink work (`engine.runtime.relay_link`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import struct
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
@@ -30,21 +30,59 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLM_F_DUMP = 0x300
 IFF_UP = 0x1
-IFLA_IFNAME, IFLA_MTU = 3, 4
-IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
-RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_TABLE = 1, 4, 6, 15
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
 RT_SCOPE_NOWHERE = 255
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 RECV_SIZE = 1 << 16
-_NLMSGHDR = struct.Struct("=IHHII")
-_IFINFOMSG = struct.Struct("=BxHiII")
-_IFADDRMSG = struct.Struct("=BBBBi")
-_RTMSG = struct.Struct("=BBBBBBBBI")
-_NLMSGERR = struct.Struct("=i")
-_RTATTR = struct.Struct("=HH")
-_U32 = struct.Struct("=I")
+_HEADER = 16  # struct nlmsghdr
 _CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
+
+#: pyroute2's classes, filled by `load`: ``nlmsg``, ``nlmsgerr``, ``ifinfmsg``, ``ifaddrmsg``,
+#: ``rtmsg``.
+_classes: dict[str, Any] = {}
+
+
+def load() -> None:
+    """Import pyroute2's rtnetlink message classes (once).  Every other function here calls
+    it, so it only matters *when* it runs first: the parent calls it before its fork, so that
+    no request waits for the import and both processes share its pages."""
+    if _classes:
+        return
+    from engine.runtime import pyroute2_lean
+    pyroute2_lean.install()
+    # pyroute2 logs (with a traceback) an attribute it cannot decode and goes on; we count
+    # such a message as malformed ourselves, so its log lines are not wanted on stderr
+    import logging
+
+    from pyroute2.netlink import nlmsg, nlmsgerr
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+    logging.getLogger("pyroute2").addHandler(logging.NullHandler())
+    _classes.update(nlmsg=nlmsg, nlmsgerr=nlmsgerr, ifinfmsg=ifinfmsg, ifaddrmsg=ifaddrmsg,
+                    rtmsg=rtmsg)
+
+
+def _build(kind: str, mtype: int, flags: int, seq: int, fields: dict[str, int],
+           attrs: list[tuple[str, object]]) -> bytes:
+    load()
+    msg = _classes[kind]()
+    for key, value in fields.items():
+        msg[key] = value
+    msg["attrs"] = attrs
+    msg["header"]["type"] = mtype
+    msg["header"]["flags"] = flags
+    msg["header"]["sequence_number"] = seq
+    msg.encode()
+    return bytes(msg.data)
+
+
+def _text6(address: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6, address)
+
+
+def _family_text(family: int, address: bytes) -> str:
+    return socket.inet_ntop(family, address)
 
 
 class RtnlError(OSError):
@@ -59,15 +97,11 @@ class RtnlError(OSError):
         return err
 
 
-def _attr(kind: int, value: bytes) -> bytes:
-    size = 4 + len(value)
-    return struct.pack("=HH", size, kind) + value + b"\0" * (-size & 3)
-
-
 class Rtnl:
     """One rtnetlink socket for a handful of acknowledged requests, then closed."""
 
     def __init__(self, name: str) -> None:
+        load()
         self.name = name
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                   NETLINK_ROUTE)
@@ -80,111 +114,104 @@ class Rtnl:
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
 
-    def request(self, what: str, mtype: int, flags: int, body: bytes,
-                ok_errnos: tuple[int, ...] = ()) -> None:
+    def request(self, what: str, kind: str, mtype: int, flags: int, fields: dict[str, int],
+                attrs: list[tuple[str, object]], ok_errnos: tuple[int, ...] = ()) -> None:
         """Send one request and wait for its acknowledgement; `RtnlError` on refusal."""
         self.seq += 1
         seq = self.seq
-        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), mtype, flags, seq, 0) + body)
+        self.sock.send(_build(kind, mtype, flags, seq, fields, attrs))
         while True:
-            data = self.sock.recv(65536)
-            off = 0
-            while off + _NLMSGHDR.size <= len(data):
-                length, rtype, _f, rseq, _pid = _NLMSGHDR.unpack_from(data, off)
-                if length < _NLMSGHDR.size:
-                    break
+            for rtype, rseq, msg in messages(self.sock.recv(RECV_SIZE)):
                 if rtype == NLMSG_ERROR and rseq == seq:
-                    (code,) = _NLMSGERR.unpack_from(data, off + _NLMSGHDR.size)
+                    code = error_code(msg)
                     if code == 0 or -code in ok_errnos:
                         return
                     raise RtnlError.of(what, self.name, -code)
-                off += (length + 3) & ~3
 
-    def dump(self, what: str, mtype: int, body: bytes) -> list[tuple[int, bytes]]:
-        """Every ``(type, payload)`` of one dump request; `RtnlError` when it is refused."""
+    def dump(self, what: str, kind: str, mtype: int,
+             fields: dict[str, int]) -> list[tuple[int, bytes]]:
+        """Every ``(type, message)`` of one dump request; `RtnlError` when it is refused."""
         self.seq += 1
         seq = self.seq
-        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), mtype,
-                                      NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+        self.sock.send(_build(kind, mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, fields, []))
         out: list[tuple[int, bytes]] = []
         while True:
-            data = self.sock.recv(1 << 16)
-            for rtype, rseq, payload in messages(data):
+            for rtype, rseq, msg in messages(self.sock.recv(RECV_SIZE)):
                 if rseq != seq:
                     continue
                 if rtype == NLMSG_DONE:
                     return out
                 if rtype == NLMSG_ERROR:
-                    (code,) = _NLMSGERR.unpack_from(payload)
-                    raise RtnlError.of(what, self.name, -code)
-                out.append((rtype, payload))
+                    raise RtnlError.of(what, self.name, -error_code(msg))
+                out.append((rtype, msg))
 
     def link_up(self, index: int, mtu: int) -> None:
-        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP)
-        self.request("set MTU/up", RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK,
-                     body + _attr(IFLA_MTU, struct.pack("=I", mtu)))
+        self.request("set MTU/up", "ifinfmsg", RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK,
+                     {"index": index, "flags": IFF_UP, "change": IFF_UP},
+                     [("IFLA_MTU", mtu)])
 
     def link_down(self, index: int, ok_errnos: tuple[int, ...] = ()) -> None:
-        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, 0, IFF_UP)
-        self.request("set down", RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, body,
-                     ok_errnos=ok_errnos)
+        self.request("set down", "ifinfmsg", RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK,
+                     {"index": index, "flags": 0, "change": IFF_UP}, [], ok_errnos=ok_errnos)
 
     def links(self) -> list[Link]:
         """Every link of the namespace."""
-        got = self.dump("list links", RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
-        return [link for link in (parse_link(t, p) for t, p in got) if link is not None]
+        got = self.dump("list links", "ifinfmsg", RTM_GETLINK, {"family": socket.AF_UNSPEC})
+        return [link for link in (parse_link(t, m) for t, m in got) if link is not None]
 
     def addresses(self, family: int, index: int = 0) -> list[Addr]:
         """The addresses of `family` (of interface `index` only, when not 0)."""
-        got = self.dump("list addresses", RTM_GETADDR, _IFADDRMSG.pack(family, 0, 0, 0, 0))
-        found = (parse_addr(t, p) for t, p in got)
+        got = self.dump("list addresses", "ifaddrmsg", RTM_GETADDR, {"family": family})
+        found = (parse_addr(t, m) for t, m in got)
         return [a for a in found if a is not None and (not index or a.index == index)]
 
     def delete_address(self, a: Addr, ok_errnos: tuple[int, ...] = ()) -> None:
-        body = _IFADDRMSG.pack(a.family, a.prefixlen, 0, 0, a.index)
+        attrs: list[tuple[str, object]] = []
         if a.local is not None:
-            body += _attr(IFA_LOCAL, a.local)
-        body += _attr(IFA_ADDRESS, a.peer if a.peer is not None else a.address)
-        self.request("delete address", RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, body,
+            attrs.append(("IFA_LOCAL", _family_text(a.family, a.local)))
+        attrs.append(("IFA_ADDRESS",
+                      _family_text(a.family, a.peer if a.peer is not None else a.address)))
+        self.request("delete address", "ifaddrmsg", RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK,
+                     {"family": a.family, "prefixlen": a.prefixlen, "index": a.index}, attrs,
                      ok_errnos=ok_errnos)
 
     def routes(self, family: int, table: int = RT_TABLE_MAIN) -> list[Route]:
         """The routes of `family` in `table` (the kernel dumps every table: filtered here)."""
-        got = self.dump("list routes", RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0))
-        found = (parse_route(t, p) for t, p in got)
+        got = self.dump("list routes", "rtmsg", RTM_GETROUTE, {"family": family})
+        found = (parse_route(t, m) for t, m in got)
         return [r for r in found if r is not None and r.table == table]
 
     def delete_route(self, r: Route, ok_errnos: tuple[int, ...] = ()) -> None:
-        body = _RTMSG.pack(r.family, r.dst_len, 0, 0, r.table if r.table < 256 else 0, 0,
-                           RT_SCOPE_NOWHERE, 0, 0)
+        attrs: list[tuple[str, object]] = []
         if r.dst_len:
-            body += _attr(RTA_DST, r.dst)
+            attrs.append(("RTA_DST", _family_text(r.family, r.dst)))
         if r.table >= 256:
-            body += _attr(RTA_TABLE, _U32.pack(r.table))
+            attrs.append(("RTA_TABLE", r.table))
         if r.oif is not None:
-            body += _attr(RTA_OIF, struct.pack("=i", r.oif))
+            attrs.append(("RTA_OIF", r.oif))
         if r.priority is not None:
-            body += _attr(RTA_PRIORITY, _U32.pack(r.priority))
-        self.request("delete route", RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK, body,
-                     ok_errnos=ok_errnos)
+            attrs.append(("RTA_PRIORITY", r.priority))
+        self.request("delete route", "rtmsg", RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK,
+                     {"family": r.family, "dst_len": r.dst_len,
+                      "table": r.table if r.table < 256 else 0, "scope": RT_SCOPE_NOWHERE},
+                     attrs, ok_errnos=ok_errnos)
 
     def add_address6(self, index: int, address: bytes, prefixlen: int) -> None:
-        body = _IFADDRMSG.pack(socket.AF_INET6, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
-        text = socket.inet_ntop(socket.AF_INET6, address)
-        self.request(f"add address {text}/{prefixlen}", RTM_NEWADDR, _CREATE,
-                     body + _attr(IFA_ADDRESS, address), ok_errnos=(errno.EEXIST,))
+        text = _text6(address)
+        self.request(f"add address {text}/{prefixlen}", "ifaddrmsg", RTM_NEWADDR, _CREATE,
+                     {"family": socket.AF_INET6, "prefixlen": prefixlen,
+                      "scope": RT_SCOPE_UNIVERSE, "index": index},
+                     [("IFA_ADDRESS", text)], ok_errnos=(errno.EEXIST,))
 
     def add_route6(self, index: int, dst: bytes, dst_len: int, metric: int,
                    ok_errnos: tuple[int, ...] = (errno.EEXIST,), what: str = "") -> None:
-        body = _RTMSG.pack(socket.AF_INET6, dst_len, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC,
-                           RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
-        if dst_len:
-            body += _attr(RTA_DST, dst)
-        body += _attr(RTA_OIF, struct.pack("=i", index))
-        body += _attr(RTA_PRIORITY, struct.pack("=I", metric))
-        text = socket.inet_ntop(socket.AF_INET6, dst)
-        self.request(what or f"add route {text}/{dst_len}", RTM_NEWROUTE, _CREATE, body,
-                     ok_errnos=ok_errnos)
+        text = _text6(dst)
+        attrs: list[tuple[str, object]] = [("RTA_DST", text)] if dst_len else []
+        attrs += [("RTA_OIF", index), ("RTA_PRIORITY", metric)]
+        self.request(what or f"add route {text}/{dst_len}", "rtmsg", RTM_NEWROUTE, _CREATE,
+                     {"family": socket.AF_INET6, "dst_len": dst_len, "table": RT_TABLE_MAIN,
+                      "proto": RTPROT_STATIC, "scope": RT_SCOPE_UNIVERSE,
+                      "type": RTN_UNICAST}, attrs, ok_errnos=ok_errnos)
 
 
 # -- reading what the kernel sends -----------------------------------------------------------
@@ -227,79 +254,110 @@ class Route(NamedTuple):
     priority: int | None
 
 
+class MalformedError(ValueError):
+    """A netlink read that does not parse (truncated message or attribute)."""
+
+
 def messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """``(type, seq, payload)`` of every message in one netlink read, in order; a truncated
-    or malformed one raises `MalformedError` after those before it."""
+    """``(type, seq, message)`` of every message in one netlink read, in order (`message` is
+    the whole message, header included, for `parse_addr` and friends); a truncated or
+    malformed one raises `MalformedError` after those before it."""
+    load()
+    nlmsg = _classes["nlmsg"]
     off = 0
-    while off + _NLMSGHDR.size <= len(data):
-        length, rtype, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, off)
-        if length < _NLMSGHDR.size or off + length > len(data):
+    while off + _HEADER <= len(data):
+        header = nlmsg(data, offset=off)
+        try:
+            header.decode()
+        except Exception as e:  # pyroute2 raises struct.error and friends on short data
+            raise MalformedError(f"netlink header at offset {off}: {e}") from None
+        length = header["header"]["length"]
+        if length < _HEADER or off + length > len(data):
             raise MalformedError(f"netlink message of {length} bytes at offset {off}")
-        yield rtype, seq, data[off + _NLMSGHDR.size:off + length]
+        yield header["header"]["type"], header["header"]["sequence_number"], \
+            data[off:off + length]
         off += (length + 3) & ~3
     if off < len(data):
         raise MalformedError(f"{len(data) - off} bytes after the last netlink message")
 
 
-class MalformedError(ValueError):
-    """A netlink read that does not parse (truncated message or attribute)."""
+def error_code(message: bytes) -> int:
+    """The (negative) errno of an NLMSG_ERROR, 0 for an acknowledgement."""
+    return int(_decode("nlmsgerr", message)["error"])
 
 
-def attributes(payload: bytes, offset: int) -> dict[int, bytes]:
-    """The route attributes after a fixed header: ``{type: value}`` (the last one wins)."""
-    attrs: dict[int, bytes] = {}
-    while offset + _RTATTR.size <= len(payload):
-        size, kind = _RTATTR.unpack_from(payload, offset)
-        if size < _RTATTR.size or offset + size > len(payload):
-            raise MalformedError(f"route attribute of {size} bytes at offset {offset}")
-        attrs[kind & 0x3FFF] = payload[offset + _RTATTR.size:offset + size]
-        offset += (size + 3) & ~3
-    return attrs
+def _decode(kind: str, message: bytes) -> Any:
+    """pyroute2's decoding of one message.  pyroute2 does not refuse a bad attribute: it logs
+    the failure and keeps the attribute's raw bytes, so `_text_attr` checks each value's type."""
+    load()
+    msg = _classes[kind](message)
+    try:
+        msg.decode()
+    except Exception as e:  # struct.error (short body), KeyError/ValueError (bad layout)
+        raise MalformedError(f"{kind}: {e}") from None
+    return msg
 
 
-def parse_addr(mtype: int, payload: bytes) -> Addr | None:
+def _text_attr(msg: Any, name: str, family: int) -> bytes | None:
+    """An address attribute as packed bytes (pyroute2 gives text); None when absent."""
+    value = msg.get_attr(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MalformedError(f"{name} did not decode")
+    try:
+        return socket.inet_pton(family, value)
+    except (OSError, ValueError):
+        raise MalformedError(f"{name} {value!r} is not an address") from None
+
+
+def _int_attr(msg: Any, name: str) -> int | None:
+    value = msg.get_attr(name)
+    if value is not None and not isinstance(value, int):
+        raise MalformedError(f"{name} did not decode")
+    return value
+
+
+def parse_addr(mtype: int, message: bytes) -> Addr | None:
     """An address message, or None for any other type; `MalformedError` when it is short."""
     if mtype not in (RTM_NEWADDR, RTM_DELADDR):
         return None
-    if len(payload) < _IFADDRMSG.size:
-        raise MalformedError("short address message")
-    family, prefixlen, flags, scope, index = _IFADDRMSG.unpack_from(payload)
-    attrs = attributes(payload, _IFADDRMSG.size)
-    extended = attrs.get(IFA_FLAGS)
-    if extended is not None and len(extended) >= 4:
-        (flags,) = _U32.unpack_from(extended)
-    local, peer = attrs.get(IFA_LOCAL), attrs.get(IFA_ADDRESS)
+    msg = _decode("ifaddrmsg", message)
+    family = msg["family"]
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return Addr(mtype, family, msg["prefixlen"], msg["flags"], msg["scope"], msg["index"],
+                    b"", None, None)
+    extended = _int_attr(msg, "IFA_FLAGS")
+    flags = extended if extended is not None else msg["flags"]
+    local, peer = _text_attr(msg, "IFA_LOCAL", family), _text_attr(msg, "IFA_ADDRESS", family)
     address = local if local is not None else peer if peer is not None else b""
-    return Addr(mtype, family, prefixlen, flags, scope, index, address, local, peer)
+    return Addr(mtype, family, msg["prefixlen"], flags, msg["scope"], msg["index"], address,
+                local, peer)
 
 
-def parse_link(mtype: int, payload: bytes) -> Link | None:
+def parse_link(mtype: int, message: bytes) -> Link | None:
     """A link message, or None for any other type; `MalformedError` when it is short."""
     if mtype not in (RTM_NEWLINK, RTM_DELLINK):
         return None
-    if len(payload) < _IFINFOMSG.size:
-        raise MalformedError("short link message")
-    _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
-    name = attributes(payload, _IFINFOMSG.size).get(IFLA_IFNAME, b"")
-    return Link(mtype, index, flags, name.split(b"\0", 1)[0].decode(errors="replace"))
+    msg = _decode("ifinfmsg", message)
+    name = msg.get_attr("IFLA_IFNAME")
+    if name is not None and not isinstance(name, str):
+        raise MalformedError("IFLA_IFNAME did not decode")
+    return Link(mtype, msg["index"], msg["flags"], name or "")
 
 
-def parse_route(mtype: int, payload: bytes) -> Route | None:
+def parse_route(mtype: int, message: bytes) -> Route | None:
     """A route message, or None for any other type; `MalformedError` when it is short."""
     if mtype not in (RTM_NEWROUTE, RTM_DELROUTE):
         return None
-    if len(payload) < _RTMSG.size:
-        raise MalformedError("short route message")
-    family, dst_len, _src_len, _tos, table, protocol, _scope, _type, _flags = \
-        _RTMSG.unpack_from(payload)
-    attrs = attributes(payload, _RTMSG.size)
-    if RTA_TABLE in attrs and len(attrs[RTA_TABLE]) >= 4:
-        (table,) = _U32.unpack_from(attrs[RTA_TABLE])
-    oif = attrs.get(RTA_OIF)
-    prio = attrs.get(RTA_PRIORITY)
-    return Route(family, dst_len, table, protocol, attrs.get(RTA_DST, b""),
-                 struct.unpack("=i", oif[:4])[0] if oif and len(oif) >= 4 else None,
-                 _U32.unpack_from(prio)[0] if prio and len(prio) >= 4 else None)
+    msg = _decode("rtmsg", message)
+    family = msg["family"]
+    table = _int_attr(msg, "RTA_TABLE")
+    dst = (_text_attr(msg, "RTA_DST", family)
+           if family in (socket.AF_INET, socket.AF_INET6) else None)
+    return Route(family, msg["dst_len"], table if table is not None else msg["table"],
+                 msg["proto"], dst or b"", _int_attr(msg, "RTA_OIF"),
+                 _int_attr(msg, "RTA_PRIORITY"))
 
 
 def configure_fresh(index: int, name: str, mtu: int, addresses: list[tuple[bytes, int]],
@@ -337,7 +395,7 @@ class Subscription:
         return self.sock.fileno()
 
     def read(self) -> tuple[list[tuple[int, bytes]], bool]:
-        """``(type, payload)`` of the messages queued now, and whether some were lost
+        """``(type, message)`` of the messages queued now, and whether some were lost
         (ENOBUFS: the kernel's queue overflowed; or a read that did not parse)."""
         out: list[tuple[int, bytes]] = []
         lost = False

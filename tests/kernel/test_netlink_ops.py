@@ -1,4 +1,5 @@
-"""`engine.runtime.netlink` (pyroute2) against the kernel, checked with iproute2's own view.
+"""`engine.runtime.netlink` and `relay_link` (pyroute2's message classes) against the kernel,
+checked with iproute2's own view.
 
 Every operation the engine makes on its interface, and every watcher, runs inside a private
 namespace on one end of a veth pair; `ip -j` reads the result back, so a test cannot pass on
@@ -135,13 +136,15 @@ def a6(text):
 
 
 def test_relay_setup(ns):
-    """A relay's set-up goes through `rtnl_min` (no pyroute2 loaded for it)."""
+    """A relay's set-up goes through `rtnl_min`: pyroute2's rtnetlink message classes, never
+    `IPRoute` (pyroute2.iproute) nor the asyncio it pulls in."""
     loaded = in_ns(ns, RELAY_PRELUDE + """
 import sys
 t.setup(1400, 0x20010000, fresh=True)
-print(json.dumps(sorted(m for m in sys.modules if m.startswith("pyroute2"))))
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("pyroute2", "asyncio"))))
 """)
-    assert loaded == []
+    assert "pyroute2.netlink.rtnl.ifaddrmsg" in loaded and "pyroute2.netlink.rtnl.rtmsg" in loaded
+    assert [m for m in loaded if m.startswith(("pyroute2.iproute", "asyncio"))] == []
     link = ip_json(ns, "link", "show", "dev", "d0")[0]
     assert link["mtu"] == 1400 and "UP" in link["flags"]
     assert addrs_of(ns, "d0") == {("fe80::ffff:ffff:ffff", 64)}
@@ -200,9 +203,9 @@ print(json.dumps(out))
 
 
 def test_rtnl_min_first_up_matches_pyroute2_and_pyroute2_takes_over(ns):
-    """A client's first address goes through `rtnl_min` (hand-packed, no pyroute2 import):
-    the link ends up exactly as `TunnelInterface.client_up` leaves it, pyroute2 is not loaded
-    for it, and a later change through pyroute2 flushes what rtnl_min added."""
+    """A client's first address goes through `rtnl_min` (pyroute2's message classes, not
+    `IPRoute`): the link ends up exactly as `TunnelInterface.client_up` leaves it, and a later
+    change through `netlink` flushes what the first one added."""
     got = in_ns(ns, """
 import json, socket, sys
 from engine.runtime import rtnl_min
@@ -215,9 +218,11 @@ try:  # the same requests again: EEXIST is no error, as in the pyroute2 path
     rtnl_min.configure_fresh(idx, "d0", 1280, [(ll, 64), (a, 32)], (bytes(16), 0, 1029))
 except OSError as e:
     again = str(e)
-print(json.dumps({"pyroute2": "pyroute2" in sys.modules, "again": again}))
+iproute = sorted(m for m in sys.modules if m.startswith(("pyroute2.iproute", "asyncio")))
+print(json.dumps({"rtmsg": "pyroute2.netlink.rtnl.rtmsg" in sys.modules, "iproute": iproute,
+                  "again": again}))
 """)
-    assert got == {"pyroute2": False, "again": None}
+    assert got == {"rtmsg": True, "iproute": [], "again": None}
     link = ip_json(ns, "link", "show", "dev", "d0")[0]
     assert link["mtu"] == 1280 and "UP" in link["flags"]
     assert addrs_of(ns, "d0") == {("2001:0:cb00:710a:8000:f227:bdf7:ffef", 32),

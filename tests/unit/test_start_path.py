@@ -1,11 +1,11 @@
 """Nothing slow between launch and the client's address (no fixed delay, no heavy import
 before the worker is forked or before the first address is on the link).
 
-pyroute2 is the engine's netlink library, and importing it takes 0.1-0.3 s, longer than a
-whole qualification in a LAN.  So only `engine.runtime.netlink` imports it, and the run path
-up to the fork (CLI, daemon, parent, worker, roles) and the hand-packed requests that put a
-client's first address on its fresh device (`engine.runtime.rtnl_min`) must not: a client's
-parent imports it after serving its worker's first "up"."""
+pyroute2 is the engine's netlink library, used leanly (docs/performance.md, "Keeping pyroute2,
+leanly"): its rtnetlink message classes, loaded by `rtnl_min.load` through `pyroute2_lean`
+before the fork, are allowed; its `IPRoute` (``pyroute2.iproute``, which imports asyncio and
+~240 modules, 0.1-0.3 s, longer than a whole qualification in a LAN) and the package
+``__init__`` (every netlink family) are not, before the fork or after."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ RUN_PATH = ("engine.cli", "engine.runtime.daemon", "engine.runtime.parent",
             "engine.proto.relay", "engine.proto.server", "engine.runtime.rtnl_min",
             "engine.runtime.interface", "engine.runtime.relay_link",
             "engine.runtime.entropy")
-HEAVY = ("pyroute2", "asyncio", "ssl")
+HEAVY = ("pyroute2.iproute", "pyroute2.ndb", "pyroute2.ipdb", "pyroute2.nftables",
+         "pyroute2.ipset", "pyroute2.wireguard", "asyncio", "ssl")
+#: What `rtnl_min.load` is expected to bring: pyroute2's message classes and no more.
+PYROUTE2_LEAN = ("pyroute2.netlink.rtnl.ifinfmsg", "pyroute2.netlink.rtnl.ifaddrmsg",
+                 "pyroute2.netlink.rtnl.rtmsg", "pyroute2.netlink")
 
 #: Standard-library modules the run path kept off its imports up to the fork, each for its
 #: memory (shared by parent and worker, but paid by every instance) and its time before the
@@ -39,23 +43,40 @@ DENIED_BEFORE_FORK = {
     "hmac": "secrets'",
     "random": "secrets'",
     "difflib": "directive suggestions, imported on a config error only",
-    "pyroute2": "a client's parent imports it after qualifying; a relay never does",
-    "asyncio": "pyroute2's IPRoute",
+    "asyncio": "pyroute2's IPRoute; rtnl_min uses pyroute2's message classes instead",
+    "pyroute2.iproute": "rtnl_min: pyroute2's message classes over a socket of our own",
 }
 
+#: Of the above, what pyroute2 itself imports at module level when `rtnl_min.load` brings its
+#: message classes in before the fork: ``pyroute2.netlink`` imports logging (with threading
+#: and traceback) for its own log.  The engine's code still does not (the test without `load`
+#: below), and docs/performance.md ("Keeping pyroute2, leanly") counts what they cost.
+IMPORTED_BY_PYROUTE2 = {"logging", "threading", "traceback"}
 
-def _heavy_modules_after(modules: tuple[str, ...]) -> list[str]:
+
+def _modules_after(modules: tuple[str, ...], load: bool = True) -> set[str]:
+    """`sys.modules` of a fresh interpreter after importing `modules` (and, with `load`,
+    after `rtnl_min.load`, as the parent does before its fork)."""
     code = ("import importlib, json, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-            f"{HEAVY!r})))\n")
+            + ("from engine.runtime import rtnl_min\nrtnl_min.load()\n" if load else "")
+            + "ran = 'IPRoute' in vars(sys.modules.get('pyroute2', sys))\n"
+            "print(json.dumps(sorted(sys.modules) + (['<pyroute2 __init__>'] if ran else [])))\n")
     cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert cp.returncode == 0, cp.stderr
-    return json.loads(cp.stdout)
+    return set(json.loads(cp.stdout))
 
 
-def test_the_run_path_up_to_the_fork_does_not_import_pyroute2():
-    assert _heavy_modules_after(RUN_PATH) == []
+def _heavy(loaded: set[str]) -> list[str]:
+    return sorted(m for m in loaded if m == "<pyroute2 __init__>"
+                  or any(m == h or m.startswith(h + ".") for h in HEAVY))
+
+
+def test_the_run_path_up_to_the_fork_loads_pyroute2_leanly():
+    """pyroute2's message classes, without its ``__init__``, IPRoute or asyncio."""
+    loaded = _modules_after(RUN_PATH)
+    assert [m for m in PYROUTE2_LEAN if m not in loaded] == []
+    assert _heavy(loaded) == []
 
 
 def test_the_run_path_keeps_heavy_standard_modules_out():
@@ -72,11 +93,21 @@ def test_the_run_path_keeps_heavy_standard_modules_out():
     assert sorted(loaded & DENIED_BEFORE_FORK.keys()) == []
 
 
-def test_the_netlink_modules_do_not_load_pyroute2():
-    """A client's later changes and host watch (`netlink`) and a relay's whole rtnetlink work
-    (`relay_link`) go through `rtnl_min`: no instance loads pyroute2, before the fork or after
-    (docs/performance.md, "Idle memory")."""
-    assert _heavy_modules_after(("engine.runtime.netlink", "engine.runtime.relay_link")) == []
+def test_what_pyroute2_adds_before_the_fork_is_its_own_logging():
+    """With `rtnl_min.load` (the parent's state at the fork), the only denied modules are
+    those pyroute2's message classes import themselves (`IMPORTED_BY_PYROUTE2`)."""
+    loaded = _modules_after(RUN_PATH)
+    assert sorted((loaded & DENIED_BEFORE_FORK.keys()) - IMPORTED_BY_PYROUTE2) == []
+
+
+def test_the_netlink_modules_do_not_load_iproute():
+    """A client's later changes and host watch (`netlink`, `hostwatch`) and a relay's whole
+    rtnetlink work (`relay_link`) go through `rtnl_min`: no instance loads IPRoute or asyncio,
+    before the fork or after (docs/performance.md, "Idle memory")."""
+    loaded = _modules_after(("engine.runtime.netlink", "engine.runtime.relay_link",
+                             "engine.runtime.hostwatch"))
+    assert "pyroute2.netlink.rtnl.ifaddrmsg" in loaded
+    assert _heavy(loaded) == []
 
 
 def test_the_first_router_solicitation_is_due_at_once():
