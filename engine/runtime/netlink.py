@@ -7,13 +7,14 @@ addresses and links (a client re-qualifies when they change), and lists them for
 discovery; the worker only receives the results.  A relay's counterpart is
 `engine.runtime.relay_link`.
 
-The messages are `rtnl_min`'s, packed and parsed with `struct`.  This module used pyroute2's
-`IPRoute`, imported by a client's parent after its first address (0.1-0.3 s of import); the
-import and what it allocated after the fork made the client's parent about 14 MiB private
-and unshared most of the worker's inherited pages too (a just-qualified client's tree: 30 MiB
-of PSS against 12 for a relay without it; docs/performance.md, "Idle memory").  The requests
-are the same, and so are the error messages (`NetlinkConfigError`, naming the change and the
-kernel's errno); the kernel tests compare the link's state.
+The messages are `rtnl_min`'s: pyroute2's rtnetlink message classes over a socket of our
+own. This module used pyroute2's `IPRoute`, imported by a client's parent after its first
+address (0.1-0.3 s of import); the import and what it allocated after the fork made the
+client's parent about 14 MiB private and unshared most of the worker's inherited pages too
+(a just-qualified client's tree: 30 MiB of PSS against 12 for a relay without it;
+docs/performance.md, "Idle memory"). The requests are the same, and so are the error
+messages (`NetlinkConfigError`, naming the change and the kernel's errno); the kernel tests
+compare the link's state.
 
 Every configuration change opens a short-lived socket: changes are rare (qualification,
 reload, exit), and a closed socket carries no state into a later worker fork.

@@ -1,15 +1,15 @@
-"""A relay's rtnetlink work, without pyroute2: its interface's set-up and teardown, and the
-watch of the host's global IPv6 addresses (the sources of its ICMPv6 errors).
+"""A relay's rtnetlink work: its interface's set-up and teardown, and the watch of the
+host's global IPv6 addresses (the sources of its ICMPv6 errors).
 
 A relay's parent needs little of rtnetlink: MTU and up, the fixed link-local, the Teredo
 ``Prefix/32`` route, the link down on exit, and one subscription.  Done through pyroute2's
 `IPRoute`, that little cost the relay about 7 MiB of PSS (asyncio and 240 modules, shared by
-its parent and worker) and 0.1-0.2 s of start-up; through `rtnl_min`'s `struct`-packed
-messages it costs nothing to load (docs/performance.md, "Idle memory").  A client's
-counterpart is `engine.runtime.netlink`.
+its parent and worker) and 0.1-0.2 s of start-up; `rtnl_min` builds and reads the same
+messages with pyroute2's rtnetlink message classes alone (docs/performance.md, "Keeping
+pyroute2, leanly").  A client's counterpart is `engine.runtime.netlink`.
 
-The messages are the same as the ones pyroute2 sent (the kernel tests compare the link's
-state), and so are the failures: `RtnlError` (an `OSError`) naming the step and the errno.
+The kernel tests compare the link's state with what IPRoute left; the failures are
+`RtnlError` (an `OSError`) naming the step and the errno.
 """
 
 from __future__ import annotations

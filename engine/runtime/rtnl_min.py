@@ -50,14 +50,14 @@ def load() -> None:
         return
     from engine.runtime import pyroute2_lean
     pyroute2_lean.install()
-    # pyroute2 logs (with a traceback) an attribute it cannot decode and goes on; we count
-    # such a message as malformed ourselves, so its log lines are not wanted on stderr
-    import logging
+    import logging  # already imported by pyroute2.netlink: for the handler below
 
     from pyroute2.netlink import nlmsg, nlmsgerr
     from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
     from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
     from pyroute2.netlink.rtnl.rtmsg import rtmsg
+    # pyroute2 logs (with a traceback) an attribute it cannot decode and goes on; we count
+    # such a message as malformed ourselves (`_text_attr`), so its log lines are not wanted
     logging.getLogger("pyroute2").addHandler(logging.NullHandler())
     _classes.update(nlmsg=nlmsg, nlmsgerr=nlmsgerr, ifinfmsg=ifinfmsg, ifaddrmsg=ifaddrmsg,
                     rtmsg=rtmsg)
