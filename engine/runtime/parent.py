@@ -17,7 +17,8 @@ the fault instead of a timeout.  The stand-in parses one short line from a root-
 socket, the same bounded code the worker runs.
 
 rtnetlink work goes through `rtnl_min` (`netlink` for a client, `relay_link` for a relay),
-whose messages are pyroute2's rtnetlink message classes, loaded before the fork; never
+whose messages are pyroute2's rtnetlink message classes (a relay loads them before its fork,
+a client's parent right after it); never
 pyroute2's `IPRoute`, whose import took 0.1-0.3 s and, after the fork, made a client's parent
 about 14 MiB private (docs/performance.md).  A client's parent still forks its worker
 and serves the worker's first "up" (`rtnl_min.configure_fresh`) before it subscribes to the
@@ -188,12 +189,13 @@ class Parent:
         )
         # the role's module before the fork: the worker starts at once, and shares its pages
         importlib.import_module(ROLE_MODULES[self.config.role])
-        # pyroute2's rtnetlink message classes too (a relay's set-up above has loaded them
-        # already): shared with the worker, and the first "up" does not wait for the import
-        # (docs/performance.md, "Keeping pyroute2, leanly")
-        rtnl_min.load()
+        # pyroute2's rtnetlink message classes: a relay's set-up above loaded them before the
+        # fork; a client's parent loads them right after it, while its worker sends the first
+        # RS (measured faster to the address and 0.4 MiB less PSS than before the fork:
+        # docs/performance.md, "Keeping pyroute2, leanly"); a server never needs them
         self._fork_worker(gen)
         if self.config.role == "client":
+            rtnl_min.load()
             self.netlink_timer = self.loop.call_later(
                 NETLINK_DEFER, lambda: self._netlink_after_fork(gen))
         self._keep_needed_capabilities()

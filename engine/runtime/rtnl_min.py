@@ -6,8 +6,8 @@ pyroute2 is the project's netlink library (issue 15: "pyroute2 stays"), used lea
 (``ifinfmsg``, ``ifaddrmsg``, ``rtmsg``) are imported, through `engine.runtime.pyroute2_lean`
 so that the package ``__init__`` (every netlink family, NDB, IPDB) never runs, and never
 ``pyroute2.iproute``, whose synchronous `IPRoute` pulls in asyncio and ~240 modules.  The
-import happens once, in `load`, which the parent calls before its fork (docs/performance.md,
-"Keeping pyroute2, leanly": where it costs least).
+import happens once, in `load`: a relay's set-up runs it before the fork, a client's parent
+right after its fork (docs/performance.md, "Keeping pyroute2, leanly": where it costs least).
 
 Two users: a client's first address on its fresh TUN (`configure_fresh`) and its later changes
 and watches (`engine.runtime.netlink`, `engine.runtime.hostwatch`), and the whole of a relay's
@@ -44,8 +44,8 @@ _classes: dict[str, Any] = {}
 
 def load() -> None:
     """Import pyroute2's rtnetlink message classes (once).  Every other function here calls
-    it, so it only matters *when* it runs first: the parent calls it before its fork, so that
-    no request waits for the import and both processes share its pages."""
+    it, so it only matters *when* it runs first: a client's parent calls it right after its
+    fork, while the worker sends its first Router Solicitation."""
     if _classes:
         return
     from engine.runtime import pyroute2_lean
@@ -61,6 +61,12 @@ def load() -> None:
     logging.getLogger("pyroute2").addHandler(logging.NullHandler())
     _classes.update(nlmsg=nlmsg, nlmsgerr=nlmsgerr, ifinfmsg=ifinfmsg, ifaddrmsg=ifaddrmsg,
                     rtmsg=rtmsg)
+    # pyroute2 compiles each class's attribute tables on its first message (~0.5 ms for the
+    # three): done here, before the fork, rather than on the way to the first address
+    for mtype, kind, parse in ((RTM_NEWLINK, "ifinfmsg", parse_link),
+                               (RTM_NEWADDR, "ifaddrmsg", parse_addr),
+                               (RTM_NEWROUTE, "rtmsg", parse_route)):
+        parse(mtype, _build(kind, mtype, 0, 0, {}, []))
 
 
 def _build(kind: str, mtype: int, flags: int, seq: int, fields: dict[str, int],

@@ -3,9 +3,10 @@ before the worker is forked or before the first address is on the link).
 
 pyroute2 is the engine's netlink library, used leanly (docs/performance.md, "Keeping pyroute2,
 leanly"): its rtnetlink message classes, loaded by `rtnl_min.load` through `pyroute2_lean`
-before the fork, are allowed; its `IPRoute` (``pyroute2.iproute``, which imports asyncio and
-~240 modules, 0.1-0.3 s, longer than a whole qualification in a LAN) and the package
-``__init__`` (every netlink family) are not, before the fork or after."""
+(before a relay's fork, by its set-up; right after a client's), are allowed; its `IPRoute`
+(``pyroute2.iproute``, which imports asyncio and ~240 modules, 0.1-0.3 s, longer than a whole
+qualification in a LAN) and the package ``__init__`` (every netlink family) are not, before the
+fork or after."""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def _heavy(loaded: set[str]) -> list[str]:
 
 
 def test_the_run_path_up_to_the_fork_loads_pyroute2_leanly():
-    """pyroute2's message classes, without its ``__init__``, IPRoute or asyncio."""
+    """pyroute2's message classes (a relay's parent at its fork), without its ``__init__``,
+    IPRoute or asyncio."""
     loaded = _modules_after(RUN_PATH)
     assert [m for m in PYROUTE2_LEAN if m not in loaded] == []
     assert _heavy(loaded) == []
@@ -94,7 +96,7 @@ def test_the_run_path_keeps_heavy_standard_modules_out():
 
 
 def test_what_pyroute2_adds_before_the_fork_is_its_own_logging():
-    """With `rtnl_min.load` (the parent's state at the fork), the only denied modules are
+    """With `rtnl_min.load` (a relay parent's state at the fork), the only denied modules are
     those pyroute2's message classes import themselves (`IMPORTED_BY_PYROUTE2`)."""
     loaded = _modules_after(RUN_PATH)
     assert sorted((loaded & DENIED_BEFORE_FORK.keys()) - IMPORTED_BY_PYROUTE2) == []
