@@ -22,11 +22,18 @@ IMPLS = ("miredo", "ours")
 
 
 def implementation(name: str) -> h.Implementation:
-    """"miredo" is Debian's build (the harness calls it "debian"), "ours" is the engine."""
+    """"miredo" is Debian's build (the harness calls it "debian"), "ours" is the engine;
+    "ours@DIR" is the engine of another checkout (a before/after comparison in one run: its
+    bytecode is written like ours, `compile_engine`)."""
     if name == "miredo":
         return h.DEBIAN
     if name == "ours":
         return h.OURS
+    if name.startswith("ours@") and os.path.isdir(os.path.join(name[5:], "engine")):
+        # PYTHONSAFEPATH: `python -m` would put the benchmark's working directory (this
+        # checkout) before PYTHONPATH, and both columns would run this checkout's engine
+        return h.Implementation(name, h.OURS.commands,
+                                {"PYTHONPATH": name[5:], "PYTHONSAFEPATH": "1"})
     raise ValueError(f"unknown implementation {name!r} (have {', '.join(IMPLS)})")
 
 

@@ -15,6 +15,7 @@ as the floor any Python process pays.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import statistics
@@ -130,34 +131,47 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5, help="qualifications per implementation")
-    ap.add_argument("--impls", default="miredo,ours")
+    ap.add_argument("--impls", default="miredo,ours",
+                    help="comma-separated: miredo, ours, ours@DIR (the engine of another "
+                         "checkout, for a before/after comparison in one run)")
+    ap.add_argument("--relay-runs", type=int, default=1,
+                    help="idle relays per implementation, alternating (PSS: median)")
     ap.add_argument("--prefix", default=f"bs{os.getpid() % 100000}-")
     a = ap.parse_args(argv)
     from bench.__main__ import compile_engine
 
     compile_engine()
     impls = [i for i in a.impls.split(",") if i]
+    for impl in impls:  # another checkout's engine ("ours@DIR"): its bytecode too
+        if impl.startswith("ours@"):
+            compileall.compile_dir(str(Path(impl[5:]) / "engine"), quiet=1)
     run_dir = Path(tempfile.mkdtemp(prefix="teredo-startup."))
     os.chmod(run_dir, 0o755)
     lab = NetnsLab(LabSpec(prefix=a.prefix, with_client2=False))
     stack = h.Stack(lab, run_dir)
     rows: list[dict] = []
+    relays: dict[str, list[list[tuple[int, str, int, int]]]] = {i: [] for i in impls}
     try:
         lab.up()
         h.start_server(stack, implementation("miredo"))
-        relays = {}
-        for impl in impls:  # one relay at a time: both use the relay namespace's port
-            relay = h.start_relay(stack, implementation(impl))
-            time.sleep(1.5)
-            relays[impl] = tree_rows(relay.pid or 0)
-            stop(stack, relay)
-            wait_until(lambda: not h.link_exists(lab, "rly", lab.spec.teredo_if), 5, 0.05)
+        for _run in range(a.relay_runs):
+            for impl in impls:  # one relay at a time: both use the relay namespace's port
+                relay = h.start_relay(stack, implementation(impl))
+                time.sleep(1.5)
+                relays[impl].append(tree_rows(relay.pid or 0))
+                stop(stack, relay)
+                wait_until(lambda: not h.link_exists(lab, "rly", lab.spec.teredo_if), 5, 0.05)
         for run in range(a.runs):
-            for impl in impls:
-                rows.append(qualify_once(stack, impl, f"q{impl[0]}{run}", run_dir))
+            for n, impl in enumerate(impls):
+                rows.append(qualify_once(stack, impl, f"q{n}{impl[0]}{run}", run_dir))
         print(f"bare interpreter: PSS/USS {bare_python_kib()} KiB")
-        for impl, tree in relays.items():
-            print(f"{impl} relay idle: PSS {sum(r[2] for r in tree)} KiB  "
+        for impl, trees in relays.items():
+            if not trees:
+                continue
+            totals = [sum(r[2] for r in tree) for tree in trees]
+            tree = trees[totals.index(sorted(totals)[len(totals) // 2])]  # the median run's
+            print(f"{impl} relay idle: PSS median {statistics.median(totals):.0f} KiB  "
+                  f"({' '.join(str(t) for t in totals)})  median run: "
                   + "; ".join(f"{c}[{p}] PSS {s} USS {u}" for p, c, s, u in tree))
         for impl in impls:
             mine = [r for r in rows if r["impl"] == impl and "total" in r]
@@ -170,9 +184,11 @@ def main(argv: list[str] | None = None) -> int:
             print(line + "  (" + " ".join(f"{r.get('total', 0) * 1000:.0f}" for r in mine)
                   + ")")
             if mine:
+                totals = [sum(r[2] for r in m["memory"]) for m in mine]
                 tree = mine[-1]["memory"]
-                print(f"  {impl} client just qualified: PSS {sum(r[2] for r in tree)} KiB  "
-                      + "; ".join(f"{c}[{p}] PSS {s} USS {u}" for p, c, s, u in tree))
+                print(f"  {impl} client just qualified: PSS median "
+                      f"{statistics.median(totals):.0f} KiB ({' '.join(map(str, totals))}); "
+                      "last: " + "; ".join(f"{c}[{p}] PSS {s} USS {u}" for p, c, s, u in tree))
             for r in bad:
                 print(f"  failed: {r['error']}")
     finally:

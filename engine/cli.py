@@ -7,10 +7,10 @@ stderr; `--check` never shows a traceback, whatever the file holds.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
-from typing import Any, NoReturn
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from engine import __version__
 from engine.config import ConfigError, EngineConfig, load_config, peek_role_and_status_socket
@@ -22,6 +22,9 @@ from engine.options import (
     RunOptions,
     status_socket_path,
 )
+
+if TYPE_CHECKING:
+    import argparse
 
 PROG = "teredo-engine"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -68,47 +71,106 @@ class UsageError(Exception):
     """A command line that cannot be run; main() turns it into one stderr line and exit 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+def _parser() -> argparse.ArgumentParser:
+    """The reference parser (argparse), imported only for a command line `_parse_plain`
+    leaves to it: unknown options, clustered short flags, values that start with ``-``..."""
+    import argparse
 
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise UsageError(message)
 
-class _Once(argparse.Action):
-    """Store an option's value, refusing a second one like miredo does for -c -p -u -t."""
+    class _Once(argparse.Action):
+        """Store an option's value, refusing a second one like miredo does for -c -p -u -t."""
 
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        if getattr(namespace, self.dest) is not None:
-            raise UsageError(f"option {'/'.join(self.option_strings)} given twice")
-        setattr(namespace, self.dest, values)
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: Any,
+            option_string: str | None = None,
+        ) -> None:
+            if getattr(namespace, self.dest) is not None:
+                raise UsageError(f"option {'/'.join(self.option_strings)} given twice")
+            setattr(namespace, self.dest, values)
 
-
-def _parser() -> _Parser:
     p = _Parser(prog=PROG, add_help=False, allow_abbrev=False, usage=USAGE)
-    p.add_argument("-c", "--conf", "--config", dest="config", action=_Once, metavar="FILE")
-    p.add_argument("-f", "--foreground", action="store_true")
-    p.add_argument("-p", "--pidfile", action=_Once, metavar="FILE")
-    p.add_argument("-u", "--user", "--username", dest="user", action=_Once, metavar="USER")
-    p.add_argument("-t", "--chroot", "--chrootdir", dest="chrootdir", action=_Once, metavar="DIR")
-    p.add_argument("--status-socket", action=_Once, metavar="PATH")
-    p.add_argument("--check", action="store_true")
-    p.add_argument("--strict", action="store_true")
-    p.add_argument("--status", action="store_true")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("-V", "--version", action="store_true")
-    p.add_argument("-h", "--help", action="store_true")
+    values = dict(VALUE_OPTIONS)
+    for names, dest in sorted((*VALUE_OPTIONS, *FLAG_OPTIONS), key=lambda o: _ORDER[o[1]]):
+        if names in values:  # the order of --help and of the manual page (man/generate.py)
+            p.add_argument(*names, dest=dest, action=_Once, metavar=_METAVARS[dest])
+        else:
+            p.add_argument(*names, dest=dest, action="store_true")
     p.add_argument("args", nargs="*", metavar="SERVER")
     return p
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+VALUE_OPTIONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("-c", "--conf", "--config"), "config"),
+    (("-p", "--pidfile"), "pidfile"),
+    (("-u", "--user", "--username"), "user"),
+    (("-t", "--chroot", "--chrootdir"), "chrootdir"),
+    (("--status-socket",), "status_socket"),
+)
+"""Options that take one value, given at most once (miredo's -c -p -u -t)."""
+FLAG_OPTIONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("-f", "--foreground"), "foreground"),
+    (("--check",), "check"),
+    (("--strict",), "strict"),
+    (("--status",), "status"),
+    (("--json",), "json"),
+    (("-V", "--version"), "version"),
+    (("-h", "--help"), "help"),
+)
+_ORDER = {dest: n for n, dest in enumerate(
+    ("config", "foreground", "pidfile", "user", "chrootdir", "status_socket", "check", "strict",
+     "status", "json", "version", "help"))}
+_METAVARS = {"config": "FILE", "pidfile": "FILE", "user": "USER", "chrootdir": "DIR",
+             "status_socket": "PATH"}
+_VALUE_OF = {name: (names, dest) for names, dest in VALUE_OPTIONS for name in names}
+_FLAG_OF = {name: dest for names, dest in FLAG_OPTIONS for name in names}
+
+
+def _parse_plain(argv: list[str]) -> SimpleNamespace | None:
+    """The command lines operators and unit files write (whole option names, ``--opt=value``,
+    values and SERVER not starting with ``-``), parsed as `_parser` parses them; None for
+    anything else, which `_parser` then handles with its own results and messages.
+
+    Why: `argparse` (with `gettext`) is imported by nothing else before the fork; this keeps
+    it off the start path (docs/performance.md, "Qualification").
+    """
+    ns = SimpleNamespace(**{dest: None for _names, dest in VALUE_OPTIONS},
+                         **{dest: False for _names, dest in FLAG_OPTIONS}, args=[])
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg or arg[0] != "-":
+            ns.args.append(arg)
+            continue
+        if arg in _FLAG_OF:
+            setattr(ns, _FLAG_OF[arg], True)
+            continue
+        name, eq, value = arg.partition("=")
+        if not eq:
+            if arg not in _VALUE_OF or i >= len(argv) or argv[i][:1] == "-":
+                return None
+            value = argv[i]
+            i += 1
+        elif name not in _VALUE_OF or not name.startswith("--"):
+            return None
+        names, dest = _VALUE_OF[name]
+        if getattr(ns, dest) is not None:
+            raise UsageError(f"option {'/'.join(names)} given twice")
+        setattr(ns, dest, value)
+    return ns
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace | SimpleNamespace:
     """Parse and check the combinations; raises UsageError."""
-    ns = _parser().parse_intermixed_args(argv)
+    ns = _parse_plain(argv)
+    if ns is None:
+        ns = _parser().parse_intermixed_args(argv)
     if ns.help or ns.version:
         return ns
     if ns.check and ns.status:
@@ -126,7 +188,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return ns
 
 
-def run_options(ns: argparse.Namespace) -> RunOptions:
+def run_options(ns: argparse.Namespace | SimpleNamespace) -> RunOptions:
     return RunOptions(
         config_path=ns.config or DEFAULT_CONFIG,
         foreground=ns.foreground,

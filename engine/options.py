@@ -7,7 +7,8 @@ that miredo also takes from the command line only, and a SIGHUP reload must not 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+from engine.proto.records import dataclass
 
 DEFAULT_CONFIG = "/etc/miredo/miredo.conf"
 DEFAULT_PIDFILE = "/run/teredo-engine.pid"

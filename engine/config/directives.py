@@ -6,8 +6,7 @@ which directives a file may hold follows from its role (`role_of`).
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass
+from engine.proto.records import dataclass
 
 CLIENT, RELAY, SERVER = "client", "relay", "server"
 
@@ -109,7 +108,10 @@ def lookup(name: str) -> Directive | None:
 
 
 def suggestion(name: str) -> str | None:
-    """The closest known spelling of a mistyped directive name, if one is close enough."""
+    """The closest known spelling of a mistyped directive name, if one is close enough
+    (`difflib` is imported here: only a config with a mistake needs it)."""
+    import difflib
+
     matches = difflib.get_close_matches(name.lower(), list(DIRECTIVES), n=1, cutoff=0.6)
     return DIRECTIVES[matches[0]].name if matches else None
 

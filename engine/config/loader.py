@@ -429,7 +429,7 @@ def load_config(
 
 
 def _with_warning(config: EngineConfig, note: str) -> EngineConfig:
-    from dataclasses import replace
+    from engine.proto.records import replace
 
     return replace(config, warnings=(note, *config.warnings))
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
+
+from engine.proto.records import dataclass, field
 
 ROLES = ("client", "relay", "server")
 

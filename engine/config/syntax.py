@@ -10,7 +10,8 @@ is an error rather than a silent skip.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+
+from engine.proto.records import dataclass, field
 
 LINE_BUFFER = 1056
 """miredo's fgets buffer: a line fits when its bytes *including the newline* are at most

@@ -9,9 +9,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-import string
 import warnings
 from collections.abc import Callable
+
+# `string`'s constants, spelt out: the module itself is one more import before the first packet
+DIGITS = "0123456789"
+HEXDIGITS = "0123456789abcdefABCDEF"
+PUNCTUATION = r"""!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~"""
 
 Resolver = Callable[[str], str]
 """host name -> dotted IPv4; raises OSError (e.g. socket.gaierror) when it cannot resolve."""
@@ -43,13 +47,13 @@ def strtoul0(text: str) -> tuple[int, int]:
     if text[:1] in ("+", "-"):
         negative = text[0] == "-"
         i = 1
-    if text[i : i + 2].lower() == "0x" and text[i + 2 : i + 3] in tuple(string.hexdigits):
+    if text[i : i + 2].lower() == "0x" and text[i + 2 : i + 3] in tuple(HEXDIGITS):
         base, i = 16, i + 2
     elif text[i : i + 1] == "0":
         base = 8
     else:
         base = 10
-    digits = string.digits[:base] if base <= 10 else string.hexdigits
+    digits = DIGITS[:base] if base <= 10 else HEXDIGITS
     start = i
     while i < len(text) and text[i] in digits:
         i += 1
@@ -280,7 +284,7 @@ def parse_ifname(text: str) -> str:
 _POSIX_CLASSES = {
     "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
     "xdigit": "0-9A-Fa-f", "space": r" \t\n\r\f\v", "blank": r" \t",
-    "punct": re.escape(string.punctuation), "cntrl": r"\x00-\x1f\x7f",
+    "punct": re.escape(PUNCTUATION), "cntrl": r"\x00-\x1f\x7f",
     "print": r"\x20-\x7e", "graph": r"\x21-\x7e",
 }  # fmt: skip
 _CLASS_REF = re.compile(r"\[:([a-z]*):\]")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .errors import ParseError
+from .records import dataclass
 
 TEREDO_PREFIX = 0x20010000
 """The global Teredo service prefix 2001::/32, as the big-endian int of bytes 0-3."""

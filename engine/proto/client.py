@@ -9,10 +9,10 @@ prefix and address, restart discovery) and ``InterfaceDown``.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import entropy
 from .addr import (
     ALL_NODES,
     LL_CLIENT,
@@ -74,8 +74,8 @@ class ClientRole(TeredoTunnel):
         *,
         server: str,
         server2: str | None = None,
-        token_bytes: Callable[[int], bytes] = secrets.token_bytes,
-        randbits: Callable[[int], int] = secrets.randbits,
+        token_bytes: Callable[[int], bytes] = entropy.token_bytes,
+        randbits: Callable[[int], int] = entropy.randbits,
         local_discovery: bool = False,
         discovery_netmask: str = "255.255.255.255",
         discovery_include_global: bool = False,

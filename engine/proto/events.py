@@ -7,7 +7,7 @@ addresses, routes, the hook script, logging).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .records import dataclass
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,10 @@ path); that kludge is kept.
 
 from __future__ import annotations
 
-import hashlib
+try:  # hashlib's own blake2s; `hashlib` itself would also load OpenSSL (docs/performance.md)
+    from _blake2 import blake2s
+except ImportError:  # pragma: no cover - an interpreter built without it
+    from hashlib import blake2s
 
 from .wire import ICMP6_DST_UNREACH, ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, NH_ICMPV6, echo_request
 
@@ -44,7 +47,7 @@ class PingTest:
         self.ident = ident & 0xFFFF
 
     def _mac(self, src: bytes, dst: bytes, ts: int) -> bytes:
-        h = hashlib.blake2s(key=self._key, digest_size=16, person=b"tping")
+        h = blake2s(key=self._key, digest_size=16, person=b"tping")
         h.update(bytes(src))
         h.update(bytes(dst))
         h.update(self.ident.to_bytes(2, "big"))

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass
+
+from .records import dataclass
 
 
 @dataclass(frozen=True, slots=True)

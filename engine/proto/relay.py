@@ -39,10 +39,10 @@ errors keep the link-local source, which only reaches senders on the relay host 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import entropy
 from .addr import (
     LL_CLIENT,
     TEREDO_PORT,
@@ -91,7 +91,7 @@ class RelayRole(TeredoTunnel):
         relay_type: str = "cone",
         prefix: int = TEREDO_PREFIX,
         mtu: int = 1280,
-        token_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        token_bytes: Callable[[int], bytes] = entropy.token_bytes,
         capacity: int = DEFAULT_CAPACITY,
         generation: int = RELAY_GENERATION,
         memory_limit: int = RELAY_MEMORY_LIMIT,

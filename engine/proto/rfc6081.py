@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .records import dataclass
 from .trailers import ND_ADVERTISEMENT, ND_SOLICITATION, Trailers, usable_alternate
 
 if TYPE_CHECKING:  # a type only: engine.proto never imports engine.config at run time

@@ -66,7 +66,6 @@ Every drop is counted in `counters.drops` under a reason named after the rule:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .addr import (
@@ -89,6 +88,7 @@ from .counters import Counters
 from .errors import ParseError
 from .events import Event, StateChanged
 from .ratelimit import GlobalLimiter, KeyedLimiter, Rate
+from .records import dataclass, field, replace
 from .role import Endpoint, RoleBase, UdpDatagram
 from .wire import (
     AUTH_MIN_LEN,

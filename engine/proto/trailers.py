@@ -30,9 +30,9 @@ meant would make two implementations disagree silently).
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 
 from .errors import ParseError
+from .records import dataclass
 
 T_NONCE = 0x01
 T_ALTERNATE_ADDRESS = 0x03

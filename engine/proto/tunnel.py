@@ -34,7 +34,10 @@ would not verify), ``rx_mapping_mismatch`` (R9 failed),
 
 from __future__ import annotations
 
-import hashlib
+try:  # hashlib's own blake2s; `hashlib` itself would also load OpenSSL (docs/performance.md)
+    from _blake2 import blake2s
+except ImportError:  # pragma: no cover - an interpreter built without it
+    from hashlib import blake2s
 from collections.abc import Callable
 from typing import Any
 
@@ -202,7 +205,7 @@ class TeredoTunnel(RoleBase):
     def token_source(self, teredo6: bytes) -> bytes:
         """``fe80::`` + keyed hash of the mapping embedded in ``teredo6`` (its bytes 10-15,
         still obfuscated: the hash only needs a stable input), U/G bits cleared."""
-        h = hashlib.blake2s(bytes(teredo6[10:16]), key=self._key, digest_size=8, person=b"tbub")
+        h = blake2s(bytes(teredo6[10:16]), key=self._key, digest_size=8, person=b"tbub")
         d = h.digest()
         return _FE80 + bytes((d[0] & 0xFC,)) + d[1:]
 

@@ -12,7 +12,6 @@ already checked `ipv6_ok(pkt)` (or got the packet from `parse_datagram`).
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from .addr import (
@@ -26,6 +25,7 @@ from .addr import (
     server_link_local,
 )
 from .errors import ParseError
+from .records import dataclass
 
 IPV6_HEADER_LEN = 40
 NH_ICMPV6 = 58

@@ -17,10 +17,10 @@ import io
 import ipaddress
 import json
 import pickle
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from engine.config.values import prefix_text
+from engine.proto.records import dataclass
 
 MAX_LINE = 2048
 MTU_MIN = 1280
@@ -210,7 +210,7 @@ def parse_parent_message(line: bytes) -> tuple[str, object]:
 
 # -- host facts: parent -> worker, on the control socket --------------------------------------
 #
-# What the parent learns from rtnetlink (pyroute2 lives in the parent only) and the worker's
+# What the parent learns from rtnetlink (rtnetlink lives in the parent only) and the worker's
 # role needs.  They travel on the control socket, applied by `engine.runtime.hostfacts` in the
 # worker.  The parent is the trusted side, but a fact is still checked field by field: a
 # mistake here would make the worker write packets from a wrong address or join a multicast

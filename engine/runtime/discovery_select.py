@@ -2,8 +2,8 @@
 
 The rule itself (`select_discovery`) is pure, so it is tested without a kernel; listing the
 host's links and addresses is rtnetlink work, done by the privileged parent through
-`engine.runtime.netlink`, which is imported only when a list is asked for (it imports pyroute2,
-and a client's parent forks its worker before paying for that).
+`engine.runtime.netlink`, which is imported only when a list is asked for (a client's parent
+lists them after forking its worker).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from engine.proto.addr import is_global_unicast_ipv4
 from engine.proto.role import DiscoveryInterface
 
-if TYPE_CHECKING:  # only for the annotations: importing it at run time imports pyroute2
+if TYPE_CHECKING:  # only for the annotations
     from engine.runtime.netlink import Address, Link
 
 IFF_MULTICAST = 0x1000
@@ -57,7 +57,7 @@ def qualifying(ifaces: Iterable[DiscoveryInterface],
 def list_discovery_interfaces(pattern: re.Pattern[str] | None) -> list[DiscoveryInterface]:
     """The host's discovery interfaces now; `OSError` when rtnetlink cannot be read.
 
-    The first call imports pyroute2 (through `engine.runtime.netlink`).
+    The first call imports `engine.runtime.netlink`.
     """
     from engine.runtime import netlink
 

@@ -12,7 +12,7 @@ the parent feeds it `beat(now)` on every pong and asks `check(now)` on every tic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from engine.proto.records import dataclass
 
 INTERVAL = 1.0
 """Seconds between pings: a loop that turns answers within microseconds."""

@@ -1,13 +1,14 @@
 """The worker's end of the host-facts channel: what the parent learnt from rtnetlink.
 
-The privileged parent alone talks rtnetlink (through pyroute2, which the worker never
-imports); facts about the host that the role needs arrive here, one JSON line each
-(`channel.parse_host_fact`), on the control socket next to the parent's other messages:
+The privileged parent alone talks rtnetlink (`rtnl_min`, pyroute2's message classes; the
+worker inherits them loaded but never uses them); facts about the host that the role needs
+arrive here, one JSON line each (`channel.parse_host_fact`), on the control socket next to
+the parent's other messages:
 
 * ``icmp_sources`` -- a relay's ICMPv6 errors need a routable source, one of the host's
-  global IPv6 addresses, kept current by the parent (`netlink.SourceAddressWatcher`);
+  global IPv6 addresses, kept current by the parent (`relay_link.SourceAddressWatcher`);
 * ``discovery`` -- local discovery's interfaces, which a client's parent lists only after it
-  forked the worker (so the first Router Solicitation does not wait for pyroute2's import).
+  forked the worker (so the first Router Solicitation does not wait for its dumps).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 A client re-qualifies at once when the host's IPv4 addresses or links change (`AddressWatcher`);
 a relay's ICMPv6 errors need one of the host's global IPv6 addresses as their source
-(`SourceAddressWatcher`).  Both are pyroute2 subscriptions, so they live in the parent, and
-what they learn reaches the worker through the callbacks (as a kick or a host fact).
+(`SourceAddressWatcher`).  Both are rtnetlink subscriptions (`rtnl_min.Subscription`), so
+they live in the parent, and what they learn reaches the worker through the callbacks (as a
+kick or a host fact).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from engine.runtime.logsetup import get_logger
 from engine.runtime.loop import Loop
 
 if TYPE_CHECKING:
-    from engine.runtime.netlink import AddressWatcher, SourceAddressWatcher
+    from engine.runtime.netlink import AddressWatcher
+    from engine.runtime.relay_link import SourceAddressWatcher
 
 log = get_logger()
 
@@ -40,7 +42,7 @@ class HostWatch:
 
     def follow(self, role: str, own_index: int | None) -> None:
         """Subscribe to what `role` needs, ignoring our own interface `own_index`; drop the
-        rest.  The first call imports pyroute2 (a client's parent: after forking)."""
+        rest.  A client's parent makes its first call after forking its worker."""
         want_addresses = role == "client"
         want_sources = role == "relay"
         if self.addresses is not None and (
@@ -62,7 +64,7 @@ class HostWatch:
             except OSError as e:
                 log.warning("not watching host address changes: %s", e)
         if want_sources and self.sources is None:
-            from engine.runtime.netlink import SourceAddressWatcher
+            from engine.runtime.relay_link import SourceAddressWatcher
 
             try:
                 self.sources = SourceAddressWatcher(own_index)
@@ -83,7 +85,7 @@ class HostWatch:
         self.addresses = self.sources = None
 
     def close_in_child(self) -> None:
-        """In the forked worker: drop the descriptors without running pyroute2 there."""
+        """In the forked worker: drop its copies of the descriptors."""
         for watcher in (self.addresses, self.sources):
             if watcher is not None:
                 watcher.close_in_child()

@@ -2,13 +2,13 @@
 
 The TUN descriptor outlives the workers (a worker restart keeps the interface, its name and
 its index; only a reload that changes the role or `InterfaceName` makes a new one); the
-rtnetlink handle (`netlink.TunnelInterface`) is made on first use, because making it imports
-pyroute2, which a client's parent does only after forking its worker.
+rtnetlink handle (`netlink.TunnelInterface`, a relay's `relay_link.RelayLink`) is made on
+first use.
 
 A device this object has just created and never configured needs no flush, so a client's
-first qualified address goes through `rtnl_min`: four requests packed by hand, with nothing to
-import.  That keeps pyroute2's load time (0.1-0.2 s) off launch -> address
-(docs/performance.md).
+first qualified address goes through `rtnl_min.configure_fresh`: four requests, no dumps.
+Every later change flushes first, through `netlink.TunnelInterface`, which takes over what
+the fast path set (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from engine.runtime.tun import Tun, open_tun
 if TYPE_CHECKING:
     from engine.config import EngineConfig
     from engine.runtime.netlink import TunnelInterface
+    from engine.runtime.relay_link import RelayLink
 
 log = get_logger()
 
@@ -41,7 +42,9 @@ class Interface:
         self._fresh = False
         """The TUN was created here and nothing configured it yet: nothing to flush."""
         self._fast: tuple[bytes, int] | None = None
-        """(address, MTU) set through `rtnl_min`, handed to the pyroute2 handle once made."""
+        """(address, MTU) set through `configure_fresh`, handed to the handle once made."""
+        self._relay: RelayLink | None = None
+        """A relay's interface: all of its rtnetlink work goes through `rtnl_min`."""
 
     def open(self, config: EngineConfig) -> None:
         """Create the TUN for `config`'s role if there is none yet; a relay's is configured
@@ -53,7 +56,11 @@ class Interface:
             prepare_interface(self.tun.name)
             self._fresh = True
         if config.role == "relay":
-            self.netlink().relay_setup(config.interface_mtu, config.prefix, fresh=self._fresh)
+            if self._relay is None:
+                from engine.runtime.relay_link import RelayLink
+
+                self._relay = RelayLink(self.tun.index, self.tun.name)
+            self._relay.setup(config.interface_mtu, config.prefix, fresh=self._fresh)
             self._fresh = False
             log.info(
                 "interface %s up: MTU %d, route %s/32",
@@ -63,7 +70,7 @@ class Interface:
             )
 
     def netlink(self) -> TunnelInterface:
-        """Our interface's pyroute2 handle (the first call imports pyroute2)."""
+        """Our interface's rtnetlink handle for a client's changes after the first."""
         assert self.tun is not None
         if self._netlink is None:
             from engine.runtime.netlink import TunnelInterface
@@ -95,8 +102,8 @@ class Interface:
         )
 
     def _client_up_fresh(self, address: bytes, mtu: int) -> None:
-        """The first address of a never-configured device, without pyroute2: the parent may
-        still be loading it, and launch -> address waits for nothing else."""
+        """The first address of a never-configured device, without a flush: nothing to read
+        first, and launch -> address waits for nothing else."""
         assert self.tun is not None
         try:
             rtnl_min.configure_fresh(
@@ -132,6 +139,9 @@ class Interface:
         if self._netlink is not None:
             self._netlink.teardown()
             self._netlink = None
+        elif self._relay is not None:
+            self._relay.teardown()
+        self._relay = None
         self._fast = None
         self._fresh = False
         if self.tun is not None:

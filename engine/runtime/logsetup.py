@@ -8,20 +8,30 @@ what supervisord captures (unchanged: each instance has its own log there).
 We call libc ``syslog()`` with the facility or-ed into each priority instead of re-opening the
 log on a facility change: a chrooted worker could not reconnect to /dev/log, but the socket it
 already holds keeps working.
+
+The logger is the engine's own (`EngineLog`), not the standard library's `logging`: the engine
+needs one logger with two destinations, and `logging` imports `threading`, `traceback`,
+`weakref`, `string` and more, about 1 MiB of every engine process and a few milliseconds
+before the first packet (docs/performance.md).  The lines are the same as they were.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
 import syslog
+from typing import TextIO
 
 IDENT = "teredo-engine"
 INSTANCE_ENV = "MIREDOCTL_INSTANCE"  # set by miredoctl's program sections (docs/contracts.md)
 _INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 LOGGER_NAME = "teredo-engine"
+
+DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
+"""The levels, with `logging`'s numbers."""
+LEVEL_NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error",
+               CRITICAL: "critical"}
 
 #: `SyslogFacility` values miredo accepts (case-insensitive), mapped to libc's numbers.
 FACILITIES: dict[str, int] = {
@@ -48,11 +58,11 @@ FACILITIES: dict[str, int] = {
 }
 
 _LEVELS = {
-    logging.DEBUG: syslog.LOG_DEBUG,
-    logging.INFO: syslog.LOG_INFO,
-    logging.WARNING: syslog.LOG_WARNING,
-    logging.ERROR: syslog.LOG_ERR,
-    logging.CRITICAL: syslog.LOG_CRIT,
+    DEBUG: syslog.LOG_DEBUG,
+    INFO: syslog.LOG_INFO,
+    WARNING: syslog.LOG_WARNING,
+    ERROR: syslog.LOG_ERR,
+    CRITICAL: syslog.LOG_CRIT,
 }
 
 
@@ -70,63 +80,118 @@ def facility_number(name: str | None) -> int:
     return FACILITIES.get(name.lower(), syslog.LOG_DAEMON)
 
 
-class SyslogHandler(logging.Handler):
-    """A handler over libc syslog(3) whose facility can change at run time (SIGHUP)."""
+class SyslogHandler:
+    """libc syslog(3) whose facility can change at run time (SIGHUP); a traceback, when
+    there is one, goes into the same syslog message."""
 
     def __init__(self, facility: int) -> None:
-        super().__init__()
         self.facility = facility
         syslog.openlog(syslog_ident(), syslog.LOG_PID | syslog.LOG_NDELAY, facility)
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def emit(self, level: int, message: str, trace: str | None) -> None:
+        prio = _LEVELS.get(level, syslog.LOG_INFO)
+        syslog.syslog(self.facility | prio, message if trace is None else f"{message}\n{trace}")
+
+
+class StderrHandler:
+    """``teredo-engine[PID]: message`` (``warning: `` and up prefixed with the level's name);
+    the pid is read per line because workers fork.  Tracebacks stay in syslog."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def emit(self, level: int, message: str, trace: str | None) -> None:
+        if level >= WARNING:
+            message = f"{LEVEL_NAMES.get(level, 'error')}: {message}"
+        self.stream.write(f"{IDENT}[{os.getpid()}]: {message}\n")
+        self.stream.flush()
+
+
+class EngineLog:
+    """The engine's logger: ``log.info("format %s", arg)`` and the rest of `logging.Logger`'s
+    calls the engine makes, to the handlers `setup_logging` installs."""
+
+    def __init__(self) -> None:
+        self.level = WARNING
+        self.handlers: list[SyslogHandler | StderrHandler] = []
+        self.configured = False
+
+    def _log(self, level: int, msg: str, args: tuple[object, ...],
+             trace: str | None = None) -> None:
+        if level < self.level:
+            return
         try:
-            prio = _LEVELS.get(record.levelno, syslog.LOG_INFO)
-            syslog.syslog(self.facility | prio, self.format(record))
-        except Exception:  # logging must never take the daemon down
-            self.handleError(record)
+            message = msg % args if args else str(msg)
+        except Exception:  # a bad format must not take the daemon down: log it as it is
+            message = f"{msg} {args!r}"
+        if not self.configured:  # before set-up, like logging's last resort: stderr, bare
+            if level >= WARNING:
+                sys.stderr.write(message + "\n")
+            return
+        for handler in self.handlers:
+            try:
+                handler.emit(level, message, trace)
+            except Exception:  # logging must never take the daemon down
+                pass
+
+    def debug(self, msg: str, *args: object) -> None:
+        self._log(DEBUG, msg, args)
+
+    def info(self, msg: str, *args: object) -> None:
+        self._log(INFO, msg, args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        self._log(WARNING, msg, args)
+
+    def error(self, msg: str, *args: object) -> None:
+        self._log(ERROR, msg, args)
+
+    def critical(self, msg: str, *args: object) -> None:
+        self._log(CRITICAL, msg, args)
+
+    def exception(self, msg: str, *args: object) -> None:
+        """`error` with the current exception's traceback (in syslog)."""
+        self._log(ERROR, msg, args, _traceback())
 
 
-class _StderrFormatter(logging.Formatter):
-    """``teredo-engine[PID]: message``; the pid is read per record because workers fork."""
+def _traceback() -> str | None:
+    """The exception being handled, as `logging` formats it; imported on this rare path."""
+    info = sys.exc_info()
+    if info[0] is None:
+        return None
+    try:
+        import traceback
 
-    def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
-        if record.levelno >= logging.WARNING:
-            msg = f"{record.levelname.lower()}: {msg}"
-        return f"{IDENT}[{os.getpid()}]: {msg}"
+        return "".join(traceback.format_exception(*info)).rstrip("\n")
+    except Exception:  # e.g. a chrooted worker that can no longer import
+        return f"{info[0].__name__}: {info[1]}"
+
+
+_LOG = EngineLog()
 
 
 def setup_logging(facility: str | None, foreground: bool, *, use_syslog: bool = True) -> None:
     """Install the handlers once per process (again after a config reload is fine)."""
-    log = logging.getLogger(LOGGER_NAME)
-    for h in list(log.handlers):
-        log.removeHandler(h)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    _LOG.handlers = []
+    _LOG.level = INFO
+    _LOG.configured = True
     if use_syslog:
-        sh = SyslogHandler(facility_number(facility))
-        sh.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(sh)
+        _LOG.handlers.append(SyslogHandler(facility_number(facility)))
     if foreground:
-        eh = logging.StreamHandler(sys.stderr)
-        eh.setFormatter(_StderrFormatter())
-        log.addHandler(eh)
+        _LOG.handlers.append(StderrHandler(sys.stderr))
 
 
 def set_facility(facility: str | None) -> None:
     """Apply a new `SyslogFacility` to the running handlers (SIGHUP path)."""
-    for h in logging.getLogger(LOGGER_NAME).handlers:
+    for h in _LOG.handlers:
         if isinstance(h, SyslogHandler):
             h.facility = facility_number(facility)
 
 
 def detach_stderr() -> None:
     """Drop the stderr handler once stdio points at /dev/null (daemon mode)."""
-    log = logging.getLogger(LOGGER_NAME)
-    for h in list(log.handlers):
-        if isinstance(h, logging.StreamHandler) and not isinstance(h, SyslogHandler):
-            log.removeHandler(h)
+    _LOG.handlers = [h for h in _LOG.handlers if not isinstance(h, StderrHandler)]
 
 
-def get_logger() -> logging.Logger:
-    return logging.getLogger(LOGGER_NAME)
+def get_logger() -> EngineLog:
+    return _LOG

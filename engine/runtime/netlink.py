@@ -1,83 +1,67 @@
-"""Interface configuration and host-change watching over rtnetlink, through pyroute2.
+"""A client's interface configuration and host-change watching over rtnetlink.
 
 What a miredo client's hook does with ``ip`` (addresses, MTU, link state, the last-resort
-default route) and what miredo's relay set-up does in C, done here with pyroute2's `IPRoute`
-from the privileged parent only, always on the one interface index the parent created.  No
-process is spawned.  The same parent watches the host through pyroute2: its IPv4 addresses
-and links (a client re-qualifies when they change) and its global IPv6 addresses (a relay's
-ICMPv6 errors come from one of them); the worker only receives the results.
+default route), done here from the privileged parent only, always on the one interface index
+the parent created.  No process is spawned.  The same parent watches the host: its IPv4
+addresses and links (a client re-qualifies when they change), and lists them for local
+discovery; the worker only receives the results.  A relay's counterpart is
+`engine.runtime.relay_link`.
 
-Importing this module imports pyroute2's rtnetlink parts (`engine.runtime.pyroute2_lean` skips
-the package ``__init__``, which imports every netlink family it knows), still 0.1-0.2 s.  So
-the privileged parent (`engine.runtime.parent`) imports it lazily: a client's parent forks its
-worker first and imports pyroute2 while the worker sends its first Router Solicitation on the
-other core (see `Parent.start`).
+The messages are `rtnl_min`'s: pyroute2's rtnetlink message classes over a socket of our
+own. This module used pyroute2's `IPRoute`, imported by a client's parent after its first
+address (0.1-0.3 s of import); the import and what it allocated after the fork made the
+client's parent about 14 MiB private and unshared most of the worker's inherited pages too
+(a just-qualified client's tree: 30 MiB of PSS against 12 for a relay without it;
+docs/performance.md, "Idle memory"). The requests are the same, and so are the error
+messages (`NetlinkConfigError`, naming the change and the kernel's errno); the kernel tests
+compare the link's state.
 
-Every configuration change opens a short-lived `IPRoute`: changes are rare (qualification,
+Every configuration change opens a short-lived socket: changes are rare (qualification,
 reload, exit), and a closed socket carries no state into a later worker fork.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import ipaddress
-import os
 import socket
-import struct
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from engine.config.values import prefix_text
-from engine.runtime import pyroute2_lean
-from engine.runtime.sysctl import write_sysctl
+from engine.runtime import rtnl_min
+from engine.runtime.rtnl_min import Rtnl, RtnlError
 
-pyroute2_lean.install()  # before the first pyroute2 import: its package __init__ is not needed
-
-from pyroute2.iproute.linux import IPRoute  # noqa: E402
-from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
-from pyroute2.netlink.rtnl import (  # noqa: E402
-    RTMGRP_IPV4_IFADDR,
-    RTMGRP_IPV6_IFADDR,
-    RTMGRP_LINK,
-)
-
+LL_CLIENT = socket.inet_pton(socket.AF_INET6, "fe80::ffff:ffff:ffff")
 LL_CLIENT_TEXT = "fe80::ffff:ffff:ffff"
 CLIENT_ROUTE_METRIC = 1029  # loses against the kernel's 1024: Teredo is the last resort
-RELAY_ROUTE_METRIC = 1024  # the first relay of a namespace; each further one takes the next
-RELAY_METRIC_SPAN = 4096  # relays per namespace and prefix, far above what one host runs
-MAIN_TABLE = 254
+MAIN_TABLE = rtnl_min.RT_TABLE_MAIN
 RTPROT_KERNEL = 2
-RT_SCOPE_UNIVERSE = 0
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
 IFF_LOWER_UP = 0x10000
 _STATE_FLAGS = IFF_UP | IFF_RUNNING | IFF_LOWER_UP
-RECV_SIZE = 1 << 16
+
+NetlinkConfigError = RtnlError
+"""An interface change failed; ``str()`` names the change and the kernel's reason.  An
+`OSError`, so that callers handle it with the socket and file errors of the same set-up step."""
 
 
-class NetlinkConfigError(OSError):
-    """An interface change failed; ``str()`` names the change and the kernel's reason.
-
-    An `OSError`, so that callers handle it with the socket and file errors of the same
-    set-up step (the parent must not import this module, and pyroute2, to catch it)."""
-
-
-def _open_ipr() -> IPRoute:
+def session(name: str) -> Rtnl:
+    """A short-lived rtnetlink socket; `NetlinkConfigError` when it cannot be opened."""
     try:
-        return IPRoute()
+        return Rtnl(name)
     except OSError as e:
         raise NetlinkConfigError(f"rtnetlink socket: {e.strerror or e}") from None
 
 
-@contextmanager
-def _ipr() -> Iterator[IPRoute]:
-    ipr = _open_ipr()
-    try:
-        yield ipr
-    finally:
-        ipr.close()
+def flush(nl: Rtnl, index: int) -> None:
+    """Remove every address and every main-table route of interface `index` (routes the
+    kernel made for the addresses go with them)."""
+    for addr in nl.addresses(socket.AF_UNSPEC, index):
+        nl.delete_address(addr, ok_errnos=(errno.EADDRNOTAVAIL, errno.ENODEV))
+    for family in (socket.AF_INET6, socket.AF_INET):
+        for route in nl.routes(family, MAIN_TABLE):
+            if route.oif != index or route.protocol == RTPROT_KERNEL:
+                continue  # proto kernel: removed with the addresses/link
+            nl.delete_route(route, ok_errnos=(errno.ESRCH, errno.ENODEV))
 
 
 class TunnelInterface:
@@ -89,47 +73,8 @@ class TunnelInterface:
         self.address: bytes | None = None
         self.mtu: int | None = None
 
-    def _run(self, what: str, fn, *args, ok_errnos: tuple[int, ...] = (), **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except NetlinkError as e:
-            if e.code in ok_errnos:
-                return None
-            raise NetlinkConfigError(
-                f"{what} on {self.name}: {os.strerror(e.code)} (errno {e.code})"
-            ) from None
-        except OSError as e:  # the socket itself
-            raise NetlinkConfigError(f"{what} on {self.name}: {e.strerror or e}") from None
-
-    def _flush(self, ipr: IPRoute) -> None:
-        """Remove every address and every main-table route of our interface."""
-        for msg in self._run("list addresses", ipr.get_addr, index=self.index) or ():
-            self._run(
-                "delete address",
-                ipr.addr,
-                "del",
-                index=self.index,
-                address=msg.get("address"),
-                prefixlen=msg["prefixlen"],
-                ok_errnos=(errno.EADDRNOTAVAIL, errno.ENODEV),
-            )
-        for family in (socket.AF_INET6, socket.AF_INET):
-            routes = self._run("list routes", ipr.get_routes, family=family, table=MAIN_TABLE)
-            for route in routes or ():
-                if route.get("oif") != self.index or route.get("proto") == RTPROT_KERNEL:
-                    continue  # proto kernel: removed with the addresses/link
-                self._run(
-                    "delete route",
-                    ipr.route,
-                    "del",
-                    family=family,
-                    dst=route.get("dst"),
-                    dst_len=route["dst_len"],
-                    oif=self.index,
-                    priority=route.get("priority"),
-                    table=MAIN_TABLE,
-                    ok_errnos=(errno.ESRCH, errno.ENODEV),
-                )
+    def _session(self) -> Rtnl:
+        return session(self.name)
 
     def client_up(self, address: bytes, mtu: int) -> None:
         """Teredo address /32, the fixed link-local /64, the MTU and ``::/0`` metric 1029.
@@ -137,108 +82,31 @@ class TunnelInterface:
         A changed address replaces the old one (the whole interface is flushed first), so
         addresses never pile up the way they do with miredo's BSD hook.
         """
-        addr = str(ipaddress.IPv6Address(address))
-        with _ipr() as ipr:
-            self._flush(ipr)
-            self._run("set MTU/up", ipr.link, "set", index=self.index, mtu=mtu, state="up")
-            for a, plen in ((LL_CLIENT_TEXT, 64), (addr, 32)):
-                self._run(
-                    f"add address {a}/{plen}",
-                    ipr.addr,
-                    "add",
-                    index=self.index,
-                    address=a,
-                    prefixlen=plen,
-                    ok_errnos=(errno.EEXIST,),
-                )
-            self._run(
-                "add default route",
-                ipr.route,
-                "add",
-                family=socket.AF_INET6,
-                dst="::",
-                dst_len=0,
-                oif=self.index,
-                priority=CLIENT_ROUTE_METRIC,
-                ok_errnos=(errno.EEXIST,),
-            )
+        try:
+            with self._session() as nl:
+                flush(nl, self.index)
+                nl.link_up(self.index, mtu)
+                for a, plen in ((LL_CLIENT, 64), (address, 32)):
+                    nl.add_address6(self.index, a, plen)
+                nl.add_route6(self.index, bytes(16), 0, CLIENT_ROUTE_METRIC,
+                              what="add default route")
+        except RtnlError:
+            raise
+        except OSError as e:  # the socket itself
+            raise NetlinkConfigError(f"rtnetlink on {self.name}: {e.strerror or e}") from None
         self.address, self.mtu = address, mtu
 
     def client_down(self) -> None:
         """Addresses and routes gone, link down (what the hook does on STATE=down)."""
-        with _ipr() as ipr:
-            self._flush(ipr)
-            self._run("set down", ipr.link, "set", index=self.index, state="down",
-                      ok_errnos=(errno.ENODEV,))
-        self.address = None
-
-    def relay_setup(self, mtu: int, prefix32: int, fresh: bool = False) -> None:
-        """Static relay set-up: MTU, link up, the link-local, ``Prefix/32`` metric 1024.
-
-        `fresh`: the TUN was just created and nothing configured it, so there is nothing to
-        flush; the flush's two dumps of the namespace's route table are what made hundreds of
-        relays starting together cost each other time."""
         try:
-            write_sysctl(self.name, "accept_redirects", "0")
+            with self._session() as nl:
+                flush(nl, self.index)
+                nl.link_down(self.index, ok_errnos=(errno.ENODEV,))
+        except RtnlError:
+            raise
         except OSError as e:
-            raise NetlinkConfigError(f"accept_redirects on {self.name}: {e.strerror}") from None
-        with _ipr() as ipr:
-            if not fresh:
-                self._flush(ipr)
-            self._run("set MTU/up", ipr.link, "set", index=self.index, mtu=mtu, state="up")
-            self._run(
-                f"add address {LL_CLIENT_TEXT}/64",
-                ipr.addr,
-                "add",
-                index=self.index,
-                address=LL_CLIENT_TEXT,
-                prefixlen=64,
-                ok_errnos=(errno.EEXIST,),
-            )
-            self._add_prefix_route(ipr, prefix_text(prefix32))
-        self.mtu = mtu
-
-    def _add_prefix_route(self, ipr: IPRoute, dst: str) -> None:
-        """``Prefix/32`` through our interface, at the lowest metric from 1024 up that no other
-        route to that prefix holds.
-
-        The kernel keeps one IPv6 route per prefix and metric: with every relay of a namespace
-        at 1024, the second one's add failed with EEXIST and all of them shared the first
-        one's route, which vanished with that relay's interface while the others still ran.
-        Each relay owning a route of its own, the lowest metric carries the traffic and the
-        next one takes over when a relay stops. A relay adding its route at the same moment
-        as another gets EEXIST and takes the next metric."""
-        # One dump, then adds upward: a relay that loses a race (EEXIST: another relay took
-        # that metric between our dump and our add) tries the next free metric instead of
-        # dumping again. Re-dumping after each lost race cost O(N) dumps of O(N) routes per
-        # relay when N relays of a namespace start together: at N=300 the relays spent
-        # minutes of CPU decoding route dumps (docs/performance.md, fleet start).
-        taken: set[int] = set()
-        for route in self._run("list routes", ipr.get_routes, family=socket.AF_INET6,
-                               table=MAIN_TABLE) or ():
-            if route["dst_len"] != 32 or route.get("dst") != dst:
-                continue
-            if route.get("oif") == self.index:
-                return  # ours is there already
-            taken.add(int(route.get("priority") or 0))
-        for metric in range(RELAY_ROUTE_METRIC, RELAY_ROUTE_METRIC + RELAY_METRIC_SPAN):
-            if metric in taken:
-                continue
-            try:
-                ipr.route("add", family=socket.AF_INET6, dst=dst, dst_len=32, oif=self.index,
-                          priority=metric)
-                return
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:  # EEXIST: another relay took it just now
-                    raise NetlinkConfigError(f"add Teredo prefix route on {self.name}: "
-                                             f"{os.strerror(e.code)} (errno {e.code})") from None
-            except OSError as e:
-                raise NetlinkConfigError(f"add Teredo prefix route on {self.name}: "
-                                         f"{e.strerror or e}") from None
-        last = RELAY_ROUTE_METRIC + RELAY_METRIC_SPAN - 1
-        raise NetlinkConfigError(f"add Teredo prefix route on {self.name}: metrics "
-                                 f"{RELAY_ROUTE_METRIC}-{last} are all taken by other routes "
-                                 f"to {dst}/32")
+            raise NetlinkConfigError(f"rtnetlink on {self.name}: {e.strerror or e}") from None
+        self.address = None
 
     def teardown(self) -> None:
         """On exit: the link down; closing the TUN descriptor then deletes the link.
@@ -247,9 +115,11 @@ class TunnelInterface:
         addresses and routes with it, and down already takes them off at once. A flush costs
         two dumps of the namespace's whole route table, and N relays stopping together made
         `down --all` grow with N squared (12.5 s for 300 relays, docs/performance.md)."""
-        with contextlib.suppress(NetlinkConfigError, OSError), _ipr() as ipr:
-            self._run("set down", ipr.link, "set", index=self.index, state="down",
-                      ok_errnos=(errno.ENODEV,))
+        try:
+            with self._session() as nl:
+                nl.link_down(self.index, ok_errnos=(errno.ENODEV,))
+        except OSError:
+            pass
         self.address = None
 
 
@@ -267,100 +137,22 @@ class Address(NamedTuple):
     prefixlen: int
 
 
+def _ipv4_text(a: rtnl_min.Addr) -> str:
+    """What the address attribute says (IFA_ADDRESS, the peer on a point-to-point link)."""
+    raw = a.peer if a.peer is not None else a.address
+    return socket.inet_ntop(socket.AF_INET, raw) if len(raw) == 4 else ""
+
+
 def host_links_and_ipv4() -> tuple[list[Link], list[Address]]:
     """Every link and every IPv4 address of the namespace (local discovery's candidates)."""
-    with _ipr() as ipr:
-        links = [Link(m["index"], m.get("ifname") or "", m["flags"]) for m in ipr.get_links()]
-        addrs = [Address(m["index"], m.get("address"), m["prefixlen"])
-                 for m in ipr.get_addr(family=socket.AF_INET) if m.get("address")]
+    with session("host") as nl:
+        links = [Link(link.index, link.name, link.flags) for link in nl.links()]
+        addrs = [Address(a.index, _ipv4_text(a), a.prefixlen)
+                 for a in nl.addresses(socket.AF_INET) if _ipv4_text(a)]
     return links, addrs
 
 
-def decode(marshal: Any, data: bytes, out: list[Any]) -> bool:
-    """Append the messages of one netlink read, decoded by pyroute2, to `out`; False when
-    part of it did not decode (pyroute2 raises on a truncated message, or flags it)."""
-    try:
-        for m in marshal.parse(data):
-            if m["header"].get("error") is not None:
-                return False
-            out.append(m)
-    except (struct.error, ValueError, IndexError, KeyError, TypeError):
-        return False
-    return True
-
-
-class _Subscription:
-    """A pyroute2 `IPRoute` bound to rtnetlink multicast groups, read from our own loop.
-
-    pyroute2 subscribes (``bind(groups=...)``) and decodes (its rtnetlink marshal); the
-    datagrams are read here, without blocking, whenever the parent's epoll loop sees the
-    descriptor readable.  `IPRoute.get()` is not used for that on purpose: it runs pyroute2's
-    private asyncio loop, which may read a second datagram ahead into its own queue, where
-    our loop could not see it until the next, unrelated, change.  So nothing but `recv` runs
-    on this object after `bind` (every dump uses a short-lived `IPRoute` of its own).
-    """
-
-    def __init__(self, groups: int) -> None:
-        self.ipr = _open_ipr()
-        try:
-            self.ipr.bind(groups=groups)
-            self._fd = self.ipr.fileno()
-        except BaseException:
-            self.ipr.close()
-            raise
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def read(self) -> tuple[list[Any], bool]:
-        """The decoded messages queued now, and whether the kernel dropped some (ENOBUFS)."""
-        msgs: list[Any] = []
-        lost = False
-        while True:
-            try:
-                data = self.ipr.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:  # ENOBUFS: the queue overflowed and notifications were lost
-                lost = True
-                continue
-            if not data:
-                break
-            if not decode(self.ipr.marshal, data, msgs):
-                lost = True  # a datagram we cannot read: count it as lost, re-read the state
-        return msgs, lost
-
-    def close(self) -> None:
-        self.ipr.close()
-
-    def close_in_child(self) -> None:
-        """In a forked worker: drop our copy of the socket without running pyroute2.
-
-        `close()` would run pyroute2's asyncio loop, whose epoll instance the fork shares
-        with the parent: unregistering there would unregister in the parent too.
-        """
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
-
-
-class _Watcher:
-    """What the parent's loop needs of a watcher: its descriptor and both closes."""
-
-    sub: _Subscription
-
-    def fileno(self) -> int:
-        return self.sub.fileno()
-
-    def close(self) -> None:
-        self.sub.close()
-
-    def close_in_child(self) -> None:
-        self.sub.close_in_child()
-
-
-class AddressWatcher(_Watcher):
+class AddressWatcher:
     """Host IPv4 address and link changes (a client re-qualifies at once).
 
     Only the fact of a change matters, so messages are read just far enough to ignore our
@@ -369,148 +161,57 @@ class AddressWatcher(_Watcher):
 
     def __init__(self, own_index: int | None) -> None:
         self.own_index = own_index
-        self.sub = _Subscription(RTMGRP_LINK | RTMGRP_IPV4_IFADDR)
+        self.sub = rtnl_min.Subscription(rtnl_min.RTMGRP_LINK | rtnl_min.RTMGRP_IPV4_IFADDR)
         try:
             self._link_flags: dict[int, int] = {}
-            with _ipr() as ipr:  # seed, so that the first unrelated NEWLINK is no "change"
-                for link in ipr.get_links():
-                    self._link_flags[link["index"]] = link["flags"] & _STATE_FLAGS
+            with session("host") as nl:  # seed, so that the first unrelated NEWLINK is no change
+                for link in nl.links():
+                    self._link_flags[link.index] = link.flags & _STATE_FLAGS
         except BaseException:
             self.sub.close()
             raise
+
+    def fileno(self) -> int:
+        return self.sub.fileno()
+
+    def close(self) -> None:
+        self.sub.close()
+
+    def close_in_child(self) -> None:
+        """In a forked worker: drop our copy of the socket (the parent keeps its own)."""
+        self.sub.close()
 
     def drain(self) -> list[str]:
         """Read everything queued; return one short reason per relevant change."""
         msgs, lost = self.sub.read()
-        reasons = ["netlink overrun (notifications lost)"] if lost else []
-        for msg in msgs:
-            reason = self._relevant(msg)
+        reasons = []
+        for mtype, payload in msgs:
+            try:
+                reason = self._relevant(mtype, payload)
+            except rtnl_min.MalformedError:
+                lost = True
+                continue
             if reason:
                 reasons.append(reason)
-        return reasons
+        return ["netlink overrun (notifications lost)", *reasons] if lost else reasons
 
-    def _relevant(self, msg: Any) -> str | None:
-        event = msg.get("event")
-        index = msg.get("index")
-        if index == self.own_index:
-            return None
-        if event in ("RTM_NEWADDR", "RTM_DELADDR"):
-            if msg.get("family") != socket.AF_INET:
+    def _relevant(self, mtype: int, payload: bytes) -> str | None:
+        if mtype in (rtnl_min.RTM_NEWADDR, rtnl_min.RTM_DELADDR):
+            a = rtnl_min.parse_addr(mtype, payload)
+            if a is None or a.index == self.own_index or a.family != socket.AF_INET:
                 return None
-            verb = "added" if event == "RTM_NEWADDR" else "removed"
-            return f"IPv4 address {msg.get('address')} {verb} (ifindex {index})"
-        if event == "RTM_DELLINK":
-            self._link_flags.pop(index, None)
-            return f"link {msg.get('ifname')} removed"
-        if event == "RTM_NEWLINK":
-            flags = msg.get("flags", 0) & _STATE_FLAGS
-            old = self._link_flags.get(index)
-            self._link_flags[index] = flags
-            if old is None or old != flags:
-                state = "up" if flags & IFF_RUNNING else "down"
-                return f"link {msg.get('ifname')} {state}"
+            verb = "added" if mtype == rtnl_min.RTM_NEWADDR else "removed"
+            return f"IPv4 address {_ipv4_text(a) or None} {verb} (ifindex {a.index})"
+        link = rtnl_min.parse_link(mtype, payload)
+        if link is None or link.index == self.own_index:
+            return None
+        if mtype == rtnl_min.RTM_DELLINK:
+            self._link_flags.pop(link.index, None)
+            return f"link {link.name or None} removed"
+        flags = link.flags & _STATE_FLAGS
+        old = self._link_flags.get(link.index)
+        self._link_flags[link.index] = flags
+        if old is None or old != flags:
+            state = "up" if flags & IFF_RUNNING else "down"
+            return f"link {link.name or None} {state}"
         return None
-
-
-# -- the relay's ICMPv6 error source ---------------------------------------------------------
-
-IFA_F_TEMPORARY, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE = 0x01, 0x08, 0x20, 0x40
-RTM_NEWADDR, RTM_DELADDR = 20, 21
-AddressTable = dict[tuple[int, bytes], tuple[int, int]]
-"""``(ifindex, address16) -> (scope, flags)`` of the host's IPv6 addresses."""
-
-
-def ifaddr_events(msgs: Iterable[Any]) -> Iterator[tuple[int, int, int, int, bytes]]:
-    """IPv6 RTM_NEWADDR/RTM_DELADDR among pyroute2 messages, as
-    ``(type, ifindex, scope, flags, address16)``; other messages are skipped.
-    ``flags`` is the 32-bit IFA_FLAGS attribute when present (it supersedes the 8-bit field).
-    """
-    for m in msgs:
-        mtype = m["header"].get("type")
-        if mtype not in (RTM_NEWADDR, RTM_DELADDR) or m.get("family") != socket.AF_INET6:
-            continue
-        text = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
-        try:
-            raw = socket.inet_pton(socket.AF_INET6, text)
-        except (TypeError, OSError):
-            continue
-        extended = m.get_attr("IFA_FLAGS")
-        flags = extended if extended is not None else m["flags"]
-        yield mtype, m["index"], m["scope"], flags, raw
-
-
-def apply_ifaddr(table: AddressTable, events: Iterable[tuple[int, int, int, int, bytes]]
-                 ) -> None:
-    """Update the address table from `ifaddr_events`."""
-    for mtype, index, scope, flags, addr in events:
-        if mtype == RTM_NEWADDR:
-            table[(index, addr)] = (scope, flags)
-        else:
-            table.pop((index, addr), None)
-
-
-def usable_sources(table: AddressTable, own_index: int | None) -> list[bytes]:
-    """The addresses an ICMPv6 error may come from, best tier only, in a stable order.
-
-    Global scope (ULA included, as the kernel counts them), not on our own TUN, not
-    tentative or failed DAD; deprecated ones only when nothing else is left (RFC 6724 rule 3),
-    and stable before temporary ones (a router's errors should name a stable address).
-    """
-    good: list[tuple[int, bytes]] = []
-    for (index, addr), (scope, flags) in table.items():
-        if index == own_index or scope != RT_SCOPE_UNIVERSE:
-            continue
-        if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
-            continue
-        if addr[0] == 0xFF or addr[:2] == b"\xfe\x80" or addr == bytes(15) + b"\x01":
-            continue
-        rank = (2 if flags & IFA_F_DEPRECATED else 0) + (1 if flags & IFA_F_TEMPORARY else 0)
-        good.append((rank, addr))
-    if not good:
-        return []
-    best_tier = 2 if min(r for r, _ in good) >= 2 else 0
-    return sorted(a for r, a in good if (r >= 2) == (best_tier == 2))
-
-
-def dump_ipv6_addresses() -> AddressTable:
-    """Every IPv6 address of the namespace, read on a socket of its own (a subscribed socket
-    would interleave notifications with the dump's answer)."""
-    table: AddressTable = {}
-    with _ipr() as ipr:
-        apply_ifaddr(table, ifaddr_events(ipr.get_addr(family=socket.AF_INET6)))
-    return table
-
-
-class SourceAddressWatcher(_Watcher):
-    """The host's global IPv6 addresses, kept current (the relay's ICMPv6 error sources).
-
-    miredo sends its ICMPv6 errors through a raw socket, so the kernel picks a routable source
-    address; we write them to the TUN device, and a link-local source would never be forwarded
-    to the native sender.  So the relay's errors come from one of the host's own global
-    addresses, learnt here in the parent and handed to the worker (`channel.icmp_sources`).
-    """
-
-    def __init__(self, own_index: int | None) -> None:
-        self.own_index = own_index
-        self.sub = _Subscription(RTMGRP_IPV6_IFADDR)  # subscribe first: miss no change
-        try:
-            self.table = dump_ipv6_addresses()
-        except BaseException:
-            self.sub.close()
-            raise
-        self.sources = usable_sources(self.table, own_index)
-
-    def drain(self) -> bool:
-        """Read what is queued; True when the usable sources changed."""
-        msgs, lost = self.sub.read()
-        apply_ifaddr(self.table, ifaddr_events(msgs))
-        if lost:  # notifications were lost: read the whole table again
-            try:
-                self.table = dump_ipv6_addresses()
-            except OSError:
-                pass  # keep what we have: the best we know
-        sources = usable_sources(self.table, self.own_index)
-        if sources == self.sources:
-            return False
-        self.sources = sources
-        return True

@@ -16,15 +16,14 @@ static fields it knows and ``"worker": "unresponsive"`` (docs/contracts.md §4):
 the fault instead of a timeout.  The stand-in parses one short line from a root-owned 0660
 socket, the same bounded code the worker runs.
 
-rtnetlink work is pyroute2's (`engine.runtime.netlink`), except a client's first address on
-its fresh device (`rtnl_min`, four requests packed by hand), and importing pyroute2 takes
-0.1-0.3 s, longer than a whole qualification in a LAN.  A client's parent forks its worker,
-serves the worker's first "up" through `rtnl_min`, and only then (or after `NETLINK_DEFER`
-seconds without one) imports pyroute2 for the host watch and local discovery: nothing between
-launch and address waits for it.  A relay imports it before its worker: it must have its route
-before it serves, nothing waits on its start-up, and a module loaded before the fork (and
-frozen, `_fork_worker`) is shared by both processes, while one loaded after it costs the parent
-its own copy (measured: relay tree PSS 24.9 MiB against 28.3, docs/performance.md).
+rtnetlink work goes through `rtnl_min` (`netlink` for a client, `relay_link` for a relay),
+whose messages are pyroute2's rtnetlink message classes (a relay loads them before its fork,
+a client's parent right after it); never
+pyroute2's `IPRoute`, whose import took 0.1-0.3 s and, after the fork, made a client's parent
+about 14 MiB private (docs/performance.md).  A client's parent still forks its worker
+and serves the worker's first "up" (`rtnl_min.configure_fresh`) before it subscribes to the
+host's changes and lists the local-discovery interfaces (or `NETLINK_DEFER` seconds after
+the fork without an "up"): nothing between launch and address waits for those dumps.
 
 It holds the TUN descriptor and the status socket across generations: a SIGHUP that only
 needs new sockets restarts the worker while the interface and the socket path stay.
@@ -47,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import engine
 from engine.config import ConfigError, load_config
 from engine.config.values import prefix_text
-from engine.runtime import capabilities, channel, heartbeat
+from engine.runtime import capabilities, channel, heartbeat, rtnl_min
 from engine.runtime.discovery_select import list_discovery_interfaces, qualifying
 from engine.runtime.hostwatch import HostWatch
 from engine.runtime.interface import Interface
@@ -86,7 +85,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 ROLE_MODULES = {"client": "engine.proto.client", "relay": "engine.proto.relay",
                 "server": "engine.proto.server"}
 NETLINK_DEFER = 0.5
-"""A client's parent imports pyroute2 after its worker's first "up", or after this many
+"""A client's parent starts its host watch after its worker's first "up", or after this many
 seconds without one (a slow or absent server must not leave the host unwatched for long)."""
 
 
@@ -95,7 +94,7 @@ class StartupError(Exception):
 
 
 def netlink_loaded() -> bool:
-    """Whether pyroute2 is already paid for (a relay's set-up imported it)."""
+    """Whether the client's host watch is set up (`_netlink_after_fork` ran)."""
     return "engine.runtime.netlink" in sys.modules
 
 
@@ -156,7 +155,7 @@ class Parent:
         """Whether the current worker holds a discovery socket (UDP 3544)."""
         self.discovery_idle_logged = False
         self.netlink_timer: Timer | None = None
-        """A client's deferred pyroute2 import (`NETLINK_DEFER`), pending."""
+        """A client's deferred host-watch set-up (`NETLINK_DEFER`), pending."""
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -190,8 +189,13 @@ class Parent:
         )
         # the role's module before the fork: the worker starts at once, and shares its pages
         importlib.import_module(ROLE_MODULES[self.config.role])
+        # pyroute2's rtnetlink message classes: a relay's set-up above loaded them before the
+        # fork; a client's parent loads them right after it, while its worker sends the first
+        # RS (measured faster to the address and 0.4 MiB less PSS than before the fork:
+        # docs/performance.md, "Keeping pyroute2, leanly"); a server never needs them
         self._fork_worker(gen)
         if self.config.role == "client":
+            rtnl_min.load()
             self.netlink_timer = self.loop.call_later(
                 NETLINK_DEFER, lambda: self._netlink_after_fork(gen))
         self._keep_needed_capabilities()
@@ -207,16 +211,16 @@ class Parent:
         log.debug("parent keeps %s", ", ".join(capabilities.names_of(kept)) or "nothing")
 
     def _netlink_after_fork(self, gen: Generation) -> None:
-        """A client's rtnetlink set-up: pyroute2's import, the host watch, the local-discovery
-        listing; run once the worker's first "up" was served (`_apply`), or `NETLINK_DEFER`
-        seconds after the fork without one."""
+        """A client's rtnetlink set-up: the host watch and the local-discovery listing; run
+        once the worker's first "up" was served (`_apply`), or `NETLINK_DEFER` seconds after
+        the fork without one."""
         if self.netlink_timer is not None:
             self.netlink_timer.cancel()
             self.netlink_timer = None
         try:
             importlib.import_module("engine.runtime.netlink")
         except ImportError as e:  # fatal, as it was when this ran inside start()
-            log.error("pyroute2 is needed to configure the interface: %s", e)
+            log.error("cannot load the rtnetlink module: %s", e)
             self.exit_code = 1
             self.loop.stop()
             return
@@ -332,7 +336,7 @@ class Parent:
             self.signals.close()
         if self.pidfile is not None:
             self.pidfile.close_in_child()
-        self.host.close_in_child()  # not close(): that would run pyroute2 in the worker
+        self.host.close_in_child()  # the parent keeps watching with its own descriptors
         if self.control is not None:
             self.control.close()
         if self.stand_in is not None:
@@ -517,7 +521,7 @@ class Parent:
                 return
             self.interface.client_up(req.address, req.mtu)
             timer = self.netlink_timer
-            if timer is not None:  # the address is on the link: now pyroute2 may load
+            if timer is not None:  # the address is on the link: now the host watch may start
                 timer.cancel()
                 self.netlink_timer = self.loop.call_later(0.0, timer.callback)
         elif isinstance(req, channel.Pong):

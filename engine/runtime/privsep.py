@@ -12,7 +12,8 @@ from __future__ import annotations
 import ctypes  # at import time: the worker cannot import after dropping root
 import os
 import pwd
-from dataclasses import dataclass
+
+from engine.proto.records import dataclass
 
 
 class PrivsepError(Exception):

@@ -1,8 +1,8 @@
 """Per-interface IPv6 settings, written to /proc (``net.ipv6.conf.IF.KEY``).
 
-Apart from `engine.runtime.netlink` on purpose: that module imports pyroute2 (0.15-0.3 s), and a
-client's parent prepares its TUN device before it has imported pyroute2 (it forks the worker
-first).  A /proc write needs no netlink socket and no process.
+Apart from `engine.runtime.netlink` on purpose: a client's parent prepares its TUN device
+before it sets up its rtnetlink host watch (it forks the worker first).  A /proc write needs
+no netlink socket and no process.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ import sys
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-from xml.sax.saxutils import escape
+
+from engine.proto.records import dataclass
 
 # The worker may run chrooted (docs/architecture.md): look up now the codecs http.client,
 # socket (idna: every str host name, even an address) and this module use later, while the
@@ -33,6 +33,13 @@ from xml.sax.saxutils import escape
 for _codec in ("ascii", "latin-1", "utf-8", "idna"):
     codecs.lookup(_codec)
 import xml.parsers.expat  # noqa: E402,F401  (the parser ElementTree loads on first use)
+
+
+def escape(text: str) -> str:
+    """``&``, ``<`` and ``>`` as XML entities: `xml.sax.saxutils.escape`, whose module imports
+    `urllib.request` (and with it `hashlib`, `tempfile`, `bz2`, `lzma`...: about 20 ms and
+    several MiB in a client's worker, docs/performance.md)."""
+    return text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
 
 SSDP_GROUP = ("239.255.255.250", 1900)
 SEARCH_TARGETS = ("urn:schemas-upnp-org:device:InternetGatewayDevice:1",

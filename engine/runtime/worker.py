@@ -15,24 +15,24 @@ Measured costs and where the time goes: `bench/micro_wakeup.py` and the commit m
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import gc
 import ipaddress
 import os
-import secrets
 import signal
 import socket
 import struct
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.proto import events as ev
+from engine.proto import records as dataclasses  # the subset we use, lean
+from engine.proto.records import dataclass, field
 from engine.proto.role import PEERS_LISTED, DiscoveryInterface, Role
 from engine.runtime import channel, fastpath, hostfacts
+from engine.runtime import entropy as secrets  # os.urandom, without importing secrets
 from engine.runtime.logsetup import get_logger, set_facility
 from engine.runtime.loop import Loop
 from engine.runtime.privsep import Account, PrivsepError, drop_privileges

@@ -1,4 +1,5 @@
-"""`engine.runtime.netlink` (pyroute2) against the kernel, checked with iproute2's own view.
+"""`engine.runtime.netlink` and `relay_link` (pyroute2's message classes) against the kernel,
+checked with iproute2's own view.
 
 Every operation the engine makes on its interface, and every watcher, runs inside a private
 namespace on one end of a veth pair; `ip -j` reads the result back, so a test cannot pass on
@@ -124,11 +125,26 @@ print(json.dumps(None))
     assert routes_of(ns, "d0") == {("default", 1029)}
 
 
+RELAY_PRELUDE = """
+import json, socket
+from engine.runtime import relay_link
+idx = socket.if_nametoindex("d0")
+t = relay_link.RelayLink(idx, "d0")
+def a6(text):
+    return socket.inet_pton(socket.AF_INET6, text)
+"""
+
+
 def test_relay_setup(ns):
-    in_ns(ns, PRELUDE + """
-t.relay_setup(1400, 0x20010000)
-print(json.dumps(None))
+    """A relay's set-up goes through `rtnl_min`: pyroute2's rtnetlink message classes, never
+    `IPRoute` (pyroute2.iproute) nor the asyncio it pulls in."""
+    loaded = in_ns(ns, RELAY_PRELUDE + """
+import sys
+t.setup(1400, 0x20010000, fresh=True)
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("pyroute2", "asyncio"))))
 """)
+    assert "pyroute2.netlink.rtnl.ifaddrmsg" in loaded and "pyroute2.netlink.rtnl.rtmsg" in loaded
+    assert [m for m in loaded if m.startswith(("pyroute2.iproute", "asyncio"))] == []
     link = ip_json(ns, "link", "show", "dev", "d0")[0]
     assert link["mtu"] == 1400 and "UP" in link["flags"]
     assert addrs_of(ns, "d0") == {("fe80::ffff:ffff:ffff", 64)}
@@ -139,10 +155,57 @@ print(json.dumps(None))
     assert accept.strip() == "0"
 
 
+def test_relay_setup_again_flushes_what_was_there(ns):
+    """A reload that keeps the device sets it up again: addresses and main-table routes
+    others put on it go, the kernel's own stay, and our route keeps its metric."""
+    ip(ns, "-6", "route", "add", "2001::/32", "dev", "d1", "metric", "1024")  # another relay's
+    in_ns(ns, RELAY_PRELUDE + """
+t.setup(1400, 0x20010000, fresh=True)
+print(json.dumps(None))
+""")
+    assert routes_of(ns, "d0") == {("2001::/32", 1025)}
+    ip(ns, "addr", "add", "198.51.100.7/24", "dev", "d0")
+    ip(ns, "-6", "addr", "add", "2001:db8:5::1/64", "dev", "d0", "nodad")
+    ip(ns, "-6", "route", "add", "2001:db8:7::/48", "dev", "d0", "metric", "1024")
+    ip(ns, "route", "add", "203.0.113.0/24", "dev", "d0")
+    in_ns(ns, RELAY_PRELUDE + """
+t.setup(1280, 0x20010000)
+print(json.dumps(None))
+""")
+    assert ip_json(ns, "link", "show", "dev", "d0")[0]["mtu"] == 1280
+    assert addrs_of(ns, "d0") == {("fe80::ffff:ffff:ffff", 64)}
+    assert routes_of(ns, "d0") == {("2001::/32", 1025)}
+    assert ip_json(ns, "-4", "route", "show", "dev", "d0") == []
+
+
+def test_relay_teardown_takes_the_link_down(ns):
+    in_ns(ns, RELAY_PRELUDE + """
+t.setup(1400, 0x20010000, fresh=True)
+t.teardown()
+relay_link.RelayLink(99999, "nosuch0").teardown()  # a vanished device: nothing raised
+print(json.dumps(None))
+""")
+    assert "UP" not in ip_json(ns, "link", "show", "dev", "d0")[0]["flags"]
+
+
+def test_relay_errors_name_the_step_and_the_errno(ns):
+    got = in_ns(ns, RELAY_PRELUDE + """
+from engine.runtime import rtnl_min
+out = {}
+try:
+    with rtnl_min.Rtnl("nosuch0") as nl:
+        nl.link_up(99999, 1280)
+except OSError as e:
+    out["msg"], out["errno"] = str(e), e.errno
+print(json.dumps(out))
+""")
+    assert got["msg"].startswith("set MTU/up on nosuch0:") and got["errno"] == errno.ENODEV
+
+
 def test_rtnl_min_first_up_matches_pyroute2_and_pyroute2_takes_over(ns):
-    """A client's first address goes through `rtnl_min` (hand-packed, no pyroute2 import):
-    the link ends up exactly as `TunnelInterface.client_up` leaves it, pyroute2 is not loaded
-    for it, and a later change through pyroute2 flushes what rtnl_min added."""
+    """A client's first address goes through `rtnl_min` (pyroute2's message classes, not
+    `IPRoute`): the link ends up exactly as `TunnelInterface.client_up` leaves it, and a later
+    change through `netlink` flushes what the first one added."""
     got = in_ns(ns, """
 import json, socket, sys
 from engine.runtime import rtnl_min
@@ -155,9 +218,11 @@ try:  # the same requests again: EEXIST is no error, as in the pyroute2 path
     rtnl_min.configure_fresh(idx, "d0", 1280, [(ll, 64), (a, 32)], (bytes(16), 0, 1029))
 except OSError as e:
     again = str(e)
-print(json.dumps({"pyroute2": "pyroute2" in sys.modules, "again": again}))
+iproute = sorted(m for m in sys.modules if m.startswith(("pyroute2.iproute", "asyncio")))
+print(json.dumps({"rtmsg": "pyroute2.netlink.rtnl.rtmsg" in sys.modules, "iproute": iproute,
+                  "again": again}))
 """)
-    assert got == {"pyroute2": False, "again": None}
+    assert got == {"rtmsg": True, "iproute": [], "again": None}
     link = ip_json(ns, "link", "show", "dev", "d0")[0]
     assert link["mtu"] == 1280 and "UP" in link["flags"]
     assert addrs_of(ns, "d0") == {("2001:0:cb00:710a:8000:f227:bdf7:ffef", 32),
@@ -249,9 +314,9 @@ def test_source_watcher_tracks_global_ipv6(ns):
     """The relay's ICMPv6 error sources: global addresses of the host, current, not ours."""
     ip(ns, "-6", "addr", "add", "2001:db8:1::20/64", "dev", "d1", "nodad")
     ip(ns, "-6", "addr", "add", "2001:db8:9::1/64", "dev", "d0", "nodad")  # our own TUN
-    got = in_ns(ns, PRELUDE + """
+    got = in_ns(ns, RELAY_PRELUDE + """
 import select, subprocess
-w = netlink.SourceAddressWatcher(idx)
+w = relay_link.SourceAddressWatcher(idx)
 def text(srcs):
     return [socket.inet_ntop(socket.AF_INET6, a) for a in srcs]
 res = {"start": text(w.sources)}

@@ -8,10 +8,9 @@ that has none, every datagram is the one RFC 4380 behaviour sends today.
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
+from engine.proto import records as dataclasses
 from engine.proto.rfc6081 import (
     HAIRPINNING,
     NAT_CONE,

@@ -10,10 +10,9 @@ same pair fails (as `test_random_symmetric_against_port_restricted_is_impossible
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
+from engine.proto import records as dataclasses
 from engine.proto.rfc6081 import SERVER_LOAD_REDUCTION, UPNP, ExtensionSet
 from tests.sim.rfc6081lab import PairLab
 

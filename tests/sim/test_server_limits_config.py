@@ -4,13 +4,13 @@ and limits changed in place on SIGHUP (reconfigure)."""
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from engine.config import ConfigError, parse_config
 from engine.proto.ratelimit import Rate
+from engine.proto.records import replace
 from engine.proto.server import MAX_RELAYED_TRAILER, ServerLimits, ServerRole
 from tests.sim.test_server import CLIENT_MAP, E1, E4, E5, RELAY, feed
 

@@ -1,7 +1,6 @@
 """Counters and events: the records every role hands to the runtime and the status socket."""
 
 import json
-from dataclasses import FrozenInstanceError
 
 import pytest
 
@@ -14,6 +13,7 @@ from engine.proto.events import (
     ServerLost,
     StateChanged,
 )
+from engine.proto.records import FrozenInstanceError
 
 
 def test_counters_start_at_zero_and_serialise():

@@ -1,8 +1,8 @@
 """Where a relay's ICMPv6 errors come from (spec §5.9): one of the host's global addresses.
 
-The rtnetlink decoding (pyroute2's marshal) is fed hand-built messages (the kernel test
-`test_relay_errors.py` runs it against a real kernel); the role's choice is checked on the
-packets it writes.
+The rtnetlink decoding (`relay_link.ifaddr_events`, `rtnl_min`'s parser) is fed hand-built
+messages (the kernel test `test_relay_errors.py` runs it against a real kernel); the role's
+choice is checked on the packets it writes.
 """
 
 from __future__ import annotations
@@ -11,30 +11,29 @@ import ipaddress
 import socket
 import struct
 
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-
 from engine.proto.addr import LL_CLIENT
 from engine.proto.relay import RelayRole, closest_source
 from engine.proto.wire import build_ipv6, icmpv6_checksum_ok
-from engine.runtime.netlink import (
+from engine.runtime.relay_link import (
     IFA_F_DEPRECATED,
     IFA_F_TEMPORARY,
     IFA_F_TENTATIVE,
     RTM_DELADDR,
     RTM_NEWADDR,
     apply_ifaddr,
-    decode,
     ifaddr_events,
     usable_sources,
 )
 
 
 def parse_ifaddr(data: bytes):
-    """`ifaddr_events` of one raw netlink read, as the watcher decodes it (pyroute2's
-    rtnetlink marshal); a message that does not decode ends the read."""
-    msgs: list = []
-    decode(MarshalRtnl(), data, msgs)
-    return ifaddr_events(msgs)
+    """`ifaddr_events` of one raw netlink read, as the watcher decodes it; a message that does
+    not decode ends the read."""
+    return ifaddr_events(data)[0]
+
+
+def tuples(events):
+    return [(a.type, a.index, a.scope, a.flags, a.address) for a in events]
 
 
 def a6(text: str) -> bytes:
@@ -62,16 +61,22 @@ def test_parse_ifaddr_reads_ipv6_messages_and_skips_the_rest():
             + ifaddr_msg(RTM_NEWADDR, 2, "198.51.100.1", family=socket.AF_INET)
             + struct.pack("=IHHII", 20, 16, 0, 1, 0) + bytes(4)  # a RTM_NEWLINK
             + ifaddr_msg(RTM_DELADDR, 3, "2001:db8:2::1", ifa_flags=IFA_F_DEPRECATED << 8 | 0x20))
-    got = list(parse_ifaddr(data))
+    got = tuples(parse_ifaddr(data))
     assert got == [(RTM_NEWADDR, 2, 0, 0, a6("2001:db8:1::20")),
                    (RTM_DELADDR, 3, 0, IFA_F_DEPRECATED << 8 | 0x20, a6("2001:db8:2::1"))]
 
 
 def test_parse_ifaddr_stops_at_a_truncated_message():
     good = ifaddr_msg(RTM_NEWADDR, 2, "2001:db8:1::20")
-    assert len(list(parse_ifaddr(good + good[:30]))) == 1
+    assert ifaddr_events(good)[1] is True
+    events, whole = ifaddr_events(good + good[:30])
+    assert len(events) == 1 and not whole  # the watcher then reads the whole table again
     assert list(parse_ifaddr(struct.pack("=IHHII", 8, 20, 0, 0, 0))) == []
     assert list(parse_ifaddr(good[:20])) == []
+    assert ifaddr_events(good[:20])[1] is False
+    bad_attr = bytearray(good)
+    bad_attr[24:26] = struct.pack("=H", 200)  # an attribute longer than its message
+    assert ifaddr_events(bytes(bad_attr)) == ([], False)
 
 
 def test_usable_sources_tiers():

@@ -256,6 +256,6 @@ def test_heartbeat_ping_is_answered_from_the_loop(rig):
 
 
 def test_watchdog_change_alone_does_not_reconfigure_the_role(rig):
-    from dataclasses import replace
+    from engine.proto.records import replace
 
     assert not role_fields_changed(rig.config, replace(rig.config, worker_watchdog=30))

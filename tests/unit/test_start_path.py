@@ -1,11 +1,12 @@
 """Nothing slow between launch and the client's address (no fixed delay, no heavy import
 before the worker is forked or before the first address is on the link).
 
-pyroute2 is the engine's netlink library, and importing it takes 0.1-0.3 s, longer than a
-whole qualification in a LAN.  So only `engine.runtime.netlink` imports it, and the run path
-up to the fork (CLI, daemon, parent, worker, roles) and the hand-packed requests that put a
-client's first address on its fresh device (`engine.runtime.rtnl_min`) must not: a client's
-parent imports it after serving its worker's first "up"."""
+pyroute2 is the engine's netlink library, used leanly (docs/performance.md, "Keeping pyroute2,
+leanly"): its rtnetlink message classes, loaded by `rtnl_min.load` through `pyroute2_lean`
+(before a relay's fork, by its set-up; right after a client's), are allowed; its `IPRoute`
+(``pyroute2.iproute``, which imports asyncio and ~240 modules, 0.1-0.3 s, longer than a whole
+qualification in a LAN) and the package ``__init__`` (every netlink family) are not, before the
+fork or after."""
 
 from __future__ import annotations
 
@@ -18,28 +19,97 @@ from engine.proto.client import ClientRole
 RUN_PATH = ("engine.cli", "engine.runtime.daemon", "engine.runtime.parent",
             "engine.runtime.worker", "engine.runtime.hostfacts", "engine.proto.client",
             "engine.proto.relay", "engine.proto.server", "engine.runtime.rtnl_min",
-            "engine.runtime.interface")
-HEAVY = ("pyroute2", "asyncio", "ssl")
+            "engine.runtime.interface", "engine.runtime.relay_link",
+            "engine.runtime.entropy")
+HEAVY = ("pyroute2.iproute", "pyroute2.ndb", "pyroute2.ipdb", "pyroute2.nftables",
+         "pyroute2.ipset", "pyroute2.wireguard", "asyncio", "ssl")
+#: What `rtnl_min.load` is expected to bring: pyroute2's message classes and no more.
+PYROUTE2_LEAN = ("pyroute2.netlink.rtnl.ifinfmsg", "pyroute2.netlink.rtnl.ifaddrmsg",
+                 "pyroute2.netlink.rtnl.rtmsg", "pyroute2.netlink")
+
+#: Standard-library modules the run path kept off its imports up to the fork, each for its
+#: memory (shared by parent and worker, but paid by every instance) and its time before the
+#: first Router Solicitation (docs/performance.md, "Qualification" and "Idle memory"):
+DENIED_BEFORE_FORK = {
+    "dataclasses": "engine.proto.records (dataclasses pulls in inspect, ast, dis, tokenize)",
+    "inspect": "engine.proto.records",
+    "ast": "engine.proto.records",
+    "logging": "engine.runtime.logsetup's own logger (logging pulls in threading, traceback)",
+    "threading": "engine.runtime.logsetup",
+    "traceback": "imported by logsetup only when an exception is logged",
+    "argparse": "engine.cli._parse_plain; argparse only for unusual command lines",
+    "gettext": "argparse's",
+    "secrets": "engine.runtime.entropy (os.urandom)",
+    "hashlib": "blake2s from _blake2; hashlib would map OpenSSL's libcrypto",
+    "hmac": "secrets'",
+    "random": "secrets'",
+    "difflib": "directive suggestions, imported on a config error only",
+    "asyncio": "pyroute2's IPRoute; rtnl_min uses pyroute2's message classes instead",
+    "pyroute2.iproute": "rtnl_min: pyroute2's message classes over a socket of our own",
+}
+
+#: Of the above, what pyroute2 itself imports at module level when `rtnl_min.load` brings its
+#: message classes in before the fork: ``pyroute2.netlink`` imports logging (with threading
+#: and traceback) for its own log.  The engine's code still does not (the test without `load`
+#: below), and docs/performance.md ("Keeping pyroute2, leanly") counts what they cost.
+IMPORTED_BY_PYROUTE2 = {"logging", "threading", "traceback"}
 
 
-def _heavy_modules_after(modules: tuple[str, ...]) -> list[str]:
+def _modules_after(modules: tuple[str, ...], load: bool = True) -> set[str]:
+    """`sys.modules` of a fresh interpreter after importing `modules` (and, with `load`,
+    after `rtnl_min.load`, as the parent does before its fork)."""
     code = ("import importlib, json, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-            f"{HEAVY!r})))\n")
+            + ("from engine.runtime import rtnl_min\nrtnl_min.load()\n" if load else "")
+            + "ran = 'IPRoute' in vars(sys.modules.get('pyroute2', sys))\n"
+            "print(json.dumps(sorted(sys.modules) + (['<pyroute2 __init__>'] if ran else [])))\n")
     cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert cp.returncode == 0, cp.stderr
-    return json.loads(cp.stdout)
+    return set(json.loads(cp.stdout))
 
 
-def test_the_run_path_up_to_the_fork_does_not_import_pyroute2():
-    assert _heavy_modules_after(RUN_PATH) == []
+def _heavy(loaded: set[str]) -> list[str]:
+    return sorted(m for m in loaded if m == "<pyroute2 __init__>"
+                  or any(m == h or m.startswith(h + ".") for h in HEAVY))
 
 
-def test_the_netlink_module_is_pyroute2():
-    """The other half: the interface is configured through pyroute2, imported there."""
-    loaded = _heavy_modules_after(("engine.runtime.netlink",))
-    assert "pyroute2" in loaded and "pyroute2.iproute" in loaded
+def test_the_run_path_up_to_the_fork_loads_pyroute2_leanly():
+    """pyroute2's message classes (a relay's parent at its fork), without its ``__init__``,
+    IPRoute or asyncio."""
+    loaded = _modules_after(RUN_PATH)
+    assert [m for m in PYROUTE2_LEAN if m not in loaded] == []
+    assert _heavy(loaded) == []
+
+
+def test_the_run_path_keeps_heavy_standard_modules_out():
+    """What a plain command line imports up to the fork, for both tunnel roles: none of
+    `DENIED_BEFORE_FORK` (each entry says what replaced it)."""
+    code = ("import importlib, json, sys\n"
+            f"for m in {RUN_PATH!r}: importlib.import_module(m)\n"
+            "from engine import cli\n"
+            "cli.parse_args(['-f', '-c', '/etc/miredo/miredo.conf', '-p', '/run/t.pid'])\n"
+            "print(json.dumps(sorted(sys.modules)))\n")
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    loaded = set(json.loads(cp.stdout))
+    assert sorted(loaded & DENIED_BEFORE_FORK.keys()) == []
+
+
+def test_what_pyroute2_adds_before_the_fork_is_its_own_logging():
+    """With `rtnl_min.load` (a relay parent's state at the fork), the only denied modules are
+    those pyroute2's message classes import themselves (`IMPORTED_BY_PYROUTE2`)."""
+    loaded = _modules_after(RUN_PATH)
+    assert sorted((loaded & DENIED_BEFORE_FORK.keys()) - IMPORTED_BY_PYROUTE2) == []
+
+
+def test_the_netlink_modules_do_not_load_iproute():
+    """A client's later changes and host watch (`netlink`, `hostwatch`) and a relay's whole
+    rtnetlink work (`relay_link`) go through `rtnl_min`: no instance loads IPRoute or asyncio,
+    before the fork or after (docs/performance.md, "Idle memory")."""
+    loaded = _modules_after(("engine.runtime.netlink", "engine.runtime.relay_link",
+                             "engine.runtime.hostwatch"))
+    assert "pyroute2.netlink.rtnl.ifaddrmsg" in loaded
+    assert _heavy(loaded) == []
 
 
 def test_the_first_router_solicitation_is_due_at_once():
