@@ -21,11 +21,11 @@ import pytest
 from engine.runtime.status_server import query
 from teredolab import netns
 from tests.kernel.conftest import unique_prefix
-from tests.kernel.harness import wait_for
+from tests.kernel.harness import venv_python, wait_for
 
 pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parents[2]
-PY = str(ROOT / ".venv" / "bin" / "python")
+PY = venv_python()  # the venv of this checkout, or the running interpreter (a worktree)
 if not os.path.exists(PY):
     PY = sys.executable
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

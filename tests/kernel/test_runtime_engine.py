@@ -24,12 +24,12 @@ import pytest
 from pyroute2 import IPRoute
 
 from engine.runtime.status_server import query
-from tests.kernel.harness import wait_for
+from tests.kernel.harness import venv_python, wait_for
 
 pytestmark = pytest.mark.kernel
 
 ROOT = Path(__file__).resolve().parents[2]
-PY = str(ROOT / ".venv" / "bin" / "python")
+PY = venv_python()  # the venv of this checkout, or the running interpreter (a worktree)
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 PRIMARY, SECONDARY = "198.51.100.10", "198.51.100.11"
 

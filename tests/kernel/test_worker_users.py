@@ -27,12 +27,12 @@ from pathlib import Path
 import pytest
 
 from engine.runtime.status_server import query
-from tests.kernel.harness import wait_for
+from tests.kernel.harness import venv_python, wait_for
 
 pytestmark = pytest.mark.kernel
 
 ROOT = Path(__file__).resolve().parents[2]
-PY = str(ROOT / ".venv" / "bin" / "python")
+PY = venv_python()  # the venv of this checkout, or the running interpreter (a worktree)
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 PROBE_PY = "/usr/bin/python3"  # readable by any uid, unlike a virtualenv under /root
 ADDRS = ("198.51.100.10", "198.51.100.11", "198.51.100.12", "198.51.100.13")
