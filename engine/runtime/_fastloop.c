@@ -424,8 +424,9 @@ static int truth_attr(PyObject *o, PyObject *name)
     return r;
 }
 
-/* recent.get(key) as a new reference; NULL with no error when absent. */
-static PyObject *lookup_peer(St *s, const unsigned char *key16, PyObject **peers_out)
+/* recent.get(key) as a new reference when that peer is trusted (both hot paths start so);
+ * NULL with no error when absent or untrusted, NULL with an error set on failure. */
+static PyObject *trusted_peer(St *s, const unsigned char *key16, PyObject **peers_out)
 {
     PyObject *peers = PyObject_GetAttr(s->role, s_peers);
     if (!peers)
@@ -445,7 +446,9 @@ static PyObject *lookup_peer(St *s, const unsigned char *key16, PyObject **peers
         }
     }
     Py_DECREF(recent);
-    if (!p) {
+    int tr = p ? truth_attr(p, s_trusted) : 0;
+    if (tr <= 0) {
+        Py_XDECREF(p);
         Py_DECREF(peers);
         return NULL;
     }
@@ -509,16 +512,11 @@ static int tx_hot(St *s, const unsigned char *pkt, size_t n, double now, PyObjec
     if (n < 40)
         return 0;
     PyObject *peers = NULL;
-    PyObject *p = lookup_peer(s, pkt + 24, &peers);
+    PyObject *p = trusted_peer(s, pkt + 24, &peers);
     if (!p)
         return PyErr_Occurred() ? -1 : 0;
     int res = -1;
     PyObject *t = NULL, *last_rx = NULL, *m = NULL;
-    int tr = truth_attr(p, s_trusted);
-    if (tr <= 0) {
-        res = tr;
-        goto out;
-    }
     if (!(t = whole_second(peers, now, nowobj)))
         goto out;
     if (!(last_rx = PyObject_GetAttr(p, s_last_rx)))
@@ -579,16 +577,11 @@ static int rx_hot(St *s, const unsigned char *d, size_t n, const struct sockaddr
     if (src->sin_family != AF_INET)
         return 0;
     PyObject *peers = NULL;
-    PyObject *p = lookup_peer(s, d + 8, &peers);
+    PyObject *p = trusted_peer(s, d + 8, &peers);
     if (!p)
         return PyErr_Occurred() ? -1 : 0;
     int res = -1;
     PyObject *m = NULL, *q = NULL, *t = NULL;
-    int tr = truth_attr(p, s_trusted);
-    if (tr <= 0) {
-        res = tr;
-        goto out;
-    }
     if (!(m = PyObject_GetAttr(p, s_mapping)))
         goto out;
     const char *ip;

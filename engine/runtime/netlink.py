@@ -183,16 +183,7 @@ class AddressWatcher:
 
     def drain(self) -> list[str]:
         """Read everything queued; return one short reason per relevant change."""
-        msgs, lost = self.sub.read()
-        reasons = []
-        for mtype, payload in msgs:
-            try:
-                reason = self._relevant(mtype, payload)
-            except rtnl_min.MalformedError:
-                lost = True
-                continue
-            if reason:
-                reasons.append(reason)
+        reasons, lost = self.sub.read_decoded(self._relevant)
         return ["netlink overrun (notifications lost)", *reasons] if lost else reasons
 
     def _relevant(self, mtype: int, payload: bytes) -> str | None:

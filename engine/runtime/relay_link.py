@@ -114,20 +114,17 @@ AddressTable = dict[tuple[int, bytes], tuple[int, int]]
 """``(ifindex, address16) -> (scope, flags)`` of the host's IPv6 addresses."""
 
 
+def ipv6_only(addrs: list[Addr]) -> list[Addr]:
+    """The IPv6 address messages the watch acts on (the IPv4 ones are skipped)."""
+    return [a for a in addrs if a.family == socket.AF_INET6 and len(a.address) == 16]
+
+
 def ifaddr_events(data: bytes) -> tuple[list[Addr], bool]:
-    """The IPv6 RTM_NEWADDR/RTM_DELADDR messages of one netlink read (others are skipped), and
-    whether all of it decoded (a truncated message ends the read: the caller re-dumps)."""
-    out: list[Addr] = []
-    try:
-        for mtype, _seq, payload in rtnl_min.messages(data):
-            if mtype == rtnl_min.NLMSG_ERROR:
-                return out, False
-            a = rtnl_min.parse_addr(mtype, payload)
-            if a is not None and a.family == socket.AF_INET6 and len(a.address) == 16:
-                out.append(a)
-    except rtnl_min.MalformedError:
-        return out, False
-    return out, True
+    """The IPv6 RTM_NEWADDR/RTM_DELADDR messages of one netlink datagram, and whether all of it
+    decoded (the caller then re-dumps): `AddressWatch.read`'s steps, for one datagram."""
+    msgs, whole = rtnl_min.split_datagram(data)
+    addrs, decoded = rtnl_min.decode_all(msgs, rtnl_min.parse_addr)
+    return ipv6_only(addrs), whole and decoded
 
 
 def apply_ifaddr(table: AddressTable, events: list[Addr]) -> None:
@@ -195,17 +192,8 @@ class SourceAddressWatcher:
 
     def read(self) -> tuple[list[Addr], bool]:
         """The IPv6 address messages queued now, and whether some were lost."""
-        msgs, lost = self.sub.read()
-        events: list[Addr] = []
-        for mtype, payload in msgs:
-            try:
-                a = rtnl_min.parse_addr(mtype, payload)
-            except rtnl_min.MalformedError:
-                lost = True
-                continue
-            if a is not None and a.family == socket.AF_INET6 and len(a.address) == 16:
-                events.append(a)
-        return events, lost
+        addrs, lost = self.sub.read_decoded(rtnl_min.parse_addr)
+        return ipv6_only(addrs), lost
 
     def drain(self) -> bool:
         """Read what is queued; True when the usable sources changed."""

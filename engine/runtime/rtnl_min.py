@@ -19,8 +19,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, TypeVar
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
@@ -383,6 +383,39 @@ def configure_fresh(index: int, name: str, mtu: int, addresses: list[tuple[bytes
         raise RtnlError(f"rtnetlink on {name}: {e.strerror or e}") from None
 
 
+T = TypeVar("T")
+
+
+def split_datagram(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:
+    """``(type, message)`` of one netlink datagram, and whether all of it was read: an error
+    message or one we cannot read ends it (the caller then reads the state again)."""
+    out: list[tuple[int, bytes]] = []
+    try:
+        for mtype, _seq, payload in messages(data):
+            if mtype == NLMSG_ERROR:
+                return out, False
+            out.append((mtype, payload))
+    except MalformedError:
+        return out, False
+    return out, True
+
+
+def decode_all(msgs: list[tuple[int, bytes]], decode: Callable[[int, bytes], T | None]
+               ) -> tuple[list[T], bool]:
+    """Each message through `decode` (None: not wanted), and whether all decoded: one that
+    does not (`MalformedError`) is skipped and counted like a lost notification."""
+    out: list[T] = []
+    whole = True
+    for mtype, payload in msgs:
+        try:
+            item = decode(mtype, payload)
+        except MalformedError:
+            whole = False
+            continue
+        if item is not None:
+            out.append(item)
+    return out, whole
+
 class Subscription:
     """A netlink socket bound to rtnetlink multicast groups, read without blocking from the
     parent's own loop whenever it is readable (no thread, no library loop)."""
@@ -415,15 +448,16 @@ class Subscription:
                 continue
             if not data:
                 break
-            try:
-                for mtype, _seq, payload in messages(data):
-                    if mtype == NLMSG_ERROR:
-                        lost = True
-                        break
-                    out.append((mtype, payload))
-            except MalformedError:
-                lost = True  # a datagram we cannot read: count it as lost, re-read the state
+            msgs, whole = split_datagram(data)
+            out += msgs
+            lost = lost or not whole
         return out, lost
+
+    def read_decoded(self, decode: Callable[[int, bytes], T | None]) -> tuple[list[T], bool]:
+        """`read`, each message through `decode` (see `decode_all`)."""
+        msgs, lost = self.read()
+        items, whole = decode_all(msgs, decode)
+        return items, lost or not whole
 
     def close(self) -> None:
         """Close our descriptor (also what a forked worker does with its copy)."""
