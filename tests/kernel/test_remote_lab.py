@@ -21,6 +21,7 @@ import pytest
 from teredolab import labhosts, netns
 from teredolab.topology import LabSpec, NetnsLab
 from tests.kernel.conftest import _missing_tools, unique_prefix
+from tests.kernel.harness import ping
 from tests.kernel.sshhosts import missing
 
 pytestmark = pytest.mark.kernel
@@ -114,12 +115,9 @@ def test_lab_fleet_across_namespace_hosts() -> None:
             name: ns[role] for role, name in ROLES.items()}, text
 
         # the tunnels carry traffic: client -> native IPv6 host (via the relay), client -> client
-        ping = lab.exec("cli", ["ping", "-n", "-c", "3", "-i", "0.3", "-W", "3",
-                                lab.spec.v6_host], timeout=30)
-        assert ping.returncode == 0, ping.stdout
-        ping = lab.exec("cli", ["ping", "-n", "-c", "3", "-i", "0.3", "-W", "3",
-                                rows["client2"]["address"]], timeout=30)
-        assert ping.returncode == 0, ping.stdout
+        for dst in (lab.spec.v6_host, rows["client2"]["address"]):
+            got = ping(lab, "cli", dst, count=3, interval=0.3)
+            assert got.received == 3, got.output
 
         down = miredoctl("down", "--all", "--json", fleet=fleet)
         assert down.returncode == 0, down.stdout + down.stderr
