@@ -2,12 +2,13 @@
 pyroute2's rtnetlink message classes over a plain ``NETLINK_ROUTE`` socket of our own.
 
 pyroute2 is the project's netlink library (issue 15: "pyroute2 stays"), used leanly: only
-`pyroute2.netlink` (``nlmsg``, ``nlmsgerr``) and the three rtnetlink message classes
-(``ifinfmsg``, ``ifaddrmsg``, ``rtmsg``) are imported, through `engine.runtime.pyroute2_lean`
-so that the package ``__init__`` (every netlink family, NDB, IPDB) never runs, and never
-``pyroute2.iproute``, whose synchronous `IPRoute` pulls in asyncio and ~240 modules.  The
-import happens once, in `load`: a relay's set-up runs it before the fork, a client's parent
-right after its fork (docs/performance.md, "Keeping pyroute2, leanly": where it costs least).
+`pyroute2.netlink` (``nlmsg``, ``nlmsgerr``) and two rtnetlink message classes (``ifaddrmsg``,
+``rtmsg``; the link message is declared here, on ``nlmsg``) are imported, through
+`engine.runtime.pyroute2_lean` so that the package ``__init__`` (every netlink family, NDB,
+IPDB) never runs, and never ``pyroute2.iproute``, whose synchronous `IPRoute` pulls in asyncio
+and ~240 modules.  The import happens once, in `load`: a relay's set-up runs it before the
+fork, a client's parent right after its fork (docs/performance.md, "Keeping pyroute2,
+leanly": where it costs least).
 
 Two users: a client's first address on its fresh TUN (`configure_fresh`) and its later changes
 and watches (`engine.runtime.netlink`, `engine.runtime.hostwatch`), and the whole of a relay's
@@ -30,6 +31,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLM_F_DUMP = 0x300
 IFF_UP = 0x1
+IFLA_IFNAME, IFLA_MTU = 3, 4
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
 RT_SCOPE_NOWHERE = 255
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
@@ -54,8 +56,21 @@ def load() -> None:
 
     from pyroute2.netlink import nlmsg, nlmsgerr
     from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
     from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+    class ifinfmsg(nlmsg):
+        """``struct ifinfomsg`` with the two attributes the engine sets or reads, on
+        pyroute2's `nlmsg`.  pyroute2's own ``ifinfmsg`` module imports all of its link-kind
+        plugins (bond, vxlan, can...), ``iw_event``, `multiprocessing`, `pickle` and
+        `platform` at import time: 11 ms and 1.2 MiB for two attributes
+        (docs/performance.md, "Keeping pyroute2, leanly").  Any other attribute of a kernel
+        message is kept undecoded, as pyroute2 does with one it has no name for."""
+
+        prefix = "IFLA_"
+        fields = (("family", "B"), ("__align", "x"), ("ifi_type", "H"), ("index", "i"),
+                  ("flags", "I"), ("change", "I"))
+        nla_map = ((IFLA_IFNAME, "IFLA_IFNAME", "asciiz"), (IFLA_MTU, "IFLA_MTU", "uint32"))
+
     # pyroute2 logs (with a traceback) an attribute it cannot decode and goes on; we count
     # such a message as malformed ourselves (`_text_attr`), so its log lines are not wanted
     logging.getLogger("pyroute2").addHandler(logging.NullHandler())

@@ -21,11 +21,11 @@ RUN_PATH = ("engine.cli", "engine.runtime.daemon", "engine.runtime.parent",
             "engine.proto.relay", "engine.proto.server", "engine.runtime.rtnl_min",
             "engine.runtime.interface", "engine.runtime.relay_link",
             "engine.runtime.entropy")
-HEAVY = ("pyroute2.iproute", "pyroute2.ndb", "pyroute2.ipdb", "pyroute2.nftables",
-         "pyroute2.ipset", "pyroute2.wireguard", "asyncio", "ssl")
+HEAVY = ("pyroute2.iproute", "pyroute2.netlink.rtnl.ifinfmsg", "pyroute2.ndb", "pyroute2.ipdb",
+         "pyroute2.nftables", "pyroute2.ipset", "pyroute2.wireguard", "asyncio", "ssl")
 #: What `rtnl_min.load` is expected to bring: pyroute2's message classes and no more.
-PYROUTE2_LEAN = ("pyroute2.netlink.rtnl.ifinfmsg", "pyroute2.netlink.rtnl.ifaddrmsg",
-                 "pyroute2.netlink.rtnl.rtmsg", "pyroute2.netlink")
+PYROUTE2_LEAN = ("pyroute2.netlink.rtnl.ifaddrmsg", "pyroute2.netlink.rtnl.rtmsg",
+                 "pyroute2.netlink")
 
 #: Standard-library modules the run path kept off its imports up to the fork, each for its
 #: memory (shared by parent and worker, but paid by every instance) and its time before the
@@ -46,6 +46,8 @@ DENIED_BEFORE_FORK = {
     "difflib": "directive suggestions, imported on a config error only",
     "asyncio": "pyroute2's IPRoute; rtnl_min uses pyroute2's message classes instead",
     "pyroute2.iproute": "rtnl_min: pyroute2's message classes over a socket of our own",
+    "multiprocessing": "pyroute2's ifinfmsg (its link-kind plugins); rtnl_min's link class",
+    "platform": "pyroute2.config, which pyroute2's ifinfmsg imports",
 }
 
 #: Of the above, what pyroute2 itself imports at module level when `rtnl_min.load` brings its
