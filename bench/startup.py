@@ -81,7 +81,7 @@ def qualify_once(stack: h.Stack, impl: str, name: str, run_dir: Path) -> dict:
     watch = AddressWatch(lab.ns("cli"), spec.teredo_if)
     row: dict = {"impl": impl}
     try:
-        epoch0 = time.time()
+        epoch0, mono0 = time.time(), time.monotonic()
         stack.daemons.append(daemon.start())
         got = watch.wait(daemon.started_at, daemon, 20.0)
         time.sleep(0.05)
@@ -94,9 +94,12 @@ def qualify_once(stack: h.Stack, impl: str, name: str, run_dir: Path) -> dict:
         row["total"] = got[0]
         rs, ra = wire.times()
         if rs is not None and ra is not None:
-            row["to_rs"] = rs - epoch0
+            # tcpdump stamps wall-clock time, the address watch counts from the launch on the
+            # monotonic clock: put both on the launch, so the three phases add up to the total
+            launch = epoch0 + (daemon.started_at - mono0)
+            row["to_rs"] = rs - launch
             row["rs_ra"] = ra - rs
-            row["ra_addr"] = got[0] - (ra - epoch0)
+            row["ra_addr"] = got[0] - (ra - launch)
     row["memory"] = tree_rows(daemon.pid or 0)
     stop(stack, daemon)
     wait_until(lambda: not h.link_exists(lab, "cli", spec.teredo_if), 5, 0.05)
