@@ -70,6 +70,8 @@ def split_url(url: str) -> Url:
     if "@" in authority:
         raise HttpError("URL with user information")
     host, colon, port_text = authority.partition(":")
+    if host.startswith("["):  # an IPv6 literal, port or not
+        host, colon = authority, ""
     try:
         packed = socket.inet_pton(socket.AF_INET, host)
     except OSError:
@@ -107,7 +109,12 @@ class _Answer:
         if left <= 0:
             raise HttpError("answer not complete in time")
         self.sock.settimeout(min(self.read_timeout, left))
-        data = self.sock.recv(READ_SIZE)
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except TimeoutError:
+            if left < self.read_timeout:
+                raise HttpError("answer not complete in time") from None
+            raise
         if not data:
             self.eof = True
             return False
@@ -117,8 +124,9 @@ class _Answer:
         self.buf += data
         return True
 
-    def line(self, limit: int, what: str) -> bytes:
-        """One line, without its CRLF (or bare LF); at most `limit` bytes."""
+    def line(self, limit: int, what: str, bound: int = 0) -> bytes:
+        """One line, without its CRLF (or bare LF); at most `limit` bytes, of a part of the
+        answer bounded to `bound` bytes in all (the error names that bound)."""
         while True:
             end = self.buf.find(b"\n", 0, limit + 2)
             if end >= 0:
@@ -126,7 +134,7 @@ class _Answer:
                 del self.buf[:end + 1]
                 return line[:-1] if line.endswith(b"\r") else line
             if len(self.buf) > limit + 1:
-                raise HttpError(f"{what} longer than {limit} bytes")
+                raise HttpError(f"{what} longer than {bound or limit} bytes")
             if not self.fill():
                 raise HttpError(f"connection closed in the {what}")
 
@@ -165,7 +173,7 @@ def _head(answer: _Answer) -> tuple[int, list[tuple[str, str]]]:
     while True:
         if used >= MAX_HEAD_BYTES:
             raise HttpError(f"header section longer than {MAX_HEAD_BYTES} bytes")
-        raw = answer.line(MAX_HEAD_BYTES - used, "header section")
+        raw = answer.line(MAX_HEAD_BYTES - used, "header section", MAX_HEAD_BYTES)
         used += len(raw) + 2
         if not raw:
             return int(code), headers
@@ -239,7 +247,7 @@ def exchange(method: str, url: str, *, body: bytes | None = None,
     end = time.monotonic() + total
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.settimeout(timeout)
+        sock.settimeout(min(timeout, total))
         sock.connect((parts.host, parts.port))
         local_ip = sock.getsockname()[0]
         sock.sendall(request)

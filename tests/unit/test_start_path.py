@@ -117,3 +117,25 @@ def test_the_first_router_solicitation_is_due_at_once():
     assert c.next_timer() == 123.0
     c.handle_timer(123.0)
     assert [dst for _, _, dst in c.udp_out] == [("203.0.113.10", 3544)]
+
+
+#: What a client's worker must never import for its UPnP keeper (RFC 6081 §3.2), each with why
+#: (docs/performance.md, "The UPnP client without http.client"):
+DENIED_IN_THE_UPNP_KEEPER = {
+    "http.client": "engine.runtime.http_lite (a plain socket)",
+    "ssl": "http.client's: OpenSSL's libssl and libcrypto, for a LAN device spoken to in http",
+    "email": "http.client's header parser",
+    "xml.etree": "expat directly (engine.runtime.upnp.parse_xml)",
+    "encodings.idna": "no host names: http_lite connects to IPv4 addresses only",
+    "unicodedata": "encodings.idna's",
+}
+
+
+def test_the_upnp_keeper_loads_no_tls_mail_or_element_tree():
+    """A client's worker imports the keeper after its fork (engine.runtime.worker); what it
+    brings is the worker's own, paid by every client with `UpnpSymmetricNat` on (the
+    default)."""
+    loaded = _modules_after(("engine.runtime.upnp_keeper",), load=False)
+    assert "engine.runtime.http_lite" in loaded
+    assert sorted(m for m in loaded if any(m == d or m.startswith(d + ".")
+                                           for d in DENIED_IN_THE_UPNP_KEEPER)) == []
