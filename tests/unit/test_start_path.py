@@ -128,6 +128,7 @@ DENIED_IN_THE_UPNP_KEEPER = {
     "xml.etree": "expat directly (engine.runtime.upnp.parse_xml)",
     "encodings.idna": "no host names: http_lite connects to IPv4 addresses only",
     "unicodedata": "encodings.idna's",
+    "threading": "three _thread locks (engine.runtime.upnp_keeper)",
 }
 
 
