@@ -74,7 +74,7 @@ def split_url(url: str) -> Url:
         host, colon = authority, ""
     try:
         packed = socket.inet_pton(socket.AF_INET, host)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in it
         raise HttpError(f"host {host!r} is not an IPv4 address") from None
     if not colon or port_text == "":
         port = 80
@@ -201,7 +201,10 @@ def _chunked(answer: _Answer, limit: int) -> bytes:
         if len(body) + size > limit:
             raise HttpError(f"answer longer than {limit} bytes")
         body += answer.exactly(size, "chunk")
-        if answer.line(2, "chunk end") != b"":
+        end = answer.exactly(1, "chunk end")
+        if end == b"\r":
+            end += answer.exactly(1, "chunk end")
+        if end not in (b"\n", b"\r\n"):
             raise HttpError("chunk longer than its size")
     for _ in range(MAX_HEADERS):  # trailers, read and dropped
         if answer.line(MAX_HEAD_BYTES, "trailer") == b"":

@@ -48,13 +48,14 @@ class UpnpKeeper:
         self._wake = _thread.allocate_lock()  # held until stop(): a wait on it ends at once
         self._wake.acquire()
         self._done = _thread.allocate_lock()  # held by the thread while it runs
-        self._lock = _thread.allocate_lock()  # guards _result
+        self._lock = _thread.allocate_lock()  # guards _result, and the pipe against stop()
         self._started = False
         self._result: Result | None = None
         self._igd: upnp.Igd | None = None
         self._mapping: upnp.Mapping | None = None
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
+        os.set_blocking(self._wfd, False)
 
     def fileno(self) -> int:
         """Readable when a new outcome waits in `take()`."""
@@ -76,12 +77,16 @@ class UpnpKeeper:
         return result
 
     def _publish(self, result: Result) -> None:
+        """Under the lock, and never once stop() has begun: stop() closes the pipe, and a
+        thread left busy would otherwise write into whatever file then reuses its number."""
         with self._lock:
+            if self._stopping:
+                return
             self._result = result
-        try:
-            os.write(self._wfd, b"!")
-        except OSError:
-            pass  # closed at shutdown, or full: the loop reads the newest result anyway
+            try:
+                os.write(self._wfd, b"!")
+            except OSError:
+                pass  # full: the loop reads the newest result anyway
 
     def _main(self) -> None:
         try:
@@ -117,7 +122,8 @@ class UpnpKeeper:
         1.5 s for the thread to finish what it does, then one DeletePortMapping (3 s at
         most); a thread still busy (an IGD that answers slowly) is left, and the lease ends
         whatever it mapped."""
-        self._stopping = True
+        with self._lock:
+            self._stopping = True
         self._wake.release()
         finished = not self._started or self._done.acquire(timeout=STOP_JOIN)
         igd, mapping = self._igd, self._mapping

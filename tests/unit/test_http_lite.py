@@ -253,6 +253,7 @@ def test_url_parts(url: str, parts: tuple[str, int, str]) -> None:
     ("http://igd.example/", "host 'igd.example' is not an IPv4 address"),
     ("http://[2001:db8::1]/", r"host '\[2001:db8::1\]' is not an IPv4 address"),
     ("http://192.0.2.1.5/", "host '192.0.2.1.5' is not an IPv4 address"),
+    ("http://192.0.2.1\x00/", r"host '192\.0\.2\.1\\x00' is not an IPv4 address"),
     ("http://192.0.2.1:0/", "bad port '0'"),
     ("http://192.0.2.1:65536/", "bad port '65536'"),
     ("http://192.0.2.1:８０/", "bad port '８０'"),

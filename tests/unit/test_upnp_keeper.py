@@ -3,8 +3,11 @@ thread, and its outcome reaches the loop through a pipe (docs/protocol.md §13.8
 
 from __future__ import annotations
 
+import os
 import select
 import threading
+
+import pytest
 
 from engine.runtime import upnp, upnp_keeper
 from engine.runtime.upnp_keeper import UpnpKeeper
@@ -100,8 +103,20 @@ def test_a_thread_still_busy_at_stop_is_left_and_nothing_deleted(monkeypatch) ->
     assert _wait(k) == (("198.51.100.2", 40000, 0), "")
     assert entered.wait(10)
     k.stop()
-    release.set()
     assert deleted == []
+    # the numbers of the keeper's pipe, closed by stop(), go to the next file opened; the
+    # thread, once its renewal returns, must not write its wake-up byte there
+    r, w = os.pipe()
+    try:
+        assert w == k._wfd, "the test needs the keeper's freed descriptor number"
+        release.set()
+        assert k._done.acquire(timeout=10), "the thread did not end"
+        os.set_blocking(r, False)
+        with pytest.raises(BlockingIOError):
+            os.read(r, 16)
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_stop_without_start() -> None:
