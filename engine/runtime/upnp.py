@@ -2,7 +2,8 @@
 
 The protocol core does no I/O (docs/architecture.md), so discovery (SSDP), the device
 description (HTTP) and the SOAP calls that open, refresh and remove a UDP port mapping on the
-Internet Gateway Device live here, in the runtime.
+Internet Gateway Device live here, in the runtime; the HTTP exchanges go through
+`engine.runtime.http_lite` (a plain socket), the XML through expat.
 
 Everything an IGD sends comes from the LAN, where anyone can answer an SSDP search, so it is
 treated as hostile: every read is bounded in size and time, XML with a DOCTYPE (the door to
@@ -11,28 +12,25 @@ name the host that answered the search, and any malformed answer is an `UpnpErro
 meaning to the caller is "no UPnP here".
 
 `python -m engine.runtime.upnp map|unmap|show ...` runs the same calls once, for the lab and
-for diagnosis.
+for diagnosis (`show` finds the IGD and its external address and changes nothing).
 """
 
 from __future__ import annotations
 
-import codecs
-import http.client
 import ipaddress
 import socket
 import sys
 import time
 import urllib.parse
-import xml.etree.ElementTree as ET
+from xml.parsers import expat
 
 from engine.proto.records import dataclass
+from engine.runtime import http_lite
 
-# The worker may run chrooted (docs/architecture.md): look up now the codecs http.client,
-# socket (idna: every str host name, even an address) and this module use later, while the
-# standard library can still be read.
-for _codec in ("ascii", "latin-1", "utf-8", "idna"):
-    codecs.lookup(_codec)
-import xml.parsers.expat  # noqa: E402,F401  (the parser ElementTree loads on first use)
+# No codec lookups: every byte string here is decoded or encoded as ASCII, Latin-1 or UTF-8,
+# which CPython converts without importing a codec module (a chrooted worker could not), and
+# http_lite never resolves a host name (no "idna").  tests/unit/test_upnp.py runs a whole
+# exchange with imports blocked.
 
 
 def escape(text: str) -> str:
@@ -52,6 +50,10 @@ MAX_XML_BYTES = 65536
 """miniupnpd's device description is about 3 KiB; 64 KiB leaves room for bigger IGDs."""
 HTTP_TIMEOUT = 3.0
 """Seconds for each connect and each read of one HTTP exchange."""
+HTTP_TOTAL = 3.0
+"""Seconds for one whole HTTP exchange, connect to last byte: a device that trickles its
+answer within each read's timeout ends here too, which keeps the keeper's DeletePortMapping at
+shutdown within its bound (engine.runtime.upnp_keeper.UpnpKeeper.stop)."""
 CONFLICT_IN_MAPPING = 718
 """UPnP error: the external port is mapped to another client already."""
 
@@ -108,39 +110,84 @@ def parse_ssdp_response(data: bytes, source_ip: str) -> str | None:
     return location
 
 
-def parse_xml(data: bytes, what: str) -> ET.Element:
-    """Parse an IGD's XML; refuse a DOCTYPE or an ENTITY declaration, and oversized input."""
+class Element:
+    """One element of an IGD's XML: its local name (the namespace dropped: IGDs differ in
+    them, the names do not), its character data and its child elements."""
+
+    __slots__ = ("children", "name", "text")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.text = ""
+        self.children: list[Element] = []
+
+
+def _refuse(*_args: object) -> None:
+    raise UpnpError("has a DOCTYPE or ENTITY declaration (refused)")
+
+
+def parse_xml(data: bytes, what: str) -> list[Element]:
+    """The elements of an IGD's XML in document order (the root first); refuse a DOCTYPE or
+    an ENTITY declaration, and oversized input.
+
+    expat directly rather than `xml.etree.ElementTree`, which this needs nothing of and which
+    costs about 0.4 MiB in a client's worker (docs/performance.md, "The UPnP client without
+    http.client")."""
     if len(data) > MAX_XML_BYTES:
         raise UpnpError(f"{what}: more than {MAX_XML_BYTES} bytes")
     lowered = data.lower()
     if b"<!doctype" in lowered or b"<!entity" in lowered:
         raise UpnpError(f"{what}: has a DOCTYPE or ENTITY declaration (refused)")
+    elements: list[Element] = []
+    open_: list[Element] = []
+
+    def start(name: str, _attrs: object) -> None:
+        el = Element(name.rpartition(" ")[2])
+        if open_:
+            open_[-1].children.append(el)
+        open_.append(el)
+        elements.append(el)
+
+    def text(chars: str) -> None:
+        if open_:
+            open_[-1].text += chars
+
+    parser = expat.ParserCreate(namespace_separator=" ")
+    parser.buffer_text = True
+    parser.StartElementHandler = start
+    parser.EndElementHandler = lambda _name: open_.pop()
+    parser.CharacterDataHandler = text
+    # a second guard, for what the byte scan cannot see (UTF-16, say)
+    parser.StartDoctypeDeclHandler = _refuse
+    parser.EntityDeclHandler = _refuse
     try:
-        return ET.fromstring(data)
-    except ET.ParseError as e:
+        parser.Parse(data, True)
+    except UpnpError as e:
+        raise UpnpError(f"{what}: {e}") from None
+    except (expat.ExpatError, LookupError, ValueError) as e:
         raise UpnpError(f"{what}: not XML ({e})") from None
-
-
-def _local(tag: str) -> str:
-    return tag.rpartition("}")[2]
+    return elements
 
 
 def find_wan_service(desc: bytes, location: str) -> tuple[str, str]:
     """(service type, absolute control URL) of the first WANIPConnection or WANPPPConnection
     service in a device description fetched from `location`.  The control URL must stay on
     the description's host and port."""
-    root = parse_xml(desc, f"device description {location}")
+    elements = parse_xml(desc, f"device description {location}")
     base = location
-    for el in root.iter():
-        if _local(el.tag) == "URLBase" and el.text:
+    for el in elements:
+        if el.name == "URLBase" and el.text:
             base = el.text.strip()
-    for service in root.iter():
-        if _local(service.tag) != "service":
+    for service in elements:
+        if service.name != "service":
             continue
-        fields = {_local(c.tag): (c.text or "").strip() for c in service}
+        fields = {c.name: c.text.strip() for c in service.children}
         stype = fields.get("serviceType", "")
         if not stype.startswith(WAN_SERVICES) or not fields.get("controlURL"):
             continue
+        if not (base + fields["controlURL"]).isascii():
+            # (urllib.parse would import unicodedata for a non-ASCII host, after a chroot)
+            raise UpnpError(f"device description {location}: non-ASCII control URL")
         control = urllib.parse.urljoin(base, fields["controlURL"])
         a, b = urllib.parse.urlsplit(location), urllib.parse.urlsplit(control)
         if b.scheme != "http" or (a.hostname, a.port) != (b.hostname, b.port):
@@ -161,13 +208,13 @@ def soap_envelope(service_type: str, action: str, args: list[tuple[str, str]]) -
 
 def parse_soap_response(status: int, data: bytes, action: str) -> dict[str, str]:
     """The output arguments of a SOAP answer, or UpnpError with the UPnP error code."""
-    root = parse_xml(data, f"{action} answer")
+    elements = parse_xml(data, f"{action} answer")
     if status != 200:
-        code = next((el.text for el in root.iter() if _local(el.tag) == "errorCode"), None)
+        code = next((el.text for el in elements if el.name == "errorCode"), None)
         raise UpnpError(f"{action}: UPnP error {(code or '?').strip()} (HTTP {status})")
-    for el in root.iter():
-        if _local(el.tag) == f"{action}Response":
-            return {_local(c.tag): (c.text or "").strip() for c in el}
+    for el in elements:
+        if el.name == f"{action}Response":
+            return {c.name: c.text.strip() for c in el.children}
     raise UpnpError(f"{action}: answer without {action}Response")
 
 
@@ -218,28 +265,14 @@ def discover(lan_ip: str, timeout: float = 2.0) -> list[str]:
 
 
 def _http(method: str, url: str, body: bytes | None = None,
-          headers: dict[str, str] | None = None) -> tuple[int, bytes, str]:
+          headers: tuple[tuple[str, str], ...] = ()) -> tuple[int, bytes, str]:
     """(status, body, our local address) of one bounded HTTP exchange."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise UpnpError(f"{url}: not an http URL")
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=HTTP_TIMEOUT)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
-        # before the answer: http.client drops the socket once a closing answer is read
-        local = conn.sock.getsockname()[0] if conn.sock is not None else ""
-        resp = conn.getresponse()
-        data = resp.read(MAX_XML_BYTES + 1)
-        if len(data) > MAX_XML_BYTES:
-            raise UpnpError(f"{url}: answer longer than {MAX_XML_BYTES} bytes")
-        return resp.status, data, local
-    except (OSError, http.client.HTTPException) as e:
+        r = http_lite.exchange(method, url, body=body, headers=headers, timeout=HTTP_TIMEOUT,
+                               total=HTTP_TOTAL, max_body=MAX_XML_BYTES)
+    except http_lite.HttpError as e:
         raise UpnpError(f"{method} {url}: {e}") from None
-    finally:
-        conn.close()
+    return r.status, r.body, r.local_ip
 
 
 def open_igd(location: str) -> Igd:
@@ -253,8 +286,8 @@ def open_igd(location: str) -> Igd:
 
 def soap_call(igd: Igd, action: str, args: list[tuple[str, str]]) -> dict[str, str]:
     """One SOAP action on the IGD's WAN connection service."""
-    headers = {"Content-Type": 'text/xml; charset="utf-8"',
-               "SOAPAction": f'"{igd.service_type}#{action}"'}
+    headers = (("Content-Type", 'text/xml; charset="utf-8"'),
+               ("SOAPAction", f'"{igd.service_type}#{action}"'))
     status, data, _ = _http("POST", igd.control_url,
                             soap_envelope(igd.service_type, action, args), headers)
     return parse_soap_response(status, data, action)
@@ -297,8 +330,16 @@ def acquire(lan_ip: str, internal_port: int, lease: int, description: str,
     raise UpnpError("; ".join(errors))
 
 
+def _first_igd(lan_ip: str) -> tuple[str, Igd]:
+    locations = discover(lan_ip)
+    if not locations:
+        raise UpnpError(f"SSDP search from {lan_ip}: no IGD answered")
+    return locations[0], open_igd(locations[0])
+
+
 def main(argv: list[str]) -> int:
-    """`map LAN_IP PORT LEASE` prints the mapping; `unmap LAN_IP PORT` removes it."""
+    """`map LAN_IP PORT LEASE` prints the mapping; `unmap LAN_IP PORT` removes it; `show
+    LAN_IP` prints the IGD that answers and its external address."""
     try:
         if len(argv) == 4 and argv[0] == "map":
             _igd, m = acquire(argv[1], int(argv[2]), int(argv[3]), "teredo-engine")
@@ -306,12 +347,16 @@ def main(argv: list[str]) -> int:
                   f"lease {m.lease}")
             return 0
         if len(argv) == 3 and argv[0] == "unmap":
-            locations = discover(argv[1])
-            if not locations:
-                raise UpnpError(f"SSDP search from {argv[1]}: no IGD answered")
-            igd = open_igd(locations[0])
+            _location, igd = _first_igd(argv[1])
             port = int(argv[2])
             delete_mapping(igd, Mapping("", port, igd.lan_ip, port, 0))
+            return 0
+        if len(argv) == 2 and argv[0] == "show":
+            location, igd = _first_igd(argv[1])
+            external = parse_external_ip(soap_call(igd, "GetExternalIPAddress", [])
+                                         .get("NewExternalIPAddress", ""))
+            print(f"igd {location}\nservice {igd.service_type}\ncontrol {igd.control_url}\n"
+                  f"lan {igd.lan_ip}\nexternal {external}")
             return 0
     except UpnpError as e:
         print(f"upnp: {e}", file=sys.stderr)
@@ -319,8 +364,8 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"upnp: bad argument: {e}", file=sys.stderr)
         return 2
-    print("usage: python -m engine.runtime.upnp map LAN_IP PORT LEASE | unmap LAN_IP PORT",
-          file=sys.stderr)
+    print("usage: python -m engine.runtime.upnp map LAN_IP PORT LEASE | unmap LAN_IP PORT"
+          " | show LAN_IP", file=sys.stderr)
     return 2
 
 

@@ -6,6 +6,10 @@ a thread of its own does the talking (engine.runtime.upnp) and the loop only pic
 outcome: the thread stores it and writes one byte to a pipe the loop reads, and the loop hands
 it to the role (`set_upnp_mapping`), so the role is only ever touched from the loop's thread.
 
+The thread is a `_thread` one: `threading` (with `_weakrefset`) is about 0.2 MiB in a client's
+worker, for an Event, a Lock and a join that three `_thread` locks do as well
+(docs/performance.md, "The UPnP client without http.client").
+
 Timing (engine choices): lease `LEASE` seconds, renewed at half of it; after a failure the
 next try comes `RETRY` seconds later.  `stop()` (worker shutdown) deletes the mapping, bounded
 (see there); a worker killed outright leaves it to the lease.
@@ -13,8 +17,8 @@ next try comes `RETRY` seconds later.  `stop()` (worker shutdown) deletes the ma
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
 from collections.abc import Callable
 
 from engine.runtime import upnp
@@ -40,21 +44,27 @@ class UpnpKeeper:
         self.lease = lease
         self.retry = retry
         self._acquire, self._add, self._delete = acquire, add, delete
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self._stopping = False
+        self._wake = _thread.allocate_lock()  # held until stop(): a wait on it ends at once
+        self._wake.acquire()
+        self._done = _thread.allocate_lock()  # held by the thread while it runs
+        self._lock = _thread.allocate_lock()  # guards _result, and the pipe against stop()
+        self._started = False
         self._result: Result | None = None
         self._igd: upnp.Igd | None = None
         self._mapping: upnp.Mapping | None = None
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
-        self._thread = threading.Thread(target=self._run, name="upnp", daemon=True)
+        os.set_blocking(self._wfd, False)
 
     def fileno(self) -> int:
         """Readable when a new outcome waits in `take()`."""
         return self._rfd
 
     def start(self) -> None:
-        self._thread.start()
+        self._done.acquire()
+        self._started = True
+        _thread.start_new_thread(self._main, ())
 
     def take(self) -> Result | None:
         """The newest outcome (mapping or None, and why not), once; called on the loop."""
@@ -67,15 +77,25 @@ class UpnpKeeper:
         return result
 
     def _publish(self, result: Result) -> None:
+        """Under the lock, and never once stop() has begun: stop() closes the pipe, and a
+        thread left busy would otherwise write into whatever file then reuses its number."""
         with self._lock:
+            if self._stopping:
+                return
             self._result = result
+            try:
+                os.write(self._wfd, b"!")
+            except OSError:
+                pass  # full: the loop reads the newest result anyway
+
+    def _main(self) -> None:
         try:
-            os.write(self._wfd, b"!")
-        except OSError:
-            pass  # closed at shutdown, or full: the loop reads the newest result anyway
+            self._run()
+        finally:
+            self._done.release()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping:
             try:
                 if self._igd is None:
                     self._igd, self._mapping = self._acquire(
@@ -93,7 +113,7 @@ class UpnpKeeper:
                 self._igd = self._mapping = None
                 self._publish((None, f"internal error: {e!r}"))
                 wait = self.retry
-            self._stop.wait(wait)
+            self._wake.acquire(timeout=wait)  # True only once stop() has released it
 
     def stop(self) -> None:
         """End the thread and delete the mapping it holds (worker shutdown).
@@ -102,10 +122,12 @@ class UpnpKeeper:
         1.5 s for the thread to finish what it does, then one DeletePortMapping (3 s at
         most); a thread still busy (an IGD that answers slowly) is left, and the lease ends
         whatever it mapped."""
-        self._stop.set()
-        self._thread.join(timeout=STOP_JOIN)
+        with self._lock:
+            self._stopping = True
+        self._wake.release()
+        finished = not self._started or self._done.acquire(timeout=STOP_JOIN)
         igd, mapping = self._igd, self._mapping
-        if igd is not None and mapping is not None and not self._thread.is_alive():
+        if igd is not None and mapping is not None and finished:
             try:
                 self._delete(igd, mapping)
             except upnp.UpnpError:

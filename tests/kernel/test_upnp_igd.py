@@ -88,6 +88,13 @@ def test_mapping_through_miniupnpd(lab_factory, tmp_path: Path) -> None:
         mapping = f"{lab.spec.nat2_wan}:{PORT} -> {lab.spec.cli2_ip}:{PORT}"
         assert not _reaches_cli2(lab), "the symmetric NAT let an unsolicited packet in"
 
+        r = _upnp(lab, "show", lab.spec.cli2_ip)
+        assert r.returncode == 0, r.stderr + igd.log.read_text()
+        shown = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+        assert shown["external"] == lab.spec.nat2_wan and shown["lan"] == lab.spec.cli2_ip
+        assert shown["igd"] == f"http://{lab.spec.nat2_lan}:{igd.http_port}/rootDesc.xml"
+        assert shown["service"].startswith("urn:schemas-upnp-org:service:WANIPConnection:")
+
         r = _upnp(lab, "map", lab.spec.cli2_ip, str(PORT), "600")
         assert r.returncode == 0, r.stderr + igd.log.read_text()
         assert r.stdout.strip() == f"{mapping} lease 600"

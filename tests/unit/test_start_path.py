@@ -132,3 +132,26 @@ def test_the_interpreter_starts_without_an_install_finder():
     loaded = set(json.loads(cp.stdout))
     assert sorted(m for m in loaded if m.startswith("__editable__")) == []
     assert sorted(loaded & {"pathlib", "urllib.parse"}) == []
+
+
+#: What a client's worker must never import for its UPnP keeper (RFC 6081 §3.2), each with why
+#: (docs/performance.md, "The UPnP client without http.client"):
+DENIED_IN_THE_UPNP_KEEPER = {
+    "http.client": "engine.runtime.http_lite (a plain socket)",
+    "ssl": "http.client's: OpenSSL's libssl and libcrypto, for a LAN device spoken to in http",
+    "email": "http.client's header parser",
+    "xml.etree": "expat directly (engine.runtime.upnp.parse_xml)",
+    "encodings.idna": "no host names: http_lite connects to IPv4 addresses only",
+    "unicodedata": "encodings.idna's",
+    "threading": "three _thread locks (engine.runtime.upnp_keeper)",
+}
+
+
+def test_the_upnp_keeper_loads_no_tls_mail_or_element_tree():
+    """A client's worker imports the keeper after its fork (engine.runtime.worker); what it
+    brings is the worker's own, paid by every client with `UpnpSymmetricNat` on (the
+    default)."""
+    loaded = _modules_after(("engine.runtime.upnp_keeper",), load=False)
+    assert "engine.runtime.http_lite" in loaded
+    assert sorted(m for m in loaded if any(m == d or m.startswith(d + ".")
+                                           for d in DENIED_IN_THE_UPNP_KEEPER)) == []

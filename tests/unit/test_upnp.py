@@ -4,6 +4,8 @@ defensively; a malformed answer is an UpnpError ("no UPnP"), never a crash or a 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -217,3 +219,124 @@ def test_garbage_http_answer(http_server) -> None:
     answers.append(b"\x00\x01garbage\r\n\r\n")
     with pytest.raises(UpnpError, match=r"GET http://127\.0\.0\.1"):
         upnp.open_igd(_url(srv))
+
+
+def test_chunked_description_over_http(http_server) -> None:
+    srv, answers = http_server
+    answers.append(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + b"".join(b"%x\r\n%s\r\n" % (len(DESC[i:i + 700]), DESC[i:i + 700])
+                              for i in range(0, len(DESC), 700)) + b"0\r\n\r\n")
+    igd = upnp.open_igd(_url(srv))
+    assert igd.control_url == f"http://127.0.0.1:{srv.getsockname()[1]}/ctl/IPConn"
+
+
+@pytest.mark.parametrize("answer, message", [
+    (b"HTTP/1.1 OK\r\n\r\n", "bad status line"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + DESC[:100],
+     r"connection closed early \(100 of 5000 bytes of the body\)"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 65537\r\n\r\n", "answer longer than 65536 bytes"),
+    (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 9000 + b"\r\n\r\n", "header section longer than"),
+    (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", "HTTP 404"),
+])
+def test_bad_http_answer_is_one_line_naming_the_url(http_server, answer: bytes,
+                                                     message: str) -> None:
+    srv, answers = http_server
+    answers.append(answer)
+    with pytest.raises(UpnpError, match=rf"^GET {_url(srv)}: {message}") as e:
+        upnp.open_igd(_url(srv))
+    assert "\n" not in str(e.value)
+
+
+def test_control_url_that_would_split_the_request_is_never_sent(http_server) -> None:
+    """A description can put spaces, and CR LF as character references, into its control
+    URL; the request line must not carry them (a header injected into the IGD's SOAP
+    request).  urljoin drops the CR LF itself; the space is left to http_lite."""
+    srv, answers = http_server
+    location = _url(srv)
+    desc = DESC.replace(b"/ctl/IPConn", b"/ctl/IPConn HTTP/1.0&#13;&#10;X-Injected: 1")
+    _stype, control = upnp.find_wan_service(desc, location)
+    assert " " in control
+    answers.append(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(SOAP_OK) + SOAP_OK)
+    stype = "urn:schemas-upnp-org:service:WANIPConnection:2"
+    for url in (control, location + "\r\nX-Injected: 1"):
+        with pytest.raises(UpnpError, match="control characters, spaces or non-ASCII"):
+            upnp.soap_call(upnp.Igd(url, stype, "127.0.0.1"), "GetExternalIPAddress", [])
+    assert answers, "a request went out"
+
+
+def test_non_ascii_control_url_is_refused() -> None:
+    desc = DESC.replace(b"/ctl/IPConn", "http://198.19.0.1:39499/ctl/\u00e9".encode())
+    with pytest.raises(UpnpError, match="non-ASCII control URL"):
+        upnp.find_wan_service(desc, LOCATION)
+
+
+def test_doctype_the_byte_scan_cannot_see_is_refused_by_the_parser() -> None:
+    data = LAUGHS.replace(b'<?xml version="1.0"?>', b"").decode().encode("utf-16")
+    assert b"<!doctype" not in data.lower()
+    with pytest.raises(UpnpError, match="DOCTYPE or ENTITY"):
+        upnp.parse_xml(data, "answer")
+
+
+# ---------------------------------------------------------------- after a chroot
+
+AFTER_CHROOT = r"""
+import socket, sys, threading
+from engine.runtime import upnp
+
+ADD_OK = (b'<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/'
+          b'envelope/"><s:Body><u:AddPortMappingResponse xmlns:u="urn:schemas-upnp-org:'
+          b'service:WANIPConnection:2"/></s:Body></s:Envelope>')
+desc, soap_ok, fault = (bytes.fromhex(a) for a in sys.argv[1:4])
+answers = [
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+    % (len(desc), desc),
+    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(soap_ok), soap_ok),
+    b"HTTP/1.0 200 OK\r\nContent-Type: text/xml; charset=\"utf-8\"\r\n\r\n" + ADD_OK,
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s" % (len(fault), fault),
+    b"\xff\xfe garbage\r\n\r\n",
+]
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen()
+
+def serve():
+    for answer in answers:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(answer)
+
+threading.Thread(target=serve, daemon=True).start()
+url = f"http://127.0.0.1:{srv.getsockname()[1]}/rootDesc.xml"
+
+
+class Chroot:
+    # what a chrooted worker sees: no module can be loaded any more
+    def find_spec(self, name, path=None, target=None):
+        raise ImportError(f"import of {name} after the chroot")
+
+
+sys.meta_path.insert(0, Chroot())
+igd = upnp.open_igd(url)
+m = upnp.add_mapping(igd, 40000, 600, "teredo-engine (RFC 6081) <\u00e9>")
+print(m.external_ip, m.external_port, m.internal_ip, m.lease)
+for _ in range(2):
+    try:
+        upnp.delete_mapping(igd, m)
+    except upnp.UpnpError as e:
+        print(str(e).replace(url.rpartition("/")[0], "URL"))
+"""
+
+
+def test_a_whole_exchange_imports_nothing_after_the_chroot() -> None:
+    """The worker imports upnp before it drops privileges (engine.runtime.worker), and may
+    then be chrooted: description, SOAP answers, a fault and garbage must be handled without
+    loading a module or a codec."""
+    cp = subprocess.run([sys.executable, "-c", AFTER_CHROOT, DESC.hex(),
+                         SOAP_OK.hex(), SOAP_FAULT.hex()],
+                        capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.splitlines() == [
+        "198.51.100.2 40000 127.0.0.1 600",
+        "DeletePortMapping: UPnP error 718 (HTTP 500)",
+        "POST URL/ctl/IPConn: bad status line"]

@@ -3,10 +3,13 @@ thread, and its outcome reaches the loop through a pipe (docs/protocol.md §13.8
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 
-from engine.runtime import upnp
+import pytest
+
+from engine.runtime import upnp, upnp_keeper
 from engine.runtime.upnp_keeper import UpnpKeeper
 
 IGD = upnp.Igd("http://198.19.0.1:5000/ctl", "urn:schemas-upnp-org:service:WANIPConnection:2",
@@ -78,5 +81,46 @@ def test_nothing_to_delete_when_nothing_was_mapped() -> None:
                    delete=lambda igd, m: deleted.append(m))
     k.start()
     assert _wait(k) == (None, "no")
+    k.stop()
+    assert deleted == []
+
+
+def test_a_thread_still_busy_at_stop_is_left_and_nothing_deleted(monkeypatch) -> None:
+    """stop() must fit the parent's wait for a stopping worker: a thread stuck in an exchange
+    is not waited for past STOP_JOIN, and what it may be mapping is left to the lease."""
+    monkeypatch.setattr(upnp_keeper, "STOP_JOIN", 0.1)
+    entered, release = threading.Event(), threading.Event()
+    deleted = []
+
+    def add(igd, port, lease, desc):  # a renewal the IGD does not answer
+        entered.set()
+        release.wait(30)
+        return _mapping(lease)
+
+    k = UpnpKeeper("198.19.0.2", 40000, lease=0, acquire=lambda *a: (IGD, _mapping(0)),
+                   add=add, delete=lambda igd, m: deleted.append(m))
+    k.start()
+    assert _wait(k) == (("198.51.100.2", 40000, 0), "")
+    assert entered.wait(10)
+    k.stop()
+    assert deleted == []
+    # the numbers of the keeper's pipe, closed by stop(), go to the next file opened; the
+    # thread, once its renewal returns, must not write its wake-up byte there
+    r, w = os.pipe()
+    try:
+        assert w == k._wfd, "the test needs the keeper's freed descriptor number"
+        release.set()
+        assert k._done.acquire(timeout=10), "the thread did not end"
+        os.set_blocking(r, False)
+        with pytest.raises(BlockingIOError):
+            os.read(r, 16)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_stop_without_start() -> None:
+    deleted = []
+    k = UpnpKeeper("198.19.0.2", 40000, delete=lambda igd, m: deleted.append(m))
     k.stop()
     assert deleted == []
