@@ -26,9 +26,11 @@ def test_license_is_an_spdx_string_backed_by_the_shipped_file() -> None:
 
 
 def test_build_backend_reads_pep_639() -> None:
+    """77 reads PEP 639's SPDX license; below 81, editable_mode=compat (the Makefile's plain
+    .pth install) is still there."""
     (req,) = _project()["build-system"]["requires"]
-    match = re.fullmatch(r"setuptools>=(\d+)", req)
-    assert match and int(match.group(1)) >= 77
+    match = re.fullmatch(r"setuptools>=(\d+),<(\d+)", req)
+    assert match and int(match.group(1)) >= 77 and int(match.group(2)) <= 81
 
 
 def test_urls_and_classifiers_are_there() -> None:
