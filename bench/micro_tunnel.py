@@ -33,7 +33,9 @@ def setup(n_peers: int) -> tuple[RelayRole, list[bytes], list[tuple[bytes, tuple
         p = r.peers.create(addr, mapping, int(now))
         p.trusted = True
         to_clients.append(build_ipv6(NATIVE, addr, 17, bytes(1240)))
-        from_clients.append((build_ipv6(addr, NATIVE, 17, bytes(1240)), mapping))
+        # the source as recvfrom gives it: equal to the peer's mapping, not the same objects
+        src = (mapping[0].encode().decode(), int(str(mapping[1])))
+        from_clients.append((build_ipv6(addr, NATIVE, 17, bytes(1240)), src))
     return r, to_clients, from_clients
 
 

@@ -96,7 +96,7 @@ def _driver(tun_end: socket.socket, peer: socket.socket, relay_addr: tuple[str, 
         print(f"flat out {name}  {total / dt / 1000:7.1f} kpps (window {window})")
 
 
-def main(n: int = 3000, window: int = 32, gap: float = 0.0) -> None:
+def main(n: int = 3000, window: int = 32, gap: float = 0.0, mapping: str = "derived") -> None:
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     udp.setblocking(False)
@@ -108,9 +108,14 @@ def main(n: int = 3000, window: int = 32, gap: float = 0.0) -> None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     tun_worker.setblocking(False)
     control_parent, control = socket.socketpair()
-    mapping = peer.getsockname()
-    # the peer's Teredo address embeds a global mapping; trust is what the fast path checks
-    addr = build_teredo(0x20010000, "203.0.113.10", 0, 40000, "198.51.100.7")
+    ip, port = peer.getsockname()
+    # "derived": the peer's address carries its loopback endpoint, as a relay's real peers do
+    # (R9a, docs/protocol.md), so its entry stores no mapping; "stored": another endpoint,
+    # so the entry keeps the tuple (the only case before issue 15's lean peer table)
+    if mapping == "derived":
+        addr = build_teredo(0x20010000, "203.0.113.10", 0, port, ip)
+    else:
+        addr = build_teredo(0x20010000, "203.0.113.10", 0, 40000, "198.51.100.7")
     to_client = build_ipv6(NATIVE, addr, 17, bytes(1200))
     from_client = build_ipv6(addr, NATIVE, 17, bytes(1200))
     pid = os.fork()
@@ -118,7 +123,7 @@ def main(n: int = 3000, window: int = 32, gap: float = 0.0) -> None:
         try:
             control_parent.close()
             role = RelayRole(relay_type="cone", now=time.monotonic())
-            p = role.peers.create(addr, mapping, int(time.monotonic()))
+            p = role.peers.create(addr, (ip, port), int(time.monotonic()))
             p.trusted = True
             cfg = SimpleNamespace(role="relay", syslog_facility=None)
             res = WorkerResources(udp=[udp], control=control, tun_fd=tun_worker.fileno())
@@ -142,5 +147,7 @@ if __name__ == "__main__":
     ap.add_argument("--gap", type=float, default=0.0,
                     help="seconds between single packets (0.01 = the lab's ping -i 0.01)")
     ap.add_argument("--window", type=int, default=32, help="packets in flight, flat out")
+    ap.add_argument("--mapping", choices=("derived", "stored"), default="derived",
+                    help="the peer's mapping: the one its address carries, or another")
     a = ap.parse_args()
-    main(a.packets, a.window, a.gap)
+    main(a.packets, a.window, a.gap, a.mapping)

@@ -490,9 +490,10 @@ class ClientRole(TeredoTunnel):
             p = self._create(s6, src, t, pending=False)  # local: never evicted
             if p is None:
                 return True
+        if not self._set_mapping(p, src):
+            return True
         if not p.local:
             p.bubbles = 0
-        p.mapping = src
         p.local = True
         p.last_rx = t
         if p.may_send_bubble(t) == SEND and self.address is not None:

@@ -5,9 +5,14 @@ Why it looks the way it does:
 * A busy public relay keeps one entry per Teredo client it talks to, so a million entries must
   fit in a few hundred MB.  ``Peer`` is a ``__slots__`` record; timestamps are whole seconds and
   the same ``int`` object is shared by every peer touched in the same second (the table hands
-  out one cached tick object per second), and the mapping is the ``(ip, port)`` tuple the
-  runtime already allocated for ``recvfrom``.  ``tests/unit/test_peer_table_scale.py`` measures
-  the result.
+  out one cached tick object per second).  A relay trusts a Teredo peer only at the mapping
+  written in its address (R9a, docs/protocol.md), so for almost every relay peer the
+  ``(ip, port)`` tuple would repeat what the 16-byte key already says: a peer keeps its key
+  (the same bytes object the dict holds) and stores a mapping only when it differs from the
+  one the key carries (a client's native peers behind relays, local peers, RFC 6081
+  endpoints).  Without the tuple, its address string and its port int an entry costs about
+  235 bytes instead of 380 (docs/performance.md, "The peer table").
+  ``tests/unit/test_peer_table_scale.py`` measures the result.
 * Every lookup is a dict access keyed by the 16-byte IPv6 address.
 * Expiry is miredo's two-generation scheme (an idle entry lives between E and 2E seconds), but
   the old generation is released *incrementally*: at a generation swap the old dict is put on a
@@ -41,7 +46,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Literal
 
-from .addr import ipv6_text
+from .addr import _CLEAR_OCTET, ipv6_text, mapping_of
 
 #: The mapping of a peer known only by address so far: a native host behind a relay (client
 #: R10/T6), until a ping test's answer names the relay it comes through.
@@ -73,9 +78,12 @@ CLIENT_PENDING_LIFETIME = 60
 
 # Memory estimates, in bytes, of what each part of an entry costs on CPython 3.11 (64-bit),
 # upper bounds of what tracemalloc measures (tests/unit/test_peer_budget.py checks them):
-#: one entry: the Peer record, its 16-byte key, its (ip, port) mapping with its own address
-#: string and port int, and its share of the two generation dicts.
-ENTRY_COST = 400
+#: one entry: the Peer record, its 16-byte key and its share of the two generation dicts; a
+#: mapping the key carries costs nothing more (see `Peer.mapping`).
+ENTRY_COST = 240
+#: a mapping stored beside the key: the (ip, port) tuple, its address string and port int
+#: (`NO_MAPPING` itself is shared and costs nothing).
+MAPPING_COST = 176
 #: one pending-FIFO record: three deque slots.
 RECORD_COST = 32
 #: a queue: the list object and its first slots.
@@ -103,23 +111,36 @@ class Peer:
     """One peer (§5.1).  ``mapping`` is the UDP endpoint, ``(ip, port)``; ``queue`` is ``None``
     until something is queued, then a ``list`` of ``(packet, udp_source_or_None)`` -- the UDP
     source is kept for incoming packets so the flush can deliver only those that came from the
-    mapping finally trusted."""
+    mapping finally trusted.
+
+    ``key`` is the peer's 16-byte IPv6 address, the very object its table is keyed by.
+    ``_mapping`` is ``None`` while the mapping is the one that address carries (every peer a
+    relay trusts, R9a), else the endpoint itself (`NO_MAPPING` is stored as that shared
+    object).  The compiled relay loop reads ``_mapping`` directly (engine/runtime/_fastloop.c)
+    and builds the destination from the key's bytes when it is ``None``.  The derived tuple is
+    never cached here: that would bring back the memory for every active peer.
+    """
 
     __slots__ = (
+        "_mapping",
         "bubbles",
+        "key",
         "last_ping",
         "last_rx",
         "last_tx",
         "local",
-        "mapping",
         "pings",
         "queue",
         "queue_left",
         "trusted",
     )
 
-    def __init__(self, mapping: tuple[str, int], t: int) -> None:
-        self.mapping = mapping
+    def __init__(self, key: bytes, mapping: tuple[str, int] | None, t: int) -> None:
+        self.key = key
+        if mapping is None:
+            self._mapping = None
+        else:
+            self.mapping = mapping
         self.trusted = False
         self.local = False
         self.bubbles = 0
@@ -130,6 +151,36 @@ class Peer:
         self.last_ping = t
         self.queue: list[tuple[bytes, tuple[str, int] | None]] | None = None
         self.queue_left = MAXQUEUE
+
+    @property
+    def mapping(self) -> tuple[str, int]:
+        """The peer's UDP endpoint: derived from the key when none is stored (a pure function
+        of the key, so right for any key, Teredo or not)."""
+        m = self._mapping
+        if m is not None:
+            return m
+        # `mapping_of(self.key)`, inlined: every packet to a derived peer reads this (the
+        # Python data path; the compiled one reads the key's bytes itself)
+        k = self.key
+        o = _CLEAR_OCTET
+        return f"{o[k[12]]}.{o[k[13]]}.{o[k[14]]}.{o[k[15]]}", (k[10] << 8 | k[11]) ^ 0xFFFF
+
+    @mapping.setter
+    def mapping(self, m: tuple[str, int]) -> None:
+        # A peer in a table changes its mapping through `PeerTable.remap`, which keeps the
+        # byte budget exact when a stored mapping appears or goes.
+        if m == mapping_of(self.key):
+            self._mapping = None
+        elif m == NO_MAPPING:
+            self._mapping = NO_MAPPING
+        else:
+            self._mapping = m
+
+    @property
+    def stores_mapping(self) -> bool:
+        """Whether the entry holds a mapping object of its own (charged `MAPPING_COST`)."""
+        m = self._mapping
+        return m is not None and m is not NO_MAPPING
 
     def valid(self, t: int) -> bool:
         """Heard from within 30 s (600 s for a local-discovery peer), whole seconds."""
@@ -180,10 +231,10 @@ class Peer:
         """One row of the `peers` status command (docs/contracts.md §4)."""
         q = self.queue
         state = ("reachable" if self.valid(t) else "stale") if self.trusted else "pending"
-        ip, port = self.mapping
+        m = self.mapping
         return {
             "address": ipv6_text(key),
-            "mapping": None if self.mapping == NO_MAPPING else {"ip": ip, "port": port},
+            "mapping": None if m == NO_MAPPING else {"ip": m[0], "port": m[1]},
             "state": state,
             "trusted": self.trusted,
             "local": self.local,
@@ -226,9 +277,11 @@ def packet_cost(pkt: bytes, src: tuple[str, int] | None) -> int:
 
 
 def peer_cost(p: Peer) -> int:
-    """Estimated bytes held by one entry, queue included."""
+    """Estimated bytes held by one entry, stored mapping and queue included."""
     q = p.queue
-    return ENTRY_COST if q is None else ENTRY_COST + queue_cost(q)
+    m = p._mapping
+    n = ENTRY_COST if m is None or m is NO_MAPPING else ENTRY_COST + MAPPING_COST
+    return n if q is None else n + queue_cost(q)
 
 
 #: Why `PeerTable.create` refused an entry (the tunnel counts it as a drop reason).
@@ -346,10 +399,11 @@ class PeerTable:
         return p
 
     def create(
-        self, key: bytes, mapping: tuple[str, int], t: int, *, pending: bool = True
+        self, key: bytes, mapping: tuple[str, int] | None, t: int, *, pending: bool = True
     ) -> Peer | None:
         """Create an entry (caller checked it is missing); ``None`` when the table is full
-        (``full_reason`` says whether by count or by bytes).
+        (``full_reason`` says whether by count or by bytes).  ``mapping=None``: the one the
+        key carries (what the relay's T4 creates), without building it.
 
         ``pending=False`` is for an entry trusted at once (the client's R9): it never goes on
         the pending FIFO, so it is never evicted.  A pending entry may evict older pending
@@ -359,13 +413,15 @@ class PeerTable:
             self.dropped_full += 1
             self.full_reason = "peer_table_full"
             return None
+        p = Peer(key, mapping, t)
         need = ENTRY_COST + RECORD_COST if pending else ENTRY_COST
+        if p.stores_mapping:
+            need += MAPPING_COST
         if self.used + need > self.memory_limit and not self._make_room(need, None):
             self.dropped_full += 1
             self.refused_budget += 1
             self.full_reason = "peer_budget_full"
             return None
-        p = Peer(mapping, t)
         self.recent[key] = p
         self.used += need
         if pending:
@@ -376,6 +432,27 @@ class PeerTable:
             q.append(p)
             q.append(t)
         return p
+
+    def remap(self, p: Peer, mapping: tuple[str, int]) -> bool:
+        """Set ``p.mapping`` (a peer of this table) within the byte budget: False, with the
+        peer unchanged, when a mapping it must now store does not fit (``full_reason`` says
+        so).  Going back to the key's own mapping gives the stored one's bytes back."""
+        had = p.stores_mapping
+        old = p._mapping
+        p.mapping = mapping
+        has = p.stores_mapping
+        if has == had:
+            return True
+        if had:
+            self.used -= MAPPING_COST
+            return True
+        if self.used + MAPPING_COST > self.memory_limit and not self._make_room(MAPPING_COST, p):
+            p._mapping = old
+            self.refused_budget += 1
+            self.full_reason = "peer_budget_full"
+            return False
+        self.used += MAPPING_COST
+        return True
 
     def enqueue(
         self, p: Peer, pkt: bytes, src: tuple[str, int] | None
@@ -506,9 +583,7 @@ class PeerTable:
             n = min(budget - freed, len(d))
             popitem = d.popitem
             for _ in range(n):
-                p = popitem()[1]
-                q = p.queue
-                released += ENTRY_COST if q is None else ENTRY_COST + queue_cost(q)
+                released += peer_cost(popitem()[1])
             freed += n
             if not d:
                 dying.popleft()

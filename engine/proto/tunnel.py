@@ -302,7 +302,8 @@ class TeredoTunnel(RoleBase):
                 return
         p = peers.get(dst6)  # T4
         if p is None:
-            p = self._create(dst6, mapping_of(dst6) if teredo_dst else NO_MAPPING, t)
+            # a Teredo destination's mapping is the one its address carries: stored as None
+            p = self._create(dst6, None if teredo_dst else NO_MAPPING, t)
             if p is None:
                 return
         elif p.trusted and p.valid(t):  # T5
@@ -345,13 +346,21 @@ class TeredoTunnel(RoleBase):
             self._drop("bubble_limit")
             self.icmp_error(pkt, UNREACH_ADDRESS, t)
 
-    def _create(self, key: bytes, mapping: Endpoint, t: int, *,
+    def _create(self, key: bytes, mapping: Endpoint | None, t: int, *,
                 pending: bool = True) -> Peer | None:
-        """A new peer entry, or None (counted under the table's reason) when it is full."""
+        """A new peer entry, or None (counted under the table's reason) when it is full;
+        ``mapping=None`` is the one ``key`` carries."""
         p = self.peers.create(key, mapping, t, pending=pending)
         if p is None:
             self._drop(self.peers.full_reason)
         return p
+
+    def _set_mapping(self, p: Peer, src: Endpoint) -> bool:
+        """Set the mapping of ``p`` within the byte budget; False (a drop) when refused."""
+        if self.peers.remap(p, src):
+            return True
+        self._drop(self.peers.full_reason)
+        return False
 
     def _queue(self, p: Peer, pkt: bytes, src: Endpoint | None) -> None:
         reason = self.peers.enqueue(p, pkt, src)
@@ -450,8 +459,9 @@ class TeredoTunnel(RoleBase):
                 self._deliver(pkt)
             return
         if p is not None and self._ping_check(pkt, t):  # R8
+            if not self._set_mapping(p, src):
+                return
             p.trusted = True
-            p.mapping = src
             self._flush(p, t)
             return
         if teredo_src:  # R9
@@ -480,10 +490,10 @@ class TeredoTunnel(RoleBase):
                 p = self._rx_new_peer(s6, src, t)
                 if p is None:
                     return
-                p.local = local
-            elif local:
+            if not self._set_mapping(p, src):
+                return
+            if local:
                 p.local = True
-            p.mapping = src
             p.trusted = True
             self._flush(p, t)
             if not is_bub:

@@ -52,7 +52,7 @@
 #endif
 
 /* Interned attribute names. */
-static PyObject *s_peers, *s_recent, *s_trusted, *s_local, *s_last_rx, *s_last_tx, *s_mapping,
+static PyObject *s_peers, *s_recent, *s_trusted, *s_local, *s_last_rx, *s_last_tx, *s__mapping,
     *s_queue, *s_bubbles, *s_pings, *s_second, *s_second_start, *s_second_end, *s_tick,
     *s_counters, *s_drops, *s_readers, *s_running, *s_fast_start, *s_fast_turn,
     *s_fast_gso_refused, *s_after_batch, *s_receive_tun_packet, *s_receive_datagram, *s_gso,
@@ -487,6 +487,22 @@ static int mapping_addr(PyObject *m, struct sockaddr_in *out, const char **ip, l
     return 1;
 }
 
+/*
+ * The mapping a Teredo address carries (bytes 10-15: ~port, ~IPv4, network order), what a
+ * Peer whose `_mapping` is None stands for (engine/proto/peers.py; a relay trusts a Teredo
+ * peer only there, R9a in docs/protocol.md).  Built from the key's bytes: no text, no lookup.
+ */
+static void key_mapping(const unsigned char *key16, struct sockaddr_in *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->sin_family = AF_INET;
+    out->sin_port = htons((uint16_t)(((unsigned)key16[10] << 8 | key16[11]) ^ 0xFFFFu));
+    unsigned char ip[4];
+    for (int i = 0; i < 4; i++)
+        ip[i] = (unsigned char)(key16[12 + i] ^ 0xFFu);
+    memcpy(&out->sin_addr.s_addr, ip, sizeof(ip));
+}
+
 /* exact ints a, b: *out = a - b; 0 when not exact ints in range. */
 static int int_diff(PyObject *a, PyObject *b, long long *out)
 {
@@ -531,9 +547,12 @@ static int tx_hot(St *s, const unsigned char *pkt, size_t n, double now, PyObjec
         res = loc < 0 ? -1 : 0;
         goto out;
     }
-    if (!(m = PyObject_GetAttr(p, s_mapping)))
+    /* p.mapping: the key's own (`_mapping` None, nearly every relay peer) or the one stored */
+    if (!(m = PyObject_GetAttr(p, s__mapping)))
         goto out;
-    if (!mapping_addr(m, dst, NULL, NULL)) {
+    if (m == Py_None) {
+        key_mapping(pkt + 24, dst);
+    } else if (!mapping_addr(m, dst, NULL, NULL)) {
         res = 0;
         goto out;
     }
@@ -582,16 +601,27 @@ static int rx_hot(St *s, const unsigned char *d, size_t n, const struct sockaddr
         return PyErr_Occurred() ? -1 : 0;
     int res = -1;
     PyObject *m = NULL, *q = NULL, *t = NULL;
-    if (!(m = PyObject_GetAttr(p, s_mapping)))
+    if (!(m = PyObject_GetAttr(p, s__mapping)))
         goto out;
-    const char *ip;
-    long port;
-    /* p.mapping == src: the text recvfrom would give (inet_ntop, as CPython's makesockaddr) */
-    char txt[INET_ADDRSTRLEN];
-    if (!mapping_addr(m, NULL, &ip, &port) || port != ntohs(src->sin_port) ||
-        !inet_ntop(AF_INET, &src->sin_addr, txt, sizeof(txt)) || strcmp(txt, ip) != 0) {
-        res = 0;
-        goto out;
+    if (m == Py_None) {
+        /* p.mapping == src for the key's own mapping: the same address and port, in binary
+         * (the text recvfrom would give is a function of them) */
+        struct sockaddr_in own;
+        key_mapping(d + 8, &own);
+        if (!same_dst(&own, src)) {
+            res = 0;
+            goto out;
+        }
+    } else {
+        const char *ip;
+        long port;
+        /* p.mapping == src: the text recvfrom would give (inet_ntop, as CPython's makesockaddr) */
+        char txt[INET_ADDRSTRLEN];
+        if (!mapping_addr(m, NULL, &ip, &port) || port != ntohs(src->sin_port) ||
+            !inet_ntop(AF_INET, &src->sin_addr, txt, sizeof(txt)) || strcmp(txt, ip) != 0) {
+            res = 0;
+            goto out;
+        }
     }
     if (!(q = PyObject_GetAttr(p, s_queue)))
         goto out;
@@ -1029,7 +1059,7 @@ PyMODINIT_FUNC PyInit__fastloop(void)
     INTERN(s_local, "local");
     INTERN(s_last_rx, "last_rx");
     INTERN(s_last_tx, "last_tx");
-    INTERN(s_mapping, "mapping");
+    INTERN(s__mapping, "_mapping");
     INTERN(s_queue, "queue");
     INTERN(s_bubbles, "bubbles");
     INTERN(s_pings, "pings");

@@ -293,3 +293,13 @@ def test_text_helpers_round_trip():
     assert ipv4_pack("203.0.113.5") == bytes((203, 0, 113, 5))
     with pytest.raises(ValueError):
         ipv6_pack("2001:db8::g")
+
+
+def test_mapping_of_gives_inet_ntoa_s_text_for_every_octet():
+    """`mapping_of` (and `Peer.mapping`, which inlines it) joins per-octet strings; the
+    reference is `clear_mapping`, through `inet_ntoa` as `recvfrom`'s text is."""
+    from engine.proto.peers import Peer
+
+    for b in range(256):
+        raw = bytes(10) + bytes((b, 255 - b, b, 255 - b, (b * 7) & 255, (b * 13) & 255))
+        assert mapping_of(raw) == clear_mapping(raw[10:16]) == Peer(raw, None, 0).mapping

@@ -7,10 +7,13 @@ import tracemalloc
 
 import pytest
 
+from engine.proto.addr import build_teredo
 from engine.proto.peers import (
     CLIENT_MEMORY_LIMIT,
     ENTRY_COST,
+    MAPPING_COST,
     MIN_MEMORY_LIMIT,
+    NO_MAPPING,
     RECORD_COST,
     RELAY_MEMORY_LIMIT,
     Peer,
@@ -19,13 +22,21 @@ from engine.proto.peers import (
 )
 
 
-def key(i: int) -> bytes:
-    return b"\x20\x01\x00\x00\xcb\x00\x71\x0a" + i.to_bytes(8, "big")
-
-
 def mapping(i: int) -> tuple[str, int]:
-    """A fresh address string and port per peer, as `mapping_of` or `recvfrom` make them."""
+    """A fresh address string and port per peer, as `recvfrom` makes them: the mapping peer
+    ``i``'s address carries (R9a: the only one a relay trusts a Teredo peer at)."""
     return (f"198.{18 + (i >> 16 & 1)}.{i >> 8 & 255}.{i & 255}", 1024 + i % 60000)
+
+
+def other(i: int) -> tuple[str, int]:
+    """A fresh endpoint unrelated to peer ``i``'s address (a client's native peer behind a
+    relay, a local peer): the entry must store it."""
+    return (f"203.0.{i >> 8 & 255}.{i & 255}", 2000 + i % 60000)
+
+
+def key(i: int) -> bytes:
+    ip, port = mapping(i)
+    return build_teredo(0x20010000, "203.0.113.10", i >> 17, port, ip)
 
 
 def _traced(build) -> tuple[PeerTable, int]:
@@ -43,7 +54,9 @@ def _traced(build) -> tuple[PeerTable, int]:
 
 @pytest.mark.parametrize("n", [1000, 12_000])
 @pytest.mark.parametrize(
-    "shape", ["pending", "trusted", "queued_out_100", "queued_out_1280", "queued_in_3x400"]
+    "shape",
+    ["pending", "trusted", "trusted_other", "pending_no_mapping", "remapped_other",
+     "queued_out_100", "queued_out_1280", "queued_in_3x400"],
 )
 def test_accounted_bytes_are_an_upper_bound_of_tracemalloc(shape: str, n: int):
     def build(table: PeerTable) -> None:
@@ -51,9 +64,13 @@ def test_accounted_bytes_are_an_upper_bound_of_tracemalloc(shape: str, n: int):
         pkt = bytearray(1280)
         for i in range(n):
             k = bytes(key(i))
-            p = table.create(k, mapping(i), t, pending=shape != "trusted")
+            m = {"trusted_other": other(i), "pending_no_mapping": NO_MAPPING}.get(shape,
+                                                                              mapping(i))
+            p = table.create(k, m, t, pending=not shape.startswith("trusted"))
             assert p is not None
-            if shape.startswith("queued_out"):
+            if shape == "remapped_other":  # verified at an endpoint of its own (R9 b-e)
+                assert table.remap(p, other(i))
+            elif shape.startswith("queued_out"):
                 size = int(shape.rsplit("_", 1)[1])
                 pkt[24:40] = k
                 assert table.enqueue(p, bytes(pkt[:size]), None) is None
@@ -70,8 +87,46 @@ def test_accounted_bytes_are_an_upper_bound_of_tracemalloc(shape: str, n: int):
     assert table.used <= traced * 1.35 + 64 * n
 
 
+def test_only_a_mapping_the_key_does_not_carry_is_stored_and_charged():
+    t = PeerTable(capacity=16)
+    own = t.create(key(1), mapping(1), 0, pending=False)
+    none = t.create(key(2), None, 0, pending=False)
+    native = t.create(key(3), NO_MAPPING, 0, pending=False)
+    assert t.used == 3 * ENTRY_COST
+    assert not (own.stores_mapping or none.stores_mapping or native.stores_mapping)
+    assert native._mapping is NO_MAPPING
+    stored = t.create(key(4), other(4), 0, pending=False)
+    assert stored.stores_mapping and t.used == 4 * ENTRY_COST + MAPPING_COST
+    assert sum(peer_cost(p) for p in t.recent.values()) == t.used
+
+
+def test_remap_charges_a_stored_mapping_and_gives_it_back():
+    t = _small(limit=1 << 20)
+    p = t.create(key(5), NO_MAPPING, 0)
+    base = t.used
+    assert t.remap(p, mapping(5)) and t.used == base and p._mapping is None
+    assert t.remap(p, other(5)) and t.used == base + MAPPING_COST
+    assert t.remap(p, other(6)) and t.used == base + MAPPING_COST  # still one stored
+    assert t.remap(p, mapping(5)) and t.used == base and p.mapping == mapping(5)
+
+
+def test_remap_refused_when_the_budget_is_full_of_trusted_peers():
+    t = _small()
+    i = 0
+    while (p := t.create(key(i), mapping(i), 0, pending=False)) is not None:
+        p.trusted = True
+        i += 1
+    p = t.get(key(0))
+    used = t.used
+    assert t.memory_limit - used < MAPPING_COST  # what is left cannot hold a stored mapping
+    assert not t.remap(p, other(0))
+    assert t.full_reason == "peer_budget_full" and t.refused_budget >= 1
+    assert p._mapping is None and p.mapping == mapping(0) and t.used == used
+    assert t.remap(p, mapping(0))  # storing nothing needs no room
+
+
 def test_a_queue_is_a_list_created_on_the_first_packet():
-    p = Peer(("198.51.100.1", 40000), 0)
+    p = Peer(key(0), ("198.51.100.1", 40000), 0)
     assert p.queue is None
     assert p.enqueue(b"x" * 100, None)
     assert type(p.queue) is list
@@ -170,6 +225,10 @@ def test_everything_released_brings_the_accounting_back_to_zero():
             t.enqueue(p, b"y" * 200, mapping(i + 1) if i % 4 == 1 else None)
         if i % 5 == 0:
             p.trusted = True
+        if i % 7 == 3:  # some verified at an endpoint of their own, some of them back again
+            assert t.remap(p, other(i))
+            if i % 2:
+                assert t.remap(p, mapping(i))
     assert t.used == sum(peer_cost(p) for d in (t.recent, t.old) for p in d.values()) + (
         RECORD_COST * (len(t.pending) // 3)
     )

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from engine.proto.addr import build_teredo, mapping_of
 from engine.proto.peers import (
     LATER,
     MAXQUEUE,
     NEVER,
+    NO_MAPPING,
     SEND,
     Peer,
     PeerTable,
@@ -52,7 +54,7 @@ def test_bad_construction_is_refused():
 # --- queue ---------------------------------------------------------------------------------
 
 def test_queue_is_fifo_and_budget_is_1280_bytes_total():
-    p = Peer(M, 0)
+    p = Peer(key(0), M, 0)
     assert p.enqueue(b"a" * 600, None)
     assert p.enqueue(b"b" * 600, ("203.0.113.5", 3545))
     # 80 bytes left: an 81-byte packet is refused whole, an 80-byte one fits exactly
@@ -67,13 +69,13 @@ def test_queue_is_fifo_and_budget_is_1280_bytes_total():
 
 
 def test_oversized_packet_never_queued():
-    p = Peer(M, 0)
+    p = Peer(key(0), M, 0)
     assert not p.enqueue(b"x" * (MAXQUEUE + 1), None)
     assert p.queue is None
 
 
 def test_take_queue_is_predecap():
-    p = Peer(M, 0)
+    p = Peer(key(0), M, 0)
     p.bubbles = 3
     p.pings = 2
     assert p.take_queue(17) is None
@@ -83,7 +85,7 @@ def test_take_queue_is_predecap():
 # --- rate limiters (§5.4, integer seconds) ----------------------------------------------------
 
 def test_bubble_limiter_exact_cadence():
-    p = Peer(M, 0)
+    p = Peer(key(0), M, 0)
     assert p.may_send_bubble(100) == SEND  # first: always
     assert p.may_send_bubble(101) == LATER
     assert p.may_send_bubble(102) == LATER  # now - last_tx == 2 -> still LATER
@@ -99,7 +101,7 @@ def test_bubble_limiter_exact_cadence():
 
 def test_data_transmission_delays_next_bubble():
     """last_tx is shared with data packets (TouchTransmit), as in miredo."""
-    p = Peer(M, 0)
+    p = Peer(key(0), M, 0)
     assert p.may_send_bubble(10) == SEND
     p.last_tx = 20
     assert p.may_send_bubble(21) == LATER
@@ -107,7 +109,7 @@ def test_data_transmission_delays_next_bubble():
 
 
 def test_ping_limiter_never_resets_by_time():
-    p = Peer(M, 0)
+    p = Peer(key(0), M, 0)
     assert p.may_send_ping(50) == SEND
     assert p.may_send_ping(52) == LATER
     assert p.may_send_ping(53) == SEND
@@ -120,7 +122,7 @@ def test_ping_limiter_never_resets_by_time():
 
 
 def test_validity_30_and_600_seconds():
-    p = Peer(M, 1000)
+    p = Peer(key(0), M, 1000)
     assert p.valid(1030) and not p.valid(1031)
     p.local = True
     assert p.valid(1600) and not p.valid(1601)
@@ -199,3 +201,51 @@ def test_counts_reports_trusted():
         p = t.create(key(i), M, 0)
         p.trusted = i % 2 == 0
     assert t.counts() == {"count": 5, "trusted": 3}
+
+
+# --- the mapping: derived from the key unless the peer stores its own -----------------------
+
+TEREDO = build_teredo(0x20010000, "203.0.113.10", 0, 40000, "198.18.0.115")
+
+
+def test_a_mapping_the_key_carries_is_derived_not_stored():
+    p = Peer(TEREDO, ("198.18.0.115", 40000), 0)
+    assert p._mapping is None and not p.stores_mapping
+    assert p.mapping == ("198.18.0.115", 40000)
+    assert p.mapping is not p.mapping  # built on demand, never cached on the peer
+    q = Peer(TEREDO, None, 0)
+    assert q._mapping is None and q.mapping == p.mapping
+
+
+def test_another_mapping_is_stored_as_given():
+    m = ("203.0.113.9", 40000)  # same port, other address
+    p = Peer(TEREDO, m, 0)
+    assert p._mapping is m and p.stores_mapping and p.mapping is m
+    p.mapping = ("198.18.0.115", 40001)  # same address, other port
+    assert p.stores_mapping and p.mapping == ("198.18.0.115", 40001)
+
+
+def test_the_setter_normalises_back_to_the_derived_mapping():
+    p = Peer(TEREDO, ("203.0.113.9", 3545), 0)
+    p.mapping = ("198.18.0.115", 40000)  # a fresh tuple equal to the derived one
+    assert p._mapping is None and p.mapping == ("198.18.0.115", 40000)
+
+
+def test_no_mapping_is_kept_as_the_shared_constant():
+    p = Peer(TEREDO, ("0.0.0.0", 0), 0)  # an equal tuple, not the constant itself
+    assert p._mapping is NO_MAPPING and not p.stores_mapping
+    assert p.mapping == NO_MAPPING
+    assert p.describe(TEREDO, 0)["mapping"] is None
+    p.mapping = ("198.18.0.115", 40000)
+    assert p.describe(TEREDO, 0)["mapping"] == {"ip": "198.18.0.115", "port": 40000}
+
+
+@pytest.mark.parametrize("k", [bytes(16), b"\xff" * 16, bytes(range(16)),
+                               bytes.fromhex("20010db8000000000000000000000001")])
+def test_derivation_holds_for_any_key(k: bytes):
+    """A client's peers may be native hosts (NO_MAPPING, or the relay they come through):
+    what is read back is always what was written, whatever the key."""
+    for m in (NO_MAPPING, ("192.0.2.1", 3544), mapping_of(k)):
+        p = Peer(k, m, 0)
+        assert p.mapping == m
+        assert (p._mapping is None) == (m == mapping_of(k))
