@@ -46,7 +46,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Literal
 
-from .addr import _CLEAR_OCTET, ipv6_text, mapping_of
+from .addr import ipv6_text, mapping_of
 
 #: The mapping of a peer known only by address so far: a native host behind a relay (client
 #: R10/T6), until a ping test's answer names the relay it comes through.
@@ -157,13 +157,7 @@ class Peer:
         """The peer's UDP endpoint: derived from the key when none is stored (a pure function
         of the key, so right for any key, Teredo or not)."""
         m = self._mapping
-        if m is not None:
-            return m
-        # `mapping_of(self.key)`, inlined: every packet to a derived peer reads this (the
-        # Python data path; the compiled one reads the key's bytes itself)
-        k = self.key
-        o = _CLEAR_OCTET
-        return f"{o[k[12]]}.{o[k[13]]}.{o[k[14]]}.{o[k[15]]}", (k[10] << 8 | k[11]) ^ 0xFFFF
+        return mapping_of(self.key) if m is None else m
 
     @mapping.setter
     def mapping(self, m: tuple[str, int]) -> None:

@@ -457,7 +457,7 @@ static PyObject *trusted_peer(St *s, const unsigned char *key16, PyObject **peer
 }
 
 /* The tuple (ip, port) as a sockaddr; 0 when it is not an exact (str, int) IPv4 pair. */
-static int mapping_addr(PyObject *m, struct sockaddr_in *out, const char **ip, long *port)
+static int mapping_addr(PyObject *m, struct sockaddr_in *out)
 {
     if (!PyTuple_CheckExact(m) || PyTuple_GET_SIZE(m) != 2)
         return 0;
@@ -473,34 +473,39 @@ static int mapping_addr(PyObject *m, struct sockaddr_in *out, const char **ip, l
     long pt = PyLong_AsLongAndOverflow(b, &overflow);
     if (overflow || pt < 0 || pt > 65535)
         return 0;
-    if (out) {
-        memset(out, 0, sizeof(*out));
-        out->sin_family = AF_INET;
-        out->sin_port = htons((uint16_t)pt);
-        if (inet_pton(AF_INET, txt, &out->sin_addr) != 1)
-            return 0;
-    }
-    if (ip)
-        *ip = txt;
-    if (port)
-        *port = pt;
-    return 1;
+    memset(out, 0, sizeof(*out));
+    out->sin_family = AF_INET;
+    out->sin_port = htons((uint16_t)pt);
+    return inet_pton(AF_INET, txt, &out->sin_addr) == 1;
 }
 
 /*
- * The mapping a Teredo address carries (bytes 10-15: ~port, ~IPv4, network order), what a
- * Peer whose `_mapping` is None stands for (engine/proto/peers.py; a relay trusts a Teredo
- * peer only there, R9a in docs/protocol.md).  Built from the key's bytes: no text, no lookup.
+ * p.mapping as a sockaddr.  `_mapping` None (nearly every relay peer: a relay trusts a Teredo
+ * peer only at the mapping its address carries, R9a in docs/protocol.md) is that mapping,
+ * built from the key's bytes 10-15 (~port, ~IPv4; engine/proto/peers.py); a stored tuple is
+ * converted.  inet_pton takes only the dotted-quad text inet_ntop (and so recvfrom) writes,
+ * so comparing sockaddrs is comparing the texts Python's `p.mapping == src` compares.
+ * 1: *out set, 0: a mapping this path does not handle (Python decides), -1: error.
  */
-static void key_mapping(const unsigned char *key16, struct sockaddr_in *out)
+static int peer_dst(PyObject *p, const unsigned char *key16, struct sockaddr_in *out)
 {
-    memset(out, 0, sizeof(*out));
-    out->sin_family = AF_INET;
-    out->sin_port = htons((uint16_t)(((unsigned)key16[10] << 8 | key16[11]) ^ 0xFFFFu));
-    unsigned char ip[4];
-    for (int i = 0; i < 4; i++)
-        ip[i] = (unsigned char)(key16[12 + i] ^ 0xFFu);
-    memcpy(&out->sin_addr.s_addr, ip, sizeof(ip));
+    PyObject *m = PyObject_GetAttr(p, s__mapping);
+    if (!m)
+        return -1;
+    int r = 1;
+    if (m == Py_None) {
+        memset(out, 0, sizeof(*out));
+        out->sin_family = AF_INET;
+        out->sin_port = htons((uint16_t)(((unsigned)key16[10] << 8 | key16[11]) ^ 0xFFFFu));
+        unsigned char ip[4];
+        for (int i = 0; i < 4; i++)
+            ip[i] = (unsigned char)(key16[12 + i] ^ 0xFFu);
+        memcpy(&out->sin_addr.s_addr, ip, sizeof(ip));
+    } else {
+        r = mapping_addr(m, out);
+    }
+    Py_DECREF(m);
+    return r;
 }
 
 /* exact ints a, b: *out = a - b; 0 when not exact ints in range. */
@@ -532,7 +537,7 @@ static int tx_hot(St *s, const unsigned char *pkt, size_t n, double now, PyObjec
     if (!p)
         return PyErr_Occurred() ? -1 : 0;
     int res = -1;
-    PyObject *t = NULL, *last_rx = NULL, *m = NULL;
+    PyObject *t = NULL, *last_rx = NULL;
     if (!(t = whole_second(peers, now, nowobj)))
         goto out;
     if (!(last_rx = PyObject_GetAttr(p, s_last_rx)))
@@ -547,20 +552,15 @@ static int tx_hot(St *s, const unsigned char *pkt, size_t n, double now, PyObjec
         res = loc < 0 ? -1 : 0;
         goto out;
     }
-    /* p.mapping: the key's own (`_mapping` None, nearly every relay peer) or the one stored */
-    if (!(m = PyObject_GetAttr(p, s__mapping)))
-        goto out;
-    if (m == Py_None) {
-        key_mapping(pkt + 24, dst);
-    } else if (!mapping_addr(m, dst, NULL, NULL)) {
-        res = 0;
+    int known = peer_dst(p, pkt + 24, dst);
+    if (known <= 0) {
+        res = known;
         goto out;
     }
     if (PyObject_SetAttr(p, s_last_tx, t) < 0)
         goto out;
     res = 1;
 out:
-    Py_XDECREF(m);
     Py_XDECREF(last_rx);
     Py_XDECREF(t);
     Py_DECREF(p);
@@ -600,28 +600,13 @@ static int rx_hot(St *s, const unsigned char *d, size_t n, const struct sockaddr
     if (!p)
         return PyErr_Occurred() ? -1 : 0;
     int res = -1;
-    PyObject *m = NULL, *q = NULL, *t = NULL;
-    if (!(m = PyObject_GetAttr(p, s__mapping)))
+    PyObject *q = NULL, *t = NULL;
+    /* p.mapping == src */
+    struct sockaddr_in own;
+    int known = peer_dst(p, d + 8, &own);
+    if (known <= 0 || !same_dst(&own, src)) {
+        res = known < 0 ? -1 : 0;
         goto out;
-    if (m == Py_None) {
-        /* p.mapping == src for the key's own mapping: the same address and port, in binary
-         * (the text recvfrom would give is a function of them) */
-        struct sockaddr_in own;
-        key_mapping(d + 8, &own);
-        if (!same_dst(&own, src)) {
-            res = 0;
-            goto out;
-        }
-    } else {
-        const char *ip;
-        long port;
-        /* p.mapping == src: the text recvfrom would give (inet_ntop, as CPython's makesockaddr) */
-        char txt[INET_ADDRSTRLEN];
-        if (!mapping_addr(m, NULL, &ip, &port) || port != ntohs(src->sin_port) ||
-            !inet_ntop(AF_INET, &src->sin_addr, txt, sizeof(txt)) || strcmp(txt, ip) != 0) {
-            res = 0;
-            goto out;
-        }
     }
     if (!(q = PyObject_GetAttr(p, s_queue)))
         goto out;
@@ -640,7 +625,6 @@ static int rx_hot(St *s, const unsigned char *d, size_t n, const struct sockaddr
 out:
     Py_XDECREF(t);
     Py_XDECREF(q);
-    Py_XDECREF(m);
     Py_DECREF(p);
     Py_DECREF(peers);
     return res;
