@@ -17,6 +17,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from engine.config.values import prefix_text
+from engine.proto.addr import LL_CLIENT
 from engine.runtime import rtnl_min
 from engine.runtime.logsetup import get_logger
 from engine.runtime.sysctl import prepare_interface
@@ -29,8 +30,7 @@ if TYPE_CHECKING:
 
 log = get_logger()
 
-LL_CLIENT = socket.inet_pton(socket.AF_INET6, "fe80::ffff:ffff:ffff")
-CLIENT_ROUTE_METRIC = 1029  # engine.runtime.netlink's value: the last-resort default route
+CLIENT_ROUTE_METRIC = 1029  # loses against the kernel's 1024: Teredo is the last resort
 
 
 class Interface:

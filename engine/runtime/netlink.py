@@ -26,12 +26,11 @@ import errno
 import socket
 from typing import NamedTuple
 
+from engine.proto.addr import LL_CLIENT
 from engine.runtime import rtnl_min
+from engine.runtime.interface import CLIENT_ROUTE_METRIC
 from engine.runtime.rtnl_min import Rtnl, RtnlError
 
-LL_CLIENT = socket.inet_pton(socket.AF_INET6, "fe80::ffff:ffff:ffff")
-LL_CLIENT_TEXT = "fe80::ffff:ffff:ffff"
-CLIENT_ROUTE_METRIC = 1029  # loses against the kernel's 1024: Teredo is the last resort
 MAIN_TABLE = rtnl_min.RT_TABLE_MAIN
 RTPROT_KERNEL = 2
 IFF_UP = 0x1
@@ -42,14 +41,6 @@ _STATE_FLAGS = IFF_UP | IFF_RUNNING | IFF_LOWER_UP
 NetlinkConfigError = RtnlError
 """An interface change failed; ``str()`` names the change and the kernel's reason.  An
 `OSError`, so that callers handle it with the socket and file errors of the same set-up step."""
-
-
-def session(name: str) -> Rtnl:
-    """A short-lived rtnetlink socket; `NetlinkConfigError` when it cannot be opened."""
-    try:
-        return Rtnl(name)
-    except OSError as e:
-        raise NetlinkConfigError(f"rtnetlink socket: {e.strerror or e}") from None
 
 
 def flush(nl: Rtnl, index: int) -> None:
@@ -73,39 +64,26 @@ class TunnelInterface:
         self.address: bytes | None = None
         self.mtu: int | None = None
 
-    def _session(self) -> Rtnl:
-        return session(self.name)
-
     def client_up(self, address: bytes, mtu: int) -> None:
         """Teredo address /32, the fixed link-local /64, the MTU and ``::/0`` metric 1029.
 
         A changed address replaces the old one (the whole interface is flushed first), so
         addresses never pile up the way they do with miredo's BSD hook.
         """
-        try:
-            with self._session() as nl:
-                flush(nl, self.index)
-                nl.link_up(self.index, mtu)
-                for a, plen in ((LL_CLIENT, 64), (address, 32)):
-                    nl.add_address6(self.index, a, plen)
-                nl.add_route6(self.index, bytes(16), 0, CLIENT_ROUTE_METRIC,
-                              what="add default route")
-        except RtnlError:
-            raise
-        except OSError as e:  # the socket itself
-            raise NetlinkConfigError(f"rtnetlink on {self.name}: {e.strerror or e}") from None
+        with Rtnl(self.name) as nl:
+            flush(nl, self.index)
+            nl.link_up(self.index, mtu)
+            for a, plen in ((LL_CLIENT, 64), (address, 32)):
+                nl.add_address6(self.index, a, plen)
+            nl.add_route6(self.index, bytes(16), 0, CLIENT_ROUTE_METRIC,
+                          what="add default route")
         self.address, self.mtu = address, mtu
 
     def client_down(self) -> None:
         """Addresses and routes gone, link down (what the hook does on STATE=down)."""
-        try:
-            with self._session() as nl:
-                flush(nl, self.index)
-                nl.link_down(self.index, ok_errnos=(errno.ENODEV,))
-        except RtnlError:
-            raise
-        except OSError as e:
-            raise NetlinkConfigError(f"rtnetlink on {self.name}: {e.strerror or e}") from None
+        with Rtnl(self.name) as nl:
+            flush(nl, self.index)
+            nl.link_down(self.index, ok_errnos=(errno.ENODEV,))
         self.address = None
 
     def teardown(self) -> None:
@@ -116,7 +94,7 @@ class TunnelInterface:
         two dumps of the namespace's whole route table, and N relays stopping together made
         `down --all` grow with N squared (12.5 s for 300 relays, docs/performance.md)."""
         try:
-            with self._session() as nl:
+            with Rtnl(self.name) as nl:
                 nl.link_down(self.index, ok_errnos=(errno.ENODEV,))
         except OSError:
             pass
@@ -145,7 +123,7 @@ def _ipv4_text(a: rtnl_min.Addr) -> str:
 
 def host_links_and_ipv4() -> tuple[list[Link], list[Address]]:
     """Every link and every IPv4 address of the namespace (local discovery's candidates)."""
-    with session("host") as nl:
+    with Rtnl("host") as nl:
         links = [Link(link.index, link.name, link.flags) for link in nl.links()]
         addrs = [Address(a.index, _ipv4_text(a), a.prefixlen)
                  for a in nl.addresses(socket.AF_INET) if _ipv4_text(a)]
@@ -164,7 +142,7 @@ class AddressWatcher:
         self.sub = rtnl_min.Subscription(rtnl_min.RTMGRP_LINK | rtnl_min.RTMGRP_IPV4_IFADDR)
         try:
             self._link_flags: dict[int, int] = {}
-            with session("host") as nl:  # seed, so that the first unrelated NEWLINK is no change
+            with Rtnl("host") as nl:  # seed, so that the first unrelated NEWLINK is no change
                 for link in nl.links():
                     self._link_flags[link.index] = link.flags & _STATE_FLAGS
         except BaseException:

@@ -17,13 +17,13 @@ the fault instead of a timeout.  The stand-in parses one short line from a root-
 socket, the same bounded code the worker runs.
 
 rtnetlink work goes through `rtnl_min` (`netlink` for a client, `relay_link` for a relay),
-whose messages are pyroute2's rtnetlink message classes (a relay loads them before its fork,
-a client's parent right after it); never
-pyroute2's `IPRoute`, whose import took 0.1-0.3 s and, after the fork, made a client's parent
-about 14 MiB private (docs/performance.md).  A client's parent still forks its worker
-and serves the worker's first "up" (`rtnl_min.configure_fresh`) before it subscribes to the
-host's changes and lists the local-discovery interfaces (or `NETLINK_DEFER` seconds after
-the fork without an "up"): nothing between launch and address waits for those dumps.
+whose messages are built on pyroute2's message classes (a relay loads them before its fork,
+a client's parent right after it); never pyroute2's `IPRoute`, whose import took 0.1-0.3 s
+and, after the fork, made a client's parent about 14 MiB private (docs/performance.md).  A
+client's parent forks its worker and serves the worker's first "up"
+(`rtnl_min.configure_fresh`) before it subscribes to the host's changes and lists the
+local-discovery interfaces (or `NETLINK_DEFER` seconds after the fork without an "up"):
+nothing between launch and address waits for those dumps.
 
 It holds the TUN descriptor and the status socket across generations: a SIGHUP that only
 needs new sockets restarts the worker while the interface and the socket path stay.
@@ -94,7 +94,9 @@ class StartupError(Exception):
 
 
 def netlink_loaded() -> bool:
-    """Whether the client's host watch is set up (`_netlink_after_fork` ran)."""
+    """Whether `engine.runtime.netlink` is loaded: for a client, once `_netlink_after_fork`
+    ran (a relay's set-up loads it too, for its flush; only a client lists discovery
+    interfaces)."""
     return "engine.runtime.netlink" in sys.modules
 
 

@@ -18,12 +18,12 @@ import errno
 import socket
 
 from engine.config.values import prefix_text
+from engine.proto.addr import LL_CLIENT
 from engine.runtime import rtnl_min
-from engine.runtime.netlink import flush, session
+from engine.runtime.netlink import flush
 from engine.runtime.rtnl_min import RT_TABLE_MAIN, Addr, Rtnl, RtnlError
 from engine.runtime.sysctl import write_sysctl
 
-LL_CLIENT = socket.inet_pton(socket.AF_INET6, "fe80::ffff:ffff:ffff")
 RELAY_ROUTE_METRIC = 1024  # the first relay of a namespace; each further one takes the next
 RELAY_METRIC_SPAN = 4096  # relays per namespace and prefix, far above what one host runs
 RT_SCOPE_UNIVERSE = 0
@@ -47,17 +47,12 @@ class RelayLink:
             write_sysctl(self.name, "accept_redirects", "0")
         except OSError as e:
             raise RtnlError(f"accept_redirects on {self.name}: {e.strerror}") from None
-        try:
-            with session(self.name) as nl:
-                if not fresh:  # a reload that keeps the device: what an earlier set-up left
-                    flush(nl, self.index)
-                nl.link_up(self.index, mtu)
-                nl.add_address6(self.index, LL_CLIENT, 64)
-                self._add_prefix_route(nl, prefix32)
-        except RtnlError:
-            raise
-        except OSError as e:  # the socket itself
-            raise RtnlError(f"rtnetlink on {self.name}: {e.strerror or e}") from None
+        with Rtnl(self.name) as nl:
+            if not fresh:  # a reload that keeps the device: what an earlier set-up left
+                flush(nl, self.index)
+            nl.link_up(self.index, mtu)
+            nl.add_address6(self.index, LL_CLIENT, 64)
+            self._add_prefix_route(nl, prefix32)
         self.mtu = mtu
 
     def _add_prefix_route(self, nl: Rtnl, prefix32: int) -> None:
@@ -100,7 +95,7 @@ class RelayLink:
         addresses and routes with it, and down already takes them off at once (a flush of N
         relays stopping together grew with N squared, docs/performance.md)."""
         try:
-            with session(self.name) as nl:
+            with Rtnl(self.name) as nl:
                 nl.link_down(self.index, ok_errnos=(errno.ENODEV,))
         except OSError:
             pass
@@ -163,7 +158,7 @@ def dump_ipv6_addresses() -> AddressTable:
     """Every IPv6 address of the namespace, read on a socket of its own (a subscribed socket
     would interleave notifications with the dump's answer)."""
     table: AddressTable = {}
-    with session("host") as nl:
+    with Rtnl("host") as nl:
         apply_ifaddr(table, [a for a in nl.addresses(socket.AF_INET6) if len(a.address) == 16])
     return table
 

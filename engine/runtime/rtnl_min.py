@@ -117,16 +117,32 @@ class RtnlError(OSError):
         err.errno = code
         return err
 
+    @classmethod
+    def of_socket(cls, what: str, e: OSError) -> RtnlError:
+        """The socket itself failed (not the kernel refusing a request)."""
+        err = cls(f"{what}: {e.strerror or e}")
+        err.errno = e.errno
+        return err
+
 
 class Rtnl:
-    """One rtnetlink socket for a handful of acknowledged requests, then closed."""
+    """One rtnetlink socket for a handful of acknowledged requests, then closed.  Every
+    failure is an `RtnlError` (an `OSError`) naming the step: the kernel's refusal with its
+    errno, or the socket's own error."""
 
     def __init__(self, name: str) -> None:
         load()
         self.name = name
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                  NETLINK_ROUTE)
-        self.sock.bind((0, 0))
+        try:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                      NETLINK_ROUTE)
+        except OSError as e:
+            raise RtnlError.of_socket("rtnetlink socket", e) from None
+        try:
+            self.sock.bind((0, 0))
+        except OSError as e:
+            self.sock.close()
+            raise RtnlError.of_socket("rtnetlink socket", e) from None
         self.seq = 0
 
     def __enter__(self) -> Rtnl:
@@ -135,14 +151,26 @@ class Rtnl:
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
 
+    def _send(self, what: str, data: bytes) -> None:
+        try:
+            self.sock.send(data)
+        except OSError as e:
+            raise RtnlError.of_socket(f"{what} on {self.name}", e) from None
+
+    def _recv(self, what: str) -> bytes:
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except OSError as e:
+            raise RtnlError.of_socket(f"{what} on {self.name}", e) from None
+
     def request(self, what: str, kind: str, mtype: int, flags: int, fields: dict[str, int],
                 attrs: list[tuple[str, object]], ok_errnos: tuple[int, ...] = ()) -> None:
         """Send one request and wait for its acknowledgement; `RtnlError` on refusal."""
         self.seq += 1
         seq = self.seq
-        self.sock.send(_build(kind, mtype, flags, seq, fields, attrs))
+        self._send(what, _build(kind, mtype, flags, seq, fields, attrs))
         while True:
-            for rtype, rseq, msg in messages(self.sock.recv(RECV_SIZE)):
+            for rtype, rseq, msg in messages(self._recv(what)):
                 if rtype == NLMSG_ERROR and rseq == seq:
                     code = error_code(msg)
                     if code == 0 or -code in ok_errnos:
@@ -154,10 +182,10 @@ class Rtnl:
         """Every ``(type, message)`` of one dump request; `RtnlError` when it is refused."""
         self.seq += 1
         seq = self.seq
-        self.sock.send(_build(kind, mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, fields, []))
+        self._send(what, _build(kind, mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, fields, []))
         out: list[tuple[int, bytes]] = []
         while True:
-            for rtype, rseq, msg in messages(self.sock.recv(RECV_SIZE)):
+            for rtype, rseq, msg in messages(self._recv(what)):
                 if rseq != seq:
                     continue
                 if rtype == NLMSG_DONE:
@@ -386,16 +414,11 @@ def configure_fresh(index: int, name: str, mtu: int, addresses: list[tuple[bytes
     """MTU and up, `addresses` ``(address16, prefixlen)``, then `route` ``(dst16, len,
     metric)`` on interface `index`: what `netlink.TunnelInterface` does after its flush, for
     a device that has never been configured (nothing to flush).  `RtnlError` names the step."""
-    try:
-        with Rtnl(name) as nl:
-            nl.link_up(index, mtu)
-            for address, plen in addresses:
-                nl.add_address6(index, address, plen)
-            nl.add_route6(index, *route)
-    except RtnlError:
-        raise
-    except OSError as e:
-        raise RtnlError(f"rtnetlink on {name}: {e.strerror or e}") from None
+    with Rtnl(name) as nl:
+        nl.link_up(index, mtu)
+        for address, plen in addresses:
+            nl.add_address6(index, address, plen)
+        nl.add_route6(index, *route)
 
 
 T = TypeVar("T")
@@ -430,6 +453,7 @@ def decode_all(msgs: list[tuple[int, bytes]], decode: Callable[[int, bytes], T |
         if item is not None:
             out.append(item)
     return out, whole
+
 
 class Subscription:
     """A netlink socket bound to rtnetlink multicast groups, read without blocking from the
