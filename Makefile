@@ -16,7 +16,8 @@ deps:
 # and python3-dev above; a changed C file is rebuilt by the same editable install.
 # editable_mode=compat puts the checkout on sys.path with a plain .pth line; the default mode
 # installs an import finder that every interpreter start then imports (with pathlib, re,
-# urllib.parse...): about 14 ms and 0.7 MiB more per engine start (docs/performance.md)
+# urllib.parse...): `site` took 18 ms instead of 3, and a bare interpreter 1.8 MiB more PSS
+# (docs/performance.md, "The evening pass")
 $(VENV)/.installed: Makefile pyproject.toml setup.py engine/runtime/_fastloop.c
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
