@@ -123,7 +123,7 @@ def _process(cls: type, frozen: bool, slots: bool) -> type:
         seen_default = seen_default or has_default
 
     body = cls.__dict__
-    init = _make_init(cls, found, frozen, hasattr(cls, "__post_init__"))
+    init, home = _deferred_init(found, frozen, hasattr(cls, "__post_init__"))
     methods: dict[str, Any] = {"__init__": init, "__match_args__": names}
     if "__repr__" not in body:
         methods["__repr__"] = _make_repr(names)
@@ -145,7 +145,27 @@ def _process(cls: type, frozen: bool, slots: bool) -> type:
     if slots:
         cls = _with_slots(cls, names, frozen)
     setattr(cls, _FIELDS, found)
+    home.append(cls)
     return cls
+
+
+def _deferred_init(found: dict[str, Field], frozen: bool,
+                   post_init: bool) -> tuple[Any, list[type]]:
+    """A stand-in ``__init__`` that compiles the real one on the class's first instance and
+    puts it in its place.  Compiling costs about 0.2 ms a class, and most record classes on
+    the run path (config, channel messages, errors) are made later or never: done at import,
+    it was 6 ms of a client's time to its first Router Solicitation (docs/performance.md,
+    "Qualification").  The class is known only once `_with_slots` has made it, hence `home`."""
+    home: list[type] = []
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        owner = home[0]
+        real = _make_init(owner, found, frozen, post_init)
+        real.__qualname__ = f"{owner.__qualname__}.__init__"
+        type.__setattr__(owner, "__init__", real)
+        real(self, *args, **kwargs)
+
+    return __init__, home
 
 
 def _make_init(cls: type, found: dict[str, Field], frozen: bool, post_init: bool) -> Any:

@@ -133,3 +133,26 @@ def test_the_engine_records_are_records():
 
     for cls in (EngineConfig, Teredo, Up):
         assert records.is_dataclass(cls) and not dataclasses.is_dataclass(cls)
+
+
+def test_init_is_compiled_on_the_first_instance_and_behaves_the_same_before_and_after():
+    """Records compile their ``__init__`` when the class is first used, not at import
+    (start-up time): the first call, a failed first call and the later calls all behave like
+    a dataclass's, and a subclass that is not a record shares its base's compiled one."""
+    Point, Packet, _, _ = make(records)
+    stand_in = Point.__init__
+    with pytest.raises(TypeError):
+        Point()  # the first call fails: missing x, as with dataclasses
+    assert Point(1) == Point(x=1, y=b"")
+    assert Point.__init__ is not stand_in
+    assert Point.__init__.__qualname__.endswith("Point.__init__")
+    with pytest.raises(records.FrozenInstanceError):
+        Point(2).x = 3
+
+    class Bigger(Packet):  # not a record itself: inherits Packet's __init__
+        pass
+
+    first = Bigger(b"\x60")
+    assert (first.ipv6, first.trailer_len) == (b"\x60", 0)
+    assert Packet(b"\x60", 4).trailer_len == 4
+    assert "__init__" not in vars(Bigger)
