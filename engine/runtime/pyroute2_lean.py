@@ -48,3 +48,72 @@ def install() -> ModuleType:
     package.__getattr__ = full_package  # type: ignore[method-assign]
     sys.modules["pyroute2"] = package
     return package
+
+
+class _Discard:
+    """The logger `pyroute2.netlink` gets from `quiet_logging`: every call is dropped."""
+
+    __slots__ = ()
+
+    def _drop(self, *_args: object, **_kwargs: object) -> None:
+        return None
+
+    debug = info = warning = warn = error = exception = critical = log = _drop
+    setLevel = addHandler = removeHandler = addFilter = removeFilter = _drop
+
+    def isEnabledFor(self, _level: int) -> bool:
+        return False
+
+    def getChild(self, _suffix: str) -> _Discard:
+        return self
+
+
+DISCARD = _Discard()
+
+
+class quiet_logging:  # used as a `with` statement, like contextlib's helpers
+    """While pyroute2's modules are imported, ``import logging`` gives them a stand-in whose
+    loggers drop every message.
+
+    Why: `pyroute2.netlink` imports `logging` only for its own log calls, and the engine wants
+    none of them (an attribute it cannot decode is logged with a traceback; `rtnl_min` counts
+    such a message as malformed itself).  `logging` costs about 0.5 MiB of every instance's
+    memory and 2-3 ms of a client's time between its Router Advertisement and its address
+    (docs/performance.md, "pyroute2 without logging").  The stand-in lives in ``sys.modules``
+    only for the ``with`` block, so whatever imports `logging` later gets the real one; a name
+    the stand-in does not have is looked up in the real module.  Where `logging` is already
+    imported (a test run, an embedding program), nothing is replaced: pyroute2's logger gets a
+    `NullHandler` and stops propagating, for the same effect."""
+
+    def __enter__(self) -> None:
+        self.stand_in: ModuleType | None = None
+        real = sys.modules.get("logging")
+        if real is not None:
+            quiet = real.getLogger("pyroute2")  # type: ignore[attr-defined]
+            quiet.addHandler(real.NullHandler())  # type: ignore[attr-defined]
+            quiet.propagate = False
+            return
+        stand_in = ModuleType("logging", "pyroute2's stand-in logging "
+                                         "(engine.runtime.pyroute2_lean.quiet_logging)")
+
+        def get_logger(_name: str | None = None) -> _Discard:
+            return DISCARD
+
+        def real_name(name: str) -> object:
+            self._leave()
+            return getattr(importlib.import_module("logging"), name)
+
+        stand_in.getLogger = get_logger  # type: ignore[attr-defined]
+        for name in ("debug", "info", "warning", "warn", "error", "exception", "critical",
+                     "log"):
+            setattr(stand_in, name, DISCARD._drop)
+        stand_in.__getattr__ = real_name  # type: ignore[attr-defined]
+        self.stand_in = stand_in
+        sys.modules["logging"] = stand_in
+
+    def _leave(self) -> None:
+        if self.stand_in is not None and sys.modules.get("logging") is self.stand_in:
+            del sys.modules["logging"]
+
+    def __exit__(self, *_exc: object) -> None:
+        self._leave()

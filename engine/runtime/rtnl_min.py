@@ -52,11 +52,10 @@ def load() -> None:
         return
     from engine.runtime import pyroute2_lean
     pyroute2_lean.install()
-    import logging  # already imported by pyroute2.netlink: for the handler below
-
-    from pyroute2.netlink import nlmsg, nlmsgerr
-    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+    with pyroute2_lean.quiet_logging():  # pyroute2 logs what `_text_attr` counts itself
+        from pyroute2.netlink import nlmsg, nlmsgerr
+        from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+        from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
     class ifinfmsg(nlmsg):
         """``struct ifinfomsg`` with the two attributes the engine sets or reads, on
@@ -71,9 +70,6 @@ def load() -> None:
                   ("flags", "I"), ("change", "I"))
         nla_map = ((IFLA_IFNAME, "IFLA_IFNAME", "asciiz"), (IFLA_MTU, "IFLA_MTU", "uint32"))
 
-    # pyroute2 logs (with a traceback) an attribute it cannot decode and goes on; we count
-    # such a message as malformed ourselves (`_text_attr`), so its log lines are not wanted
-    logging.getLogger("pyroute2").addHandler(logging.NullHandler())
     _classes.update(nlmsg=nlmsg, nlmsgerr=nlmsgerr, ifinfmsg=ifinfmsg, ifaddrmsg=ifaddrmsg,
                     rtmsg=rtmsg)
     # pyroute2 compiles each class's attribute tables on its first message (~0.5 ms for the

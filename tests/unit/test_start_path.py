@@ -51,10 +51,11 @@ DENIED_BEFORE_FORK = {
 }
 
 #: Of the above, what pyroute2 itself imports at module level when `rtnl_min.load` brings its
-#: message classes in before the fork: ``pyroute2.netlink`` imports logging (with threading
-#: and traceback) for its own log.  The engine's code still does not (the test without `load`
-#: below), and docs/performance.md ("Keeping pyroute2, leanly") counts what they cost.
-IMPORTED_BY_PYROUTE2 = {"logging", "threading", "traceback"}
+#: message classes in before the fork: ``pyroute2.netlink`` imports threading and traceback.
+#: Its `logging` is a stand-in that drops every message (`pyroute2_lean.quiet_logging`); the
+#: engine's code imports none of them (the test without `load` below), and
+#: docs/performance.md ("Keeping pyroute2, leanly") counts what they cost.
+IMPORTED_BY_PYROUTE2 = {"threading", "traceback"}
 
 
 def _modules_after(modules: tuple[str, ...], load: bool = True) -> set[str]:
@@ -97,7 +98,7 @@ def test_the_run_path_keeps_heavy_standard_modules_out():
     assert sorted(loaded & DENIED_BEFORE_FORK.keys()) == []
 
 
-def test_what_pyroute2_adds_before_the_fork_is_its_own_logging():
+def test_what_pyroute2_adds_before_the_fork_is_threading_and_traceback():
     """With `rtnl_min.load` (a relay parent's state at the fork), the only denied modules are
     those pyroute2's message classes import themselves (`IMPORTED_BY_PYROUTE2`)."""
     loaded = _modules_after(RUN_PATH)
@@ -156,3 +157,40 @@ def test_the_upnp_keeper_loads_no_tls_mail_or_element_tree():
     assert "engine.runtime.http_lite" in loaded
     assert sorted(m for m in loaded if any(m == d or m.startswith(d + ".")
                                            for d in DENIED_IN_THE_UPNP_KEEPER)) == []
+
+
+#: A fresh interpreter loads the classes (after `logging` when asked), then decodes an address
+#: notification whose IPv6 address attribute is 3 bytes long.
+_QUIET = """
+import json, struct, sys
+if sys.argv[1] == "first": import logging
+from engine.runtime import rtnl_min
+rtnl_min.load()
+seen = {"logging_at_load": "logging" in sys.modules}
+body = struct.pack("=BBBBI", 10, 64, 0, 0, 1) + struct.pack("=HH", 7, 1) + b"\\x20\\x01\\x0d\\0"
+msg = struct.pack("=IHHII", 16 + len(body), rtnl_min.RTM_NEWADDR, 0, 0, 0) + body
+try:
+    rtnl_min.parse_addr(rtnl_min.RTM_NEWADDR, msg)
+except rtnl_min.MalformedError as e:
+    seen["error"] = str(e)
+import logging
+seen["real_logging_later"] = hasattr(logging, "Logger") and hasattr(logging, "NullHandler")
+print(json.dumps(seen))
+"""
+
+
+def test_pyroute2_gets_a_logging_that_drops_its_messages():
+    """`pyroute2.netlink` imports `logging` for its own messages (0.5 MiB, a few ms of a
+    client's way to its address); `rtnl_min.load` lends it a stand-in that drops them, and
+    leaves the real module to whatever imports it later.  pyroute2's complaint about an
+    attribute it cannot decode (with a traceback) stays off stderr either way, and the
+    message is still refused as malformed; with `logging` already imported, the real one is
+    kept and pyroute2's logger is silenced instead."""
+    for when in ("never", "first"):
+        cp = subprocess.run([sys.executable, "-c", _QUIET, when], capture_output=True,
+                            text=True, timeout=60)
+        assert cp.returncode == 0, cp.stderr
+        assert cp.stderr == ""
+        seen = json.loads(cp.stdout)
+        assert seen == {"logging_at_load": when == "first",
+                        "error": "IFA_ADDRESS did not decode", "real_logging_later": True}
