@@ -771,6 +771,7 @@ class Worker:
         # (a multi-millisecond stall in the forwarding path otherwise).
         gc.collect()
         gc.freeze()
+        gc.enable()  # off since launch, as in the parent (`engine.cli.main`)
         log.info("data path: %s", self.data_path)
         self.send(channel.encode({"op": "ready"}))
         self.flush()  # events the role queued while it was being built
