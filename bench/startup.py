@@ -15,7 +15,6 @@ as the floor any Python process pays.
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import shutil
 import statistics
@@ -141,13 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="idle relays per implementation, alternating (PSS: median)")
     ap.add_argument("--prefix", default=f"bs{os.getpid() % 100000}-")
     a = ap.parse_args(argv)
-    from bench.__main__ import compile_engine
+    from bench.__main__ import compile_engine, compile_tree
 
     compile_engine()
     impls = [i for i in a.impls.split(",") if i]
     for impl in impls:  # another checkout's engine ("ours@DIR"): its bytecode too
         if impl.startswith("ours@"):
-            compileall.compile_dir(str(Path(impl[5:]) / "engine"), quiet=1)
+            compile_tree(Path(impl[5:]))
     run_dir = Path(tempfile.mkdtemp(prefix="teredo-startup."))
     os.chmod(run_dir, 0o755)
     lab = NetnsLab(LabSpec(prefix=a.prefix, with_client2=False))
