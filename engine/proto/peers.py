@@ -44,6 +44,7 @@ monotonic clock) and applies miredo's whole-second rules to ``int(now)``.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Literal
 
 from .addr import ipv6_text, mapping_of
@@ -107,11 +108,33 @@ MAX_PINGS = 4
 RETRY_SPACING = 2
 
 
+#: Takes an object out of the cyclic collector's sight (CPython's ``PyObject_GC_UnTrack``);
+#: set by the runtime (`engine.runtime.fastpath`, from the compiled module), else peers
+#: stay tracked, which changes nothing but the length of a full collection.
+_untrack: Callable[[object], object] | None = None
+
+
+def set_untrack(untrack: Callable[[object], object] | None) -> None:
+    """Have `PeerTable.create` untrack every new `Peer` with `untrack` (None: stop)."""
+    global _untrack
+    _untrack = untrack
+
+
 class Peer:
     """One peer (§5.1).  ``mapping`` is the UDP endpoint, ``(ip, port)``; ``queue`` is ``None``
     until something is queued, then a ``list`` of ``(packet, udp_source_or_None)`` -- the UDP
     source is kept for incoming packets so the flush can deliver only those that came from the
     mapping finally trusted.
+
+    A peer can never be part of a reference cycle: its slots hold bytes, ints, bools, a
+    ``(str, int)`` tuple and a list of ``(bytes, tuple or None)`` pairs, nothing that can
+    refer back to it (``tests/unit/test_peers_untracked.py`` walks them).  So the cyclic
+    collector has nothing to find in it or in its queue, and `PeerTable.create` and
+    `enqueue` take both out of its sight when the runtime gives them a way (`set_untrack`):
+    a relay under a flood holds 100,000 pending peers with a queued packet each, and a full
+    collection over them stalled the worker for 14-30 ms (docs/performance.md, "Peers out
+    of the collector's sight").  A peer and its queue are still freed the moment nothing
+    holds them.
 
     ``key`` is the peer's 16-byte IPv6 address, the very object its table is keyed by.
     ``_mapping`` is ``None`` while the mapping is the one that address carries (every peer a
@@ -218,6 +241,8 @@ class Peer:
         q = self.queue
         if q is None:
             q = self.queue = []
+            if _untrack is not None:  # holds (bytes, tuple) pairs only: no cycle either
+                _untrack(q)
         q.append((pkt, src))
         return True
 
@@ -408,6 +433,8 @@ class PeerTable:
             self.full_reason = "peer_table_full"
             return None
         p = Peer(key, mapping, t)
+        if _untrack is not None:
+            _untrack(p)
         need = ENTRY_COST + RECORD_COST if pending else ENTRY_COST
         if p.stores_mapping:
             need += MAPPING_COST

@@ -1017,9 +1017,22 @@ done:
     return result;
 }
 
+/* untrack(obj): take obj out of the cyclic collector's sight.  Only for objects that can
+ * never be part of a reference cycle (engine.proto.peers.Peer: see its docstring); the
+ * object is still freed by its reference count.  CPython offers this to C code only. */
+static PyObject *fl_untrack(PyObject *self, PyObject *obj)
+{
+    (void)self;
+    if (PyObject_IS_GC(obj) && PyObject_GC_IsTracked(obj))
+        PyObject_GC_UnTrack(obj);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"run", fl_run, METH_VARARGS,
      "run(loop, spec): the worker's loop with the relay's hot paths in C (see fastpath.py)."},
+    {"untrack", fl_untrack, METH_O,
+     "untrack(obj): out of the cyclic collector's sight (objects that never form cycles)."},
     {NULL, NULL, 0, NULL},
 };
 

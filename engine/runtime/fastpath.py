@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from engine.proto import peers
 from engine.runtime.logsetup import get_logger
 from engine.runtime.loop import Loop
 
@@ -53,6 +54,12 @@ def available() -> bool:
 def wanted() -> bool:
     """The operator's choice: anything but ``TEREDO_FASTPATH=0`` means "when possible"."""
     return os.environ.get(ENV, "1").strip() != "0"
+
+
+if _fastloop is not None and wanted():
+    # a peer never forms a cycle: keep the peer table out of full collections
+    # (engine.proto.peers.Peer; docs/performance.md, "Peers out of the collector's sight")
+    peers.set_untrack(_fastloop.untrack)
 
 
 def describe() -> str:
