@@ -205,10 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `teredo-engine` and `python -m engine`; returns the exit code.
 
     The cyclic collector is off from here until the worker is forked (the parent and the
-    worker turn it back on, `engine.runtime.parent`): set-up makes objects that live as long
-    as the process and almost no cyclic garbage, and the collections the imports triggered,
-    with the full one the fork needed, were 3-5 ms of a client's way to its first Router
-    Solicitation (docs/performance.md, "Qualification")."""
+    worker turn it back on, `engine.runtime.parent`; the command's entry point,
+    `engine.launch`, turns it off even before this module is imported): set-up makes objects
+    that live as long as the process and almost no cyclic garbage, and the collections the
+    imports triggered, with the full one the fork needed, were 3-5 ms of a client's way to
+    its first Router Solicitation (docs/performance.md, "The night pass")."""
     collecting = gc.isenabled()
     gc.disable()
     try:

@@ -1,5 +1,6 @@
 """The teredo-engine command line: flags, usage errors, --check, and the hand-offs."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -431,3 +432,36 @@ def test_the_collector_is_off_during_start_up_and_back_when_main_returns(capsys,
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+_LAUNCH = """
+import gc, json, sys
+seen = []
+class Watch:  # notes the collector's state when engine.cli is first imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "engine.cli":
+            seen.append(gc.isenabled())
+        return None
+sys.meta_path.insert(0, Watch())
+sys.argv = ["teredo-engine", "-V"]
+from engine.launch import main
+rc = main()
+print(json.dumps([seen, rc]))
+"""
+
+
+def test_the_command_turns_the_collector_off_before_importing_the_cli():
+    """`teredo-engine` and ``python -m engine`` start at `engine.launch`, which turns the
+    collector off before `engine.cli` and its imports load (docs/performance.md)."""
+    import tomllib
+
+    cp = subprocess.run([sys.executable, "-c", _LAUNCH], capture_output=True, text=True,
+                        timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert json.loads(cp.stdout.splitlines()[-1]) == [[False], 0]
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert scripts["teredo-engine"] == "engine.launch:main"
+    with open(os.path.join(root, "engine", "__main__.py")) as f:
+        assert "from engine.launch import main" in f.read()
