@@ -80,11 +80,10 @@ class quiet_logging:  # used as a `with` statement, like contextlib's helpers
     such a message as malformed itself).  Without it a relay's tree is 0.16 MiB smaller, a
     client's 0.25 MiB, and a client's time from its Router Advertisement to its address fell
     from 10.0 to 6.5 ms (docs/performance.md, "The night pass").  The stand-in lives in
-    ``sys.modules``
-    only for the ``with`` block, so whatever imports `logging` later gets the real one; a name
-    the stand-in does not have is looked up in the real module.  Where `logging` is already
-    imported (a test run, an embedding program), nothing is replaced: pyroute2's logger gets a
-    `NullHandler` and stops propagating, for the same effect."""
+    ``sys.modules`` only for the ``with`` block, so whatever imports `logging` later gets the
+    real one; a name the stand-in does not have is looked up in the real module.  Where
+    `logging` is already imported (a test run, an embedding program), nothing is replaced:
+    pyroute2's logger gets a `NullHandler` and stops propagating, for the same effect."""
 
     def __enter__(self) -> None:
         self.stand_in: ModuleType | None = None
