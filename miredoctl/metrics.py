@@ -290,6 +290,13 @@ def _engine(f: _Families, lab: list[str], p: dict[str, Any]) -> None:
             if _num(sock.get(key)) is not None:
                 f.counter(f"status_socket_{key}", f"Status-socket clients the engine "
                           f"disconnected ({key}) since its worker started", lab, sock[key])
+    collector = p.get("gc")
+    if isinstance(collector, dict) and isinstance(collector.get("collections"), list):
+        for generation, count in enumerate(collector["collections"]):
+            if _num(count) is not None:
+                f.counter("gc_collections", "Cyclic garbage collections in the engine's "
+                          "worker since it started, by generation (2: the full ones, which "
+                          "pause the packet path)", lab, count, generation=str(generation))
 
 
 def _ratelimit(f: _Families, lab: list[str], rl: dict[str, Any]) -> None:

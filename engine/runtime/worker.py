@@ -174,6 +174,15 @@ class WorkerResources:
     """Local-discovery interfaces ``(name, ipv4, netmask)`` (client with discovery on)."""
 
 
+def collector_status() -> dict[str, Any]:
+    """The worker's cyclic collector, for the status answer: on or off (it must be on once
+    the worker runs: `Worker.run`), how many objects the start-up froze out of its sight, and
+    the collections of each generation so far (a full one, generation 2, is what stalls the
+    packet path: docs/performance.md, "Peers out of the collector's sight")."""
+    return {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count(),
+            "collections": [g["collections"] for g in gc.get_stats()]}
+
+
 class Worker:
     """One role, its descriptors and the loop that joins them."""
 
@@ -760,6 +769,7 @@ class Worker:
             out["status_socket"] = {
                 "clients": len(self.status_server.clients), **self.status_server.stats
             }
+        out["gc"] = collector_status()
         return out
 
     # -- life cycle ---------------------------------------------------------------------

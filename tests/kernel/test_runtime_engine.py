@@ -231,6 +231,12 @@ def test_relay_interface_hup_respawn_and_term(ns, tmp_path):
     )
     assert st2["worker_pid"] != st["worker_pid"]
     assert _link(ns, "h6relay")["index"] == link["index"]
+    # the collector: off during the start-up only, on in the first worker and in one forked
+    # by a parent that has been running since (engine.launch, engine.runtime.parent)
+    for state in (st, st2):
+        assert state["gc"]["enabled"] is True
+        assert state["gc"]["frozen"] > 1000
+        assert len(state["gc"]["collections"]) == 3
 
     # a worker that dies is respawned (after 1 s), the parent and interface stay
     os.kill(st2["worker_pid"], signal.SIGKILL)

@@ -47,6 +47,7 @@ CLIENT = {
                  "raw6_out_bytes": 0, "drops": {"tun_dst_multicast": 4, "bad_bubble": 1}},
     "status_socket": {"clients": 1, "answered": 9, "timeouts": 0, "evicted": 0},
     "icmp_errors_sent": 1,
+    "gc": {"enabled": True, "frozen": 14000, "collections": [310, 28, 1]},
 }
 SERVER_RATELIMIT = {
     "rs_per_source": {"rate": 20, "burst": 50, "keys": 2, "max_keys": 65536, "denied": 7,
@@ -152,6 +153,8 @@ def test_values_follow_the_sources(text: str) -> None:
     assert _value(text, "teredo_drops_total", reason="tun_dst_multicast", **lab) == 4
     assert _value(text, "teredo_drops_total", reason="bad_bubble", **lab) == 1
     assert _value(text, "teredo_worker_restarts_total", **lab) == 2
+    assert _value(text, "teredo_gc_collections_total", generation="2", **lab) == 1
+    assert _value(text, "teredo_gc_collections_total", generation="0", **lab) == 310
     assert _value(text, "teredo_restarts_total", **lab) == 1
     assert _value(text, "teredo_uptime_seconds", **lab) == 60
     assert _value(text, "teredo_process_state", state="RUNNING", **lab) == 1
