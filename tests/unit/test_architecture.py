@@ -74,10 +74,11 @@ RULES: tuple[Rule, ...] = (
          "in (only socket's address conversions are allowed)",
          pure_names=PURE_NAMES),
     Rule("config-below-runtime", ("engine.config",), ("engine.runtime", "engine.cli",
-                                                       "engine.__main__"),
+                                                       "engine.launch", "engine.__main__"),
          "the config parser turns miredo.conf into an EngineConfig and does no I/O beyond "
          "reading the file and resolving names; the runtime uses it, not the reverse"),
-    Rule("runtime-below-cli", ("engine.runtime",), ("engine.cli", "engine.__main__"),
+    Rule("runtime-below-cli", ("engine.runtime",), ("engine.cli", "engine.launch",
+                                                     "engine.__main__"),
          "the command line starts the runtime; the runtime does not reach back into it"),
     Rule("engine-not-manager", ("engine",), ("miredoctl",),
          "the engine does not know that a manager exists"),
