@@ -257,6 +257,28 @@ def test_relay_interface_hup_respawn_and_term(ns, tmp_path):
     assert ns_pids(ns) == []
 
 
+def test_a_relay_in_a_crowded_route_table_freezes_no_garbage(ns, tmp_path):
+    """A relay's set-up decodes the namespace's IPv6 routes (to choose its metric) with
+    pyroute2, whose message objects form reference cycles.  With the collector off during the
+    set-up (it is, for a client's timed start), they piled up and were frozen with the heap
+    at the fork: 13,400 objects and 2.3 MiB with 100 relays in the namespace.  The objects
+    the worker has frozen must not grow with the routes the namespace holds."""
+    def frozen() -> int:
+        e = Engine(ns, tmp_path, "rly", RELAY_CONF)
+        try:
+            return e.ready()["gc"]["frozen"]
+        finally:
+            assert e.stop() == 0
+
+    quiet = frozen()
+    batch = tmp_path / "routes.batch"  # on the fixture's veth end, up and otherwise unused
+    batch.write_text("".join(f"route add 2001:db8:ff:{n:x}::/64 dev v1\n"
+                             for n in range(400)))
+    sh("ip", "-6", "-n", ns, "-batch", str(batch))
+    crowded = frozen()
+    assert crowded - quiet < 2000, (quiet, crowded)
+
+
 def test_second_instance_with_same_pidfile_exits_1(ns, tmp_path):
     a = Engine(ns, tmp_path, "a", SERVER_CONF)
     a.ready()
