@@ -7,7 +7,6 @@ stderr; `--check` never shows a traceback, whatever the file holds.
 
 from __future__ import annotations
 
-import gc
 import importlib
 import sys
 from types import SimpleNamespace
@@ -202,24 +201,8 @@ def run_options(ns: argparse.Namespace | SimpleNamespace) -> RunOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `teredo-engine` and `python -m engine`; returns the exit code.
-
-    The cyclic collector is off from here until the worker is forked (the parent and the
-    worker turn it back on, `engine.runtime.parent`; the command's entry point,
-    `engine.launch`, turns it off even before this module is imported): set-up makes objects
-    that live as long as the process and almost no cyclic garbage, and the collections the
-    imports triggered, with the full one the fork needed, were 3-5 ms of a client's way to
-    its first Router Solicitation (docs/performance.md, "The night pass")."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _main(argv)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _main(argv: list[str] | None) -> int:
+    """The command line's work; returns the exit code.  `teredo-engine` and ``python -m
+    engine`` enter through `engine.launch.main`, which turns the cyclic collector off first."""
     try:
         ns = parse_args(sys.argv[1:] if argv is None else list(argv))
     except UsageError as e:

@@ -1,12 +1,13 @@
 """The `teredo-engine` command and ``python -m engine``: the cyclic collector off first.
 
-`engine.cli.main` keeps the collector off until the worker is forked (the parent and the
-worker turn it back on right after the fork), but by the time it runs, importing `engine.cli`
-itself (the config package, `typing`, `re`, `socket`: about a third of the run path's
-imports) has already triggered collections.  Set-up makes long-lived objects and almost no
-cyclic garbage, so this entry point turns the collector off before that first import
-(docs/performance.md, "The night pass").  Code that calls `engine.cli.main` itself (tests,
-embedding programs) keeps its own setting.
+A client's start is timed to its address, and its set-up makes long-lived objects and
+almost no cyclic garbage: the collections its imports triggered, with the full one its fork
+needed, were 3-5 ms of the way to its first Router Solicitation (docs/performance.md, "The
+night pass").  So the collector is off from before the first import.  `Parent.start` turns
+it back on at once for every other role (a relay's set-up does make cyclic garbage), the
+parent and the worker turn it on right after the fork, and whatever exits before a fork
+exits with it off.  Code that calls `engine.cli.main` itself (tests, embedding programs)
+keeps its own setting.
 """
 
 from __future__ import annotations

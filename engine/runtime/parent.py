@@ -314,9 +314,9 @@ class Parent:
         # write the GC header of every inherited object and so copy nearly every page of it.
         # Frozen objects are never scanned again, in the parent or in the worker, so garbage
         # frozen with them stays for good: collect first.  Only a client's first fork skips
-        # it: its collector has been off since launch (`start`), its set-up leaves about 140
-        # garbage objects of 13,000, and the collection would cost 3-5 ms before its first
-        # Router Solicitation.
+        # it: its collector has been off since launch (`engine.launch`), its set-up leaves
+        # about 140 garbage objects of 13,000, and the collection would cost 3-5 ms before
+        # its first Router Solicitation.
         if gc.isenabled():
             gc.collect()
         gc.freeze()
@@ -332,7 +332,7 @@ class Parent:
                     log.error("worker failed: %s", e)
             finally:
                 os._exit(code)
-        gc.enable()  # off since launch (`engine.cli.main`); the worker's `run` turns it on
+        gc.enable()  # a client's is off since launch (`engine.launch`); the worker: `run`
         child_end.close()
         gen.close()  # the worker owns the sockets now
         parent_end.setblocking(False)

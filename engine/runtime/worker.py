@@ -781,7 +781,7 @@ class Worker:
         # (a multi-millisecond stall in the forwarding path otherwise).
         gc.collect()
         gc.freeze()
-        gc.enable()  # off since launch, as in the parent (`engine.cli.main`)
+        gc.enable()  # a client's is off since launch (`engine.launch`), as in the parent
         log.info("data path: %s", self.data_path)
         self.send(channel.encode({"op": "ready"}))
         self.flush()  # events the role queued while it was being built

@@ -404,36 +404,6 @@ def test_an_internal_error_says_where_it_happened(capsys, monkeypatch) -> None:
     assert len(err.splitlines()) == 1
 
 
-def test_the_collector_is_off_during_start_up_and_back_when_main_returns(capsys, tmp_path,
-                                                                         monkeypatch):
-    """`main` turns the cyclic collector off for the start-up (the parent and the worker turn
-    it back on after the fork) and leaves it as it found it on every way out: a command that
-    never forks, a start that fails before the fork, and a caller that had it off already."""
-    import gc
-
-    seen = []
-    real_run = cli.run
-
-    def run_spy(ns, opts):
-        seen.append(gc.isenabled())
-        return real_run(ns, opts)
-
-    monkeypatch.setattr(cli, "run", run_spy)
-    bad = tmp_path / "bad.conf"
-    bad.write_text("RelayType nonsense\n")
-    assert gc.isenabled()
-    assert run_main(capsys, "-V")[0] == 0
-    assert gc.isenabled()
-    assert run_main(capsys, "-f", "-c", str(bad), "-p", str(tmp_path / "p.pid"))[0] != 0
-    assert seen == [False] and gc.isenabled()
-    gc.disable()
-    try:
-        run_main(capsys, "-V")
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
-
-
 _LAUNCH = """
 import gc, json, sys
 seen = []
