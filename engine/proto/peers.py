@@ -115,7 +115,8 @@ _untrack: Callable[[object], object] | None = None
 
 
 def set_untrack(untrack: Callable[[object], object] | None) -> None:
-    """Have `PeerTable.create` untrack every new `Peer` with `untrack` (None: stop)."""
+    """Have `PeerTable.create` and `Peer.enqueue` untrack every new peer and queue list with
+    `untrack` (None: stop)."""
     global _untrack
     _untrack = untrack
 
