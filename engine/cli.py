@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import sys
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from engine import __version__
 from engine.config import ConfigError, EngineConfig, load_config, peek_role_and_status_socket
@@ -23,8 +22,10 @@ from engine.options import (
     status_socket_path,
 )
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
 if TYPE_CHECKING:
     import argparse
+    from typing import Any, NoReturn
 
 PROG = "teredo-engine"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2

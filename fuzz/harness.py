@@ -30,7 +30,7 @@ from engine.proto.addr import build_teredo, ipv6_pack
 from engine.proto.client import ClientRole
 from engine.proto.errors import ParseError
 from engine.proto.relay import RelayRole
-from engine.proto.role import Role
+from engine.proto.role_protocol import Role
 from engine.proto.server import ServerRole
 from engine.proto.trailers import Trailers, build_trailers, parse_trailers, trailer_bytes
 

@@ -11,8 +11,6 @@ files must work unchanged.
 
 from __future__ import annotations
 
-from typing import Any
-
 from engine.proto.addr import is_global_unicast_ipv4 as _is_global_unicast_ipv4
 from engine.proto.addr import secondary_server_address
 from engine.proto.peers import MAX_MEMORY_LIMIT, MIN_MEMORY_LIMIT
@@ -34,6 +32,10 @@ from .directives import (
 from .model import ConfigError, EngineConfig
 from .source import read_config_bytes
 from .syntax import Entry, split_lines
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class _Reader:

@@ -6,11 +6,12 @@ message that says what was expected; the caller adds `file:line: Directive:` in 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import socket
 import warnings
 from collections.abc import Callable
+
+from engine.proto.addr import int_to_ipv4, ipv4_to_int, ipv6_pack, ipv6_text
 
 # `string`'s constants, spelt out: the module itself is one more import before the first packet
 DIGITS = "0123456789"
@@ -174,7 +175,7 @@ def ipv4_literal(text: str) -> str | None:
     inet_aton (`127.1`, `0x7f.0.0.1`) are normalised to a dotted quad without any lookup.
     """
     try:
-        return str(ipaddress.IPv4Address(text))
+        return int_to_ipv4(ipv4_to_int(text))
     except ValueError:
         pass
     if _INET_ATON_CHARS.fullmatch(text):
@@ -230,7 +231,7 @@ def parse_prefix(text: str) -> tuple[int, bool]:
             f"expected an IPv6 address such as 2001:0:: (no /length, no %zone), got {text!r}"
         )
     try:
-        value = int(ipaddress.IPv6Address(text))
+        value = int.from_bytes(ipv6_pack(text), "big")
     except ValueError:
         raise BadValue(f"expected an IPv6 address such as 2001:0::, got {text!r}") from None
     prefix = value >> 96
@@ -240,7 +241,7 @@ def parse_prefix(text: str) -> tuple[int, bool]:
 
 
 def prefix_text(prefix: int) -> str:
-    return str(ipaddress.IPv6Address(prefix << 96))
+    return ipv6_text((prefix << 96).to_bytes(16, "big"))
 
 
 # --- keywords ------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ prefix and address, restart discovery) and ``InterfaceDown``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from . import entropy
 from .addr import (
@@ -59,7 +58,10 @@ from .wire import (
 PROBE_DELAY = 4.0
 PROBE_TRIES = 3
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
 if TYPE_CHECKING:  # a type only: engine.proto never imports engine.config at run time
+    from typing import Any
+
     from engine.config.model import EngineConfig
 
 

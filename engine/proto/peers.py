@@ -45,9 +45,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal
 
 from .addr import ipv6_text, mapping_of
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any, Literal
+
+    #: Why `PeerTable.create` refused an entry (the tunnel counts it as a drop reason).
+    FullReason = Literal["peer_table_full", "peer_budget_full"]
 
 #: The mapping of a peer known only by address so far: a native host behind a relay (client
 #: R10/T6), until a ping test's answer names the relay it comes through.
@@ -302,10 +308,6 @@ def peer_cost(p: Peer) -> int:
     m = p._mapping
     n = ENTRY_COST if m is None or m is NO_MAPPING else ENTRY_COST + MAPPING_COST
     return n if q is None else n + queue_cost(q)
-
-
-#: Why `PeerTable.create` refused an entry (the tunnel counts it as a drop reason).
-FullReason = Literal["peer_table_full", "peer_budget_full"]
 
 
 class PeerTable:

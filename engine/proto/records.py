@@ -15,7 +15,10 @@ class costs one small `exec`.
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class FrozenInstanceError(AttributeError):

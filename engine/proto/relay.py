@@ -40,7 +40,6 @@ errors keep the link-local source, which only reaches senders on the relay host 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from . import entropy
 from .addr import (
@@ -67,7 +66,10 @@ from .role import Endpoint
 from .tunnel import TeredoTunnel
 from .wire import bubble
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
 if TYPE_CHECKING:  # a type only: engine.proto never imports engine.config at run time
+    from typing import Any
+
     from engine.config.model import EngineConfig
 
 CONE_OF_RELAY_TYPE = {"relay": True, "cone": True, "restricted": False}

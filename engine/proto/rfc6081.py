@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from .records import dataclass
 from .trailers import ND_ADVERTISEMENT, ND_SOLICITATION, Trailers, usable_alternate
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
 if TYPE_CHECKING:  # a type only: engine.proto never imports engine.config at run time
+    from typing import Any
+
     from engine.config.model import EngineConfig
 
 Endpoint = tuple[str, int]

@@ -66,7 +66,6 @@ Every drop is counted in `counters.drops` under a reason named after the rule:
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
 
 from .addr import (
     ALL_ROUTERS,
@@ -103,7 +102,10 @@ from .wire import (
     router_advertisement,
 )
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
 if TYPE_CHECKING:  # a type only: engine.proto never imports engine.config at run time
+    from typing import Any
+
     from engine.config.model import EngineConfig
 
 MAX_RELAYED_ICMPV6 = 88

@@ -39,7 +39,6 @@ try:  # hashlib's own blake2s; `hashlib` itself would also load OpenSSL (docs/pe
 except ImportError:  # pragma: no cover - an interpreter built without it
     from hashlib import blake2s
 from collections.abc import Callable
-from typing import Any
 
 from .addr import (
     LL_CLIENT,
@@ -69,6 +68,10 @@ from .wire import (
     icmp_error_allowed,
     parse_datagram,
 )
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 _FE80 = LL_PREFIX  # fe80::/64, the prefix of hole-punching bubble sources
 

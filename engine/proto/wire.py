@@ -12,7 +12,7 @@ already checked `ipv6_ok(pkt)` (or got the packet from `parse_datagram`).
 from __future__ import annotations
 
 import socket
-from typing import NamedTuple
+from collections import namedtuple
 
 from .addr import (
     ALL_ROUTERS,
@@ -92,8 +92,10 @@ class Auth:
         )
 
 
-class Origin(NamedTuple):
+class Origin(namedtuple("Origin", "ip port")):
     """Origin indication: the UDP source a server saw, stored clear here, obfuscated on the wire."""
+
+    __slots__ = ()
 
     ip: str
     port: int
@@ -321,8 +323,10 @@ def build_icmpv6(
     return build_ipv6(src, dst, NH_ICMPV6, msg, hop_limit, tclass, flow)
 
 
-class Icmpv6(NamedTuple):
+class Icmpv6(namedtuple("Icmpv6", "type code checksum body")):
     """A parsed ICMPv6 message: `body` is everything after type/code/checksum."""
+
+    __slots__ = ()
 
     type: int
     code: int
@@ -533,7 +537,8 @@ def accept_router_advertisement(dgram: Teredo, nonce: bytes, server: str) -> Rou
 # --- echo (the ping test) ------------------------------------------------------------------
 
 
-class Echo(NamedTuple):
+class Echo(namedtuple("Echo", "type code ident seq data")):
+    __slots__ = ()
     type: int  # 128 request, 129 reply
     code: int
     ident: int

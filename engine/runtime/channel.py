@@ -14,12 +14,19 @@ from __future__ import annotations
 import base64
 import copyreg
 import io
-import ipaddress
 import json
 import pickle
 from types import MappingProxyType
 
 from engine.config.values import prefix_text
+from engine.proto.addr import (
+    ipv4_pack,
+    ipv6_pack,
+    ipv6_text,
+    is_link_local6,
+    is_multicast6,
+    is_unspecified6,
+)
 from engine.proto.records import dataclass
 
 MAX_LINE = 2048
@@ -78,7 +85,7 @@ def encode(msg: dict[str, object]) -> bytes:
 
 
 def up_message(address: bytes, mtu: int) -> bytes:
-    return encode({"op": "up", "address": str(ipaddress.IPv6Address(address)), "mtu": mtu})
+    return encode({"op": "up", "address": ipv6_text(address), "mtu": mtu})
 
 
 def _decode(line: bytes, limit: int, what: str, kind: str,
@@ -124,13 +131,12 @@ def _checked_address(value: object, prefix32: int) -> bytes:
     if not isinstance(value, str) or len(value) > 64:
         raise RequestError("up.address: not an IPv6 address string")
     try:
-        addr = ipaddress.IPv6Address(value)
+        packed = ipv6_pack(value)
     except ValueError:
         raise RequestError(f"up.address: {value!r} is not an IPv6 address")
-    packed = addr.packed
     if int.from_bytes(packed[:4], "big") != prefix32:
-        raise RequestError(
-            f"up.address: {addr} is outside the Teredo prefix {prefix_text(prefix32)}/32")
+        raise RequestError(f"up.address: {ipv6_text(packed)} is outside the Teredo prefix "
+                           f"{prefix_text(prefix32)}/32")
     return packed
 
 
@@ -249,7 +255,7 @@ FACT_OPS = frozenset(_FACT_KEYS)
 
 
 def icmp_sources_message(addresses: list[bytes]) -> bytes:
-    texts = [str(ipaddress.IPv6Address(a)) for a in addresses[:MAX_FACTS]]
+    texts = [ipv6_text(a) for a in addresses[:MAX_FACTS]]
     return encode({"op": "icmp_sources", "addresses": texts})
 
 
@@ -274,12 +280,23 @@ def _checked_source(value: object, i: int) -> bytes:
     if not isinstance(value, str) or len(value) > 64:
         raise RequestError(f"{where}: not an IPv6 address string")
     try:
-        addr = ipaddress.IPv6Address(value)
+        addr = ipv6_pack(value)
     except ValueError:
         raise RequestError(f"{where}: {value!r} is not an IPv6 address")
-    if addr.is_link_local or addr.is_multicast or addr.is_loopback or addr.is_unspecified:
-        raise RequestError(f"{where}: {addr} is not a unicast address a router can reply from")
-    return addr.packed
+    if is_link_local6(addr) or is_multicast6(addr) or addr == LOOPBACK6 or is_unspecified6(addr):
+        raise RequestError(
+            f"{where}: {ipv6_text(addr)} is not a unicast address a router can reply from")
+    return addr
+
+
+LOOPBACK6 = bytes(15) + b"\x01"
+
+
+def _contiguous(bits: int) -> bool:
+    """Whether a 32-bit mask is ones then zeros (a netmask; its complement, zeros then ones,
+    is the host-mask form, which miredo's peers also send)."""
+    inverse = bits ^ 0xFFFFFFFF
+    return inverse & (inverse + 1) == 0
 
 
 def _checked_interface(value: object, i: int) -> tuple[str, str, str]:
@@ -292,15 +309,15 @@ def _checked_interface(value: object, i: int) -> tuple[str, str, str]:
     if not 0 < len(name) < IFNAMSIZ or "/" in name or any(c.isspace() for c in name):
         raise RequestError(f"{where}.name: {name!r} is not an interface name")
     try:
-        ipaddress.IPv4Address(ip)
+        ipv4_pack(ip)
     except ValueError:
         raise RequestError(f"{where}.ipv4: {ip!r} is not an IPv4 address")
     try:
-        ipaddress.IPv4Network(f"0.0.0.0/{mask}")
+        bits = int.from_bytes(ipv4_pack(mask), "big")
     except ValueError:
-        raise RequestError(f"{where}.netmask: {mask!r} is not a netmask")
-    if mask.count(".") != 3:
         raise RequestError(f"{where}.netmask: {mask!r} is not a dotted netmask")
+    if not _contiguous(bits) and not _contiguous(bits ^ 0xFFFFFFFF):
+        raise RequestError(f"{where}.netmask: {mask!r} is not a netmask")
     return name, ip, mask
 
 

@@ -13,7 +13,6 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from engine.options import DEFAULT_USER, FALLBACK_USER
 from engine.runtime.logsetup import detach_stderr, get_logger, setup_logging
@@ -26,6 +25,10 @@ from engine.runtime.privsep import (
     resolve_default_user,
     resolve_user,
 )
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger()
 

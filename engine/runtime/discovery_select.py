@@ -8,14 +8,14 @@ lists them after forking its worker).
 
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from engine.proto.addr import is_global_unicast_ipv4
 from engine.proto.role import DiscoveryInterface
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
 if TYPE_CHECKING:  # only for the annotations
     from engine.runtime.netlink import Address, Link
 
@@ -24,7 +24,9 @@ IFF_MULTICAST = 0x1000
 
 def prefixlen_netmask(prefixlen: int) -> str:
     """Dotted IPv4 netmask of a prefix length: the role compares peers against it."""
-    return str(ipaddress.IPv4Network(f"0.0.0.0/{prefixlen}").netmask)
+    if not 0 <= prefixlen <= 32:
+        raise ValueError(f"not an IPv4 prefix length: {prefixlen}")
+    return socket.inet_ntoa(((0xFFFFFFFF << (32 - prefixlen)) & 0xFFFFFFFF).to_bytes(4, "big"))
 
 
 def select_discovery(links: Iterable[Link], addresses: Iterable[Address],

@@ -20,13 +20,15 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from engine.proto import peers
 from engine.runtime.logsetup import get_logger
 from engine.runtime.loop import Loop
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
 if TYPE_CHECKING:
+    from typing import Any
+
     from engine.runtime.worker import Worker
 
 try:

@@ -13,11 +13,10 @@ the parent's other messages:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from engine.runtime import channel
 from engine.runtime.logsetup import get_logger
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
 if TYPE_CHECKING:  # the worker imports this module
     from engine.runtime.worker import Worker
 

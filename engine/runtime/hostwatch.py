@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from engine.runtime.logsetup import get_logger
 from engine.runtime.loop import Loop
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
 if TYPE_CHECKING:
     from engine.runtime.netlink import AddressWatcher
     from engine.runtime.relay_link import SourceAddressWatcher

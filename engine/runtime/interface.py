@@ -14,7 +14,6 @@ the fast path set (docs/performance.md).
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING
 
 from engine.config.values import prefix_text
 from engine.proto.addr import LL_CLIENT
@@ -23,6 +22,7 @@ from engine.runtime.logsetup import get_logger
 from engine.runtime.sysctl import prepare_interface
 from engine.runtime.tun import Tun, open_tun
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
 if TYPE_CHECKING:
     from engine.config import EngineConfig
     from engine.runtime.netlink import TunnelInterface

@@ -21,7 +21,10 @@ import os
 import re
 import sys
 import syslog
-from typing import TextIO
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
+if TYPE_CHECKING:
+    from typing import TextIO
 
 IDENT = "teredo-engine"
 INSTANCE_ENV = "MIREDOCTL_INSTANCE"  # set by miredoctl's program sections (docs/contracts.md)

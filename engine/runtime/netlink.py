@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import NamedTuple
+from collections import namedtuple
 
 from engine.proto.addr import LL_CLIENT
 from engine.runtime import rtnl_min
@@ -103,13 +103,15 @@ class TunnelInterface:
 
 # -- reading the host's links and addresses --------------------------------------------------
 
-class Link(NamedTuple):
+class Link(namedtuple("Link", "index name flags")):
+    __slots__ = ()
     index: int
     name: str
     flags: int
 
 
-class Address(NamedTuple):
+class Address(namedtuple("Address", "index address prefixlen")):
+    __slots__ = ()
     index: int
     address: str
     prefixlen: int

@@ -41,7 +41,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 import engine
 from engine.config import ConfigError, load_config
@@ -72,7 +71,10 @@ from engine.runtime.status_server import (
 from engine.runtime.tun import TunError
 from engine.runtime.worker import WorkerResources, needs_new_worker, run_worker
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
 if TYPE_CHECKING:
+    from typing import Any
+
     from engine.config import EngineConfig
     from engine.options import RunOptions
 

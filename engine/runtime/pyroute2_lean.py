@@ -100,6 +100,8 @@ class quiet_logging:  # used as a `with` statement, like contextlib's helpers
             return DISCARD
 
         def real_name(name: str) -> object:
+            if name.startswith("__"):  # the import system asking (``__path__``): not a name
+                raise AttributeError(name)
             self._leave()
             return getattr(importlib.import_module("logging"), name)
 
@@ -114,6 +116,77 @@ class quiet_logging:  # used as a `with` statement, like contextlib's helpers
     def _leave(self) -> None:
         if self.stand_in is not None and sys.modules.get("logging") is self.stand_in:
             del sys.modules["logging"]
+
+    def __exit__(self, *_exc: object) -> None:
+        self._leave()
+
+
+class _Annotation:
+    """What every name of `annotation_typing`'s stand-in is: subscripting, calling or joining
+    it with ``|`` gives it back, which is all an annotation evaluated at definition time
+    (``Optional[str]``, ``TypeVar("T", bound=type)``, ``Callable[..., Any]``) does with it."""
+
+    __slots__ = ()
+
+    def __getitem__(self, _item: object) -> _Annotation:
+        return self
+
+    def __call__(self, *_args: object, **_kwargs: object) -> _Annotation:
+        return self
+
+    def __or__(self, _other: object) -> _Annotation:
+        return self
+
+    __ror__ = __or__
+
+    def __repr__(self) -> str:
+        return "<annotation-only typing stand-in>"
+
+
+ANNOTATION = _Annotation()
+
+#: The `typing` names pyroute2's modules use at import time only to annotate: its netlink
+#: package ``Dict``, its ``common`` module the rest (pyroute2 0.9).
+ANNOTATION_NAMES = ("Any", "Callable", "Dict", "List", "Literal", "Optional", "Tuple",
+                    "TypeVar", "Union")
+
+
+class annotation_typing:  # used as a `with` statement, like `quiet_logging`
+    """While pyroute2's modules are imported, ``import typing`` gives them a stand-in whose
+    names only serve annotations.
+
+    Why: `pyroute2.netlink` and `pyroute2.common` import `typing` for their annotations and
+    nothing else, and `typing` (with what it pulls in) is about 0.5 MiB of every instance's
+    tree, which the engine's own modules no longer import at run time (docs/performance.md,
+    "Without typing").  The stand-in lives in ``sys.modules`` only for the ``with`` block; a
+    name it does not hold (``Generic``, ``NamedTuple``: anything used at run time) is looked
+    up in the real module, which is then imported for good, so a newer pyroute2 that needs
+    more of `typing` still works, only without the saving.  Where `typing` is already
+    imported, nothing is replaced."""
+
+    def __enter__(self) -> None:
+        self.stand_in: ModuleType | None = None
+        if "typing" in sys.modules:
+            return
+        stand_in = ModuleType("typing", "pyroute2's annotation-only typing "
+                                        "(engine.runtime.pyroute2_lean.annotation_typing)")
+        for name in ANNOTATION_NAMES:
+            setattr(stand_in, name, ANNOTATION)
+        stand_in.TYPE_CHECKING = False  # type: ignore[attr-defined]
+
+        def real_name(name: str) -> object:
+            if name.startswith("__"):  # the import system asking (``__path__``): not a name
+                raise AttributeError(name)
+            self._leave()
+            return getattr(importlib.import_module("typing"), name)
+
+        stand_in.__getattr__ = real_name  # type: ignore[attr-defined]
+        self.stand_in = stand_in
+        sys.modules["typing"] = stand_in
+
+    def _leave(self) -> None:
+        if self.stand_in is not None and sys.modules.get("typing") is self.stand_in:
+            del sys.modules["typing"]
 
     def __exit__(self, *_exc: object) -> None:
         self._leave()

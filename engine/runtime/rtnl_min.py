@@ -20,8 +20,14 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections import namedtuple
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, TypeVar
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
@@ -52,7 +58,8 @@ def load() -> None:
         return
     from engine.runtime import pyroute2_lean
     pyroute2_lean.install()
-    with pyroute2_lean.quiet_logging():  # pyroute2 logs what `_text_attr` counts itself
+    # pyroute2 logs what `_text_attr` counts itself, and imports `typing` only to annotate
+    with pyroute2_lean.quiet_logging(), pyroute2_lean.annotation_typing():
         from pyroute2.netlink import nlmsg, nlmsgerr
         from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
         from pyroute2.netlink.rtnl.rtmsg import rtmsg
@@ -261,11 +268,13 @@ class Rtnl:
 
 # -- reading what the kernel sends -----------------------------------------------------------
 
-class Addr(NamedTuple):
+class Addr(namedtuple("Addr", "type family prefixlen flags scope index address local peer")):
     """One RTM_NEWADDR/RTM_DELADDR.  `address` is the interface's own address (IFA_LOCAL,
     else IFA_ADDRESS); `local` and `peer` are those two attributes as sent (None when absent),
     for a delete that names the address exactly; `flags` is the 32-bit IFA_FLAGS when
     present, which supersedes the message's 8-bit field."""
+
+    __slots__ = ()
 
     type: int
     family: int
@@ -278,8 +287,10 @@ class Addr(NamedTuple):
     peer: bytes | None
 
 
-class Link(NamedTuple):
+class Link(namedtuple("Link", "type index flags name")):
     """One RTM_NEWLINK/RTM_DELLINK: index, IFF_* flags and name ("" when absent)."""
+
+    __slots__ = ()
 
     type: int
     index: int
@@ -287,8 +298,10 @@ class Link(NamedTuple):
     name: str
 
 
-class Route(NamedTuple):
+class Route(namedtuple("Route", "family dst_len table protocol dst oif priority")):
     """One route of a dump; `dst` is empty for a default route."""
+
+    __slots__ = ()
 
     family: int
     dst_len: int
@@ -417,7 +430,6 @@ def configure_fresh(index: int, name: str, mtu: int, addresses: list[tuple[bytes
         nl.add_route6(index, *route)
 
 
-T = TypeVar("T")
 
 
 def split_datagram(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:

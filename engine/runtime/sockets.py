@@ -16,13 +16,13 @@ import errno
 import re
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from engine.proto.addr import TEREDO_PORT, secondary_server_address
 from engine.proto.role import DiscoveryInterface
 from engine.runtime.discovery_select import qualifying
 from engine.runtime.logsetup import get_logger
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
 if TYPE_CHECKING:
     from engine.config import EngineConfig
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
 
 from engine.options import status_socket_path
 from engine.runtime.status_server import query
+
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def resolve_path(opts: Any) -> str:

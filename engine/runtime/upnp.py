@@ -17,13 +17,13 @@ for diagnosis (`show` finds the IGD and its external address and changes nothing
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import sys
 import time
 import urllib.parse
 from xml.parsers import expat
 
+from engine.proto.addr import ipv4_pack
 from engine.proto.records import dataclass
 from engine.runtime import http_lite
 
@@ -221,12 +221,13 @@ def parse_soap_response(status: int, data: bytes, action: str) -> dict[str, str]
 def parse_external_ip(value: str) -> str:
     """GetExternalIPAddress's answer, which must be a unicast IPv4 address."""
     try:
-        ip = ipaddress.IPv4Address(value)
+        first = ipv4_pack(value)[0]
     except ValueError:
         raise UpnpError(f"GetExternalIPAddress: {value!r} is not an IPv4 address") from None
-    if ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_reserved:
+    # 0.0.0.0 (as ipaddress's is_unspecified), 127/8, 224/4 multicast, 240/4 reserved
+    if value == "0.0.0.0" or first == 127 or first >= 224:
         raise UpnpError(f"GetExternalIPAddress: {value} is not a unicast address")
-    return str(ip)
+    return value
 
 
 # ------------------------------------------------------------------ I/O

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import gc
-import ipaddress
 import os
 import signal
 import socket
@@ -25,12 +24,12 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from engine.proto import events as ev
 from engine.proto import records as dataclasses  # the subset we use, lean
+from engine.proto.addr import ipv6_text
 from engine.proto.records import dataclass, field
-from engine.proto.role import PEERS_LISTED, DiscoveryInterface, Role
+from engine.proto.role import PEERS_LISTED, DiscoveryInterface
 from engine.runtime import channel, fastpath, hostfacts
 from engine.runtime import entropy as secrets  # os.urandom, without importing secrets
 from engine.runtime.logsetup import get_logger, set_facility
@@ -61,8 +60,12 @@ GSO_MAX_BYTES = 65000
 GSO_FATAL = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
 """errnos that say this path cannot do UDP GSO (no checksum offload, MTU, old kernel)."""
 
+TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
 if TYPE_CHECKING:
+    from typing import Any
+
     from engine.config.model import EngineConfig
+    from engine.proto.role_protocol import Role
     from engine.runtime.upnp_keeper import UpnpKeeper
 
 log = get_logger()
@@ -152,9 +155,9 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         b = bytes(value)
         if len(b) == 16:
-            return str(ipaddress.IPv6Address(b))
+            return ipv6_text(b)
         if len(b) == 4:
-            return str(ipaddress.IPv4Address(b))
+            return socket.inet_ntoa(b)
         return b.hex()
     return value
 
@@ -747,7 +750,7 @@ class Worker:
         out["worker"] = "running"  # the parent answers "unresponsive" when this one is frozen
         out["state"] = self.state
         if self.address is not None:
-            out["address"] = str(ipaddress.IPv6Address(self.address))
+            out["address"] = ipv6_text(self.address)
         if self.mtu is not None:
             out["mtu"] = self.mtu
         for k, v in jsonable(self.role.status()).items():

@@ -14,7 +14,7 @@ from engine.proto.addr import build_teredo, ipv6_text
 from engine.proto.client import ClientRole
 from engine.proto.qualify import TRANSITIONS, Phase, Qualifier
 from engine.proto.relay import RelayRole
-from engine.proto.role import Role
+from engine.proto.role_protocol import Role
 from engine.proto.server import ServerRole
 from engine.proto.tunnel import TeredoTunnel
 from engine.runtime import worker
