@@ -17,6 +17,7 @@ import from a submodule (``pyroute2.IPRoute``), the module's ``__getattr__`` run
 
 from __future__ import annotations
 
+import _thread
 import importlib.util
 import sys
 from types import ModuleType
@@ -51,7 +52,7 @@ def install() -> ModuleType:
 
 
 class _Discard:
-    """The logger `pyroute2.netlink` gets from `quiet_logging`: every call is dropped."""
+    """The logger `pyroute2.netlink` gets from the lent `logging`: every call is dropped."""
 
     __slots__ = ()
 
@@ -71,60 +72,14 @@ class _Discard:
 DISCARD = _Discard()
 
 
-class quiet_logging:  # used as a `with` statement, like contextlib's helpers
-    """While pyroute2's modules are imported, ``import logging`` gives them a stand-in whose
-    loggers drop every message.
-
-    Why: `pyroute2.netlink` imports `logging` only for its own log calls, and the engine wants
-    none of them (an attribute it cannot decode is logged with a traceback; `rtnl_min` counts
-    such a message as malformed itself).  Without it a relay's tree is 0.16 MiB smaller, a
-    client's 0.25 MiB, and a client's time from its Router Advertisement to its address fell
-    from 10.0 to 6.5 ms (docs/performance.md, "The night pass").  The stand-in lives in
-    ``sys.modules`` only for the ``with`` block, so whatever imports `logging` later gets the
-    real one; a name the stand-in does not have is looked up in the real module.  Where
-    `logging` is already imported (a test run, an embedding program), nothing is replaced:
-    pyroute2's logger gets a `NullHandler` and stops propagating, for the same effect."""
-
-    def __enter__(self) -> None:
-        self.stand_in: ModuleType | None = None
-        real = sys.modules.get("logging")
-        if real is not None:
-            quiet = real.getLogger("pyroute2")  # type: ignore[attr-defined]
-            quiet.addHandler(real.NullHandler())  # type: ignore[attr-defined]
-            quiet.propagate = False
-            return
-        stand_in = ModuleType("logging", "pyroute2's stand-in logging "
-                                         "(engine.runtime.pyroute2_lean.quiet_logging)")
-
-        def get_logger(_name: str | None = None) -> _Discard:
-            return DISCARD
-
-        def real_name(name: str) -> object:
-            if name.startswith("__"):  # the import system asking (``__path__``): not a name
-                raise AttributeError(name)
-            self._leave()
-            return getattr(importlib.import_module("logging"), name)
-
-        stand_in.getLogger = get_logger  # type: ignore[attr-defined]
-        for name in ("debug", "info", "warning", "warn", "error", "exception", "critical",
-                     "log"):
-            setattr(stand_in, name, DISCARD._drop)
-        stand_in.__getattr__ = real_name  # type: ignore[attr-defined]
-        self.stand_in = stand_in
-        sys.modules["logging"] = stand_in
-
-    def _leave(self) -> None:
-        if self.stand_in is not None and sys.modules.get("logging") is self.stand_in:
-            del sys.modules["logging"]
-
-    def __exit__(self, *_exc: object) -> None:
-        self._leave()
+def _get_logger(_name: str | None = None) -> _Discard:
+    return DISCARD
 
 
 class _Annotation:
-    """What every name of `annotation_typing`'s stand-in is: subscripting, calling or joining
-    it with ``|`` gives it back, which is all an annotation evaluated at definition time
-    (``Optional[str]``, ``TypeVar("T", bound=type)``, ``Callable[..., Any]``) does with it."""
+    """What every name of the lent `typing` is: subscripting, calling or joining it with ``|``
+    gives it back, which is all an annotation evaluated at definition time (``Optional[str]``,
+    ``TypeVar("T", bound=type)``, ``Callable[..., Any]``) does with it."""
 
     __slots__ = ()
 
@@ -145,48 +100,73 @@ class _Annotation:
 
 ANNOTATION = _Annotation()
 
-#: The `typing` names pyroute2's modules use at import time only to annotate: its netlink
-#: package ``Dict``, its ``common`` module the rest (pyroute2 0.9).
-ANNOTATION_NAMES = ("Any", "Callable", "Dict", "List", "Literal", "Optional", "Tuple",
-                    "TypeVar", "Union")
+#: What each module pyroute2's message classes import is lent as while they are imported
+#: (pyroute2 0.9: `pyroute2.netlink`, `pyroute2.common`), and why each is enough:
+LENT: dict[str, dict[str, object]] = {
+    # its own log calls only, which the engine never wants (`rtnl_min` counts a message it
+    # cannot decode as malformed itself)
+    "logging": {"getLogger": _get_logger,
+                **dict.fromkeys(("debug", "info", "warning", "warn", "error", "exception",
+                                 "critical", "log"), DISCARD._drop)},
+    # annotations only
+    "typing": {**dict.fromkeys(("Any", "Callable", "Dict", "List", "Literal", "Optional",
+                                "Tuple", "TypeVar", "Union"), ANNOTATION),
+               "TYPE_CHECKING": False},
+    # a `local` and a `Lock` made at import: the very objects threading's names stand for
+    # (`_thread`'s, which the interpreter always has); the rest on first use
+    "threading": {"Lock": _thread.allocate_lock, "local": _thread._local,
+                  "RLock": _thread.RLock},
+    # error paths only, inside functions: the real module on first use
+    "traceback": {},
+}
 
 
-class annotation_typing:  # used as a `with` statement, like `quiet_logging`
-    """While pyroute2's modules are imported, ``import typing`` gives them a stand-in whose
-    names only serve annotations.
+def _lend(name: str, names: dict[str, object]) -> ModuleType:
+    """A module that answers `names` itself and anything else from the real module, which
+    it then imports (and leaves in ``sys.modules``) on that first other lookup."""
+    stand_in = ModuleType(name, f"pyroute2's lent {name} (engine.runtime.pyroute2_lean)")
+    for key, value in names.items():
+        setattr(stand_in, key, value)
 
-    Why: `pyroute2.netlink` and `pyroute2.common` import `typing` for their annotations and
-    nothing else, and `typing` (with what it pulls in) is about 0.5 MiB of every instance's
-    tree, which the engine's own modules no longer import at run time (docs/performance.md,
-    "Without typing").  The stand-in lives in ``sys.modules`` only for the ``with`` block; a
-    name it does not hold (``Generic``, ``NamedTuple``: anything used at run time) is looked
-    up in the real module, which is then imported for good, so a newer pyroute2 that needs
-    more of `typing` still works, only without the saving.  Where `typing` is already
-    imported, nothing is replaced."""
+    def real_name(key: str) -> object:
+        if key.startswith("__"):  # the import system asking (``__path__``): not a name
+            raise AttributeError(key)
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+        return getattr(importlib.import_module(name), key)
+
+    stand_in.__getattr__ = real_name  # type: ignore[attr-defined]
+    return stand_in
+
+
+class lent_modules:  # used as a `with` statement, like contextlib's helpers
+    """While pyroute2's message classes are imported, ``import logging``, ``typing``,
+    ``threading`` and ``traceback`` give them stand-ins (`LENT`).
+
+    Why: pyroute2 uses each of them for a small part (its own logging, annotations, one lock
+    and one thread-local, tracebacks on error paths), and together with what they import they
+    are about 1.2 MiB of every instance's tree, which the engine's own run path does not
+    import (docs/performance.md, "The night pass" and "Without typing").  A stand-in is in
+    ``sys.modules`` only for the ``with`` block, so whatever imports the module later gets
+    the real one; a name it does not hold is looked up in the real module, imported then,
+    so pyroute2 code that needs more (or a newer pyroute2) still works, only without the
+    saving.  Only the parent ever runs pyroute2's code (the worker, whose chroot cannot read
+    the standard library, never calls netlink), so such a late import always can happen.
+    A module already imported (a test run, an embedding program) is not replaced; there,
+    pyroute2's logger gets a `NullHandler` and stops propagating, for the same silence."""
 
     def __enter__(self) -> None:
-        self.stand_in: ModuleType | None = None
-        if "typing" in sys.modules:
-            return
-        stand_in = ModuleType("typing", "pyroute2's annotation-only typing "
-                                        "(engine.runtime.pyroute2_lean.annotation_typing)")
-        for name in ANNOTATION_NAMES:
-            setattr(stand_in, name, ANNOTATION)
-        stand_in.TYPE_CHECKING = False  # type: ignore[attr-defined]
-
-        def real_name(name: str) -> object:
-            if name.startswith("__"):  # the import system asking (``__path__``): not a name
-                raise AttributeError(name)
-            self._leave()
-            return getattr(importlib.import_module("typing"), name)
-
-        stand_in.__getattr__ = real_name  # type: ignore[attr-defined]
-        self.stand_in = stand_in
-        sys.modules["typing"] = stand_in
-
-    def _leave(self) -> None:
-        if self.stand_in is not None and sys.modules.get("typing") is self.stand_in:
-            del sys.modules["typing"]
+        self.stand_ins: dict[str, ModuleType] = {}
+        logging = sys.modules.get("logging")
+        if logging is not None:
+            quiet = logging.getLogger("pyroute2")  # type: ignore[attr-defined]
+            quiet.addHandler(logging.NullHandler())  # type: ignore[attr-defined]
+            quiet.propagate = False
+        for name, names in LENT.items():
+            if name not in sys.modules:
+                self.stand_ins[name] = sys.modules[name] = _lend(name, names)
 
     def __exit__(self, *_exc: object) -> None:
-        self._leave()
+        for name, stand_in in self.stand_ins.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]

@@ -58,8 +58,7 @@ def load() -> None:
         return
     from engine.runtime import pyroute2_lean
     pyroute2_lean.install()
-    # pyroute2 logs what `_text_attr` counts itself, and imports `typing` only to annotate
-    with pyroute2_lean.quiet_logging(), pyroute2_lean.annotation_typing():
+    with pyroute2_lean.lent_modules():  # pyroute2 uses a small part of four modules
         from pyroute2.netlink import nlmsg, nlmsgerr
         from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
         from pyroute2.netlink.rtnl.rtmsg import rtmsg
