@@ -20,7 +20,6 @@ from __future__ import annotations
 import socket
 import sys
 import time
-import urllib.parse
 from xml.parsers import expat
 
 from engine.proto.addr import ipv4_pack
@@ -104,8 +103,11 @@ def parse_ssdp_response(data: bytes, source_ip: str) -> str | None:
             location = value.strip()
     if location is None:
         return None
-    url = urllib.parse.urlsplit(location)
-    if url.scheme != "http" or url.hostname != source_ip:
+    try:
+        url = http_lite.split_url(location)
+    except http_lite.HttpError:
+        return None
+    if url.host != source_ip:
         return None
     return location
 
@@ -186,11 +188,16 @@ def find_wan_service(desc: bytes, location: str) -> tuple[str, str]:
         if not stype.startswith(WAN_SERVICES) or not fields.get("controlURL"):
             continue
         if not (base + fields["controlURL"]).isascii():
-            # (urllib.parse would import unicodedata for a non-ASCII host, after a chroot)
             raise UpnpError(f"device description {location}: non-ASCII control URL")
-        control = urllib.parse.urljoin(base, fields["controlURL"])
-        a, b = urllib.parse.urlsplit(location), urllib.parse.urlsplit(control)
-        if b.scheme != "http" or (a.hostname, a.port) != (b.hostname, b.port):
+        control = http_lite.join_url(base, fields["controlURL"])
+        if not control.lower().startswith("http://"):
+            raise UpnpError(f"device description {location}: control URL {control!r} "
+                            "leaves the device")
+        try:
+            a, b = http_lite.split_url(location), http_lite.split_url(control)
+        except http_lite.HttpError as e:
+            raise UpnpError(f"device description {location}: control URL {control!r}: {e}")
+        if (a.host, a.port) != (b.host, b.port):
             raise UpnpError(f"device description {location}: control URL {control!r} "
                             "leaves the device")
         return stype, control

@@ -147,6 +147,8 @@ DENIED_IN_THE_UPNP_KEEPER = {
     "encodings.idna": "no host names: http_lite connects to IPv4 addresses only",
     "unicodedata": "encodings.idna's",
     "threading": "three _thread locks (engine.runtime.upnp_keeper)",
+    "urllib": "http_lite.split_url and join_url (urllib.parse imports ipaddress: 1.7 ms)",
+    "ipaddress": "urllib.parse's",
 }
 
 
