@@ -15,15 +15,16 @@ Everything else (CAP_SYS_ADMIN, CAP_DAC_OVERRIDE, CAP_SYS_MODULE, CAP_SYS_PTRACE
 the effective, permitted and inheritable sets, and the bounding set, so not even an exec of a
 setuid-root program can bring it back.  miredo's parent does the same with five capabilities.
 
-This is the one module that calls capset(2) and prctl(2) directly (through ctypes, because the
-standard library has no binding); it is imported while still root and holds no state.
+The calls are `engine.runtime.privcalls`' (the standard library has no binding for capset(2)
+and the bounding-set prctl(2)s); this module is imported while still root and holds no state.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Iterable
+
+from engine.runtime import privcalls
 
 CAP = {
     "chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "fsetid": 4,
@@ -43,25 +44,8 @@ PARENT_CAPABILITIES: tuple[str, ...] = (
 )
 """What the privileged parent keeps after start-up (see the module docstring for why)."""
 
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
-_PR_CAPBSET_READ = 23
-_PR_CAPBSET_DROP = 24
-
-
 class CapabilityError(OSError):
     """capset/prctl refused; ``str()`` is one line naming the call."""
-
-
-class _Header(ctypes.Structure):
-    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
-
-
-class _Data(ctypes.Structure):
-    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32))
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def last_cap() -> int:
@@ -93,19 +77,21 @@ def keep_only(names: Iterable[str]) -> int:
     for cap in range(last_cap() + 1):
         if keep & (1 << cap):
             continue
-        if _libc.prctl(_PR_CAPBSET_READ, cap, 0, 0, 0) == 1 and \
-                _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            err = ctypes.get_errno()
-            raise CapabilityError(err, f"prctl(PR_CAPBSET_DROP, {cap}): {os.strerror(err)}")
-    header = _Header(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_Data * 2)()
-    for i in (0, 1):
-        word = (keep >> (32 * i)) & 0xFFFFFFFF
-        data[i].effective = data[i].permitted = word
-        data[i].inheritable = 0
-    if _libc.capset(ctypes.byref(header), data) != 0:
-        err = ctypes.get_errno()
-        raise CapabilityError(err, f"capset: {os.strerror(err)}")
+        try:
+            in_bounding_set = privcalls.prctl(privcalls.PR_CAPBSET_READ, cap) == 1
+        except OSError:  # a number this kernel does not know: nothing to drop
+            continue
+        if in_bounding_set:
+            try:
+                privcalls.prctl(privcalls.PR_CAPBSET_DROP, cap)
+            except OSError as e:
+                raise CapabilityError(
+                    e.errno, f"prctl(PR_CAPBSET_DROP, {cap}): {os.strerror(e.errno or 0)}"
+                ) from None
+    try:
+        privcalls.capset(keep, keep, 0)
+    except OSError as e:
+        raise CapabilityError(e.errno, f"capset: {os.strerror(e.errno or 0)}") from None
     return keep
 
 

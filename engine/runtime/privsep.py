@@ -9,11 +9,11 @@ setuid-binary door for good.
 
 from __future__ import annotations
 
-import ctypes  # at import time: the worker cannot import after dropping root
 import os
 import pwd
 
 from engine.proto.records import dataclass
+from engine.runtime import privcalls  # at import time: the worker cannot import after its chroot
 
 
 class PrivsepError(Exception):
@@ -88,10 +88,8 @@ def status_field(status_text: str, name: str) -> list[str]:
 
 def _no_new_privs() -> None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_no_new_privs = 38
-        libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0)
-    except (OSError, AttributeError):
+        privcalls.prctl(privcalls.PR_SET_NO_NEW_PRIVS, 1)
+    except OSError:  # a kernel before 3.5: the setuid-binary door stays as setuid left it
         pass
 
 

@@ -7,10 +7,11 @@ packet batch and there is no race between "check a flag" and "sleep in epoll".
 
 from __future__ import annotations
 
-import ctypes  # at import time: the worker cannot import after dropping root
 import signal
 import socket
 from collections.abc import Iterable
+
+from engine.runtime import privcalls  # at import time: the worker calls it after its chroot
 
 
 def _noop(signum: int, frame: object) -> None:
@@ -63,10 +64,8 @@ def ignore_user_signals() -> None:
 def set_parent_death_signal(signum: int = signal.SIGTERM) -> None:
     """Ask the kernel to signal a worker whose privileged parent vanished (Linux prctl)."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signum, 0, 0, 0)
-    except (OSError, AttributeError):
+        privcalls.prctl(privcalls.PR_SET_PDEATHSIG, signum)
+    except OSError:
         pass
 
 

@@ -76,9 +76,16 @@ def venv_python() -> str:
     return str(cand) if cand.exists() else sys.executable
 
 
+def engine_command() -> tuple[str, ...]:
+    """Our engine as operators run it: the `teredo-engine` script that installing the project
+    puts beside the venv's interpreter (what miredoctl's program lines run,
+    miredoctl/render.py `engine_command`), or ``python -m engine`` where it is missing."""
+    script = ROOT / ".venv" / "bin" / "teredo-engine"
+    return (str(script),) if script.exists() else (venv_python(), "-m", "engine")
+
+
 def _ours() -> Implementation:
-    cmd = (venv_python(), "-m", "engine", "-f", "-c", "{conf}", "-p", "{pid}",
-           "--status-socket", "{sock}")
+    cmd = (*engine_command(), "-f", "-c", "{conf}", "-p", "{pid}", "--status-socket", "{sock}")
     return Implementation("ours", dict.fromkeys(KINDS, cmd), {"PYTHONPATH": str(ROOT)})
 
 

@@ -1,6 +1,7 @@
 """engine.runtime.capabilities: the parent's capability sets really shrink, bounding set included.
 
-Each check runs in a forked child so the test process keeps its own capabilities."""
+Each check runs in a forked child so the test process keeps its own capabilities, and on both
+implementations of `engine.runtime.privcalls` (the compiled `_privcalls`, ctypes)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,24 @@ import os
 import pytest
 
 from engine.runtime import capabilities as caps
+from engine.runtime import privcalls
+
+
+@pytest.fixture(params=("compiled", "ctypes"), autouse=True)
+def calls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both implementations of prctl/capset.  A missing compiled module skips
+    its case, which `make test` (``TEREDO_TESTS_NO_SKIP=1``) turns into a failure."""
+    if request.param == "compiled":
+        try:
+            from engine.runtime import _privcalls  # type: ignore[attr-defined]
+        except ImportError as e:
+            pytest.skip(f"engine.runtime._privcalls is not built: {e}")
+        prctl, capset = _privcalls.prctl, _privcalls.capset
+    else:
+        prctl, capset = privcalls.ctypes_calls()
+    monkeypatch.setattr(privcalls, "prctl", prctl)
+    monkeypatch.setattr(privcalls, "capset", capset)
+    return request.param
 
 
 def in_child(fn) -> dict:
@@ -79,3 +98,39 @@ def test_a_dropped_capability_is_really_gone():
             return "still readable"
 
         assert in_child(run) == {"ok": "denied"}
+
+
+def test_prctl_answers_and_fails_with_errno():
+    """A value back (PR_GET_NO_NEW_PRIVS after PR_SET_NO_NEW_PRIVS, as the worker sets it),
+    and OSError with the kernel's errno for an option it refuses."""
+    import errno
+
+    def run():
+        before = privcalls.prctl(39, 0)  # PR_GET_NO_NEW_PRIVS
+        privcalls.prctl(privcalls.PR_SET_NO_NEW_PRIVS, 1)
+        after = privcalls.prctl(39, 0)
+        try:
+            privcalls.prctl(privcalls.PR_CAPBSET_READ, 4096)
+        except OSError as e:
+            return [before, after, e.errno]
+        return [before, after, None]
+
+    assert in_child(run) == {"ok": [0, 1, errno.EINVAL]}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hold capabilities to drop")
+def test_capset_cannot_take_back_what_was_dropped():
+    """After the drop, asking for CAP_SYS_ADMIN again is EPERM, named by `CapabilityError`
+    on the way in and by OSError from the call itself."""
+    import errno
+
+    def run():
+        caps.keep_only(caps.PARENT_CAPABILITIES)
+        everything = caps.mask(caps.CAP)
+        try:
+            privcalls.capset(everything, everything, 0)
+        except OSError as e:
+            return e.errno
+        return None
+
+    assert in_child(run) == {"ok": errno.EPERM}

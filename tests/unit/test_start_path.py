@@ -14,6 +14,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from engine.proto.client import ClientRole
 
 RUN_PATH = ("engine.cli", "engine.runtime.daemon", "engine.runtime.parent",
@@ -75,6 +77,18 @@ def _modules_after(modules: tuple[str, ...], load: bool = True) -> set[str]:
 def _heavy(loaded: set[str]) -> list[str]:
     return sorted(m for m in loaded if m == "<pyroute2 __init__>"
                   or any(m == h or m.startswith(h + ".") for h in HEAVY))
+
+
+def test_the_run_path_loads_no_ctypes_where_privcalls_is_built():
+    """prctl and capset come from the compiled `_privcalls`; ctypes (with libffi, about 2 ms
+    before the fork and 0.3 MiB) only where it is not built (docs/performance.md, "Without
+    ctypes")."""
+    from engine.runtime import privcalls
+
+    if privcalls.IMPLEMENTATION != "compiled":
+        pytest.skip("engine.runtime._privcalls is not built")
+    loaded = _modules_after((*RUN_PATH, "engine.runtime.capabilities", "engine.runtime.daemon"))
+    assert sorted(m for m in loaded if m in ("ctypes", "_ctypes")) == []
 
 
 def test_the_run_path_up_to_the_fork_loads_pyroute2_leanly():
