@@ -24,6 +24,8 @@ import json
 import os
 import socket
 import stat
+import sys
+import time
 from collections.abc import Callable
 
 from engine.runtime.loop import Loop, Timer
@@ -58,16 +60,21 @@ def create_listener(path: str) -> socket.socket:
     if st is not None:
         if not stat.S_ISSOCK(st.st_mode):
             raise StatusSocketError(f"status socket {path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.settimeout(1.0)
-            probe.connect(path)
-        except OSError:
+        holder = _listening_pid(path)
+        if holder is not None and holder > 0 and _going_away(holder):
+            # The worker of an instance killed outright: the kernel signals it as its parent
+            # dies (PR_SET_PDEATHSIG) and it exits within moments, but a supervisor restarting
+            # the instance at once can be quicker (docs/operations.md).
+            deadline = time.monotonic() + ORPHAN_EXIT_WAIT
+            while holder is not None and time.monotonic() < deadline:
+                time.sleep(0.02)
+                holder = _listening_pid(path)
+        if holder is not None:
+            raise StatusSocketError(
+                f"status socket {path} is in use by another instance (pid {holder})"
+                if holder > 0 else f"status socket {path} is in use by another instance")
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # stale: nobody is listening
-        else:
-            raise StatusSocketError(f"status socket {path} is in use by another instance")
-        finally:
-            probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         old = os.umask(0o117)
@@ -82,6 +89,42 @@ def create_listener(path: str) -> socket.socket:
         sock.close()
         raise StatusSocketError(f"cannot create status socket {path}: {e.strerror}")
     return sock
+
+
+ORPHAN_EXIT_WAIT = 2.0
+"""Seconds a new instance waits for an orphaned worker to let go of its status socket."""
+
+
+def _listening_pid(path: str) -> int | None:
+    """The pid of the process listening on the unix socket `path` (0 when the kernel does
+    not say), or None when nobody is."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+        cred = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return int.from_bytes(cred[:4], sys.byteorder)  # struct ucred: pid, uid, gid
+
+
+def _going_away(pid: int) -> bool:
+    """Whether the instance behind a listening socket is gone, its worker on its way out.
+
+    `pid` is what the kernel reports for the listener: the process that created it, which
+    for our engine is the privileged parent (the worker inherits the socket at the fork).
+    Gone: that process no longer exists or is a zombie (killed, not yet reaped), or it was
+    adopted by init (a worker holding a socket it created itself)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except FileNotFoundError:
+        return True
+    except (OSError, IndexError):
+        return False
+    return len(fields) > 1 and (fields[0] in (b"Z", b"X") or fields[1] == b"1")
 
 
 def remove_socket(path: str) -> None:

@@ -16,6 +16,7 @@ from tests.kernel.harness import (
     Implementation,
     client_conf,
     decode_teredo,
+    engine_command,
     implementation,
     parse_ping,
     ping,
@@ -72,8 +73,9 @@ def test_command_lines_are_pluggable(tmp_path):
         "/usr/sbin/miredo-server", "-f", "-c", str(conf), "-p", str(pid), "-u", "miredo-server"]
     assert DEBIAN.argv("client", conf, pid)[-2:] == ["-u", "miredo"]
     ours = OURS.argv("relay", conf, pid)
-    assert ours[1:] == ["-m", "engine", "-f", "-c", str(conf), "-p", str(pid),
-                        "--status-socket", str(tmp_path / "c.sock")]
+    assert ours == [*engine_command(), "-f", "-c", str(conf), "-p", str(pid),
+                    "--status-socket", str(tmp_path / "c.sock")]
+    assert engine_command()[0].endswith("/teredo-engine")  # as miredoctl runs it (make venv)
     custom = implementation("cmd:/opt/x --conf {conf} --pid={pid}")
     assert custom.argv("client", conf, pid) == ["/opt/x", "--conf", str(conf), f"--pid={pid}"]
     with pytest.raises(HarnessError, match="unknown implementation"):

@@ -78,7 +78,8 @@ def test_stale_socket_is_replaced_and_live_one_refused(tmp_path):
     stale.close()  # file left behind, nobody listening
     live = create_listener(path)
     try:
-        with pytest.raises(StatusSocketError, match="in use by another instance"):
+        with pytest.raises(StatusSocketError,
+                           match=rf"in use by another instance \(pid {os.getpid()}\)"):
             create_listener(path)
     finally:
         live.close()
@@ -86,6 +87,49 @@ def test_stale_socket_is_replaced_and_live_one_refused(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(StatusSocketError, match="not a socket"):
         create_listener(str(tmp_path / "f"))
+
+
+def test_an_orphaned_worker_is_waited_for_a_live_holder_is_not(tmp_path):
+    """An instance killed outright leaves its worker holding the status socket for a moment
+    (it is signalled as its parent dies, then shuts down); supervisord restarts the instance
+    at once.  The socket's creator (the parent) is gone, so the new instance waits for the
+    worker to let go, up to `ORPHAN_EXIT_WAIT`; a holder that lives (this test process, the
+    previous test) is refused at once."""
+    import time
+
+    from engine.runtime import status_server
+
+    path = str(tmp_path / "i.sock")
+    r, w = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # pragma: no cover - the killed instance's parent: opens the socket
+        sock = create_listener(path)
+        worker = os.fork()
+        if worker == 0:  # its worker: inherits it, outlives its parent by 0.3 s, then exits
+            try:
+                os.write(w, b"x")
+                parent, give_up = os.getppid(), time.monotonic() + 5
+                while os.getppid() == parent and time.monotonic() < give_up:
+                    time.sleep(0.01)
+                time.sleep(0.3)
+                sock.close()
+            finally:
+                os._exit(0)
+        os.read(r, 1)
+        os._exit(0)  # dies: the worker is adopted by init
+    os.close(w)
+    os.waitpid(middle, 0)
+    deadline = time.monotonic() + 5
+    while status_server._listening_pid(path) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    holder = status_server._listening_pid(path)
+    assert holder is not None and status_server._going_away(holder)
+    sock = create_listener(path)  # waits for the orphan (it would raise at once otherwise)
+    sock.close()
+    remove_socket(path)
+    os.close(r)
+    assert status_server._listening_pid(path) is None
+    assert not status_server._going_away(os.getpid())
 
 
 STATUS = {
