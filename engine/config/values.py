@@ -11,7 +11,7 @@ import socket
 import warnings
 from collections.abc import Callable
 
-from engine.proto.addr import int_to_ipv4, ipv4_to_int, ipv6_pack, ipv6_text
+from engine.proto.addr import ipv4_pack, ipv6_pack, ipv6_text
 
 # `string`'s constants, spelt out: the module itself is one more import before the first packet
 DIGITS = "0123456789"
@@ -175,7 +175,8 @@ def ipv4_literal(text: str) -> str | None:
     inet_aton (`127.1`, `0x7f.0.0.1`) are normalised to a dotted quad without any lookup.
     """
     try:
-        return int_to_ipv4(ipv4_to_int(text))
+        ipv4_pack(text)  # strict: no leading zeros or short forms, so already canonical
+        return text
     except ValueError:
         pass
     if _INET_ATON_CHARS.fullmatch(text):

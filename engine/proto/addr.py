@@ -112,6 +112,10 @@ def is_link_local6(addr16: bytes) -> bool:
     return addr16[0] == 0xFE and (addr16[1] & 0xC0) == 0x80
 
 
+def is_loopback6(addr16: bytes) -> bool:
+    return addr16 == _LOOPBACK
+
+
 def is_unspecified6(addr16: bytes) -> bool:
     return addr16 == _UNSPECIFIED
 

@@ -24,6 +24,7 @@ from engine.proto.addr import (
     ipv6_pack,
     ipv6_text,
     is_link_local6,
+    is_loopback6,
     is_multicast6,
     is_unspecified6,
 )
@@ -283,13 +284,10 @@ def _checked_source(value: object, i: int) -> bytes:
         addr = ipv6_pack(value)
     except ValueError:
         raise RequestError(f"{where}: {value!r} is not an IPv6 address")
-    if is_link_local6(addr) or is_multicast6(addr) or addr == LOOPBACK6 or is_unspecified6(addr):
+    if is_link_local6(addr) or is_multicast6(addr) or is_loopback6(addr) or is_unspecified6(addr):
         raise RequestError(
             f"{where}: {ipv6_text(addr)} is not a unicast address a router can reply from")
     return addr
-
-
-LOOPBACK6 = bytes(15) + b"\x01"
 
 
 def _contiguous(bits: int) -> bool:

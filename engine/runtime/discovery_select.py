@@ -9,10 +9,9 @@ lists them after forking its worker).
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Iterable
 
-from engine.proto.addr import is_global_unicast_ipv4
+from engine.proto.addr import int_to_ipv4, is_global_unicast_ipv4
 from engine.proto.role import DiscoveryInterface
 
 TYPE_CHECKING = False  # `typing` stays unimported at run time (docs/performance.md)
@@ -26,7 +25,7 @@ def prefixlen_netmask(prefixlen: int) -> str:
     """Dotted IPv4 netmask of a prefix length: the role compares peers against it."""
     if not 0 <= prefixlen <= 32:
         raise ValueError(f"not an IPv4 prefix length: {prefixlen}")
-    return socket.inet_ntoa(((0xFFFFFFFF << (32 - prefixlen)) & 0xFFFFFFFF).to_bytes(4, "big"))
+    return int_to_ipv4((0xFFFFFFFF << (32 - prefixlen)) & 0xFFFFFFFF)
 
 
 def select_discovery(links: Iterable[Link], addresses: Iterable[Address],

@@ -88,6 +88,7 @@ def split_url(url: str) -> Url:
 
 
 _TAB_AND_NEWLINES = str.maketrans("", "", "\t\r\n")
+_C0_AND_SPACE = "".join(map(chr, range(0x21)))
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
 
 
@@ -102,14 +103,8 @@ def join_url(base: str, ref: str) -> str:
     "Without ipaddress").  As there (and in the WHATWG URL standard), tabs and line breaks
     are removed first, and leading and trailing spaces and controls; what is left of the
     result is checked by `split_url` before any request is made."""
-    base = base.translate(_TAB_AND_NEWLINES).strip("\x00\x01\x02\x03\x04\x05\x06\x07\x08"
-                                                  "\x0b\x0c\x0e\x0f\x10\x11\x12\x13\x14"
-                                                  "\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d"
-                                                  "\x1e\x1f ")
-    ref = ref.translate(_TAB_AND_NEWLINES).strip("\x00\x01\x02\x03\x04\x05\x06\x07\x08"
-                                                "\x0b\x0c\x0e\x0f\x10\x11\x12\x13\x14"
-                                                "\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d"
-                                                "\x1e\x1f ")
+    base = base.translate(_TAB_AND_NEWLINES).strip(_C0_AND_SPACE)
+    ref = ref.translate(_TAB_AND_NEWLINES).strip(_C0_AND_SPACE)
     colon = ref.find(":")
     first_delim = min([i for i in (ref.find(c) for c in "/?#") if i >= 0], default=len(ref))
     if 0 < colon < first_delim and ref[0].isalpha() and set(ref[:colon]) <= _SCHEME_CHARS:

@@ -77,11 +77,11 @@ def venv_python() -> str:
 
 
 def engine_command() -> tuple[str, ...]:
-    """Our engine as operators run it: the `teredo-engine` script that installing the project
-    puts beside the venv's interpreter (what miredoctl's program lines run,
-    miredoctl/render.py `engine_command`), or ``python -m engine`` where it is missing."""
-    script = ROOT / ".venv" / "bin" / "teredo-engine"
-    return (str(script),) if script.exists() else (venv_python(), "-m", "engine")
+    """Our engine as operators run it: miredoctl's choice for its program lines (the
+    `teredo-engine` script beside the interpreter, else ``python -m engine``)."""
+    from miredoctl.render import engine_argv0
+
+    return tuple(engine_argv0())
 
 
 def _ours() -> Implementation:
